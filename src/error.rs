@@ -1,0 +1,93 @@
+//! The crate's one error type. Library code returns [`Result`]; every variant names the
+//! thing (file, flag, tensor, shader, adapter) that was wrong and what was expected.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in finegrain.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No usable GPU adapter (not even a software one).
+    #[error(
+        "no GPU adapter found ({detail}).\n  On Linux without a GPU install Mesa's software Vulkan \
+         driver (lavapipe): `apt-get install mesa-vulkan-drivers` (on Debian bookworm take it from \
+         bookworm-backports for Mesa 25, see .ci/install-lavapipe.sh).\n  Set WGPU_BACKEND \
+         (vulkan, metal, dx12, gl) or FINEGRAIN_ADAPTER (part of an adapter name) to choose one."
+    )]
+    NoAdapter { detail: String },
+
+    /// The adapter refused to create a device.
+    #[error("could not create a device on adapter `{adapter}`: {message}")]
+    RequestDevice { adapter: String, message: String },
+
+    /// A WGSL shader failed to parse or validate.
+    #[error("shader `{shader}` is invalid:\n{message}")]
+    Shader { shader: String, message: String },
+
+    /// A wgpu validation or out-of-memory error, or a failed map/poll.
+    #[error("GPU error in {context}: {message}")]
+    Gpu { context: String, message: String },
+
+    /// A tensor has the wrong shape.
+    #[error("tensor `{tensor}`: expected shape {expected:?}, found {found:?}")]
+    ShapeMismatch {
+        tensor: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+
+    /// A configuration value or argument is out of range.
+    #[error("invalid {what}: {message}")]
+    Invalid { what: String, message: String },
+
+    /// A tensor is too large for one storage binding on this adapter.
+    #[error(
+        "tensor `{tensor}` needs {bytes} bytes, more than this adapter's storage binding limit of \
+         {limit} bytes; use a smaller batch or input size"
+    )]
+    TooLarge { tensor: String, bytes: u64, limit: u64 },
+
+    /// An I/O error on a named file.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A file exists but its contents are not what was expected.
+    #[error("{}: {message}", path.display())]
+    Format { path: PathBuf, message: String },
+
+    /// Training produced a non-finite loss.
+    #[error("{0}")]
+    NonFinite(String),
+}
+
+/// `Result` with [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// Shorthand for [`Error::Invalid`].
+    pub fn invalid(what: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Invalid {
+            what: what.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Shorthand for [`Error::Io`].
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Shorthand for [`Error::Format`].
+    pub fn format(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Error::Format {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! Everything that touches wgpu lives below this module: adapter and device choice, limits
+//! and optional features, tensors (labelled storage buffers), the pipeline cache, recorded
+//! dispatches and the timestamp profiler. wgpu's API changes between major versions; keeping
+//! it here keeps those changes in one place.
+
+mod pipeline;
+mod profiler;
+mod tensor;
+
+pub use pipeline::{Dispatch, ShaderSource};
+pub use profiler::{Profiler, ProfileRow};
+pub use tensor::{DType, Tensor};
+
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Invocations per workgroup used by the element-wise kernels (a portable size).
+pub const WG: u32 = 256;
+
+/// How to choose the adapter. [`GpuOptions::from_env`] reads `WGPU_BACKEND` and
+/// `FINEGRAIN_ADAPTER`.
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {
+    /// Backends to consider; `None` means Vulkan, Metal, DX12 (and GL only if nothing else).
+    pub backends: Option<wgpu::Backends>,
+    /// Case-insensitive part of the adapter name to pick (e.g. "llvmpipe", "H200", "M2").
+    pub adapter_name: Option<String>,
+}
+
+impl GpuOptions {
+    /// Options from the environment: `WGPU_BACKEND` (vulkan, metal, dx12, gl) and
+    /// `FINEGRAIN_ADAPTER` (part of an adapter name).
+    pub fn from_env() -> Self {
+        GpuOptions {
+            backends: wgpu::Backends::from_env(),
+            adapter_name: std::env::var("FINEGRAIN_ADAPTER")
+                .ok()
+                .filter(|s| !s.is_empty()),
+        }
+    }
+
+    /// Parse a backend name as given on a command line.
+    pub fn parse_backend(name: &str) -> Result<wgpu::Backends> {
+        let b = match name.trim().to_ascii_lowercase().as_str() {
+            "vulkan" | "vk" => wgpu::Backends::VULKAN,
+            "metal" | "mtl" => wgpu::Backends::METAL,
+            "dx12" | "d3d12" => wgpu::Backends::DX12,
+            "gl" | "gles" | "opengl" => wgpu::Backends::GL,
+            "auto" | "" => wgpu::Backends::PRIMARY,
+            other => {
+                return Err(Error::invalid(
+                    "--backend",
+                    format!("`{other}` is not one of vulkan, metal, dx12, gl, auto"),
+                ))
+            }
+        };
+        Ok(b)
+    }
+}
+
+/// Optional adapter features finegrain uses when present.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GpuFeatures {
+    pub timestamp_query: bool,
+    pub shader_f16: bool,
+    pub subgroups: bool,
+}
+
+/// The chosen adapter, its device and queue, and the pipeline cache.
+pub struct Gpu {
+    pub adapter: wgpu::Adapter,
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub features: GpuFeatures,
+    modules: Mutex<HashMap<&'static str, Arc<wgpu::ShaderModule>>>,
+    pipelines: Mutex<HashMap<(&'static str, &'static str), Arc<wgpu::ComputePipeline>>>,
+    errors: Arc<Mutex<Vec<String>>>,
+}
+
+fn type_rank(t: wgpu::DeviceType) -> u32 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    }
+}
+
+fn backend_rank(b: wgpu::Backend) -> u32 {
+    match b {
+        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 0,
+        _ => 1,
+    }
+}
+
+impl Gpu {
+    /// Choose an adapter from the environment (`WGPU_BACKEND`, `FINEGRAIN_ADAPTER`) and
+    /// create a device on it.
+    pub fn from_env() -> Result<Gpu> {
+        Gpu::new(&GpuOptions::from_env())
+    }
+
+    /// Choose an adapter (a real GPU before a software one, unless a name is given) and
+    /// create a device asking for the limits and optional features finegrain can use.
+    pub fn new(opts: &GpuOptions) -> Result<Gpu> {
+        let backends = opts.backends.unwrap_or(wgpu::Backends::all());
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = backends;
+        let instance = wgpu::Instance::new(desc);
+        let adapters = pollster::block_on(instance.enumerate_adapters(backends));
+        let mut seen: Vec<String> = Vec::new();
+        let mut candidates: Vec<wgpu::Adapter> = Vec::new();
+        for a in adapters {
+            let info = a.get_info();
+            seen.push(format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type));
+            if let Some(want) = &opts.adapter_name {
+                if !info.name.to_lowercase().contains(&want.to_lowercase()) {
+                    continue;
+                }
+            }
+            if info.backend == wgpu::Backend::Noop {
+                continue;
+            }
+            candidates.push(a);
+        }
+        candidates.sort_by_key(|a| {
+            let i = a.get_info();
+            (backend_rank(i.backend), type_rank(i.device_type))
+        });
+        let Some(adapter) = candidates.into_iter().next() else {
+            let detail = if seen.is_empty() {
+                format!("backends {backends:?} reported no adapter")
+            } else {
+                format!(
+                    "none matched FINEGRAIN_ADAPTER={:?}; available: {}",
+                    opts.adapter_name.as_deref().unwrap_or(""),
+                    seen.join(", ")
+                )
+            };
+            return Err(Error::NoAdapter { detail });
+        };
+        Gpu::with_adapter(adapter)
+    }
+
+    fn with_adapter(adapter: wgpu::Adapter) -> Result<Gpu> {
+        let info = adapter.get_info();
+        let al = adapter.limits();
+        // Ask for what the adapter has where the model benefits (big activations, more
+        // storage buffers); shaders themselves stay within the portable defaults.
+        let mut limits = wgpu::Limits::default();
+        limits.max_storage_buffer_binding_size = al.max_storage_buffer_binding_size;
+        limits.max_buffer_size = al.max_buffer_size;
+        limits.max_storage_buffers_per_shader_stage = al.max_storage_buffers_per_shader_stage;
+        limits.max_compute_workgroup_storage_size = al.max_compute_workgroup_storage_size;
+        limits.max_compute_invocations_per_workgroup = al.max_compute_invocations_per_workgroup;
+        limits.max_compute_workgroup_size_x = al.max_compute_workgroup_size_x;
+        limits.max_compute_workgroup_size_y = al.max_compute_workgroup_size_y;
+        limits.max_compute_workgroups_per_dimension = al.max_compute_workgroups_per_dimension;
+        let af = adapter.features();
+        let mut required = wgpu::Features::empty();
+        for f in [
+            wgpu::Features::TIMESTAMP_QUERY,
+            wgpu::Features::SHADER_F16,
+            wgpu::Features::SUBGROUP,
+        ] {
+            if af.contains(f) {
+                required |= f;
+            }
+        }
+        let features = GpuFeatures {
+            timestamp_query: required.contains(wgpu::Features::TIMESTAMP_QUERY),
+            shader_f16: required.contains(wgpu::Features::SHADER_F16),
+            subgroups: required.contains(wgpu::Features::SUBGROUP),
+        };
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("finegrain"),
+            required_features: required,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| Error::RequestDevice {
+            adapter: info.name.clone(),
+            message: e.to_string(),
+        })?;
+        // Errors outside an error scope are collected and surfaced by `check()` instead of
+        // aborting the process.
+        let errors: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
+        let sink = errors.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            if let Ok(mut v) = sink.lock() {
+                v.push(e.to_string());
+            }
+        }));
+        Ok(Gpu {
+            adapter,
+            device,
+            queue,
+            info,
+            limits,
+            features,
+            modules: Mutex::new(HashMap::new()),
+            pipelines: Mutex::new(HashMap::new()),
+            errors,
+        })
+    }
+
+    /// One line naming the adapter, backend, type and driver.
+    pub fn describe(&self) -> String {
+        let i = &self.info;
+        let mut opt = Vec::new();
+        if self.features.timestamp_query {
+            opt.push("timestamps");
+        }
+        if self.features.shader_f16 {
+            opt.push("f16");
+        }
+        if self.features.subgroups {
+            opt.push("subgroups");
+        }
+        format!(
+            "{} ({:?}, {:?}, driver {} {}; max binding {} MiB; features: {})",
+            i.name,
+            i.backend,
+            i.device_type,
+            i.driver,
+            i.driver_info,
+            self.limits.max_storage_buffer_binding_size >> 20,
+            if opt.is_empty() { "none".to_string() } else { opt.join(", ") }
+        )
+    }
+
+    /// True when the adapter is a CPU implementation (lavapipe, WARP, ...).
+    pub fn is_cpu(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// Return (and clear) GPU errors raised outside error scopes.
+    pub fn check(&self, context: &str) -> Result<()> {
+        let mut v = self.errors.lock().map_err(|_| Error::Gpu {
+            context: context.into(),
+            message: "error sink poisoned".into(),
+        })?;
+        if v.is_empty() {
+            Ok(())
+        } else {
+            let message = v.join("\n");
+            v.clear();
+            Err(Error::Gpu {
+                context: context.into(),
+                message,
+            })
+        }
+    }
+
+    /// Wait until all submitted work has finished.
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu {
+                context: "device.poll".into(),
+                message: e.to_string(),
+            })?;
+        self.check("submitted work")
+    }
+
+    /// A new command encoder.
+    pub fn encoder(&self, label: &str) -> wgpu::CommandEncoder {
+        self.device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) })
+    }
+
+    /// Record `dispatches` into one compute pass of `encoder`, in order.
+    pub fn record(&self, encoder: &mut wgpu::CommandEncoder, label: &str, dispatches: &[&Dispatch]) {
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(label),
+            timestamp_writes: None,
+        });
+        for d in dispatches {
+            d.record(&mut pass);
+        }
+    }
+
+    /// Record, submit and wait for `dispatches` (tests and one-off work; the training loop
+    /// records into its own encoder and never waits mid-step).
+    pub fn run(&self, dispatches: &[&Dispatch]) -> Result<()> {
+        let mut enc = self.encoder("finegrain.run");
+        self.record(&mut enc, "finegrain.run", dispatches);
+        self.queue.submit([enc.finish()]);
+        self.wait()
+    }
+
+    /// Split `workgroups` over x and y so that no dimension exceeds the adapter limit.
+    /// Shaders reconstruct the linear workgroup index as `wg.y * num_workgroups.x + wg.x`.
+    pub fn grid(&self, workgroups: u64) -> [u32; 3] {
+        let maxd = self.limits.max_compute_workgroups_per_dimension.max(1) as u64;
+        let w = workgroups.max(1);
+        if w <= maxd {
+            [w as u32, 1, 1]
+        } else {
+            let y = w.div_ceil(maxd);
+            let x = w.div_ceil(y);
+            [x as u32, y as u32, 1]
+        }
+    }
+
+    /// Grid for a one-thread-per-element kernel with workgroup size [`WG`].
+    pub fn grid_for(&self, elements: usize) -> [u32; 3] {
+        self.grid((elements as u64).div_ceil(WG as u64))
+    }
+}

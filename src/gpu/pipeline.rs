@@ -1,0 +1,214 @@
+//! Shader sources, the pipeline cache, and [`Dispatch`]: a pipeline, its bind group and its
+//! workgroup count, built once at setup and recorded many times.
+
+use super::{Gpu, Tensor};
+use crate::error::{Error, Result};
+use std::sync::Arc;
+use wgpu::util::DeviceExt;
+
+/// A WGSL file from `shaders/`, embedded with `include_str!`.
+#[derive(Clone, Copy, Debug)]
+pub struct ShaderSource {
+    /// File stem, e.g. `gemm`; also the shader module's label.
+    pub name: &'static str,
+    pub source: &'static str,
+}
+
+impl ShaderSource {
+    /// Parse and validate with naga; the error message names the shader and the line.
+    pub fn validate(&self) -> Result<naga::Module> {
+        let module = naga::front::wgsl::parse_str(self.source).map_err(|e| Error::Shader {
+            shader: self.name.to_string(),
+            message: e.emit_to_string_with_path(self.source, &format!("shaders/{}.wgsl", self.name)),
+        })?;
+        let mut v = naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::default(),
+        );
+        v.validate(&module).map_err(|e| Error::Shader {
+            shader: self.name.to_string(),
+            message: e.emit_to_string_with_path(self.source, &format!("shaders/{}.wgsl", self.name)),
+        })?;
+        Ok(module)
+    }
+}
+
+/// A recorded-many-times GPU dispatch: one entry point, one bind group, fixed workgroups.
+/// Binding 0 of every kernel is its uniform parameter block; bindings 1.. are the tensors
+/// in the order the launcher passes them.
+pub struct Dispatch {
+    /// `shader.entry`, used as pass label and profiler row.
+    pub name: String,
+    pipeline: Arc<wgpu::ComputePipeline>,
+    bind_group: wgpu::BindGroup,
+    pub workgroups: [u32; 3],
+    /// The uniform parameter buffer (kept alive; may be rewritten with `set_params`).
+    pub params: wgpu::Buffer,
+}
+
+impl Dispatch {
+    /// Record this dispatch into a compute pass.
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        if self.workgroups.iter().any(|&w| w == 0) {
+            return;
+        }
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.dispatch_workgroups(self.workgroups[0], self.workgroups[1], self.workgroups[2]);
+    }
+
+    /// Overwrite the parameter block (queued; takes effect at the next submit).
+    pub fn set_params<P: bytemuck::Pod>(&self, gpu: &Gpu, params: &P) {
+        gpu.queue
+            .write_buffer(&self.params, 0, &pad16(bytemuck::bytes_of(params)));
+    }
+}
+
+fn pad16(b: &[u8]) -> Vec<u8> {
+    let mut v = b.to_vec();
+    let n = v.len().div_ceil(16).max(1) * 16;
+    v.resize(n, 0);
+    v
+}
+
+impl Gpu {
+    /// The compute pipeline for `shader`'s `entry`, compiled once and cached.
+    pub fn pipeline(
+        &self,
+        shader: &ShaderSource,
+        entry: &'static str,
+    ) -> Result<Arc<wgpu::ComputePipeline>> {
+        if let Some(p) = self
+            .pipelines
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&(shader.name, entry)).cloned())
+        {
+            return Ok(p);
+        }
+        let module = self.module(shader)?;
+        let label = format!("{}.{}", shader.name, entry);
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let p = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&label),
+                layout: None,
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Shader {
+                shader: label,
+                message: e.to_string(),
+            });
+        }
+        let p = Arc::new(p);
+        if let Ok(mut m) = self.pipelines.lock() {
+            m.insert((shader.name, entry), p.clone());
+        }
+        Ok(p)
+    }
+
+    fn module(&self, shader: &ShaderSource) -> Result<Arc<wgpu::ShaderModule>> {
+        if let Some(m) = self
+            .modules
+            .lock()
+            .ok()
+            .and_then(|m| m.get(shader.name).cloned())
+        {
+            return Ok(m);
+        }
+        shader.validate()?;
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let m = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(shader.name),
+                source: wgpu::ShaderSource::Wgsl(shader.source.into()),
+            });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Shader {
+                shader: shader.name.to_string(),
+                message: e.to_string(),
+            });
+        }
+        let m = Arc::new(m);
+        if let Ok(mut c) = self.modules.lock() {
+            c.insert(shader.name, m.clone());
+        }
+        Ok(m)
+    }
+
+    /// Build a [`Dispatch`]: `params` goes to binding 0 (uniform), `tensors[i]` to binding
+    /// `i + 1` (storage). Every binding the entry point declares must be given, and only those.
+    pub fn dispatch<P: bytemuck::Pod>(
+        &self,
+        shader: &ShaderSource,
+        entry: &'static str,
+        params: &P,
+        tensors: &[&Tensor],
+        workgroups: [u32; 3],
+    ) -> Result<Dispatch> {
+        let buffers: Vec<&wgpu::Buffer> = tensors.iter().map(|t| &t.buffer).collect();
+        self.dispatch_buffers(shader, entry, params, &buffers, workgroups)
+    }
+
+    /// As [`Gpu::dispatch`], with raw buffers.
+    pub fn dispatch_buffers<P: bytemuck::Pod>(
+        &self,
+        shader: &ShaderSource,
+        entry: &'static str,
+        params: &P,
+        buffers: &[&wgpu::Buffer],
+        workgroups: [u32; 3],
+    ) -> Result<Dispatch> {
+        let name = format!("{}.{}", shader.name, entry);
+        let maxd = self.limits.max_compute_workgroups_per_dimension;
+        if workgroups.iter().any(|&w| w > maxd) {
+            return Err(Error::invalid(
+                format!("dispatch `{name}`"),
+                format!("workgroups {workgroups:?} exceed the adapter limit {maxd} per dimension"),
+            ));
+        }
+        let pipeline = self.pipeline(shader, entry)?;
+        let params_buf = self
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(&format!("{name}.params")),
+                contents: &pad16(bytemuck::bytes_of(params)),
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            });
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: params_buf.as_entire_binding(),
+        }];
+        for (i, b) in buffers.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource: b.as_entire_binding(),
+            });
+        }
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(&name),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu {
+                context: format!("bind group for `{name}`"),
+                message: e.to_string(),
+            });
+        }
+        Ok(Dispatch {
+            name,
+            pipeline,
+            bind_group,
+            workgroups,
+            params: params_buf,
+        })
+    }
+}

@@ -1,0 +1,180 @@
+//! Tensors: labelled storage buffers with a shape, allocated once.
+
+use super::Gpu;
+use crate::error::{Error, Result};
+
+/// Element type of a tensor (4 bytes either way).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DType {
+    F32,
+    U32,
+}
+
+/// A storage buffer with a shape. Activations are NHWC; see the module that owns each
+/// tensor for what its dimensions mean.
+pub struct Tensor {
+    pub buffer: wgpu::Buffer,
+    pub shape: Vec<usize>,
+    pub dtype: DType,
+    pub label: String,
+}
+
+impl Tensor {
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Size in bytes of the elements (the buffer itself is never smaller than 4 bytes).
+    pub fn bytes(&self) -> u64 {
+        self.numel() as u64 * 4
+    }
+
+    /// Error unless the shape is `expected`.
+    pub fn expect_shape(&self, expected: &[usize]) -> Result<()> {
+        if self.shape != expected {
+            return Err(Error::ShapeMismatch {
+                tensor: self.label.clone(),
+                expected: expected.to_vec(),
+                found: self.shape.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Gpu {
+    fn alloc(&self, label: &str, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        let numel: usize = shape.iter().product();
+        let bytes = (numel as u64 * 4).max(4);
+        let limit = self
+            .limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size);
+        if bytes > limit {
+            return Err(Error::TooLarge {
+                tensor: label.to_string(),
+                bytes,
+                limit,
+            });
+        }
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        Ok(Tensor {
+            buffer,
+            shape: shape.to_vec(),
+            dtype,
+            label: label.to_string(),
+        })
+    }
+
+    /// A zero-filled f32 tensor.
+    pub fn zeros(&self, label: &str, shape: &[usize]) -> Result<Tensor> {
+        self.alloc(label, shape, DType::F32)
+    }
+
+    /// A zero-filled u32 tensor.
+    pub fn zeros_u32(&self, label: &str, shape: &[usize]) -> Result<Tensor> {
+        self.alloc(label, shape, DType::U32)
+    }
+
+    /// An f32 tensor holding `data`.
+    pub fn tensor(&self, label: &str, shape: &[usize], data: &[f32]) -> Result<Tensor> {
+        let t = self.zeros(label, shape)?;
+        self.upload(&t, data)?;
+        Ok(t)
+    }
+
+    /// A u32 tensor holding `data`.
+    pub fn tensor_u32(&self, label: &str, shape: &[usize], data: &[u32]) -> Result<Tensor> {
+        let t = self.zeros_u32(label, shape)?;
+        self.upload(&t, data)?;
+        Ok(t)
+    }
+
+    /// Write `data` into `t` (queued; takes effect before the next submit).
+    pub fn upload<T: bytemuck::Pod>(&self, t: &Tensor, data: &[T]) -> Result<()> {
+        if std::mem::size_of_val(data) as u64 != t.bytes() {
+            return Err(Error::invalid(
+                format!("upload to `{}`", t.label),
+                format!(
+                    "{} bytes given, tensor of shape {:?} holds {}",
+                    std::mem::size_of_val(data),
+                    t.shape,
+                    t.bytes()
+                ),
+            ));
+        }
+        if !data.is_empty() {
+            self.queue
+                .write_buffer(&t.buffer, 0, bytemuck::cast_slice(data));
+        }
+        Ok(())
+    }
+
+    /// Fill an f32 tensor with one value (NaN poisoning in tests, zeroing accumulators).
+    pub fn fill(&self, t: &Tensor, value: f32) -> Result<()> {
+        self.upload(t, &vec![value; t.numel()])
+    }
+
+    /// Read a buffer's first `bytes` bytes back (submits and waits).
+    pub fn read_bytes(&self, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+        if bytes == 0 {
+            return Ok(Vec::new());
+        }
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("finegrain.readback"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.encoder("finegrain.readback");
+        enc.copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes);
+        self.queue.submit([enc.finish()]);
+        map_read(self, &staging, bytes)
+    }
+
+    /// Read an f32 tensor back to the host (submits and waits).
+    pub fn download(&self, t: &Tensor) -> Result<Vec<f32>> {
+        let b = self.read_bytes(&t.buffer, t.bytes())?;
+        Ok(bytemuck::cast_slice(&b).to_vec())
+    }
+
+    /// Read a u32 tensor back to the host (submits and waits).
+    pub fn download_u32(&self, t: &Tensor) -> Result<Vec<u32>> {
+        let b = self.read_bytes(&t.buffer, t.bytes())?;
+        Ok(bytemuck::cast_slice(&b).to_vec())
+    }
+}
+
+/// Map a MAP_READ buffer whose copy has been submitted, wait, and copy its bytes out.
+pub(crate) fn map_read(gpu: &Gpu, staging: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+    let slice = staging.slice(0..bytes);
+    let (tx, rx) = std::sync::mpsc::channel();
+    slice.map_async(wgpu::MapMode::Read, move |r| {
+        let _ = tx.send(r);
+    });
+    gpu.wait()?;
+    let mapped = rx.recv().map_err(|_| Error::Gpu {
+        context: "map_async".into(),
+        message: "callback never ran".into(),
+    })?;
+    mapped.map_err(|e| Error::Gpu {
+        context: "map_async".into(),
+        message: e.to_string(),
+    })?;
+    let view = slice.get_mapped_range().map_err(|e| Error::Gpu {
+        context: "get_mapped_range".into(),
+        message: e.to_string(),
+    })?;
+    let out = view.to_vec();
+    drop(view);
+    staging.unmap();
+    Ok(out)
+}

@@ -1,0 +1,20 @@
+//! One launcher per shader: a `#[repr(C)]` Pod parameter block matching the WGSL `Params`
+//! struct, and functions that build [`Dispatch`](crate::gpu::Dispatch)es at setup time.
+
+pub mod gemm;
+
+use crate::gpu::ShaderSource;
+
+macro_rules! shader {
+    ($name:literal) => {
+        ShaderSource {
+            name: $name,
+            source: include_str!(concat!("../../shaders/", $name, ".wgsl")),
+        }
+    };
+}
+
+pub const GEMM: ShaderSource = shader!("gemm");
+
+/// Every shader the crate embeds (the portability test checks that this covers `shaders/`).
+pub const ALL_SHADERS: &[ShaderSource] = &[GEMM];

@@ -1,0 +1,5 @@
+//! Plain-Rust f64 CPU twins of every GPU kernel. They define what the kernels must compute;
+//! tests compare the GPU against them, and their own gradients are checked by central
+//! finite differences. Same layouts as the GPU side (NHWC activations, HWIO weights).
+
+pub mod gemm;

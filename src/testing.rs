@@ -1,0 +1,175 @@
+//! Helpers shared by the tests, the benchmark and the examples' self-checks: the shared
+//! test adapter, fresh random inputs, and the GPU-versus-twin comparison.
+
+use crate::gpu::Gpu;
+use rand::{Rng, SeedableRng};
+use std::sync::OnceLock;
+
+/// Environment variable that lets GPU tests pass without an adapter (they print that they
+/// checked nothing). Without it, a missing adapter fails every GPU test.
+pub const ALLOW_NO_GPU: &str = "FINEGRAIN_ALLOW_NO_GPU";
+
+/// The adapter shared by every test in a test binary. Panics (failing the test) when no
+/// adapter can be created, unless `FINEGRAIN_ALLOW_NO_GPU=1` is set, in which case it
+/// returns `None` and the caller returns early.
+pub fn gpu() -> Option<&'static Gpu> {
+    static GPU: OnceLock<Result<Gpu, String>> = OnceLock::new();
+    let g = GPU.get_or_init(|| {
+        let r = Gpu::from_env().map_err(|e| e.to_string());
+        if let Ok(g) = &r {
+            eprintln!("finegrain tests on: {}", g.describe());
+        }
+        r
+    });
+    match g {
+        Ok(g) => Some(g),
+        Err(e) => {
+            if std::env::var(ALLOW_NO_GPU).is_ok_and(|v| v == "1") {
+                eprintln!("SKIPPED (no adapter, {ALLOW_NO_GPU}=1): {e}");
+                None
+            } else {
+                panic!("GPU test needs an adapter: {e}\n(set {ALLOW_NO_GPU}=1 to skip GPU tests)");
+            }
+        }
+    }
+}
+
+/// A random generator seeded from `FINEGRAIN_TEST_SEED` or fresh entropy; the seed is
+/// printed so a failure can be replayed.
+pub fn rng(test: &str) -> rand::rngs::StdRng {
+    let seed = std::env::var("FINEGRAIN_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or_else(|| rand::rng().random());
+    eprintln!("{test}: FINEGRAIN_TEST_SEED={seed}");
+    rand::rngs::StdRng::seed_from_u64(seed)
+}
+
+/// `n` values uniform in [-scale, scale).
+pub fn uniform(rng: &mut impl Rng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-scale..scale)).collect()
+}
+
+/// Widen to f64 for the twins.
+pub fn f64s(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+/// Result of comparing GPU output against a twin.
+#[derive(Debug, Clone)]
+pub struct Comparison {
+    pub bad: usize,
+    pub worst_index: usize,
+    pub worst_err: f64,
+    pub max_abs_err: f64,
+    pub report: String,
+}
+
+/// Compare `|got - want| <= atol + rtol * |want|` elementwise (NaN never passes).
+pub fn compare(name: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64) -> Comparison {
+    let mut bad = 0;
+    let mut first = Vec::new();
+    let mut worst_index = 0;
+    let mut worst_ratio = -1.0f64;
+    let mut max_abs_err = 0.0f64;
+    if got.len() != want.len() {
+        return Comparison {
+            bad: got.len().max(want.len()),
+            worst_index: 0,
+            worst_err: f64::INFINITY,
+            max_abs_err: f64::INFINITY,
+            report: format!("{name}: length {} != reference length {}", got.len(), want.len()),
+        };
+    }
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let err = (g as f64 - w).abs();
+        let tol = atol + rtol * w.abs();
+        let ratio = if err.is_nan() { f64::INFINITY } else { err / tol };
+        if !(err <= tol) {
+            bad += 1;
+            if first.len() < 5 {
+                first.push(format!("[{i}] gpu {g:e} ref {w:e} err {err:e}"));
+            }
+        }
+        if ratio > worst_ratio {
+            worst_ratio = ratio;
+            worst_index = i;
+        }
+        if err.is_nan() || err > max_abs_err {
+            max_abs_err = if err.is_nan() { f64::INFINITY } else { err };
+        }
+    }
+    let worst_err = if got.is_empty() {
+        0.0
+    } else {
+        (got[worst_index] as f64 - want[worst_index]).abs()
+    };
+    let report = format!(
+        "{name}: {bad}/{} elements outside atol {atol:e} + rtol {rtol:e}; worst [{worst_index}] gpu {:e} ref {:e} (err {worst_err:e}); max abs err {max_abs_err:e}{}",
+        got.len(),
+        got.get(worst_index).copied().unwrap_or(f32::NAN),
+        want.get(worst_index).copied().unwrap_or(f64::NAN),
+        if first.is_empty() { String::new() } else { format!("\n  first: {}", first.join("; ")) }
+    );
+    Comparison {
+        bad,
+        worst_index,
+        worst_err,
+        max_abs_err,
+        report,
+    }
+}
+
+/// Panic with a report (worst element, first failures) unless `got` matches `want`.
+#[track_caller]
+pub fn assert_close(name: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64) {
+    let c = compare(name, got, want, atol, rtol);
+    assert!(c.bad == 0, "{}", c.report);
+}
+
+/// Central finite-difference gradient of `f` at `x` for the listed coordinates.
+pub fn finite_diff(f: &mut dyn FnMut(&[f64]) -> f64, x: &[f64], coords: &[usize], h: f64) -> Vec<f64> {
+    let mut xp = x.to_vec();
+    coords
+        .iter()
+        .map(|&i| {
+            let orig = xp[i];
+            xp[i] = orig + h;
+            let fp = f(&xp);
+            xp[i] = orig - h;
+            let fm = f(&xp);
+            xp[i] = orig;
+            (fp - fm) / (2.0 * h)
+        })
+        .collect()
+}
+
+/// Assert an analytic gradient matches central differences of `f` on `samples` coordinates
+/// (all coordinates when there are at most `samples`).
+#[track_caller]
+pub fn check_grad(
+    name: &str,
+    f: &mut dyn FnMut(&[f64]) -> f64,
+    x: &[f64],
+    analytic: &[f64],
+    samples: usize,
+    rng: &mut impl Rng,
+) {
+    assert_eq!(x.len(), analytic.len(), "{name}: gradient length");
+    let coords: Vec<usize> = if x.len() <= samples {
+        (0..x.len()).collect()
+    } else {
+        (0..samples).map(|_| rng.random_range(0..x.len())).collect()
+    };
+    let num = finite_diff(f, x, &coords, 1e-5);
+    for (j, &i) in coords.iter().enumerate() {
+        let err = (num[j] - analytic[i]).abs();
+        let tol = 1e-6 + 1e-5 * num[j].abs().max(analytic[i].abs());
+        assert!(
+            err <= tol,
+            "{name}: d/dx[{i}] analytic {:e} vs finite difference {:e} (err {err:e})",
+            analytic[i],
+            num[j]
+        );
+    }
+}
