@@ -1,6 +1,7 @@
 //! One launcher per shader: a `#[repr(C)]` Pod parameter block matching the WGSL `Params`
 //! struct, and functions that build [`Dispatch`](crate::gpu::Dispatch)es at setup time.
 
+pub mod conv2d;
 pub mod gemm;
 
 use crate::gpu::ShaderSource;
@@ -14,7 +15,8 @@ macro_rules! shader {
     };
 }
 
+pub const CONV2D: ShaderSource = shader!("conv2d");
 pub const GEMM: ShaderSource = shader!("gemm");
 
 /// Every shader the crate embeds (the portability test checks that this covers `shaders/`).
-pub const ALL_SHADERS: &[ShaderSource] = &[GEMM];
+pub const ALL_SHADERS: &[ShaderSource] = &[CONV2D, GEMM];

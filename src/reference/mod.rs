@@ -2,4 +2,5 @@
 //! tests compare the GPU against them, and their own gradients are checked by central
 //! finite differences. Same layouts as the GPU side (NHWC activations, HWIO weights).
 
+pub mod conv2d;
 pub mod gemm;

@@ -1,0 +1,272 @@
+//! `conv2d`: 2-D convolution without bias (BatchNorm follows in ResNet), its data gradient and
+//! its weight gradient, as tiled implicit GEMMs, plus a direct forward kernel kept as the
+//! readable fallback (see `shaders/conv2d.wgsl`).
+//!
+//! Layouts: x (N, H, W, Cin), w (KH, KW, Cin, Cout), y (N, OH, OW, Cout), f32, contiguous.
+
+use super::CONV2D;
+use crate::error::{Error, Result};
+use crate::gpu::{Dispatch, Gpu, Tensor};
+
+/// Geometry of one convolution: input (n, h, w, cin), kernel (kh, kw), cout output channels,
+/// the same stride and zero padding on both spatial axes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dShape {
+    pub n: usize,
+    pub h: usize,
+    pub w: usize,
+    pub cin: usize,
+    pub cout: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+impl Conv2dShape {
+    /// Output height `(h + 2 pad - kh) / stride + 1` (0 when the kernel does not fit).
+    pub fn oh(&self) -> usize {
+        out_len(self.h, self.kh, self.stride, self.pad)
+    }
+
+    /// Output width `(w + 2 pad - kw) / stride + 1` (0 when the kernel does not fit).
+    pub fn ow(&self) -> usize {
+        out_len(self.w, self.kw, self.stride, self.pad)
+    }
+
+    /// GFLOP of the forward pass (2 x multiply-adds); each backward pass costs the same.
+    pub fn gflop(&self) -> f64 {
+        2.0 * (self.n * self.oh() * self.ow()) as f64
+            * (self.kh * self.kw * self.cin) as f64
+            * self.cout as f64
+            * 1e-9
+    }
+
+    /// Shape of x: (N, H, W, Cin).
+    pub fn x_shape(&self) -> [usize; 4] {
+        [self.n, self.h, self.w, self.cin]
+    }
+
+    /// Shape of w: (KH, KW, Cin, Cout).
+    pub fn w_shape(&self) -> [usize; 4] {
+        [self.kh, self.kw, self.cin, self.cout]
+    }
+
+    /// Shape of y: (N, OH, OW, Cout).
+    pub fn y_shape(&self) -> [usize; 4] {
+        [self.n, self.oh(), self.ow(), self.cout]
+    }
+
+    /// Error unless every size is positive, the kernel fits the padded input, and every
+    /// index the shaders compute fits in 32 bits.
+    pub fn validate(&self) -> Result<()> {
+        let what = || format!("conv2d shape {self:?}");
+        let dims = [
+            ("n", self.n),
+            ("h", self.h),
+            ("w", self.w),
+            ("cin", self.cin),
+            ("cout", self.cout),
+            ("kh", self.kh),
+            ("kw", self.kw),
+            ("stride", self.stride),
+        ];
+        for (name, v) in dims {
+            if v == 0 {
+                return Err(Error::invalid(what(), format!("{name} must be positive")));
+            }
+        }
+        if self.kh > self.h + 2 * self.pad || self.kw > self.w + 2 * self.pad {
+            return Err(Error::invalid(
+                what(),
+                format!(
+                    "kernel {}x{} is larger than the padded input {}x{}",
+                    self.kh,
+                    self.kw,
+                    self.h + 2 * self.pad,
+                    self.w + 2 * self.pad
+                ),
+            ));
+        }
+        // Largest index or product formed in the shaders (offsets, padded coordinates, the
+        // y element count) must stay below 2^31 (coordinates go through i32).
+        let limit = i32::MAX as u128;
+        let big = [
+            self.x_shape().iter().map(|&d| d as u128).product::<u128>(),
+            self.w_shape().iter().map(|&d| d as u128).product::<u128>(),
+            self.y_shape().iter().map(|&d| d as u128).product::<u128>(),
+            (self.h + self.pad) as u128 * self.stride as u128 + self.kh as u128,
+            (self.w + self.pad) as u128 * self.stride as u128 + self.kw as u128,
+        ];
+        if big.iter().any(|&b| b > limit) {
+            return Err(Error::invalid(
+                what(),
+                "too large for 32-bit indexing; split the batch",
+            ));
+        }
+        Ok(())
+    }
+
+    fn params(&self, rows: usize, cols: usize, red: usize, accumulate: bool) -> Conv2dParams {
+        Conv2dParams {
+            n: self.n as u32,
+            h: self.h as u32,
+            w: self.w as u32,
+            cin: self.cin as u32,
+            cout: self.cout as u32,
+            kh: self.kh as u32,
+            kw: self.kw as u32,
+            stride: self.stride as u32,
+            pad: self.pad as u32,
+            oh: self.oh() as u32,
+            ow: self.ow() as u32,
+            rows: rows as u32,
+            cols: cols as u32,
+            red: red as u32,
+            accumulate: accumulate as u32,
+            zsplit: 1,
+        }
+    }
+}
+
+fn out_len(len: usize, k: usize, stride: usize, pad: usize) -> usize {
+    if stride == 0 || len + 2 * pad < k {
+        0
+    } else {
+        (len + 2 * pad - k) / stride + 1
+    }
+}
+
+/// Parameter block of `shaders/conv2d.wgsl`. `rows`, `cols`, `red` are the sizes of the GEMM
+/// the entry point computes (C[rows, cols] = A[rows, red] x B[red, cols]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Conv2dParams {
+    pub n: u32,
+    pub h: u32,
+    pub w: u32,
+    pub cin: u32,
+    pub cout: u32,
+    pub kh: u32,
+    pub kw: u32,
+    pub stride: u32,
+    pub pad: u32,
+    pub oh: u32,
+    pub ow: u32,
+    pub rows: u32,
+    pub cols: u32,
+    pub red: u32,
+    pub accumulate: u32,
+    /// conv2d_backward_data: workgroups along z per stride phase.
+    pub zsplit: u32,
+}
+
+/// Workgroups for a 64 x 64-tiled GEMM of `rows` x `cols`: x over column tiles, row tiles
+/// split over y and z so that no dimension exceeds the adapter limit.
+fn tiled_grid(gpu: &Gpu, rows: usize, cols: usize) -> [u32; 3] {
+    let g = gpu.grid(rows.div_ceil(64) as u64);
+    [cols.div_ceil(64) as u32, g[0], g[1]]
+}
+
+/// Forward convolution as an implicit GEMM: x (N,H,W,Cin), w (KH,KW,Cin,Cout) -> y
+/// (N,OH,OW,Cout). Overwrites y.
+pub fn conv2d_forward(
+    gpu: &Gpu,
+    s: &Conv2dShape,
+    x: &Tensor,
+    w: &Tensor,
+    y: &Tensor,
+) -> Result<Dispatch> {
+    s.validate()?;
+    x.expect_shape(&s.x_shape())?;
+    w.expect_shape(&s.w_shape())?;
+    y.expect_shape(&s.y_shape())?;
+    let rows = s.n * s.oh() * s.ow();
+    let p = s.params(rows, s.cout, s.kh * s.kw * s.cin, false);
+    gpu.dispatch(
+        &CONV2D,
+        "conv2d_forward",
+        &p,
+        &[x, w, y],
+        tiled_grid(gpu, rows, s.cout),
+    )
+}
+
+/// Data gradient (a transposed convolution as an implicit GEMM): dy (N,OH,OW,Cout), w
+/// (KH,KW,Cin,Cout) -> dx (N,H,W,Cin). Overwrites dx, or adds into it when `accumulate`.
+///
+/// The GEMM is split into stride^2 phases, each reducing over only the taps that reach it,
+/// so stride 2 costs no more than stride 1. Cin is the 64-wide column tile: with Cin = 3 (the
+/// ResNet stem) most of each tile is idle; training never needs the image gradient, so do
+/// not build this dispatch for the stem.
+pub fn conv2d_backward_data(
+    gpu: &Gpu,
+    s: &Conv2dShape,
+    dy: &Tensor,
+    w: &Tensor,
+    dx: &Tensor,
+    accumulate: bool,
+) -> Result<Dispatch> {
+    s.validate()?;
+    dy.expect_shape(&s.y_shape())?;
+    w.expect_shape(&s.w_shape())?;
+    dx.expect_shape(&s.x_shape())?;
+    // One GEMM per stride phase; size the grid for the largest phase.
+    let phases = s.stride * s.stride;
+    let phase_rows = s.n * s.h.div_ceil(s.stride) * s.w.div_ceil(s.stride);
+    let g = gpu.grid(phase_rows.div_ceil(64) as u64);
+    let mut p = s.params(s.n * s.h * s.w, s.cin, s.kh * s.kw * s.cout, accumulate);
+    p.zsplit = g[1];
+    let gz = u32::try_from(phases as u64 * g[1] as u64).unwrap_or(u32::MAX);
+    let wg = [s.cin.div_ceil(64) as u32, g[0], gz];
+    gpu.dispatch(&CONV2D, "conv2d_backward_data", &p, &[dy, w, dx], wg)
+}
+
+/// Weight gradient (a GEMM reducing over the N*OH*OW output pixels): x (N,H,W,Cin), dy
+/// (N,OH,OW,Cout) -> dw (KH,KW,Cin,Cout). Overwrites dw, or adds into it when `accumulate`.
+pub fn conv2d_backward_weight(
+    gpu: &Gpu,
+    s: &Conv2dShape,
+    x: &Tensor,
+    dy: &Tensor,
+    dw: &Tensor,
+    accumulate: bool,
+) -> Result<Dispatch> {
+    s.validate()?;
+    x.expect_shape(&s.x_shape())?;
+    dy.expect_shape(&s.y_shape())?;
+    dw.expect_shape(&s.w_shape())?;
+    let rows = s.kh * s.kw * s.cin;
+    let p = s.params(rows, s.cout, s.n * s.oh() * s.ow(), accumulate);
+    gpu.dispatch(
+        &CONV2D,
+        "conv2d_backward_weight",
+        &p,
+        &[x, dy, dw],
+        tiled_grid(gpu, rows, s.cout),
+    )
+}
+
+/// Forward convolution, one thread per output element (the readable fallback and a second
+/// opinion for the tiled kernel). Same contract as [`conv2d_forward`]: overwrites y.
+pub fn conv2d_direct(
+    gpu: &Gpu,
+    s: &Conv2dShape,
+    x: &Tensor,
+    w: &Tensor,
+    y: &Tensor,
+) -> Result<Dispatch> {
+    s.validate()?;
+    x.expect_shape(&s.x_shape())?;
+    w.expect_shape(&s.w_shape())?;
+    y.expect_shape(&s.y_shape())?;
+    let rows = s.n * s.oh() * s.ow();
+    let p = s.params(rows, s.cout, s.kh * s.kw * s.cin, false);
+    gpu.dispatch(
+        &CONV2D,
+        "conv2d_direct",
+        &p,
+        &[x, w, y],
+        gpu.grid_for(rows * s.cout),
+    )
+}

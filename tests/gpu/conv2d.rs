@@ -1,0 +1,313 @@
+//! conv2d: every entry point against the f64 twins (including the accumulate paths), the
+//! twins' gradients against central finite differences of the forward twin, and shape checks.
+
+use finegrain::error::Error;
+use finegrain::kernels::conv2d::{self as conv, Conv2dShape};
+use finegrain::reference::conv2d as twin;
+use finegrain::testing::{assert_close, check_grad, f64s, gpu, rng, uniform};
+use rand::Rng;
+
+#[allow(clippy::too_many_arguments)]
+const fn shape(
+    n: usize,
+    h: usize,
+    w: usize,
+    cin: usize,
+    cout: usize,
+    kh: usize,
+    kw: usize,
+    stride: usize,
+    pad: usize,
+) -> Conv2dShape {
+    Conv2dShape {
+        n,
+        h,
+        w,
+        cin,
+        cout,
+        kh,
+        kw,
+        stride,
+        pad,
+    }
+}
+
+/// Shapes that do not divide the tiles; the ResNet kinds (stem 7x7/s2/p3, 3x3/s1/p1,
+/// 3x3/s2/p1, 1x1/s1, 1x1/s2); odd corners (non-square kernels, stride 3 leaving input
+/// rows no window reads, padding so wide that whole windows are padding).
+const SHAPES: &[Conv2dShape] = &[
+    shape(1, 7, 5, 3, 13, 3, 3, 1, 1),
+    shape(5, 9, 9, 7, 33, 3, 3, 2, 1),
+    shape(1, 17, 13, 3, 13, 7, 7, 2, 3),
+    shape(5, 9, 7, 33, 7, 1, 1, 2, 0),
+    shape(1, 7, 9, 13, 33, 1, 1, 1, 0),
+    shape(2, 8, 10, 3, 5, 3, 1, 3, 0),
+    shape(1, 6, 5, 4, 3, 2, 4, 2, 2),
+    shape(1, 28, 28, 7, 13, 3, 3, 1, 1),
+    // Bigger than one tile in every GEMM dimension of all three passes:
+    // forward 198 x 67 x 585, data gradient 198 x 65 x 603, weight gradient 585 x 67 x 198.
+    shape(2, 11, 9, 65, 67, 3, 3, 1, 1),
+];
+
+fn numel(d: [usize; 4]) -> usize {
+    d.iter().product()
+}
+
+/// f32 accumulation of `red` products of values in [-1, 1].
+fn atol(red: usize) -> f64 {
+    4e-6 * (red as f64).sqrt() + 1e-6
+}
+
+fn name(s: &Conv2dShape) -> String {
+    format!(
+        "n{} {}x{}x{} -> {} k{}x{} s{} p{}",
+        s.n, s.h, s.w, s.cin, s.cout, s.kh, s.kw, s.stride, s.pad
+    )
+}
+
+#[test]
+fn conv2d_forward_matches_twin() {
+    let Some(g) = gpu() else { return };
+    for s in SHAPES {
+        let mut r = rng(&format!("conv2d_forward {}", name(s)));
+        let x = uniform(&mut r, numel(s.x_shape()), 1.0);
+        let w = uniform(&mut r, numel(s.w_shape()), 1.0);
+        let tx = g.tensor("x", &s.x_shape(), &x).unwrap();
+        let tw = g.tensor("w", &s.w_shape(), &w).unwrap();
+        let ty = g.zeros("y", &s.y_shape()).unwrap();
+        g.fill(&ty, f32::NAN).unwrap();
+        let d = conv::conv2d_forward(g, s, &tx, &tw, &ty).unwrap();
+        g.run(&[&d]).unwrap();
+        let want = twin::conv2d_forward(s, &f64s(&x), &f64s(&w));
+        let red = s.kh * s.kw * s.cin;
+        assert_close(
+            &format!("conv2d_forward {}", name(s)),
+            &g.download(&ty).unwrap(),
+            &want,
+            atol(red),
+            1e-5,
+        );
+    }
+}
+
+#[test]
+fn conv2d_direct_matches_twin() {
+    let Some(g) = gpu() else { return };
+    for s in SHAPES {
+        let mut r = rng(&format!("conv2d_direct {}", name(s)));
+        let x = uniform(&mut r, numel(s.x_shape()), 1.0);
+        let w = uniform(&mut r, numel(s.w_shape()), 1.0);
+        let tx = g.tensor("x", &s.x_shape(), &x).unwrap();
+        let tw = g.tensor("w", &s.w_shape(), &w).unwrap();
+        let ty = g.zeros("y", &s.y_shape()).unwrap();
+        g.fill(&ty, f32::NAN).unwrap();
+        let d = conv::conv2d_direct(g, s, &tx, &tw, &ty).unwrap();
+        g.run(&[&d]).unwrap();
+        let want = twin::conv2d_forward(s, &f64s(&x), &f64s(&w));
+        let red = s.kh * s.kw * s.cin;
+        assert_close(
+            &format!("conv2d_direct {}", name(s)),
+            &g.download(&ty).unwrap(),
+            &want,
+            atol(red),
+            1e-5,
+        );
+    }
+}
+
+#[test]
+fn conv2d_backward_data_matches_twin() {
+    let Some(g) = gpu() else { return };
+    for s in SHAPES {
+        let mut r = rng(&format!("conv2d_backward_data {}", name(s)));
+        let dy = uniform(&mut r, numel(s.y_shape()), 1.0);
+        let w = uniform(&mut r, numel(s.w_shape()), 1.0);
+        let dx0 = uniform(&mut r, numel(s.x_shape()), 1.0);
+        let tdy = g.tensor("dy", &s.y_shape(), &dy).unwrap();
+        let tw = g.tensor("w", &s.w_shape(), &w).unwrap();
+        let tdx = g.zeros("dx", &s.x_shape()).unwrap();
+        g.fill(&tdx, f32::NAN).unwrap();
+        let tdx_acc = g.tensor("dx_acc", &s.x_shape(), &dx0).unwrap();
+        let d = conv::conv2d_backward_data(g, s, &tdy, &tw, &tdx, false).unwrap();
+        let da = conv::conv2d_backward_data(g, s, &tdy, &tw, &tdx_acc, true).unwrap();
+        g.run(&[&d, &da]).unwrap();
+        let want = twin::conv2d_backward_data(s, &f64s(&dy), &f64s(&w));
+        let want_acc: Vec<f64> = want.iter().zip(&dx0).map(|(a, &b)| a + b as f64).collect();
+        let tol = atol(s.kh * s.kw * s.cout);
+        let n = name(s);
+        assert_close(
+            &format!("conv2d_backward_data {n}"),
+            &g.download(&tdx).unwrap(),
+            &want,
+            tol,
+            1e-5,
+        );
+        assert_close(
+            &format!("conv2d_backward_data accumulate {n}"),
+            &g.download(&tdx_acc).unwrap(),
+            &want_acc,
+            tol,
+            1e-5,
+        );
+    }
+}
+
+#[test]
+fn conv2d_backward_weight_matches_twin() {
+    let Some(g) = gpu() else { return };
+    for s in SHAPES {
+        let mut r = rng(&format!("conv2d_backward_weight {}", name(s)));
+        let x = uniform(&mut r, numel(s.x_shape()), 1.0);
+        let dy = uniform(&mut r, numel(s.y_shape()), 1.0);
+        let dw0 = uniform(&mut r, numel(s.w_shape()), 1.0);
+        let tx = g.tensor("x", &s.x_shape(), &x).unwrap();
+        let tdy = g.tensor("dy", &s.y_shape(), &dy).unwrap();
+        let tdw = g.zeros("dw", &s.w_shape()).unwrap();
+        g.fill(&tdw, f32::NAN).unwrap();
+        let tdw_acc = g.tensor("dw_acc", &s.w_shape(), &dw0).unwrap();
+        let d = conv::conv2d_backward_weight(g, s, &tx, &tdy, &tdw, false).unwrap();
+        let da = conv::conv2d_backward_weight(g, s, &tx, &tdy, &tdw_acc, true).unwrap();
+        g.run(&[&d, &da]).unwrap();
+        let want = twin::conv2d_backward_weight(s, &f64s(&x), &f64s(&dy));
+        let want_acc: Vec<f64> = want.iter().zip(&dw0).map(|(a, &b)| a + b as f64).collect();
+        let tol = atol(s.n * s.oh() * s.ow());
+        let n = name(s);
+        assert_close(
+            &format!("conv2d_backward_weight {n}"),
+            &g.download(&tdw).unwrap(),
+            &want,
+            tol,
+            1e-5,
+        );
+        assert_close(
+            &format!("conv2d_backward_weight accumulate {n}"),
+            &g.download(&tdw_acc).unwrap(),
+            &want_acc,
+            tol,
+            1e-5,
+        );
+    }
+}
+
+#[test]
+fn conv2d_launchers_reject_wrong_shapes() {
+    let Some(g) = gpu() else { return };
+    let s = SHAPES[0];
+    let x = g.zeros("x", &s.x_shape()).unwrap();
+    let w = g.zeros("w", &s.w_shape()).unwrap();
+    let y = g.zeros("y", &s.y_shape()).unwrap();
+    let bad = g
+        .zeros("y_bad", &[s.n, s.oh() + 1, s.ow(), s.cout])
+        .unwrap();
+    let e = conv::conv2d_forward(g, &s, &x, &w, &bad).err().unwrap();
+    assert!(
+        matches!(e, Error::ShapeMismatch { ref tensor, .. } if tensor == "y_bad"),
+        "{e}"
+    );
+    let e = conv::conv2d_backward_data(g, &s, &bad, &w, &x, false)
+        .err()
+        .unwrap();
+    assert!(
+        matches!(e, Error::ShapeMismatch { ref tensor, .. } if tensor == "y_bad"),
+        "{e}"
+    );
+    let e = conv::conv2d_backward_weight(g, &s, &x, &y, &y, false)
+        .err()
+        .unwrap();
+    assert!(
+        matches!(e, Error::ShapeMismatch { ref tensor, .. } if tensor == "y"),
+        "{e}"
+    );
+    let e = conv::conv2d_direct(g, &Conv2dShape { stride: 0, ..s }, &x, &w, &y)
+        .err()
+        .unwrap();
+    assert!(matches!(e, Error::Invalid { .. }), "{e}");
+}
+
+#[test]
+fn conv2d_shape_sizes_and_validation() {
+    // ResNet stem on 224x224: 112x112 out, 118.0 MFLOP per image (2 * 112^2 * 147 * 64).
+    let stem = shape(1, 224, 224, 3, 64, 7, 7, 2, 3);
+    assert_eq!((stem.oh(), stem.ow()), (112, 112));
+    assert!((stem.gflop() - 2.0 * 112.0 * 112.0 * 147.0 * 64.0 * 1e-9).abs() < 1e-12);
+    assert!(stem.validate().is_ok());
+    let down = shape(1, 56, 56, 64, 128, 1, 1, 2, 0);
+    assert_eq!((down.oh(), down.ow()), (28, 28));
+    assert!(Conv2dShape { cin: 0, ..stem }.validate().is_err());
+    assert!(Conv2dShape { stride: 0, ..stem }.validate().is_err());
+    assert!(shape(1, 2, 2, 1, 1, 5, 5, 1, 1).validate().is_err());
+    assert!(shape(1, 2, 2, 1, 1, 5, 5, 1, 2).validate().is_ok());
+    assert!(shape(1 << 16, 256, 256, 64, 64, 3, 3, 1, 1)
+        .validate()
+        .is_err());
+}
+
+#[test]
+fn conv2d_twin_hand_computed() {
+    // x = 1..9 on a 3x3 grid, 2x2 kernel of ones: window sums.
+    let s = shape(1, 3, 3, 1, 1, 2, 2, 1, 0);
+    let x: Vec<f64> = (1..=9).map(|v| v as f64).collect();
+    assert_eq!(
+        twin::conv2d_forward(&s, &x, &[1.0; 4]),
+        vec![12.0, 16.0, 24.0, 28.0]
+    );
+    // Padding 1, stride 2, kernel [[1, 2], [3, 4]]: windows at (-1,-1), (-1,1), (1,-1), (1,1).
+    let s = shape(1, 3, 3, 1, 1, 2, 2, 2, 1);
+    let w = [1.0, 2.0, 3.0, 4.0];
+    assert_eq!(
+        twin::conv2d_forward(&s, &x, &w),
+        vec![
+            4.0,
+            3.0 * 2.0 + 4.0 * 3.0,
+            2.0 * 4.0 + 4.0 * 7.0,
+            5.0 + 2.0 * 6.0 + 3.0 * 8.0 + 4.0 * 9.0
+        ]
+    );
+    // 1x1 convolution = matmul [N*H*W, Cin] x [Cin, Cout].
+    let s = shape(2, 3, 2, 5, 4, 1, 1, 1, 0);
+    let mut r = rng("conv2d_twin_hand_computed");
+    let x: Vec<f64> = (0..numel(s.x_shape()))
+        .map(|_| r.random_range(-1.0..1.0))
+        .collect();
+    let w: Vec<f64> = (0..numel(s.w_shape()))
+        .map(|_| r.random_range(-1.0..1.0))
+        .collect();
+    let want = finegrain::reference::gemm::matmul(12, 4, 5, &x, &w);
+    let got = twin::conv2d_forward(&s, &x, &w);
+    for (a, b) in got.iter().zip(&want) {
+        assert!((a - b).abs() < 1e-12);
+    }
+}
+
+#[test]
+fn conv2d_twin_gradients_by_finite_differences() {
+    // L = sum(y * r): dL/dx = backward_data(r, w), dL/dw = backward_weight(x, r).
+    for s in &SHAPES[..7] {
+        let mut g = rng(&format!("conv2d twin gradients {}", name(s)));
+        let mut rand =
+            |n: usize| -> Vec<f64> { (0..n).map(|_| g.random_range(-1.0..1.0)).collect() };
+        let x = rand(numel(s.x_shape()));
+        let w = rand(numel(s.w_shape()));
+        let r = rand(numel(s.y_shape()));
+        let loss = |y: Vec<f64>| -> f64 { y.iter().zip(&r).map(|(a, b)| a * b).sum() };
+        let dx = twin::conv2d_backward_data(s, &r, &w);
+        let dw = twin::conv2d_backward_weight(s, &x, &r);
+        let mut pick = rng(&format!("conv2d twin gradient coordinates {}", name(s)));
+        check_grad(
+            &format!("conv2d dL/dx {}", name(s)),
+            &mut |xv: &[f64]| loss(twin::conv2d_forward(s, xv, &w)),
+            &x,
+            &dx,
+            40,
+            &mut pick,
+        );
+        check_grad(
+            &format!("conv2d dL/dw {}", name(s)),
+            &mut |wv: &[f64]| loss(twin::conv2d_forward(s, &x, wv)),
+            &w,
+            &dw,
+            40,
+            &mut pick,
+        );
+    }
+}
