@@ -1,7 +1,11 @@
 //! One launcher per shader: a `#[repr(C)]` Pod parameter block matching the WGSL `Params`
 //! struct, and functions that build [`Dispatch`](crate::gpu::Dispatch)es at setup time.
 
+pub mod batchnorm;
+pub mod elementwise;
 pub mod gemm;
+pub mod pool;
+pub mod sgd;
 
 use crate::gpu::ShaderSource;
 
@@ -14,7 +18,11 @@ macro_rules! shader {
     };
 }
 
+pub const BATCHNORM: ShaderSource = shader!("batchnorm");
+pub const ELEMENTWISE: ShaderSource = shader!("elementwise");
 pub const GEMM: ShaderSource = shader!("gemm");
+pub const POOL: ShaderSource = shader!("pool");
+pub const SGD: ShaderSource = shader!("sgd");
 
 /// Every shader the crate embeds (the portability test checks that this covers `shaders/`).
-pub const ALL_SHADERS: &[ShaderSource] = &[GEMM];
+pub const ALL_SHADERS: &[ShaderSource] = &[BATCHNORM, ELEMENTWISE, GEMM, POOL, SGD];

@@ -2,4 +2,8 @@
 //! tests compare the GPU against them, and their own gradients are checked by central
 //! finite differences. Same layouts as the GPU side (NHWC activations, HWIO weights).
 
+pub mod batchnorm;
+pub mod elementwise;
 pub mod gemm;
+pub mod pool;
+pub mod sgd;

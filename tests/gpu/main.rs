@@ -2,4 +2,8 @@
 //! divide the tile sizes. One test binary so the adapter is created once.
 //! Without an adapter every test here fails, unless FINEGRAIN_ALLOW_NO_GPU=1.
 
+mod batchnorm;
+mod elementwise;
 mod gemm;
+mod pool;
+mod sgd;
