@@ -289,3 +289,18 @@ fn batchnorm_rejects_wrong_shapes() {
     let one = BatchNormShape { rows: 1, ..s };
     assert!(batchnorm_forward_train(g, &one, &c, &c, &c, &c, &c, &c, &c, &c).is_err());
 }
+
+/// A layer-sized channel count with hundreds of row chunks (20000 rows, 64 channels:
+/// 625 chunks of 32 rows), so every finalize lane merges many partials.
+#[test]
+fn batchnorm_many_chunks() {
+    let s = BatchNormShape {
+        rows: 20_000,
+        channels: 64,
+        eps: 1e-5,
+        momentum: 0.1,
+    };
+    assert_eq!(s.chunking(), (32, 625));
+    forward_train_case(20_000, 64, 3.0, 1);
+    backward_case(20_000, 64, 3.0);
+}
