@@ -2,7 +2,11 @@
 //! struct, and functions that build [`Dispatch`](crate::gpu::Dispatch)es at setup time.
 
 pub mod conv2d;
+pub mod batchnorm;
+pub mod elementwise;
 pub mod gemm;
+pub mod pool;
+pub mod sgd;
 
 use crate::gpu::ShaderSource;
 
@@ -16,7 +20,11 @@ macro_rules! shader {
 }
 
 pub const CONV2D: ShaderSource = shader!("conv2d");
+pub const BATCHNORM: ShaderSource = shader!("batchnorm");
+pub const ELEMENTWISE: ShaderSource = shader!("elementwise");
 pub const GEMM: ShaderSource = shader!("gemm");
+pub const POOL: ShaderSource = shader!("pool");
+pub const SGD: ShaderSource = shader!("sgd");
 
 /// Every shader the crate embeds (the portability test checks that this covers `shaders/`).
-pub const ALL_SHADERS: &[ShaderSource] = &[CONV2D, GEMM];
+pub const ALL_SHADERS: &[ShaderSource] = &[ShaderSource];

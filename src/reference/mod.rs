@@ -3,4 +3,8 @@
 //! finite differences. Same layouts as the GPU side (NHWC activations, HWIO weights).
 
 pub mod conv2d;
+pub mod batchnorm;
+pub mod elementwise;
 pub mod gemm;
+pub mod pool;
+pub mod sgd;

@@ -3,4 +3,8 @@
 //! Without an adapter every test here fails, unless FINEGRAIN_ALLOW_NO_GPU=1.
 
 mod conv2d;
+mod batchnorm;
+mod elementwise;
 mod gemm;
+mod pool;
+mod sgd;

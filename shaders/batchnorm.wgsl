@@ -1,0 +1,274 @@
+// batchnorm: batch normalisation over the rows of a (rows, C) view of an NHWC tensor
+// (rows = N * H * W), training and eval forward and the training backward. f32 throughout.
+//
+// Bindings. Portable WGSL allows at most 8 storage buffers, and our portability test counts
+// them per file, so the file declares eight role-neutral slots and every entry point says
+// what it binds where (binding 0 is always the uniform Params):
+//   1 `src`  read        2 `dst`  read_write     3..8 `b3`..`b8` read_write
+// Entry point                           1      2        3        4        5       6        7      8
+// batchnorm_forward_train_stats         x      part
+// batchnorm_forward_train_finalize      part   mean     invstd   run_mean run_var
+// batchnorm_forward_train_normalize     x      y        gamma    beta     mean    invstd
+// batchnorm_forward_eval                x      y        gamma    beta     run_mean run_var
+// batchnorm_backward_reduce             x      part     dy       mean     invstd
+// batchnorm_backward_finalize           part   dbeta    dgamma
+// batchnorm_backward_dx                 x      dx       dy       mean     invstd  gamma    dbeta  dgamma
+// (`mean`, `invstd` are the saved batch statistics save_mean / save_invstd, C each.)
+//
+// Reductions (deterministic, no atomics). Rows are cut into `chunks` chunks of `chunk_rows`
+// rows (the last may be shorter). The *_stats / *_reduce kernels run (ceil(C / 32), chunks)
+// workgroups of 32 x 8 threads: thread (cx, ly) owns channel 32 * wg.x + cx and walks rows
+// r0 + ly, r0 + ly + 8, ... of its chunk (32 consecutive threads read 32 consecutive channels
+// of one row: coalesced), then the 8 row lanes are combined by a fixed tree in workgroup
+// memory. Each chunk writes a partial into `part` (chunks, 2, C). The *_finalize kernels run
+// ceil(C / 32) workgroups of 32 x 8 threads that combine the partials of one channel in a
+// fixed order (lane ly takes chunks ly, ly + 8, ..., then the same tree).
+//
+// Statistics: each chunk computes its own mean (of x - x[r0], shifted by the chunk's first
+// value so large means do not swamp the sum) and then M2 = sum (x - chunk_mean)^2 in a second
+// sweep over the same (cache-hot) rows: a two-pass variance per chunk. The finalize merges
+// the chunks exactly: mean = m_0 + sum n_k (m_k - m_0) / rows,
+// M2 = sum (M2_k + n_k (m_k - mean)^2). var = M2 / rows (biased, used to normalise);
+// running_var uses M2 / (rows - 1) (unbiased, as PyTorch);
+// r = (1 - momentum) r + momentum * batch_stat.
+// Forward: y = gamma * (x - mean) * invstd + beta, invstd = 1 / sqrt(var + eps).
+// Backward: dbeta = sum dy, dgamma = sum dy * xhat, xhat = (x - mean) * invstd,
+// dx = gamma * invstd * (dy - (dbeta + xhat * dgamma) / rows).
+// Element-wise kernels (normalize, eval, dx) run one thread per element in workgroups of
+// 256 on a 2-D grid (linear index (wg.y * nwg.x + wg.x) * 256 + lid.x).
+
+struct Params {
+    rows: u32,
+    channels: u32,
+    chunk_rows: u32,
+    chunks: u32,
+    eps: f32,
+    momentum: f32,
+    inv_rows: f32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(3) var<storage, read_write> b3: array<f32>;
+@group(0) @binding(4) var<storage, read_write> b4: array<f32>;
+@group(0) @binding(5) var<storage, read_write> b5: array<f32>;
+@group(0) @binding(6) var<storage, read_write> b6: array<f32>;
+@group(0) @binding(7) var<storage, read_write> b7: array<f32>;
+@group(0) @binding(8) var<storage, read_write> b8: array<f32>;
+
+const CB: u32 = 32u; // channels per workgroup
+const RL: u32 = 8u; // row lanes per workgroup
+
+var<workgroup> red: array<f32, 256>; // [RL][CB]
+
+// Sum `v` over the RL row lanes of column lid.x (fixed tree); every thread gets its column's
+// total. Must be called in uniform control flow.
+fn lane_sum(v: f32, lid: vec3<u32>) -> f32 {
+    let i = lid.y * CB + lid.x;
+    red[i] = v;
+    workgroupBarrier();
+    for (var s = RL / 2u; s > 0u; s = s / 2u) {
+        if (lid.y < s) {
+            red[i] += red[i + s * CB];
+        }
+        workgroupBarrier();
+    }
+    let total = red[lid.x];
+    workgroupBarrier();
+    return total;
+}
+
+fn chunk_len(k: u32) -> u32 {
+    let r0 = k * p.chunk_rows;
+    return min(r0 + p.chunk_rows, p.rows) - r0;
+}
+
+fn linear_index(wg: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
+    return (wg.y * nwg.x + wg.x) * 256u + lid.x;
+}
+
+// Partial (mean, M2) of chunk wg.y for 32 channels. x at src, part at dst.
+@compute @workgroup_size(32, 8, 1)
+fn batchnorm_forward_train_stats(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let cn = p.channels;
+    let c = wg.x * CB + lid.x;
+    let ok = c < cn;
+    let r0 = wg.y * p.chunk_rows;
+    let r1 = min(r0 + p.chunk_rows, p.rows);
+    var shift = 0.0;
+    if (ok) {
+        shift = src[r0 * cn + c];
+    }
+    var s = 0.0;
+    if (ok) {
+        for (var r = r0 + lid.y; r < r1; r += RL) {
+            s += src[r * cn + c] - shift;
+        }
+    }
+    let mean = shift + lane_sum(s, lid) / f32(r1 - r0);
+    var q = 0.0;
+    if (ok) {
+        for (var r = r0 + lid.y; r < r1; r += RL) {
+            let d = src[r * cn + c] - mean;
+            q = fma(d, d, q);
+        }
+    }
+    let m2 = lane_sum(q, lid);
+    if (ok && lid.y == 0u) {
+        dst[(2u * wg.y) * cn + c] = mean;
+        dst[(2u * wg.y + 1u) * cn + c] = m2;
+    }
+}
+
+// Merge the chunk partials of 32 channels; write mean, invstd, update the running stats.
+// part at src, mean at dst, invstd at b3, running_mean at b4, running_var at b5.
+@compute @workgroup_size(32, 8, 1)
+fn batchnorm_forward_train_finalize(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let cn = p.channels;
+    let c = wg.x * CB + lid.x;
+    let ok = c < cn;
+    var m0 = 0.0;
+    if (ok) {
+        m0 = src[c];
+    }
+    var s = 0.0;
+    if (ok) {
+        for (var k = lid.y; k < p.chunks; k += RL) {
+            s += f32(chunk_len(k)) * (src[2u * k * cn + c] - m0);
+        }
+    }
+    let mean = m0 + lane_sum(s, lid) * p.inv_rows;
+    var q = 0.0;
+    if (ok) {
+        for (var k = lid.y; k < p.chunks; k += RL) {
+            let d = src[2u * k * cn + c] - mean;
+            q += src[(2u * k + 1u) * cn + c] + f32(chunk_len(k)) * d * d;
+        }
+    }
+    let m2 = lane_sum(q, lid);
+    if (ok && lid.y == 0u) {
+        let var_biased = m2 * p.inv_rows;
+        let var_unbiased = m2 / f32(max(p.rows, 2u) - 1u);
+        dst[c] = mean;
+        b3[c] = 1.0 / sqrt(var_biased + p.eps);
+        let mom = p.momentum;
+        b4[c] = (1.0 - mom) * b4[c] + mom * mean;
+        b5[c] = (1.0 - mom) * b5[c] + mom * var_unbiased;
+    }
+}
+
+// y = gamma * (x - mean) * invstd + beta with the batch statistics.
+// x at src, y at dst, gamma b3, beta b4, mean b5, invstd b6.
+@compute @workgroup_size(256, 1, 1)
+fn batchnorm_forward_train_normalize(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let e = linear_index(wg, nwg, lid);
+    if (e >= p.rows * p.channels) {
+        return;
+    }
+    let c = e % p.channels;
+    dst[e] = fma(b3[c] * b6[c], src[e] - b5[c], b4[c]);
+}
+
+// y = gamma * (x - running_mean) / sqrt(running_var + eps) + beta.
+// x at src, y at dst, gamma b3, beta b4, running_mean b5, running_var b6.
+@compute @workgroup_size(256, 1, 1)
+fn batchnorm_forward_eval(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let e = linear_index(wg, nwg, lid);
+    if (e >= p.rows * p.channels) {
+        return;
+    }
+    let c = e % p.channels;
+    let invstd = 1.0 / sqrt(b6[c] + p.eps);
+    dst[e] = fma(b3[c] * invstd, src[e] - b5[c], b4[c]);
+}
+
+// Partial (sum dy, sum dy * xhat) of chunk wg.y for 32 channels.
+// x at src, part at dst, dy b3, mean b4, invstd b5.
+@compute @workgroup_size(32, 8, 1)
+fn batchnorm_backward_reduce(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let cn = p.channels;
+    let c = wg.x * CB + lid.x;
+    let ok = c < cn;
+    let r0 = wg.y * p.chunk_rows;
+    let r1 = min(r0 + p.chunk_rows, p.rows);
+    var sdy = 0.0;
+    var sdx = 0.0;
+    if (ok) {
+        let mean = b4[c];
+        let invstd = b5[c];
+        for (var r = r0 + lid.y; r < r1; r += RL) {
+            let i = r * cn + c;
+            let g = b3[i];
+            sdy += g;
+            sdx = fma(g, (src[i] - mean) * invstd, sdx);
+        }
+    }
+    let tdy = lane_sum(sdy, lid);
+    let tdx = lane_sum(sdx, lid);
+    if (ok && lid.y == 0u) {
+        dst[(2u * wg.y) * cn + c] = tdy;
+        dst[(2u * wg.y + 1u) * cn + c] = tdx;
+    }
+}
+
+// dbeta, dgamma = sums of the chunk partials. part at src, dbeta at dst, dgamma at b3.
+@compute @workgroup_size(32, 8, 1)
+fn batchnorm_backward_finalize(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let cn = p.channels;
+    let c = wg.x * CB + lid.x;
+    let ok = c < cn;
+    var sdy = 0.0;
+    var sdx = 0.0;
+    if (ok) {
+        for (var k = lid.y; k < p.chunks; k += RL) {
+            sdy += src[2u * k * cn + c];
+            sdx += src[(2u * k + 1u) * cn + c];
+        }
+    }
+    let tdy = lane_sum(sdy, lid);
+    let tdx = lane_sum(sdx, lid);
+    if (ok && lid.y == 0u) {
+        dst[c] = tdy;
+        b3[c] = tdx;
+    }
+}
+
+// dx = gamma * invstd * (dy - (dbeta + xhat * dgamma) / rows).
+// x at src, dx at dst, dy b3, mean b4, invstd b5, gamma b6, dbeta b7, dgamma b8.
+@compute @workgroup_size(256, 1, 1)
+fn batchnorm_backward_dx(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let e = linear_index(wg, nwg, lid);
+    if (e >= p.rows * p.channels) {
+        return;
+    }
+    let c = e % p.channels;
+    let invstd = b5[c];
+    let xhat = (src[e] - b4[c]) * invstd;
+    dst[e] = b6[c] * invstd * (b3[e] - fma(xhat, b8[c], b7[c]) * p.inv_rows);
+}

@@ -1,0 +1,75 @@
+//! ReLU forward/backward and residual adds on flat f32 tensors (see
+//! `shaders/elementwise.wgsl`). Shapes only need equal element counts.
+
+use super::ELEMENTWISE;
+use crate::error::{Error, Result};
+use crate::gpu::{Dispatch, Gpu, Tensor};
+
+/// Parameter block of `shaders/elementwise.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct ElementwiseParams {
+    pub n: u32,
+}
+
+fn same_numel(op: &str, a: &Tensor, b: &Tensor) -> Result<()> {
+    if a.numel() != b.numel() {
+        return Err(Error::invalid(
+            format!("{op} operand `{}`", b.label),
+            format!(
+                "needs {} elements like `{}` (shape {:?}), has {} (shape {:?})",
+                a.numel(),
+                a.label,
+                a.shape,
+                b.numel(),
+                b.shape
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn launch(gpu: &Gpu, entry: &'static str, tensors: &[&Tensor]) -> Result<Dispatch> {
+    let n = tensors[0].numel();
+    for t in &tensors[1..] {
+        same_numel(entry, tensors[0], t)?;
+    }
+    if n > u32::MAX as usize {
+        return Err(Error::invalid(
+            format!("{entry} operand `{}`", tensors[0].label),
+            format!("{n} elements exceed u32 indexing"),
+        ));
+    }
+    let p = ElementwiseParams { n: n as u32 };
+    gpu.dispatch(&ELEMENTWISE, entry, &p, tensors, gpu.grid_for(n))
+}
+
+/// `y = max(x, 0)`. Overwrites `y`.
+pub fn relu_forward(gpu: &Gpu, x: &Tensor, y: &Tensor) -> Result<Dispatch> {
+    launch(gpu, "relu_forward", &[y, x])
+}
+
+/// `x = max(x, 0)` in place.
+pub fn relu_forward_inplace(gpu: &Gpu, x: &Tensor) -> Result<Dispatch> {
+    launch(gpu, "relu_forward_inplace", &[x])
+}
+
+/// `dx = dy * (y > 0)` with `y` the ReLU output. Overwrites `dx`.
+pub fn relu_backward(gpu: &Gpu, y: &Tensor, dy: &Tensor, dx: &Tensor) -> Result<Dispatch> {
+    launch(gpu, "relu_backward", &[dx, y, dy])
+}
+
+/// `dy *= (y > 0)` in place, `y` the ReLU output.
+pub fn relu_backward_inplace(gpu: &Gpu, y: &Tensor, dy: &Tensor) -> Result<Dispatch> {
+    launch(gpu, "relu_backward_inplace", &[dy, y])
+}
+
+/// `y += x` (same element count). Accumulates into `y`.
+pub fn add_inplace(gpu: &Gpu, y: &Tensor, x: &Tensor) -> Result<Dispatch> {
+    launch(gpu, "add_inplace", &[y, x])
+}
+
+/// `y = max(y + x, 0)` (residual join). Updates `y` in place.
+pub fn add_relu_inplace(gpu: &Gpu, y: &Tensor, x: &Tensor) -> Result<Dispatch> {
+    launch(gpu, "add_relu_inplace", &[y, x])
+}

@@ -1,0 +1,306 @@
+use finegrain::kernels::batchnorm::{
+    batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train, BatchNormShape,
+};
+use finegrain::reference::batchnorm as twin;
+use finegrain::testing::{assert_close, f64s, gpu, rng, uniform};
+use finegrain::Gpu;
+use rand::Rng;
+
+/// (rows, C) cases: channels 1, 3, 7, 13, 33; rows not a multiple of 256, fewer rows than
+/// the 8 row lanes, several chunks with a short last chunk (1125 rows, 33 channels:
+/// 36 chunks of 32 rows, the last of 5).
+const SHAPES: &[(usize, usize)] = &[
+    (5 * 9 * 13, 7),
+    (35, 3),
+    (3, 13),
+    (1000, 1),
+    (2 * 3 * 3, 33),
+    (5 * 15 * 15, 33),
+];
+
+/// Activations with per-channel offsets `offset + U(-1, 1) * 2` and per-channel scales in
+/// [0.25, 2].
+fn activations(r: &mut impl Rng, rows: usize, c: usize, offset: f32) -> Vec<f32> {
+    let scales: Vec<f32> = (0..c).map(|_| r.random_range(0.25..2.0)).collect();
+    let shifts = uniform(r, c, 2.0);
+    let u = uniform(r, rows * c, 1.0);
+    (0..rows * c)
+        .map(|i| offset + shifts[i % c] + scales[i % c] * u[i])
+        .collect()
+}
+
+fn poisoned(g: &Gpu, label: &str, shape: &[usize]) -> finegrain::Tensor {
+    let t = g.zeros(label, shape).unwrap();
+    g.fill(&t, f32::NAN).unwrap();
+    t
+}
+
+fn forward_train_case(rows: usize, c: usize, offset: f32, steps: usize) {
+    let Some(g) = gpu() else { return };
+    let name = format!("batchnorm_forward_train rows={rows} c={c} offset={offset}");
+    let mut r = rng(&name);
+    let s = BatchNormShape {
+        rows,
+        channels: c,
+        eps: 1e-5,
+        momentum: 0.1,
+    };
+    let gamma = uniform(&mut r, c, 1.5);
+    let beta = uniform(&mut r, c, 1.0);
+    let rm0 = uniform(&mut r, c, 1.0);
+    let rv0: Vec<f32> = (0..c).map(|_| r.random_range(0.5..2.0)).collect();
+    let tx = g.zeros("x", &[rows, c]).unwrap();
+    let tg = g.tensor("gamma", &[c], &gamma).unwrap();
+    let tb = g.tensor("beta", &[c], &beta).unwrap();
+    let trm = g.tensor("running_mean", &[c], &rm0).unwrap();
+    let trv = g.tensor("running_var", &[c], &rv0).unwrap();
+    let tsm = poisoned(g, "save_mean", &[c]);
+    let tsi = poisoned(g, "save_invstd", &[c]);
+    let ty = poisoned(g, "y", &[rows, c]);
+    let ds = batchnorm_forward_train(g, &s, &tx, &tg, &tb, &trm, &trv, &tsm, &tsi, &ty).unwrap();
+    let refs: Vec<_> = ds.iter().collect();
+    let (mut rm, mut rv) = (f64s(&rm0), f64s(&rv0));
+    for step in 0..steps {
+        // A fresh batch each step; the running statistics accumulate.
+        let x = activations(&mut r, rows, c, offset);
+        g.upload(&tx, &x).unwrap();
+        g.run(&refs).unwrap();
+        let want = twin::batchnorm_forward_train(
+            rows,
+            c,
+            1e-5,
+            0.1,
+            &f64s(&x),
+            &f64s(&gamma),
+            &f64s(&beta),
+            &mut rm,
+            &mut rv,
+        );
+        let tag = format!("{name} step {step}");
+        // Mean: a few ulps of the largest |x|. y: that error times gamma * invstd.
+        let ulp = (offset.abs() + 4.0) as f64 * f32::EPSILON as f64;
+        assert_close(
+            &format!("{tag} save_mean"),
+            &g.download(&tsm).unwrap(),
+            &want.mean,
+            4.0 * ulp,
+            1e-6,
+        );
+        assert_close(
+            &format!("{tag} save_invstd"),
+            &g.download(&tsi).unwrap(),
+            &want.invstd,
+            0.0,
+            2e-5,
+        );
+        let ymax = want.invstd.iter().cloned().fold(0.0, f64::max) * 1.5;
+        assert_close(
+            &format!("{tag} y"),
+            &g.download(&ty).unwrap(),
+            &want.y,
+            2.0 * ulp * ymax + 1e-6,
+            1e-5,
+        );
+        assert_close(
+            &format!("{tag} running_mean"),
+            &g.download(&trm).unwrap(),
+            &rm,
+            4.0 * ulp,
+            1e-6,
+        );
+        assert_close(
+            &format!("{tag} running_var"),
+            &g.download(&trv).unwrap(),
+            &rv,
+            1e-6,
+            2e-5,
+        );
+    }
+}
+
+#[test]
+fn batchnorm_forward_train_odd_shapes() {
+    for &(rows, c) in SHAPES {
+        forward_train_case(rows, c, 0.0, 1);
+    }
+}
+
+/// Values around 100 +- 1: E[x^2] - E[x]^2 in f32 would lose every digit of the variance.
+#[test]
+fn batchnorm_forward_train_large_mean() {
+    forward_train_case(5 * 9 * 13, 7, 100.0, 1);
+    forward_train_case(5 * 15 * 15, 33, -100.0, 1);
+}
+
+/// The running statistics follow r = (1 - m) r + m * stat over several steps.
+#[test]
+fn batchnorm_forward_train_running_stats_over_steps() {
+    forward_train_case(245, 13, 0.5, 3);
+}
+
+#[test]
+fn batchnorm_forward_eval_odd_shapes() {
+    let Some(g) = gpu() else { return };
+    for &(rows, c) in SHAPES {
+        let name = format!("batchnorm_forward_eval rows={rows} c={c}");
+        let mut r = rng(&name);
+        let s = BatchNormShape {
+            rows,
+            channels: c,
+            eps: 1e-5,
+            momentum: 0.1,
+        };
+        let x = activations(&mut r, rows, c, 0.0);
+        let gamma = uniform(&mut r, c, 1.5);
+        let beta = uniform(&mut r, c, 1.0);
+        let rm = uniform(&mut r, c, 1.0);
+        let rv: Vec<f32> = (0..c).map(|_| r.random_range(0.1..3.0)).collect();
+        let tx = g.tensor("x", &[rows, c], &x).unwrap();
+        let tg = g.tensor("gamma", &[c], &gamma).unwrap();
+        let tb = g.tensor("beta", &[c], &beta).unwrap();
+        let trm = g.tensor("running_mean", &[c], &rm).unwrap();
+        let trv = g.tensor("running_var", &[c], &rv).unwrap();
+        let ty = poisoned(g, "y", &[rows, c]);
+        let d = batchnorm_forward_eval(g, &s, &tx, &tg, &tb, &trm, &trv, &ty).unwrap();
+        g.run(&[&d]).unwrap();
+        let want = twin::batchnorm_forward_eval(
+            rows,
+            c,
+            1e-5,
+            &f64s(&x),
+            &f64s(&gamma),
+            &f64s(&beta),
+            &f64s(&rm),
+            &f64s(&rv),
+        );
+        assert_close(&name, &g.download(&ty).unwrap(), &want, 2e-6, 2e-6);
+        // The running statistics are only read.
+        assert_eq!(g.download(&trv).unwrap(), rv, "{name}: running_var changed");
+    }
+}
+
+fn backward_case(rows: usize, c: usize, offset: f32) {
+    let Some(g) = gpu() else { return };
+    let name = format!("batchnorm_backward rows={rows} c={c} offset={offset}");
+    let mut r = rng(&name);
+    let s = BatchNormShape {
+        rows,
+        channels: c,
+        eps: 1e-5,
+        momentum: 0.1,
+    };
+    let x = activations(&mut r, rows, c, offset);
+    let dy = uniform(&mut r, rows * c, 1.0);
+    let gamma = uniform(&mut r, c, 1.5);
+    // The saved statistics as the forward leaves them (rounded to f32), so this checks the
+    // backward alone.
+    let (mut rm, mut rv) = (vec![0.0; c], vec![1.0; c]);
+    let fwd = twin::batchnorm_forward_train(
+        rows,
+        c,
+        1e-5,
+        0.1,
+        &f64s(&x),
+        &vec![1.0; c],
+        &vec![0.0; c],
+        &mut rm,
+        &mut rv,
+    );
+    let mean: Vec<f32> = fwd.mean.iter().map(|&v| v as f32).collect();
+    let invstd: Vec<f32> = fwd.invstd.iter().map(|&v| v as f32).collect();
+    let tx = g.tensor("x", &[rows, c], &x).unwrap();
+    let tdy = g.tensor("dy", &[rows, c], &dy).unwrap();
+    let tg = g.tensor("gamma", &[c], &gamma).unwrap();
+    let tsm = g.tensor("save_mean", &[c], &mean).unwrap();
+    let tsi = g.tensor("save_invstd", &[c], &invstd).unwrap();
+    let tdx = poisoned(g, "dx", &[rows, c]);
+    let tdg = poisoned(g, "dgamma", &[c]);
+    let tdb = poisoned(g, "dbeta", &[c]);
+    let ds = batchnorm_backward(g, &s, &tx, &tdy, &tg, &tsm, &tsi, &tdx, &tdg, &tdb).unwrap();
+    g.run(&ds.iter().collect::<Vec<_>>()).unwrap();
+    let (dx, dgamma, dbeta) = twin::batchnorm_backward(
+        rows,
+        c,
+        &f64s(&x),
+        &f64s(&dy),
+        &f64s(&gamma),
+        &f64s(&mean),
+        &f64s(&invstd),
+    );
+    // Sums of `rows` terms of size <= ~2 (dy * xhat), f32: sqrt(rows)-ish growth, with margin.
+    let sum_tol = 4e-7 * rows as f64 + 1e-6;
+    // xhat carries |x| * eps * invstd of rounding from x - mean.
+    let ulp = (offset.abs() + 4.0) as f64 * f32::EPSILON as f64;
+    let imax = fwd.invstd.iter().cloned().fold(0.0, f64::max);
+    assert_close(
+        &format!("{name} dbeta"),
+        &g.download(&tdb).unwrap(),
+        &dbeta,
+        sum_tol,
+        1e-5,
+    );
+    assert_close(
+        &format!("{name} dgamma"),
+        &g.download(&tdg).unwrap(),
+        &dgamma,
+        sum_tol + rows as f64 * ulp * imax,
+        1e-5,
+    );
+    let dx_tol = 1.5 * imax * (2.0 * sum_tol / rows as f64 + 4.0 * ulp * imax) + 1e-6;
+    assert_close(
+        &format!("{name} dx"),
+        &g.download(&tdx).unwrap(),
+        &dx,
+        dx_tol,
+        1e-5,
+    );
+}
+
+#[test]
+fn batchnorm_backward_odd_shapes() {
+    for &(rows, c) in SHAPES {
+        backward_case(rows, c, 0.0);
+    }
+}
+
+#[test]
+fn batchnorm_backward_large_mean() {
+    backward_case(5 * 9 * 13, 7, 100.0);
+}
+
+#[test]
+fn batchnorm_rejects_wrong_shapes() {
+    let Some(g) = gpu() else { return };
+    let s = BatchNormShape {
+        rows: 10,
+        channels: 3,
+        eps: 1e-5,
+        momentum: 0.1,
+    };
+    let x = g.zeros("x", &[10, 3]).unwrap();
+    let c = g.zeros("c", &[3]).unwrap();
+    let c4 = g.zeros("gamma4", &[4]).unwrap();
+    let y = g.zeros("y", &[10, 4]).unwrap();
+    let e = batchnorm_forward_train(g, &s, &x, &c4, &c, &c, &c, &c, &c, &x)
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("gamma4"), "{e}");
+    assert!(batchnorm_forward_eval(g, &s, &x, &c, &c, &c, &c, &y).is_err());
+    let one = BatchNormShape { rows: 1, ..s };
+    assert!(batchnorm_forward_train(g, &one, &c, &c, &c, &c, &c, &c, &c, &c).is_err());
+}
+
+/// A layer-sized channel count with hundreds of row chunks (20000 rows, 64 channels:
+/// 625 chunks of 32 rows), so every finalize lane merges many partials.
+#[test]
+fn batchnorm_many_chunks() {
+    let s = BatchNormShape {
+        rows: 20_000,
+        channels: 64,
+        eps: 1e-5,
+        momentum: 0.1,
+    };
+    assert_eq!(s.chunking(), (32, 625));
+    forward_train_case(20_000, 64, 3.0, 1);
+    backward_case(20_000, 64, 3.0);
+}
