@@ -11,7 +11,9 @@ pub enum DType {
 }
 
 /// A storage buffer with a shape. Activations are NHWC; see the module that owns each
-/// tensor for what its dimensions mean.
+/// tensor for what its dimensions mean. `clone()` makes a second handle to the same GPU
+/// memory (wgpu buffers are reference counted), not a copy.
+#[derive(Clone)]
 pub struct Tensor {
     pub buffer: wgpu::Buffer,
     pub shape: Vec<usize>,

@@ -27,4 +27,4 @@ pub const POOL: ShaderSource = shader!("pool");
 pub const SGD: ShaderSource = shader!("sgd");
 
 /// Every shader the crate embeds (the portability test checks that this covers `shaders/`).
-pub const ALL_SHADERS: &[ShaderSource] = &[ShaderSource];
+pub const ALL_SHADERS: &[ShaderSource] = &[BATCHNORM, CONV2D, ELEMENTWISE, GEMM, POOL, SGD];
