@@ -15,6 +15,12 @@ macro_rules! shader {
 }
 
 pub const GEMM: ShaderSource = shader!("gemm");
+/// Class-map head: bias add and column sums (bias gradient, loss statistics).
+pub const HEAD: ShaderSource = shader!("head");
+/// Diversification block and plain global average pooling.
+pub const DIVERSIFY: ShaderSource = shader!("diversify");
+/// Cross-entropy and gradient-boosting cross-entropy, top-1 / top-5 counts.
+pub const LOSS: ShaderSource = shader!("loss");
 
 /// Every shader the crate embeds (the portability test checks that this covers `shaders/`).
-pub const ALL_SHADERS: &[ShaderSource] = &[GEMM];
+pub const ALL_SHADERS: &[ShaderSource] = &[GEMM, HEAD, DIVERSIFY, LOSS];

@@ -2,4 +2,7 @@
 //! tests compare the GPU against them, and their own gradients are checked by central
 //! finite differences. Same layouts as the GPU side (NHWC activations, HWIO weights).
 
+pub mod diversify;
 pub mod gemm;
+pub mod head;
+pub mod loss;

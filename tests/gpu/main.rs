@@ -3,3 +3,4 @@
 //! Without an adapter every test here fails, unless FINEGRAIN_ALLOW_NO_GPU=1.
 
 mod gemm;
+mod method;
