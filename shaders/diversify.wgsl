@@ -1,6 +1,6 @@
 // diversify: the diversification block (DB) of Sun et al. (AAAI 2020) and plain global
-// average pooling, on class maps M (N, H, W, C) NHWC. See /METHOD.md ("Diversification
-// block") and src/method/diversify.rs; the CPU twin (double precision) is
+// average pooling, on class maps M (N, H, W, C) NHWC. See the project's METHOD.md
+// ("Diversification block") and src/method/diversify.rs; the CPU twin (double precision) is
 // src/reference/diversify.rs.
 //
 // Bindings (one layout for the whole file; each entry point uses a prefix of it):

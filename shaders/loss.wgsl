@@ -1,7 +1,7 @@
 // loss: cross-entropy (CE) and gradient-boosting cross-entropy (GCE, Sun et al. AAAI 2020)
-// on scores s (N, C) with labels y (N) u32, plus top-1 / top-5 correctness. See /METHOD.md
-// ("Gradient-boosting cross-entropy") and src/method/loss.rs; the CPU twin (double precision) is
-// src/reference/loss.rs.
+// on scores s (N, C) with labels y (N) u32, plus top-1 / top-5 correctness. See the
+// project's METHOD.md ("Gradient-boosting cross-entropy") and src/method/loss.rs; the CPU
+// twin (double precision) is src/reference/loss.rs.
 //
 // Bindings: 0 uniform Params, 1 scores (read), 2 labels (read u32), 3 per_image
 // (read_write, (N, 4)), 4 dscores (read_write, (N, C); loss_forward_backward only).
