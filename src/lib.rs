@@ -16,6 +16,7 @@
 pub mod error;
 pub mod gpu;
 pub mod kernels;
+pub mod method;
 pub mod reference;
 pub mod testing;
 

@@ -23,8 +23,4 @@ pub const CONV2D: ShaderSource = shader!("conv2d");
 pub const BATCHNORM: ShaderSource = shader!("batchnorm");
 pub const ELEMENTWISE: ShaderSource = shader!("elementwise");
 pub const GEMM: ShaderSource = shader!("gemm");
-pub const POOL: ShaderSource = shader!("pool");
-pub const SGD: ShaderSource = shader!("sgd");
-
-/// Every shader the crate embeds (the portability test checks that this covers `shaders/`).
-pub const ALL_SHADERS: &[ShaderSource] = &[BATCHNORM, CONV2D, ELEMENTWISE, GEMM, POOL, SGD];
+pub const ALL_SHADERS: &[ShaderSource] = &[BATCHNORM, CONV2D, DIVERSIFY, ELEMENTWISE, GEMM, HEAD, LOSS, POOL, SGD];

@@ -8,3 +8,6 @@ pub mod elementwise;
 pub mod gemm;
 pub mod pool;
 pub mod sgd;
+pub mod diversify;
+pub mod head;
+pub mod loss;

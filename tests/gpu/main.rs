@@ -8,3 +8,4 @@ mod elementwise;
 mod gemm;
 mod pool;
 mod sgd;
+mod method;

@@ -1,0 +1,269 @@
+//! The diversification block (DB, training only) and plain global average pooling
+//! (evaluation, and the baseline without DB), on class maps M `(N, H, W, C)` NHWC.
+//! Kernel: `shaders/diversify.wgsl`; twin: [`crate::reference::diversify`].
+//!
+//! Per image b and class c: the peak mask marks every tied maximum of M_c and is drawn
+//! once (`r_peak ~ Bernoulli(p_peak)`); the map is tiled into G x G patches from (0, 0),
+//! the ragged last row / column of patches included, each drawn with `p_patch`; a drawn
+//! patch suppresses its non-peak locations; peaks are suppressed only by `r_peak`.
+//! Suppressed locations are scaled by `alpha`; scores are the mean over H x W.
+//!
+//! Randomness: every draw is [`draw`]`(seed, step, b, c, patch, kind)`, a chain of the
+//! integer hash [`lowbias32`] with u32 wrapping arithmetic, identical in WGSL and Rust, so
+//! the GPU masks equal the twin's element for element on any adapter, and a resumed run
+//! (same seed, same step counter) draws the same masks as an uninterrupted one. The step
+//! lives in a 2-element u32 tensor `[step_lo, step_hi]` (see [`step_words`]) that the
+//! trainer rewrites each step, so the dispatch is built once.
+
+use super::{dims, need};
+use crate::error::{Error, Result};
+use crate::gpu::{DType, Dispatch, Gpu, Tensor};
+use crate::kernels::DIVERSIFY;
+
+/// Settings of the diversification block (METHOD.md defaults: 0.5, 0.5, G = 3, 0.1).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DiversifyConfig {
+    /// Probability that the peak locations of one (image, class) map are suppressed.
+    pub p_peak: f32,
+    /// Probability that one G x G patch of one (image, class) map is suppressed.
+    pub p_patch: f32,
+    /// Patch side G in map cells (see [`DiversifyConfig::grid_for_map`]).
+    pub grid: u32,
+    /// Activation suppression factor: suppressed locations are multiplied by it.
+    pub alpha: f32,
+    /// Seed of the counter-based hash (with the step counter).
+    pub seed: u32,
+}
+
+impl Default for DiversifyConfig {
+    fn default() -> Self {
+        DiversifyConfig {
+            p_peak: 0.5,
+            p_patch: 0.5,
+            grid: 3,
+            alpha: 0.1,
+            seed: 0,
+        }
+    }
+}
+
+impl DiversifyConfig {
+    /// Error unless the probabilities and alpha lie in [0, 1] and G >= 1.
+    pub fn validate(&self) -> Result<()> {
+        for (name, v) in [
+            ("p_peak", self.p_peak),
+            ("p_patch", self.p_patch),
+            ("alpha", self.alpha),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(Error::invalid(
+                    format!("diversification block {name}"),
+                    format!("{v} is not in [0, 1]"),
+                ));
+            }
+        }
+        if self.grid == 0 {
+            return Err(Error::invalid(
+                "diversification block grid (patch size G)",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Patch size G for an `h x w` class map, scaled with the map size from the paper's
+    /// G = 3 at 14 x 14: `G = max(1, round(3 * min(h, w) / 14))`, rounding halves up
+    /// (integer arithmetic: `(3 * min(h, w) + 7) / 14`). 7 x 7 -> 2, 14 x 14 -> 3,
+    /// 28 x 28 -> 6, 4 x 4 -> 1.
+    pub fn grid_for_map(h: usize, w: usize) -> u32 {
+        let m = h.min(w) as u64;
+        ((3 * m + 7) / 14).clamp(1, u32::MAX as u64) as u32
+    }
+}
+
+/// Which mask a draw belongs to (the last word hashed by [`draw`]).
+pub const MASK_PEAK: u32 = 0;
+/// See [`MASK_PEAK`].
+pub const MASK_PATCH: u32 = 1;
+
+/// The 32-bit integer hash used for every draw ("lowbias32": xorshift-multiply, two rounds).
+pub fn lowbias32(x: u32) -> u32 {
+    let mut x = x;
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x7feb_352d);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x846c_a68b);
+    x ^= x >> 16;
+    x
+}
+
+/// The hash behind one Bernoulli draw: chain [`lowbias32`] over
+/// `(seed ^ 0x9e3779b9, step_lo, step_hi, b, c, patch, kind)`. `patch` is 0 for the peak
+/// draw; `kind` is [`MASK_PEAK`] or [`MASK_PATCH`]. Same as `draw` in the WGSL.
+pub fn draw(seed: u32, step: u64, b: u32, c: u32, patch: u32, kind: u32) -> u32 {
+    let [lo, hi] = step_words(step);
+    let mut h = lowbias32(seed ^ 0x9e37_79b9);
+    for v in [lo, hi, b, c, patch, kind] {
+        h = lowbias32(h ^ v);
+    }
+    h
+}
+
+/// Bernoulli(p) from a hash: the top 24 bits as a uniform in [0, 1), `u < p`.
+pub fn bernoulli(h: u32, p: f32) -> bool {
+    ((h >> 8) as f32) * (1.0 / 16_777_216.0) < p
+}
+
+/// The step counter as the `[step_lo, step_hi]` words of the step tensor.
+pub fn step_words(step: u64) -> [u32; 2] {
+    [step as u32, (step >> 32) as u32]
+}
+
+/// Parameter block of `shaders/diversify.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct DiversifyParams {
+    pub n: u32,
+    pub h: u32,
+    pub w: u32,
+    pub c: u32,
+    pub grid: u32,
+    /// Patches per row, ceil(W / G).
+    pub patches_x: u32,
+    pub seed: u32,
+    pub _pad: u32,
+    pub p_peak: f32,
+    pub p_patch: f32,
+    pub alpha: f32,
+    pub _pad2: u32,
+}
+
+fn params(
+    what: &str,
+    n: usize,
+    h: usize,
+    w: usize,
+    c: usize,
+    cfg: Option<&DiversifyConfig>,
+) -> Result<DiversifyParams> {
+    dims(what, &[("N", n), ("H", h), ("W", w), ("C", c)])?;
+    let mut p = DiversifyParams {
+        n: n as u32,
+        h: h as u32,
+        w: w as u32,
+        c: c as u32,
+        ..Default::default()
+    };
+    if let Some(cfg) = cfg {
+        cfg.validate()?;
+        p.grid = cfg.grid;
+        p.patches_x = (w as u32).div_ceil(cfg.grid);
+        p.seed = cfg.seed;
+        p.p_peak = cfg.p_peak;
+        p.p_patch = cfg.p_patch;
+        p.alpha = cfg.alpha;
+    }
+    Ok(p)
+}
+
+/// Training forward of the DB: per (b, c) peak mask and patch mask from (`cfg.seed`, the
+/// step in `step` = `[step_lo, step_hi]` u32, b, c), suppression by `alpha`, mean over
+/// H x W. `maps (N, H, W, C)` -> `scores (N, C)`. Overwrites `scores` and `mask`
+/// `(N, H, W, C)` u32 (1 = suppressed; read by [`diversify_backward`]). One dispatch.
+#[allow(clippy::too_many_arguments)]
+pub fn diversify_forward(
+    gpu: &Gpu,
+    n: usize,
+    h: usize,
+    w: usize,
+    c: usize,
+    cfg: &DiversifyConfig,
+    maps: &Tensor,
+    step: &Tensor,
+    mask: &Tensor,
+    scores: &Tensor,
+) -> Result<Vec<Dispatch>> {
+    let p = params("diversify_forward", n, h, w, c, Some(cfg))?;
+    need(maps, DType::F32, &[n, h, w, c])?;
+    need(step, DType::U32, &[2])?;
+    need(mask, DType::U32, &[n, h, w, c])?;
+    need(scores, DType::F32, &[n, c])?;
+    let wg = [c.div_ceil(32) as u32, n as u32, 1];
+    Ok(vec![gpu.dispatch(
+        &DIVERSIFY,
+        "diversify_forward",
+        &p,
+        &[maps, scores, mask, step],
+        wg,
+    )?])
+}
+
+/// Backward of the DB: `dmaps (N, H, W, C) = dscores (N, C) * (mask ? alpha : 1) / (H * W)`.
+/// Overwrites `dmaps`.
+#[allow(clippy::too_many_arguments)]
+pub fn diversify_backward(
+    gpu: &Gpu,
+    n: usize,
+    h: usize,
+    w: usize,
+    c: usize,
+    cfg: &DiversifyConfig,
+    dscores: &Tensor,
+    mask: &Tensor,
+    dmaps: &Tensor,
+) -> Result<Dispatch> {
+    let p = params("diversify_backward", n, h, w, c, Some(cfg))?;
+    need(dscores, DType::F32, &[n, c])?;
+    need(mask, DType::U32, &[n, h, w, c])?;
+    need(dmaps, DType::F32, &[n, h, w, c])?;
+    gpu.dispatch(
+        &DIVERSIFY,
+        "diversify_backward",
+        &p,
+        &[dscores, dmaps, mask],
+        gpu.grid_for(n * h * w * c),
+    )
+}
+
+/// Evaluation (and the baseline without DB): `scores (N, C)` = mean over H x W of
+/// `maps (N, H, W, C)`. Overwrites `scores`.
+#[allow(clippy::too_many_arguments)]
+pub fn average_scores(
+    gpu: &Gpu,
+    n: usize,
+    h: usize,
+    w: usize,
+    c: usize,
+    maps: &Tensor,
+    scores: &Tensor,
+) -> Result<Dispatch> {
+    let p = params("average_scores", n, h, w, c, None)?;
+    need(maps, DType::F32, &[n, h, w, c])?;
+    need(scores, DType::F32, &[n, c])?;
+    let wg = [c.div_ceil(32) as u32, n as u32, 1];
+    gpu.dispatch(&DIVERSIFY, "average_scores", &p, &[maps, scores], wg)
+}
+
+/// Backward of [`average_scores`]: `dmaps (N, H, W, C) = dscores (N, C) / (H * W)`.
+/// Overwrites `dmaps`.
+#[allow(clippy::too_many_arguments)]
+pub fn average_scores_backward(
+    gpu: &Gpu,
+    n: usize,
+    h: usize,
+    w: usize,
+    c: usize,
+    dscores: &Tensor,
+    dmaps: &Tensor,
+) -> Result<Dispatch> {
+    let p = params("average_scores_backward", n, h, w, c, None)?;
+    need(dscores, DType::F32, &[n, c])?;
+    need(dmaps, DType::F32, &[n, h, w, c])?;
+    gpu.dispatch(
+        &DIVERSIFY,
+        "average_scores_backward",
+        &p,
+        &[dscores, dmaps],
+        gpu.grid_for(n * h * w * c),
+    )
+}

@@ -1,0 +1,181 @@
+//! Cross-entropy and the gradient-boosting cross-entropy (GCE) on scores `(N, C)` with u32
+//! labels `(N)`, their gradients, and the top-1 / top-5 counts. Kernel: `shaders/loss.wgsl`
+//! (one workgroup per image), then the batch sum of the per-image statistics on
+//! `shaders/head.wgsl`'s `column_sum`. Twin: [`crate::reference::loss`].
+//!
+//! GCE (METHOD.md): J' = the k' = min(k, C - 1) highest-scoring classes among j != y (ties:
+//! lower class index wins); L = -log softmax over {y} U J' at y, with max subtraction;
+//! dL/ds = p' - onehot(y) on {y} U J', exactly 0 elsewhere. Cross-entropy is the full
+//! softmax (the same kernel with every class in the set). Top-k correctness: the label is
+//! among the k highest scores, ties going to the lower class index; top-5 with C < 5 is
+//! top-C.
+//!
+//! The statistics tensor holds 4 f32: see [`STAT_LOSS_SUM`], [`STAT_TOP1`], [`STAT_TOP5`],
+//! [`STAT_NON_FINITE`].
+//!
+//! Scratch: the launchers allocate a per-image `(N, 4)` buffer (`loss.per_image`: loss,
+//! top1, top5, non-finite per image) that only their own dispatches use. The returned
+//! [`Dispatch`]es keep it alive (wgpu keeps a buffer alive while a bind group refers to it,
+//! as WebGPU specifies), so the API stays a plain `Vec<Dispatch>`.
+
+use super::head::column_sum;
+use super::{dims, need};
+use crate::error::{Error, Result};
+use crate::gpu::{DType, Dispatch, Gpu, Tensor};
+use crate::kernels::LOSS;
+
+/// Index in the stats tensor: sum over images of the per-image loss (skipped images, see
+/// [`STAT_NON_FINITE`], add 0).
+pub const STAT_LOSS_SUM: usize = 0;
+/// Index in the stats tensor: images whose label has the highest score.
+pub const STAT_TOP1: usize = 1;
+/// Index in the stats tensor: images whose label is among the min(5, C) highest scores.
+pub const STAT_TOP5: usize = 2;
+/// Index in the stats tensor: skipped images, whose label is out of range or whose scores
+/// or loss hold a NaN or infinity. A skipped image adds loss 0, no correct counts and a
+/// zero gradient row (so one bad image cannot poison the batch); the trainer should treat
+/// a non-zero count as divergence.
+pub const STAT_NON_FINITE: usize = 3;
+/// Number of f32 in the stats tensor.
+pub const STATS: usize = 4;
+
+/// Which loss the head is trained with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LossKind {
+    /// Plain softmax cross-entropy.
+    CrossEntropy,
+    /// Gradient-boosting cross-entropy over the label and the k highest other classes
+    /// (clamped to C - 1, see [`effective_k`]); the paper uses k = 15 for 200 classes.
+    Gce { k: u32 },
+}
+
+/// `k' = min(k, C - 1)` and whether `k` had to be clamped (the trainer logs it).
+pub fn effective_k(k: u32, classes: usize) -> (u32, bool) {
+    let max = classes.saturating_sub(1).min(u32::MAX as usize) as u32;
+    (k.min(max), k > max)
+}
+
+/// Parameter block of `shaders/loss.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct LossParams {
+    pub n: u32,
+    pub c: u32,
+    /// k' (GCE); C - 1 for cross-entropy.
+    pub kp: u32,
+    /// 1 when every class is in the softmax set (cross-entropy, or k' = C - 1).
+    pub all: u32,
+    /// min(5, C).
+    pub top5: u32,
+    pub _pad0: u32,
+    pub _pad1: u32,
+    pub _pad2: u32,
+}
+
+/// The parameter block for `n` images, `c` classes and `kind`.
+pub fn loss_params(n: usize, c: usize, kind: LossKind) -> Result<LossParams> {
+    dims("loss", &[("N", n), ("C", c)])?;
+    let kp = match kind {
+        LossKind::CrossEntropy => (c - 1) as u32,
+        LossKind::Gce { k: 0 } => {
+            return Err(Error::invalid(
+                "GCE k",
+                "must be at least 1 (k = 0 leaves only the label: zero loss)",
+            ))
+        }
+        LossKind::Gce { k } => effective_k(k, c).0,
+    };
+    Ok(LossParams {
+        n: n as u32,
+        c: c as u32,
+        kp,
+        all: (kp as usize >= c - 1) as u32,
+        top5: c.min(5) as u32,
+        ..Default::default()
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build(
+    gpu: &Gpu,
+    entry: &'static str,
+    n: usize,
+    c: usize,
+    kind: LossKind,
+    scores: &Tensor,
+    labels: &Tensor,
+    dscores: Option<&Tensor>,
+    stats: &Tensor,
+    accumulate: bool,
+) -> Result<Vec<Dispatch>> {
+    let p = loss_params(n, c, kind)?;
+    need(scores, DType::F32, &[n, c])?;
+    need(labels, DType::U32, &[n])?;
+    need(stats, DType::F32, &[STATS])?;
+    let per_image = gpu.zeros("loss.per_image", &[n, STATS])?;
+    let mut bound = vec![scores, labels, &per_image];
+    if let Some(d) = dscores {
+        need(d, DType::F32, &[n, c])?;
+        bound.push(d);
+    }
+    let image = gpu.dispatch(&LOSS, entry, &p, &bound, gpu.grid(n as u64))?;
+    let batch = column_sum(gpu, n, STATS, &per_image, stats, accumulate)?;
+    Ok(vec![image, batch])
+}
+
+/// Loss, gradient and accuracy counts for a batch: `scores (N, C)`, `labels (N)` u32 ->
+/// `dscores (N, C)`, overwritten with dL/ds of the batch-mean loss (1/N included; exactly
+/// 0 outside {y} U J' for GCE), and `stats (4)` (see [`STATS`]), overwritten, or added
+/// into when `accumulate`. Two dispatches, to be recorded in order.
+#[allow(clippy::too_many_arguments)]
+pub fn loss_forward_backward(
+    gpu: &Gpu,
+    n: usize,
+    c: usize,
+    kind: LossKind,
+    scores: &Tensor,
+    labels: &Tensor,
+    dscores: &Tensor,
+    stats: &Tensor,
+    accumulate: bool,
+) -> Result<Vec<Dispatch>> {
+    build(
+        gpu,
+        "loss_forward_backward",
+        n,
+        c,
+        kind,
+        scores,
+        labels,
+        Some(dscores),
+        stats,
+        accumulate,
+    )
+}
+
+/// Statistics only (evaluation): `stats (4)` overwritten, or added into when `accumulate`
+/// (evaluation accumulates over batches and reads once). Two dispatches, in order.
+#[allow(clippy::too_many_arguments)]
+pub fn loss_eval(
+    gpu: &Gpu,
+    n: usize,
+    c: usize,
+    kind: LossKind,
+    scores: &Tensor,
+    labels: &Tensor,
+    stats: &Tensor,
+    accumulate: bool,
+) -> Result<Vec<Dispatch>> {
+    build(
+        gpu,
+        "loss_eval",
+        n,
+        c,
+        kind,
+        scores,
+        labels,
+        None,
+        stats,
+        accumulate,
+    )
+}
