@@ -13,6 +13,7 @@
 //!   transposed at load time;
 //! - every GPU kernel has a CPU twin in f64 in [`reference`].
 
+pub mod data;
 pub mod error;
 pub mod gpu;
 pub mod kernels;

@@ -1,0 +1,213 @@
+//! Datasets and the background loader that feeds the GPU training loop.
+//!
+//! Three sources share the [`Dataset`] trait:
+//! - [`IdxDataset`] / [`FashionMnist`]: IDX files (MNIST format), raw or gzipped; the crate
+//!   ships a 10,000 / 2,000 image Fashion-MNIST subset (see [`fashion_mnist_default`]);
+//! - [`ImageFolder`]: `root/<class>/<images>` trees, optionally pre-split into `train/` and
+//!   `test/`;
+//! - [`Cub`]: the CUB-200-2011 layout.
+//!
+//! Samples come out as f32 HWC (`(N, H, W, C)` in a [`Batch`]), preprocessed by an
+//! [`Augment`] resolved from [`DataOptions`]. [`Loader`] decodes batches in worker threads;
+//! the order and every random draw are a pure function of (seed, epoch, sample index).
+
+pub mod augment;
+pub mod cub;
+pub mod folder;
+pub mod idx;
+pub mod loader;
+
+use std::path::{Path, PathBuf};
+
+use rand::rngs::StdRng;
+
+pub use augment::{Augment, ImageU8, Normalize, TrainCrop};
+pub use cub::{is_cub_dir, Cub};
+pub use folder::{read_image, ImageFolder};
+pub use idx::{
+    fashion_mnist_default, is_idx_dir, read_idx_images, read_idx_labels, read_idx_pair,
+    resolve_fashion_mnist, write_idx_images, write_idx_labels, FashionMnist, IdxDataset, IdxImages,
+    FASHION_MNIST_CLASSES, FASHION_MNIST_MEAN, FASHION_MNIST_STD, FASHION_MNIST_SUBSET_DIR,
+    FASHION_MNIST_SYSTEM_DIR,
+};
+pub use loader::{epoch_order, num_batches, sample_rng, Batch, Loader, LoaderOptions};
+
+use crate::{Error, Result};
+
+/// What a dataset produces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DatasetInfo {
+    pub num_classes: usize,
+    /// By label.
+    pub class_names: Vec<String>,
+    /// Of one output sample (1 or 3).
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+impl DatasetInfo {
+    /// `height * width * channels`: f32 values per sample.
+    pub fn sample_len(&self) -> usize {
+        self.height * self.width * self.channels
+    }
+}
+
+/// A split of a dataset: indexable samples with labels, decoded and augmented on demand.
+pub trait Dataset: Send + Sync {
+    /// Classes and output shape.
+    fn info(&self) -> &DatasetInfo;
+    /// Number of samples.
+    fn len(&self) -> usize;
+    /// Whether there are no samples.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Label of sample `i` (`< info().num_classes`); needs no decoding.
+    fn label(&self, i: usize) -> u32;
+    /// Decodes and preprocesses sample `i` into `out` (`H * W * C` f32, HWC); random choices
+    /// (training only) come from `rng`. `Err` for a bad file: the loader skips and counts it.
+    fn load(&self, i: usize, train: bool, rng: &mut StdRng, out: &mut [f32]) -> Result<()>;
+    /// Where sample `i` comes from (a file path), for warnings.
+    fn describe(&self, i: usize) -> String;
+}
+
+/// Which part of a dataset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Split {
+    Train,
+    Test,
+}
+
+/// The kinds of dataset [`open_dataset`] recognises; each has its own preprocessing defaults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DatasetKind {
+    /// IDX files that are not Fashion-MNIST (e.g. MNIST).
+    Idx,
+    /// IDX files whose folder path contains `fashion`.
+    FashionMnist,
+    ImageFolder,
+    Cub,
+}
+
+/// How to open and preprocess a dataset; `None` fields take the dataset kind's default.
+///
+/// | field | IDX (Fashion-MNIST, MNIST) | image folders, CUB |
+/// | --- | --- | --- |
+/// | `channels` | 1 | 3 |
+/// | `size` (output H = W) | the files' own (28 x 28) | 224 |
+/// | `eval_resize` | `min(H, W)` (the whole image) | `round(size * 256 / 224)` |
+/// | `train_crop` | `Pad { pad: max(1, size / 14) }` | `RandomResized` (0.08..1, 3/4..4/3) |
+/// | `hflip` | Fashion-MNIST: true, other IDX: false | true |
+/// | `normalize` | Fashion-MNIST 0.2860 / 0.3530, MNIST 0.1307 / 0.3081 | ImageNet |
+#[derive(Clone, Debug, PartialEq)]
+pub struct DataOptions {
+    pub channels: Option<usize>,
+    pub size: Option<usize>,
+    pub eval_resize: Option<usize>,
+    pub train_crop: Option<TrainCrop>,
+    pub hflip: Option<bool>,
+    pub normalize: Option<Normalize>,
+    /// Class folders without `train/` and `test/`: fraction of each class held out for test.
+    pub test_fraction: f64,
+    /// Class folders without `train/` and `test/`: seed of the held-out choice.
+    pub split_seed: u64,
+}
+
+impl Default for DataOptions {
+    fn default() -> Self {
+        DataOptions {
+            channels: None,
+            size: None,
+            eval_resize: None,
+            train_crop: None,
+            hflip: None,
+            normalize: None,
+            test_fraction: 0.2,
+            split_seed: 0,
+        }
+    }
+}
+
+impl DataOptions {
+    /// Resolves the preprocessing for a dataset of `kind` whose images are natively
+    /// `native_h x native_w` (IDX; pass 0, 0 for variable-size images), and validates it.
+    pub fn augment(&self, kind: DatasetKind, native_h: usize, native_w: usize) -> Result<Augment> {
+        let idx = matches!(kind, DatasetKind::Idx | DatasetKind::FashionMnist);
+        let channels = self.channels.unwrap_or(if idx { 1 } else { 3 });
+        let (height, width) = match self.size {
+            Some(s) => (s, s),
+            None if idx => (native_h, native_w),
+            None => (224, 224),
+        };
+        let eval_resize = self.eval_resize.unwrap_or(if idx {
+            height.min(width)
+        } else {
+            ((height.max(width) as f64) * 256.0 / 224.0).round() as usize
+        });
+        let train_crop = self.train_crop.clone().unwrap_or(if idx {
+            TrainCrop::Pad {
+                pad: (height.min(width) / 14).max(1),
+            }
+        } else {
+            TrainCrop::RANDOM_RESIZED_DEFAULT
+        });
+        let hflip = self.hflip.unwrap_or(kind != DatasetKind::Idx);
+        let normalize = self.normalize.clone().unwrap_or(match kind {
+            DatasetKind::FashionMnist => Normalize::fashion_mnist(channels),
+            DatasetKind::Idx => Normalize::uniform(channels, idx::MNIST_MEAN, idx::MNIST_STD),
+            _ => Normalize::imagenet(channels),
+        });
+        let a = Augment {
+            height,
+            width,
+            channels,
+            eval_resize,
+            train_crop,
+            hflip,
+            normalize,
+        };
+        a.validate()?;
+        Ok(a)
+    }
+}
+
+/// Opens `split` of the dataset at `path`, recognising its layout:
+///
+/// 1. `path/images.txt` exists → CUB-200-2011 layout ([`Cub`]); `path/CUB_200_2011/images.txt`
+///    (the archive's top folder) too;
+/// 2. `path` holds `train-images-idx3-ubyte[.gz]` or `t10k-images-idx3-ubyte[.gz]` → IDX
+///    ([`IdxDataset`]; Fashion-MNIST defaults when the path contains `fashion`);
+/// 3. otherwise a class-per-folder tree ([`ImageFolder`]).
+///
+/// A path that does not exist is an error naming it.
+pub fn open_dataset(path: &Path, split: Split, opts: &DataOptions) -> Result<Box<dyn Dataset>> {
+    if !path.exists() {
+        return Err(Error::io(
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "dataset folder not found (expected a CUB-200-2011 folder, an IDX folder or a \
+                 class-per-folder image tree)",
+            ),
+        ));
+    }
+    let cub_sub: PathBuf = path.join("CUB_200_2011");
+    Ok(if is_cub_dir(path) {
+        Box::new(Cub::open(path, split, opts)?)
+    } else if is_cub_dir(&cub_sub) {
+        Box::new(Cub::open(&cub_sub, split, opts)?)
+    } else if is_idx_dir(path) {
+        Box::new(IdxDataset::open(path, split, opts)?)
+    } else {
+        Box::new(ImageFolder::open(path, split, opts)?)
+    })
+}
+
+/// SplitMix64's finaliser: a well-mixed 64-bit hash of `x`.
+pub(crate) fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
