@@ -13,13 +13,16 @@
 //!   transposed at load time;
 //! - every GPU kernel has a CPU twin in f64 in [`reference`].
 
+pub mod checkpoint;
 pub mod data;
 pub mod error;
 pub mod gpu;
 pub mod kernels;
 pub mod method;
+pub mod model;
 pub mod reference;
 pub mod testing;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use gpu::{Dispatch, Gpu, GpuOptions, Tensor};

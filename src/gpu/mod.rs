@@ -22,7 +22,7 @@ pub const WG: u32 = 256;
 /// `FINEGRAIN_ADAPTER`.
 #[derive(Clone, Debug, Default)]
 pub struct GpuOptions {
-    /// Backends to consider; `None` means Vulkan, Metal, DX12 (and GL only if nothing else).
+    /// Backends to consider; `None` means Vulkan, Metal, DX12, and GL only if none of those has an adapter.
     pub backends: Option<wgpu::Backends>,
     /// Case-insensitive part of the adapter name to pick (e.g. "llvmpipe", "H200", "M2").
     pub adapter_name: Option<String>,
@@ -107,11 +107,19 @@ impl Gpu {
     /// Choose an adapter (a real GPU before a software one, unless a name is given) and
     /// create a device asking for the limits and optional features finegrain can use.
     pub fn new(opts: &GpuOptions) -> Result<Gpu> {
-        let backends = opts.backends.unwrap_or(wgpu::Backends::all());
-        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
-        desc.backends = backends;
-        let instance = wgpu::Instance::new(desc);
-        let adapters = pollster::block_on(instance.enumerate_adapters(backends));
+        // Vulkan, Metal, DX12 first; GL only when asked for or when nothing else exists.
+        let mut backends = opts.backends.unwrap_or(wgpu::Backends::PRIMARY);
+        let enumerate = |b: wgpu::Backends| {
+            let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+            desc.backends = b;
+            let instance = wgpu::Instance::new(desc);
+            pollster::block_on(instance.enumerate_adapters(b))
+        };
+        let mut adapters = enumerate(backends);
+        if adapters.is_empty() && opts.backends.is_none() {
+            backends = wgpu::Backends::SECONDARY;
+            adapters = enumerate(backends);
+        }
         let mut seen: Vec<String> = Vec::new();
         let mut candidates: Vec<wgpu::Adapter> = Vec::new();
         for a in adapters {

@@ -19,8 +19,17 @@ macro_rules! shader {
     };
 }
 
-pub const CONV2D: ShaderSource = shader!("conv2d");
 pub const BATCHNORM: ShaderSource = shader!("batchnorm");
+pub const CONV2D: ShaderSource = shader!("conv2d");
+pub const DIVERSIFY: ShaderSource = shader!("diversify");
 pub const ELEMENTWISE: ShaderSource = shader!("elementwise");
 pub const GEMM: ShaderSource = shader!("gemm");
-pub const ALL_SHADERS: &[ShaderSource] = &[BATCHNORM, CONV2D, DIVERSIFY, ELEMENTWISE, GEMM, HEAD, LOSS, POOL, SGD];
+pub const HEAD: ShaderSource = shader!("head");
+pub const LOSS: ShaderSource = shader!("loss");
+pub const POOL: ShaderSource = shader!("pool");
+pub const SGD: ShaderSource = shader!("sgd");
+
+/// Every shader the crate embeds (the portability test checks that this covers `shaders/`).
+pub const ALL_SHADERS: &[ShaderSource] = &[
+    BATCHNORM, CONV2D, DIVERSIFY, ELEMENTWISE, GEMM, HEAD, LOSS, POOL, SGD,
+];

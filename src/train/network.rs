@@ -1,0 +1,526 @@
+//! The network on the GPU: every parameter, gradient, optimizer state and activation
+//! allocated once from a [`ModelConfig`], and the dispatch lists of one training iteration
+//! (forward, diversification block, loss, backward in reverse, optimizer) and of one
+//! evaluation batch, built once and recorded every step.
+//!
+//! Buffer conventions: activations are NHWC. Each conv+BN unit owns its convolution output
+//! `z` and its BN output `y` (ReLU applied in place on `y`; for the last unit of a residual
+//! block `y` becomes the block output `relu(y + shortcut)`), and the gradients `dz`, `dy`.
+//! A tensor consumed twice (a block input feeds the main branch and the shortcut) gets its
+//! gradient overwritten by the main branch and accumulated by the shortcut.
+
+use crate::error::{Error, Result};
+use crate::gpu::{Dispatch, Gpu, Tensor};
+use crate::kernels::batchnorm::{
+    batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train, BatchNormShape,
+};
+use crate::kernels::conv2d::{
+    conv2d_backward_data, conv2d_backward_weight, conv2d_forward, Conv2dShape,
+};
+use crate::kernels::elementwise::{add_inplace, add_relu_inplace, relu_backward_inplace, relu_forward_inplace};
+use crate::kernels::pool::{maxpool_backward, maxpool_forward, MaxPoolShape};
+use crate::kernels::sgd::sgd_step;
+use crate::method::diversify::{
+    average_scores, average_scores_backward, diversify_backward, diversify_forward, DiversifyConfig,
+};
+use crate::method::head::{head_backward, head_forward};
+use crate::method::loss::{loss_forward_backward, LossKind};
+use crate::model::{BlockKind, ModelConfig};
+use rand::{Rng, SeedableRng};
+
+/// How a parameter is laid out on the GPU (checkpoints use PyTorch's layouts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParamLayout {
+    /// Convolution weight, GPU layout (KH, KW, Cin, Cout); PyTorch (Cout, Cin, KH, KW).
+    Conv { kh: usize, kw: usize, cin: usize, cout: usize },
+    /// Class-map head weight, GPU layout (D, C); PyTorch 1x1 conv (C, D, 1, 1).
+    Head { d: usize, c: usize },
+    /// A vector (BN gamma/beta, head bias).
+    Vector(usize),
+}
+
+impl ParamLayout {
+    /// Shape of the GPU tensor.
+    pub fn shape(&self) -> Vec<usize> {
+        match *self {
+            ParamLayout::Conv { kh, kw, cin, cout } => vec![kh, kw, cin, cout],
+            ParamLayout::Head { d, c } => vec![d, c],
+            ParamLayout::Vector(n) => vec![n],
+        }
+    }
+}
+
+/// A trainable tensor with its gradient and SGD velocity.
+pub struct Param {
+    /// torchvision-style name, e.g. `layer1.0.conv1.weight`.
+    pub name: String,
+    pub layout: ParamLayout,
+    pub value: Tensor,
+    pub grad: Tensor,
+    pub velocity: Tensor,
+    /// Weight decay applies (conv and head weights; not BN or biases).
+    pub decay: bool,
+}
+
+/// A non-trainable state tensor (BN running statistics).
+pub struct StateTensor {
+    pub name: String,
+    pub value: Tensor,
+}
+
+/// One convolution followed by batch norm (and optionally ReLU).
+struct ConvBn {
+    conv: Conv2dShape,
+    bn: BatchNormShape,
+    weight: usize,
+    gamma: usize,
+    beta: usize,
+    running_mean: usize,
+    running_var: usize,
+    save_mean: Tensor,  // (Cout)
+    save_invstd: Tensor, // (Cout)
+    z: Tensor,  // (N, OH, OW, Cout) convolution output
+    dz: Tensor, // (N, OH, OW, Cout)
+    y: Tensor,  // (N, OH, OW, Cout) BN output (ReLU / residual join in place)
+    dy: Tensor, // (N, OH, OW, Cout) gradient of y
+    relu: bool,
+}
+
+struct Block {
+    units: Vec<ConvBn>,
+    downsample: Option<ConvBn>,
+}
+
+/// Method settings the iteration is built with.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MethodConfig {
+    /// `None`: plain global average pooling (baseline).
+    pub diversify: Option<DiversifyConfig>,
+    /// The loss of the main phase.
+    pub loss: LossKind,
+}
+
+/// The whole network, its buffers and its recorded dispatch lists.
+pub struct Network {
+    pub config: ModelConfig,
+    pub batch: usize,
+    pub params: Vec<Param>,
+    pub state: Vec<StateTensor>,
+    /// Input batch (N, S, S, Cin), written by the trainer each step.
+    pub images: Tensor,
+    /// Labels (N) u32.
+    pub labels: Tensor,
+    /// Class maps (N, h, w, C) and their gradient.
+    pub maps: Tensor,
+    pub dmaps: Tensor,
+    /// Image scores (N, C) and their gradient.
+    pub scores: Tensor,
+    pub dscores: Tensor,
+    /// Suppression mask of the diversification block (N, h, w, C) u32.
+    pub mask: Tensor,
+    /// [step_lo, step_hi] u32 for the mask hash, written each step.
+    pub step: Tensor,
+    /// [lr, momentum, weight_decay, grad_scale] f32, written each step.
+    pub hyper: Tensor,
+    /// [loss sum, top1, top5, non-finite count] f32 of the last training batch.
+    pub stats: Tensor,
+    pub map_size: (usize, usize),
+    /// Forward + DB + loss (main-phase loss) + backward + optimizer.
+    pub train_main: Vec<Dispatch>,
+    /// The same with plain cross-entropy (warm-up phase).
+    pub train_ce: Vec<Dispatch>,
+    /// Evaluation forward (running BN statistics, no masks) to `scores`.
+    pub eval: Vec<Dispatch>,
+}
+
+struct Alloc<'a> {
+    gpu: &'a Gpu,
+    params: Vec<Param>,
+    state: Vec<StateTensor>,
+    rng: rand::rngs::StdRng,
+}
+
+impl Alloc<'_> {
+    fn param(&mut self, name: &str, layout: ParamLayout, init: Vec<f32>, decay: bool) -> Result<usize> {
+        let shape = layout.shape();
+        let value = self.gpu.tensor(name, &shape, &init)?;
+        let grad = self.gpu.zeros(&format!("{name}.grad"), &shape)?;
+        let velocity = self.gpu.zeros(&format!("{name}.momentum"), &shape)?;
+        self.params.push(Param { name: name.to_string(), layout, value, grad, velocity, decay });
+        Ok(self.params.len() - 1)
+    }
+
+    fn state(&mut self, name: &str, init: Vec<f32>) -> Result<usize> {
+        let value = self.gpu.tensor(name, &[init.len()], &init)?;
+        self.state.push(StateTensor { name: name.to_string(), value });
+        Ok(self.state.len() - 1)
+    }
+
+    /// Kaiming-normal (fan_out, ReLU gain) like torchvision's ResNet init.
+    fn kaiming(&mut self, n: usize, fan_out: usize) -> Vec<f32> {
+        let std = (2.0 / fan_out as f64).sqrt();
+        (0..n)
+            .map(|_| {
+                // Box-Muller
+                let u1: f64 = self.rng.random::<f64>().max(1e-12);
+                let u2: f64 = self.rng.random();
+                ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos() * std) as f32
+            })
+            .collect()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn conv_bn(
+        &mut self,
+        prefix: &str,
+        conv_name: &str,
+        bn_name: &str,
+        n: usize,
+        hw: (usize, usize),
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        relu: bool,
+        cfg: &ModelConfig,
+    ) -> Result<ConvBn> {
+        let conv = Conv2dShape { n, h: hw.0, w: hw.1, cin, cout, kh: k, kw: k, stride, pad };
+        conv.validate()?;
+        let (oh, ow) = (conv.oh(), conv.ow());
+        let rows = n * oh * ow;
+        let bn = BatchNormShape { rows, channels: cout, eps: cfg.bn_eps, momentum: cfg.bn_momentum };
+        let wname = format!("{prefix}{conv_name}.weight");
+        let init = self.kaiming(k * k * cin * cout, k * k * cout);
+        let weight = self.param(&wname, ParamLayout::Conv { kh: k, kw: k, cin, cout }, init, true)?;
+        let b = format!("{prefix}{bn_name}");
+        let gamma = self.param(&format!("{b}.weight"), ParamLayout::Vector(cout), vec![1.0; cout], false)?;
+        let beta = self.param(&format!("{b}.bias"), ParamLayout::Vector(cout), vec![0.0; cout], false)?;
+        let running_mean = self.state(&format!("{b}.running_mean"), vec![0.0; cout])?;
+        let running_var = self.state(&format!("{b}.running_var"), vec![1.0; cout])?;
+        let g = self.gpu;
+        let act = [n, oh, ow, cout];
+        Ok(ConvBn {
+            conv,
+            bn,
+            weight,
+            gamma,
+            beta,
+            running_mean,
+            running_var,
+            save_mean: g.zeros(&format!("{b}.save_mean"), &[cout])?,
+            save_invstd: g.zeros(&format!("{b}.save_invstd"), &[cout])?,
+            z: g.zeros(&format!("{prefix}{conv_name}.out"), &act)?,
+            dz: g.zeros(&format!("{prefix}{conv_name}.out.grad"), &act)?,
+            y: g.zeros(&format!("{b}.out"), &act)?,
+            dy: g.zeros(&format!("{b}.out.grad"), &act)?,
+            relu,
+        })
+    }
+}
+
+impl ConvBn {
+    fn out_hw(&self) -> (usize, usize) {
+        (self.conv.oh(), self.conv.ow())
+    }
+
+    fn forward(&self, gpu: &Gpu, net: &NetRefs, x: &Tensor, train: bool, out: &mut Vec<Dispatch>) -> Result<()> {
+        out.push(conv2d_forward(gpu, &self.conv, x, &net.params[self.weight].value, &self.z)?);
+        let (gamma, beta) = (&net.params[self.gamma].value, &net.params[self.beta].value);
+        let (rm, rv) = (&net.state[self.running_mean].value, &net.state[self.running_var].value);
+        if train {
+            out.extend(batchnorm_forward_train(
+                gpu, &self.bn, &self.z, gamma, beta, rm, rv, &self.save_mean, &self.save_invstd, &self.y,
+            )?);
+        } else {
+            out.push(batchnorm_forward_eval(gpu, &self.bn, &self.z, gamma, beta, rm, rv, &self.y)?);
+        }
+        if self.relu {
+            out.push(relu_forward_inplace(gpu, &self.y)?);
+        }
+        Ok(())
+    }
+
+    /// Backward from `dy` (gradient of this unit's output, ReLU not yet applied when
+    /// `self.relu`). Writes parameter gradients; writes (or accumulates into) `dx` if given.
+    fn backward(
+        &self,
+        gpu: &Gpu,
+        net: &NetRefs,
+        x: &Tensor,
+        dy: &Tensor,
+        dx: Option<(&Tensor, bool)>,
+        out: &mut Vec<Dispatch>,
+    ) -> Result<()> {
+        if self.relu {
+            out.push(relu_backward_inplace(gpu, &self.y, dy)?);
+        }
+        let p = net.params;
+        out.extend(batchnorm_backward(
+            gpu,
+            &self.bn,
+            &self.z,
+            dy,
+            &p[self.gamma].value,
+            &self.save_mean,
+            &self.save_invstd,
+            &self.dz,
+            &p[self.gamma].grad,
+            &p[self.beta].grad,
+        )?);
+        out.push(conv2d_backward_weight(gpu, &self.conv, x, &self.dz, &p[self.weight].grad, false)?);
+        if let Some((dx, accumulate)) = dx {
+            out.push(conv2d_backward_data(gpu, &self.conv, &self.dz, &p[self.weight].value, dx, accumulate)?);
+        }
+        Ok(())
+    }
+}
+
+struct NetRefs<'a> {
+    params: &'a [Param],
+    state: &'a [StateTensor],
+}
+
+struct Layers {
+    stem: ConvBn,
+    pool: Option<(MaxPoolShape, Tensor, Tensor, Tensor)>, // shape, y, dy, idx
+    blocks: Vec<Block>,
+    head_weight: usize,
+    head_bias: usize,
+}
+
+impl Layers {
+    /// Output of the stem (after the optional max pool) and its gradient.
+    fn stem_out(&self) -> (&Tensor, &Tensor) {
+        match &self.pool {
+            Some((_, y, dy, _)) => (y, dy),
+            None => (&self.stem.y, &self.stem.dy),
+        }
+    }
+
+    /// Output of block `i` (or the stem when `i` is None) and its gradient.
+    fn node(&self, i: Option<usize>) -> (&Tensor, &Tensor) {
+        match i {
+            None => self.stem_out(),
+            Some(b) => {
+                let u = self.blocks[b].units.last().expect("blocks have units");
+                (&u.y, &u.dy)
+            }
+        }
+    }
+
+    fn forward(&self, gpu: &Gpu, net: &NetRefs, images: &Tensor, train: bool, out: &mut Vec<Dispatch>) -> Result<()> {
+        self.stem.forward(gpu, net, images, train, out)?;
+        if let Some((s, y, _, idx)) = &self.pool {
+            out.push(maxpool_forward(gpu, s, &self.stem.y, y, idx)?);
+        }
+        for (b, block) in self.blocks.iter().enumerate() {
+            let prev = if b == 0 { None } else { Some(b - 1) };
+            let (x, _) = self.node(prev);
+            let mut inp = x;
+            for u in &block.units {
+                u.forward(gpu, net, inp, train, out)?;
+                inp = &u.y;
+            }
+            let last = block.units.last().expect("units");
+            match &block.downsample {
+                Some(ds) => {
+                    ds.forward(gpu, net, x, train, out)?;
+                    out.push(add_relu_inplace(gpu, &last.y, &ds.y)?);
+                }
+                None => out.push(add_relu_inplace(gpu, &last.y, x)?),
+            }
+        }
+        Ok(())
+    }
+
+    fn backward(&self, gpu: &Gpu, net: &NetRefs, images: &Tensor, out: &mut Vec<Dispatch>) -> Result<()> {
+        for b in (0..self.blocks.len()).rev() {
+            let block = &self.blocks[b];
+            let prev = if b == 0 { None } else { Some(b - 1) };
+            let (x, dx) = self.node(prev);
+            let last = block.units.last().expect("units");
+            // d(out) -> d(sum) in place: out = relu(main + shortcut).
+            out.push(relu_backward_inplace(gpu, &last.y, &last.dy)?);
+            for i in (0..block.units.len()).rev() {
+                let u = &block.units[i];
+                let (ux, udx) = if i == 0 { (x, dx) } else { (&block.units[i - 1].y, &block.units[i - 1].dy) };
+                u.backward(gpu, net, ux, &u.dy, Some((udx, false)), out)?;
+            }
+            match &block.downsample {
+                Some(ds) => ds.backward(gpu, net, x, &last.dy, Some((dx, true)), out)?,
+                None => out.push(add_inplace(gpu, dx, &last.dy)?),
+            }
+        }
+        if let Some((s, _, dy, idx)) = &self.pool {
+            out.push(maxpool_backward(gpu, s, dy, idx, &self.stem.dy)?);
+        }
+        self.stem.backward(gpu, net, images, &self.stem.dy, None, out)
+    }
+}
+
+impl Network {
+    /// Allocate every buffer of `config` for batch size `batch` and build the dispatch lists.
+    pub fn new(gpu: &Gpu, config: &ModelConfig, batch: usize, method: &MethodConfig, seed: u64) -> Result<Network> {
+        config.validate()?;
+        if batch == 0 {
+            return Err(Error::invalid("--batch", "batch size must be at least 1"));
+        }
+        let mut a = Alloc {
+            gpu,
+            params: Vec::new(),
+            state: Vec::new(),
+            rng: rand::rngs::StdRng::seed_from_u64(seed ^ 0x5eed_1417),
+        };
+        let n = batch;
+        let s = config.input_size;
+        let stem = a.conv_bn(
+            "", "conv1", "bn1", n, (s, s), config.in_channels, config.stem.channels,
+            config.stem.kernel, config.stem.stride, config.stem.pad, true, config,
+        )?;
+        let mut hw = stem.out_hw();
+        let mut c = config.stem.channels;
+        let pool = if config.stem.maxpool {
+            let ps = MaxPoolShape { n, h: hw.0, w: hw.1, c, k: 3, stride: 2, pad: 1 };
+            hw = (ps.oh(), ps.ow());
+            let shape = [n, hw.0, hw.1, c];
+            Some((
+                ps,
+                gpu.zeros("maxpool.out", &shape)?,
+                gpu.zeros("maxpool.out.grad", &shape)?,
+                gpu.zeros_u32("maxpool.index", &shape)?,
+            ))
+        } else {
+            None
+        };
+        let exp = config.block.expansion();
+        let mut blocks = Vec::new();
+        for (si, ((&nb, &width), &stride)) in config.layers.iter().zip(&config.widths).zip(&config.strides).enumerate() {
+            for bi in 0..nb {
+                let st = if bi == 0 { stride } else { 1 };
+                let prefix = format!("layer{}.{}.", si + 1, bi);
+                let cout = width * exp;
+                let mut units = Vec::new();
+                match config.block {
+                    BlockKind::Basic => {
+                        let u1 = a.conv_bn(&prefix, "conv1", "bn1", n, hw, c, width, 3, st, 1, true, config)?;
+                        let h1 = u1.out_hw();
+                        units.push(u1);
+                        units.push(a.conv_bn(&prefix, "conv2", "bn2", n, h1, width, width, 3, 1, 1, false, config)?);
+                    }
+                    BlockKind::Bottleneck => {
+                        let u1 = a.conv_bn(&prefix, "conv1", "bn1", n, hw, c, width, 1, 1, 0, true, config)?;
+                        let u2 = a.conv_bn(&prefix, "conv2", "bn2", n, hw, width, width, 3, st, 1, true, config)?;
+                        let h2 = u2.out_hw();
+                        units.push(u1);
+                        units.push(u2);
+                        units.push(a.conv_bn(&prefix, "conv3", "bn3", n, h2, width, cout, 1, 1, 0, false, config)?);
+                    }
+                }
+                let downsample = if st != 1 || c != cout {
+                    Some(a.conv_bn(&prefix, "downsample.0", "downsample.1", n, hw, c, cout, 1, st, 0, false, config)?)
+                } else {
+                    None
+                };
+                hw = units.last().expect("units").out_hw();
+                c = cout;
+                blocks.push(Block { units, downsample });
+            }
+        }
+        let classes = config.num_classes;
+        let bound = 1.0 / (c as f32).sqrt();
+        let hw_init: Vec<f32> = (0..c * classes).map(|_| a.rng.random_range(-bound..bound)).collect();
+        let hb_init: Vec<f32> = (0..classes).map(|_| a.rng.random_range(-bound..bound)).collect();
+        let head_weight = a.param("head.weight", ParamLayout::Head { d: c, c: classes }, hw_init, true)?;
+        let head_bias = a.param("head.bias", ParamLayout::Vector(classes), hb_init, false)?;
+        let layers = Layers { stem, pool, blocks, head_weight, head_bias };
+
+        let (mh, mw) = hw;
+        let rows = n * mh * mw;
+        let images = gpu.zeros("images", &[n, s, s, config.in_channels])?;
+        let labels = gpu.zeros_u32("labels", &[n])?;
+        let maps = gpu.zeros("class_maps", &[n, mh, mw, classes])?;
+        let dmaps = gpu.zeros("class_maps.grad", &[n, mh, mw, classes])?;
+        let scores = gpu.zeros("scores", &[n, classes])?;
+        let dscores = gpu.zeros("scores.grad", &[n, classes])?;
+        let mask = gpu.zeros_u32("diversify.mask", &[n, mh, mw, classes])?;
+        let step = gpu.zeros_u32("step", &[2])?;
+        let hyper = gpu.zeros("sgd.hyper", &[4])?;
+        let stats = gpu.zeros("loss.stats", &[4])?;
+
+        let params = a.params;
+        let state = a.state;
+        let refs = NetRefs { params: &params, state: &state };
+        let (feat, dfeat) = layers.node(Some(layers.blocks.len() - 1));
+        let hwp = &params[layers.head_weight];
+        let hbp = &params[layers.head_bias];
+
+        let build_train = |loss: LossKind| -> Result<Vec<Dispatch>> {
+            let mut d = Vec::new();
+            layers.forward(gpu, &refs, &images, true, &mut d)?;
+            d.extend(head_forward(gpu, rows, c, classes, feat, &hwp.value, &hbp.value, &maps)?);
+            match &method.diversify {
+                Some(cfg) => d.extend(diversify_forward(gpu, n, mh, mw, classes, cfg, &maps, &step, &mask, &scores)?),
+                None => d.push(average_scores(gpu, n, mh, mw, classes, &maps, &scores)?),
+            }
+            d.extend(loss_forward_backward(gpu, n, classes, loss, &scores, &labels, &dscores, &stats, false)?);
+            match &method.diversify {
+                Some(cfg) => d.push(diversify_backward(gpu, n, mh, mw, classes, cfg, &dscores, &mask, &dmaps)?),
+                None => d.push(average_scores_backward(gpu, n, mh, mw, classes, &dscores, &dmaps)?),
+            }
+            d.extend(head_backward(
+                gpu, rows, c, classes, feat, &hwp.value, &dmaps, dfeat, &hwp.grad, &hbp.grad,
+            )?);
+            layers.backward(gpu, &refs, &images, &mut d)?;
+            for p in refs.params {
+                d.push(sgd_step(gpu, &p.value, &p.grad, &p.velocity, &hyper, p.decay)?);
+            }
+            Ok(d)
+        };
+        let train_main = build_train(method.loss)?;
+        let train_ce = if method.loss == LossKind::CrossEntropy {
+            Vec::new()
+        } else {
+            build_train(LossKind::CrossEntropy)?
+        };
+        let mut eval = Vec::new();
+        layers.forward(gpu, &refs, &images, false, &mut eval)?;
+        eval.extend(head_forward(gpu, rows, c, classes, feat, &hwp.value, &hbp.value, &maps)?);
+        eval.push(average_scores(gpu, n, mh, mw, classes, &maps, &scores)?);
+
+        Ok(Network {
+            config: config.clone(),
+            batch,
+            params,
+            state,
+            images,
+            labels,
+            maps,
+            dmaps,
+            scores,
+            dscores,
+            mask,
+            step,
+            hyper,
+            stats,
+            map_size: (mh, mw),
+            train_main,
+            train_ce,
+            eval,
+        })
+    }
+
+    /// Dispatches of one training iteration for the given phase.
+    pub fn train_dispatches(&self, cross_entropy_phase: bool) -> &[Dispatch] {
+        if cross_entropy_phase && !self.train_ce.is_empty() {
+            &self.train_ce
+        } else {
+            &self.train_main
+        }
+    }
+
+    /// Total number of trainable values.
+    pub fn num_parameters(&self) -> usize {
+        self.params.iter().map(|p| p.value.numel()).sum()
+    }
+}
