@@ -18,6 +18,7 @@ pub mod gpu;
 pub mod kernels;
 pub mod reference;
 pub mod testing;
+pub mod viz;
 
 pub use error::{Error, Result};
 pub use gpu::{Dispatch, Gpu, GpuOptions, Tensor};
