@@ -23,6 +23,7 @@ pub mod model;
 pub mod reference;
 pub mod testing;
 pub mod train;
+pub mod viz;
 
 pub use error::{Error, Result};
 pub use gpu::{Dispatch, Gpu, GpuOptions, Tensor};
