@@ -244,6 +244,7 @@ fn bench_step(gpu: &Gpu, a: &Args, rng: &mut impl Rng) -> finegrain::Result<()> 
     );
     let mut whole = Vec::new();
     let mut method_ms = Vec::new();
+    let mut last_rows: Vec<finegrain::gpu::ProfileRow> = Vec::new();
     for _ in 0..a.reps {
         let t = Instant::now();
         trainer.step(gpu, &images, &labels)?;
@@ -261,6 +262,7 @@ fn bench_step(gpu: &Gpu, a: &Args, rng: &mut impl Rng) -> finegrain::Result<()> 
                 .map(|r| r.ms)
                 .sum();
             method_ms.push((m, total));
+            last_rows = rows;
         }
     }
     whole.sort_by(|a, b| a.total_cmp(b));
@@ -270,6 +272,11 @@ fn bench_step(gpu: &Gpu, a: &Args, rng: &mut impl Rng) -> finegrain::Result<()> 
         let (m, t) = method_ms[method_ms.len() / 2];
         println!("| sum of kernel times (timestamps, one pass per kernel) | {t:.2} |");
         println!("| diversification block + loss kernels | {m:.3} ({:.2}% of the step) |", 100.0 * m / t);
+        last_rows.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+        println!("\n| kernel (last profiled step) | calls | ms | share |\n|---|---|---|---|");
+        for r in &last_rows {
+            println!("| {} | {} | {:.3} | {:.1}% |", r.name, r.calls, r.ms, 100.0 * r.ms / t);
+        }
     }
     Ok(())
 }
