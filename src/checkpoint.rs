@@ -116,7 +116,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 pub fn save(gpu: &Gpu, net: &Network, path: &Path, metadata: &HashMap<String, String>, optimizer: bool) -> Result<()> {
     let mut tensors: BTreeMap<String, (Vec<usize>, Vec<u8>)> = BTreeMap::new();
     for p in &net.params {
-        let (shape, v) = to_torch(p.layout, &gpu.download(&p.value)?);
+        let value = gpu.download(&p.value)?;
+        if let Some(i) = value.iter().position(|x| !x.is_finite()) {
+            // Never replace a good checkpoint with a diverged model.
+            return Err(Error::NonFinite(format!(
+                "not saving {}: parameter `{}` holds a non-finite value at {i} (training diverged); \
+                 the previous checkpoint is kept",
+                path.display(),
+                p.name
+            )));
+        }
+        let (shape, v) = to_torch(p.layout, &value);
         tensors.insert(p.name.clone(), (shape, bytemuck::cast_slice(&v).to_vec()));
         if optimizer {
             let (shape, v) = to_torch(p.layout, &gpu.download(&p.velocity)?);

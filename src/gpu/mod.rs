@@ -13,6 +13,7 @@ pub use tensor::{DType, Tensor};
 
 use crate::error::{Error, Result};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Invocations per workgroup used by the element-wise kernels (a portable size).
@@ -78,6 +79,8 @@ pub struct Gpu {
     modules: Mutex<HashMap<&'static str, Arc<wgpu::ShaderModule>>>,
     pipelines: Mutex<HashMap<(&'static str, &'static str), Arc<wgpu::ComputePipeline>>>,
     errors: Arc<Mutex<Vec<String>>>,
+    buffers_created: AtomicUsize,
+    bind_groups_created: AtomicUsize,
 }
 
 fn type_rank(t: wgpu::DeviceType) -> u32 {
@@ -215,6 +218,8 @@ impl Gpu {
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
             errors,
+            buffers_created: AtomicUsize::new(0),
+            bind_groups_created: AtomicUsize::new(0),
         })
     }
 
@@ -241,6 +246,34 @@ impl Gpu {
             self.limits.max_storage_buffer_binding_size >> 20,
             if opt.is_empty() { "none".to_string() } else { opt.join(", ") }
         )
+    }
+
+    /// How many buffers and bind groups finegrain has created on this device so far (the
+    /// training loop must create none per step; a test checks that).
+    pub fn created(&self) -> (usize, usize) {
+        (
+            self.buffers_created.load(Ordering::Relaxed),
+            self.bind_groups_created.load(Ordering::Relaxed),
+        )
+    }
+
+    pub(crate) fn count_buffer(&self) {
+        self.buffers_created.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_bind_group(&self) {
+        self.bind_groups_created.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A host-mappable buffer for reading results back (`MAP_READ | COPY_DST`).
+    pub fn staging_buffer(&self, label: &str, size: u64) -> wgpu::Buffer {
+        self.count_buffer();
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
     }
 
     /// True when the adapter is a CPU implementation (lavapipe, WARP, ...).

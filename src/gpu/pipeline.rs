@@ -174,6 +174,8 @@ impl Gpu {
             ));
         }
         let pipeline = self.pipeline(shader, entry)?;
+        self.count_buffer();
+        self.count_bind_group();
         let params_buf = self
             .device
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {

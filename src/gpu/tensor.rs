@@ -60,6 +60,7 @@ impl Gpu {
                 limit,
             });
         }
+        self.count_buffer();
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size: bytes,
@@ -130,12 +131,7 @@ impl Gpu {
         if bytes == 0 {
             return Ok(Vec::new());
         }
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("finegrain.readback"),
-            size: bytes,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let staging = self.staging_buffer("finegrain.readback", bytes);
         let mut enc = self.encoder("finegrain.readback");
         enc.copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes);
         self.queue.submit([enc.finish()]);

@@ -178,14 +178,7 @@ impl Trainer {
             steps_per_epoch: spe,
         };
         let staging = (0..READBACK_LAG + 1)
-            .map(|i| {
-                gpu.device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some(&format!("loss.stats.staging{i}")),
-                    size: 16,
-                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                    mapped_at_creation: false,
-                })
-            })
+            .map(|i| gpu.staging_buffer(&format!("loss.stats.staging{i}"), 16))
             .collect();
         Ok((
             Trainer { net, config: config.clone(), schedule, step: 0, steps_per_epoch: spe, staging, pending: VecDeque::new() },

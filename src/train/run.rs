@@ -85,14 +85,15 @@ pub fn evaluate(gpu: &Gpu, trainer: &Trainer, data: Arc<dyn Dataset>, threads: u
     let n = trainer.net.batch;
     let classes = trainer.net.config.num_classes;
     let mut report = EvalReport::new(classes);
-    let loader = Loader::new(
+    let mut loader = Loader::new(
         data,
         LoaderOptions { batch: n, shuffle: false, train: false, seed: 0, epoch: 0, start_batch: 0, drop_last: false, threads, strict, prefetch: 3 },
     )?;
-    for batch in loader {
+    while let Some(batch) = loader.next() {
         let b = batch?;
         let scores = trainer.eval_scores(gpu, &b.images, b.len)?;
         report.add(&scores, &b.labels[..b.len]);
+        loader.recycle(b);
     }
     Ok(report)
 }
@@ -195,7 +196,7 @@ pub fn run(
     let mut progress = start;
     'epochs: for epoch in start.epoch..config.epochs {
         let first_batch = if epoch == start.epoch { start.batch } else { 0 };
-        let loader = Loader::new(
+        let mut loader = Loader::new(
             train.clone(),
             LoaderOptions {
                 batch: config.batch,
@@ -240,7 +241,7 @@ pub fn run(
         let mut batch_index = first_batch;
         let mut epoch_images = 0usize;
         let mut stopped = false;
-        for batch in loader {
+        while let Some(batch) = loader.next() {
             if trainer.step >= max_steps {
                 stopped = true;
                 break;
@@ -248,6 +249,7 @@ pub fn run(
             let b = batch?;
             let lagged = trainer.step(gpu, &b.images, &b.labels)?;
             epoch_images += b.len;
+            loader.recycle(b);
             batch_index += 1;
             if let Some(b) = &bar {
                 b.inc(1);
@@ -283,7 +285,13 @@ pub fn run(
             (Some(t), true) => Some(evaluate(gpu, &trainer, t.clone(), opts.threads, opts.strict)?),
             _ => None,
         };
-        let skipped = 0;
+        let epoch_skipped = loader.skipped();
+        let skipped = epoch_skipped.len();
+        for s in epoch_skipped {
+            if !summary.skipped.contains(&s) {
+                summary.skipped.push(s);
+            }
+        }
         let es = EpochSummary {
             epoch: epoch + 1,
             step: trainer.step,
@@ -320,6 +328,9 @@ pub fn run(
             if es.skipped > 0 { format!(" | {} unreadable images skipped", es.skipped) } else { String::new() }
         ));
         summary.epochs.push(es);
+        if let Err(e) = plot_csv(&metrics_path, &opts.out_dir.join("metrics.png")) {
+            log(&format!("warning: could not draw the metrics plot: {e}"));
+        }
         if eval.is_some() {
             summary.final_eval = eval;
         }
@@ -329,4 +340,33 @@ pub fn run(
     }
     summary.progress = Some(progress);
     Ok(summary)
+}
+
+/// Draw `metrics.csv` (all epochs, including those before a resume) as a PNG: losses on the
+/// left axis, top-1 accuracies (%) on the right.
+pub fn plot_csv(csv: &Path, png: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(csv).map_err(|e| Error::io(csv, e))?;
+    let mut cols: [Vec<(f64, f64)>; 4] = Default::default();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        if f.len() < 8 {
+            continue;
+        }
+        let Ok(epoch) = f[0].parse::<f64>() else { continue };
+        for (slot, idx, scale) in [(0, 3, 1.0), (1, 5, 1.0), (2, 4, 100.0), (3, 6, 100.0)] {
+            if let Ok(v) = f[idx].parse::<f64>() {
+                cols[slot].push((epoch, v * scale));
+            }
+        }
+    }
+    let s = |name: &str, i: usize, color: [u8; 3]| crate::viz::Series { name: name.into(), points: cols[i].clone(), color };
+    crate::viz::plot_metrics(
+        png,
+        "finegrain training",
+        &[s("train loss", 0, [31, 119, 180]), s("test loss", 1, [255, 127, 14])],
+        "loss",
+        &[s("train top-1 %", 2, [44, 160, 44]), s("test top-1 %", 3, [214, 39, 40])],
+        "top-1 %",
+        "epoch",
+    )
 }

@@ -1,0 +1,191 @@
+//! End-to-end training on lavapipe: a tiny model on an image-folder dataset written to a
+//! temporary directory (with a corrupt file), checkpoint, exact resume, divergence guard,
+//! and no GPU allocation inside the training loop.
+
+use finegrain::checkpoint::Checkpoint;
+use finegrain::data::{open_dataset, DataOptions, Dataset, Split};
+use finegrain::model::ModelConfig;
+use finegrain::testing::gpu;
+use finegrain::train::run::{run, RunOptions};
+use finegrain::train::{LossChoice, Schedule, TrainConfig, Trainer};
+use rand::{Rng, SeedableRng};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+const SIZE: usize = 12;
+const CLASSES: [&str; 3] = ["left", "top", "checker"];
+
+/// Class-per-folder tree with train/ and test/, 12x12 grayscale PNGs whose class is visible
+/// (bright left half, bright top half, checkerboard), plus one corrupt JPEG in train/.
+fn write_dataset(root: &Path) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    for (split, per_class) in [("train", 12), ("test", 4)] {
+        for (c, name) in CLASSES.iter().enumerate() {
+            let dir = root.join(split).join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            for i in 0..per_class {
+                let img = image::GrayImage::from_fn(SIZE as u32, SIZE as u32, |x, y| {
+                    let on = match c {
+                        0 => x < SIZE as u32 / 2,
+                        1 => y < SIZE as u32 / 2,
+                        _ => (x / 2 + y / 2) % 2 == 0,
+                    };
+                    let base: f32 = if on { 200.0 } else { 40.0 };
+                    image::Luma([(base + rng.random_range(-30.0..30.0)).clamp(0.0, 255.0) as u8])
+                });
+                img.save(dir.join(format!("{i}.png"))).unwrap();
+            }
+        }
+    }
+    std::fs::write(root.join("train").join("top").join("broken.jpg"), b"\xff\xd8\xff\xe0 not really a jpeg").unwrap();
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("finegrain-e2e-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn datasets(root: &Path) -> (Arc<dyn Dataset>, Arc<dyn Dataset>) {
+    let opts = DataOptions { channels: Some(1), size: Some(SIZE), ..DataOptions::default() };
+    let train: Arc<dyn Dataset> = Arc::from(open_dataset(root, Split::Train, &opts).unwrap());
+    let test: Arc<dyn Dataset> = Arc::from(open_dataset(root, Split::Test, &opts).unwrap());
+    (train, test)
+}
+
+fn config() -> TrainConfig {
+    TrainConfig {
+        epochs: 3,
+        batch: 4,
+        lr: 0.05,
+        schedule: Schedule::Cosine { min_factor: 0.0 },
+        warmup_epochs: 0.5,
+        loss: LossChoice::Gce,
+        k: 1,
+        ce_warmup_epochs: 1,
+        seed: 11,
+        ..TrainConfig::default()
+    }
+}
+
+fn opts(out: &Path, max_steps: Option<u64>) -> RunOptions {
+    RunOptions {
+        out_dir: out.to_path_buf(),
+        max_steps,
+        checkpoint_every: None,
+        strict: false,
+        threads: 2,
+        progress_bar: false,
+        evaluate: true,
+    }
+}
+
+#[test]
+fn train_checkpoint_and_resume_exactly() {
+    let Some(g) = gpu() else { return };
+    let root = temp_dir("resume");
+    write_dataset(&root.join("data"));
+    let (train, test) = datasets(&root.join("data"));
+    assert_eq!(train.len(), 37, "36 images + 1 corrupt file");
+    let model = ModelConfig::preset("tiny", 1, SIZE, 3).unwrap();
+    let cfg = config();
+    let mut log = |s: &str| eprintln!("{s}");
+
+    // 2N steps straight (N = 11 crosses the epoch boundary at 9 steps per epoch and the
+    // cross-entropy -> GCE switch).
+    let n = 11;
+    let a = run(g, &model, &cfg, train.clone(), Some(test.clone()), None, &opts(&root.join("a"), Some(2 * n)), &mut log).unwrap();
+    assert_eq!(a.step_losses.len() as u64, 2 * n);
+    assert!(a.step_losses.iter().all(|(_, l)| l.is_finite()));
+    assert!(
+        a.skipped.iter().any(|(f, _)| f.ends_with("broken.jpg")),
+        "the corrupt file is reported: {:?}",
+        a.skipped
+    );
+    assert!(root.join("a").join("metrics.csv").exists());
+    assert!(root.join("a").join("metrics.png").exists());
+    let eval = a.final_eval.expect("evaluated");
+    assert_eq!(eval.images, 12);
+
+    // N steps, then resume from the checkpoint for N more.
+    let b1 = run(g, &model, &cfg, train.clone(), Some(test.clone()), None, &opts(&root.join("b"), Some(n)), &mut log).unwrap();
+    assert_eq!(b1.step_losses.len() as u64, n);
+    let ck = root.join("b").join("last.safetensors");
+    let b2 = run(g, &model, &cfg, train.clone(), Some(test), Some(&ck), &opts(&root.join("b"), Some(2 * n)), &mut log).unwrap();
+    let resumed: Vec<(u64, f32)> = b1.step_losses.iter().chain(&b2.step_losses).cloned().collect();
+    assert_eq!(resumed.len(), a.step_losses.len());
+    for ((sa, la), (sb, lb)) in a.step_losses.iter().zip(&resumed) {
+        assert_eq!(sa, sb);
+        assert_eq!(la.to_bits(), lb.to_bits(), "step {sa}: straight {la} vs resumed {lb}");
+    }
+
+    // The checkpoint is a valid safetensors file with the model inside.
+    let ck = Checkpoint::open(&ck).unwrap();
+    assert_eq!(ck.model, model);
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn training_learns_the_toy_classes() {
+    let Some(g) = gpu() else { return };
+    let root = temp_dir("learn");
+    write_dataset(&root.join("data"));
+    let (train, test) = datasets(&root.join("data"));
+    let model = ModelConfig::preset("tiny", 1, SIZE, 3).unwrap();
+    let cfg = TrainConfig { epochs: 6, ..config() };
+    let s = run(g, &model, &cfg, train, Some(test), None, &opts(&root.join("out"), None), &mut |_| {}).unwrap();
+    let first = s.epochs.first().unwrap().train_loss;
+    let last = s.epochs.last().unwrap().train_loss;
+    assert!(last < first, "training loss fell: {first} -> {last}");
+    let acc = s.final_eval.unwrap().top1_acc();
+    assert!(acc >= 0.9, "toy classes are easy: test top-1 {acc}");
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn divergence_stops_training_and_keeps_the_last_good_checkpoint() {
+    let Some(g) = gpu() else { return };
+    let root = temp_dir("nan");
+    write_dataset(&root.join("data"));
+    let (train, test) = datasets(&root.join("data"));
+    let model = ModelConfig::preset("tiny", 1, SIZE, 3).unwrap();
+    // A sane first run leaves a checkpoint.
+    let good = TrainConfig { epochs: 1, ..config() };
+    run(g, &model, &good, train.clone(), Some(test.clone()), None, &opts(&root.join("out"), Some(3)), &mut |_| {}).unwrap();
+    let ck = root.join("out").join("last.safetensors");
+    let before = std::fs::read(&ck).unwrap();
+    // An absurd learning rate diverges: the run stops with a clear error...
+    let bad = TrainConfig { lr: 1e30, warmup_epochs: 0.0, ..config() };
+    let mut o = opts(&root.join("out"), None);
+    o.checkpoint_every = Some(1);
+    let err = run(g, &model, &bad, train, Some(test), None, &o, &mut |_| {}).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("non-finite") || msg.contains("diverged"), "{msg}");
+    // ...and the file on disk is a loadable checkpoint with finite weights.
+    let after = std::fs::read(&ck).unwrap();
+    let ck2 = Checkpoint::open(&ck).unwrap();
+    let (t, _) = Trainer::new(g, &ck2.model, &good, 10).unwrap();
+    ck2.load_into(g, &t.net, true).expect("the kept checkpoint loads (all values finite)");
+    assert!(!after.is_empty() && !before.is_empty());
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn checkpoint_mismatch_names_the_tensor() {
+    let Some(g) = gpu() else { return };
+    let root = temp_dir("mismatch");
+    let m3 = ModelConfig::preset("tiny", 1, SIZE, 3).unwrap();
+    let (t3, _) = Trainer::new(g, &m3, &config(), 10).unwrap();
+    let path = root.join("m3.safetensors");
+    finegrain::checkpoint::save(g, &t3.net, &path, &Default::default(), true).unwrap();
+    let m4 = ModelConfig::preset("tiny", 1, SIZE, 4).unwrap();
+    let (t4, _) = Trainer::new(g, &m4, &config(), 10).unwrap();
+    let err = Checkpoint::open(&path).unwrap().load_into(g, &t4.net, true).unwrap_err().to_string();
+    assert!(err.contains("head.weight") && err.contains("expected"), "{err}");
+    // A file that is not a checkpoint.
+    std::fs::write(root.join("junk.safetensors"), b"junk").unwrap();
+    let err = Checkpoint::open(&root.join("junk.safetensors")).err().expect("junk rejected").to_string();
+    assert!(err.contains("junk.safetensors"), "{err}");
+    std::fs::remove_dir_all(&root).unwrap();
+}
