@@ -9,10 +9,10 @@
 //!     cargo run --release --example train -- --resume runs/default/last.safetensors
 
 use clap::{Parser, ValueEnum};
-use finegrain::data::{open_dataset, resolve_fashion_mnist, DataOptions, Dataset, Split};
+use finegrain::data::{dataset_kind, open_dataset, resolve_fashion_mnist, DataOptions, Dataset, Split};
 use finegrain::gpu::{Gpu, GpuOptions};
 use finegrain::model::ModelConfig;
-use finegrain::train::run::{run, RunOptions};
+use finegrain::train::run::{run, RunOptions, PREPROCESS_KEY};
 use finegrain::train::{LossChoice, Schedule, TrainConfig};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -212,6 +212,14 @@ fn real_main(args: Args) -> finegrain::Result<()> {
         alpha: args.alpha,
         seed: args.seed,
     };
+    // Record the evaluation preprocessing so `infer` prepares images the same way.
+    let (nh, nw) = if idx_like { (info.height, info.width) } else { (0, 0) };
+    let augment = dopts.augment(dataset_kind(&path), nh, nw)?;
+    let mut metadata = std::collections::HashMap::new();
+    metadata.insert(
+        PREPROCESS_KEY.to_string(),
+        serde_json::to_string(&augment).map_err(|e| finegrain::Error::invalid("preprocessing", e.to_string()))?,
+    );
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
     let opts = RunOptions {
         out_dir: args.out.clone(),
@@ -221,6 +229,7 @@ fn real_main(args: Args) -> finegrain::Result<()> {
         threads,
         progress_bar: !args.quiet,
         evaluate: true,
+        metadata,
     };
     println!(
         "method: {} loss{}, diversification block {}",

@@ -78,6 +78,7 @@ fn opts(out: &Path, max_steps: Option<u64>) -> RunOptions {
         threads: 2,
         progress_bar: false,
         evaluate: true,
+        metadata: Default::default(),
     }
 }
 

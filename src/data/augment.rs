@@ -33,7 +33,7 @@ pub struct ImageU8<'a> {
 }
 
 /// The geometric part of training augmentation.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum TrainCrop {
     /// Same geometry as evaluation (shorter side to `eval_resize`, centre crop).
     Center,
@@ -56,7 +56,7 @@ impl TrainCrop {
 }
 
 /// Per-channel normalisation `(v / 255 - mean[c]) / std[c]`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Normalize {
     pub mean: Vec<f32>,
     pub std: Vec<f32>,
@@ -102,7 +102,7 @@ impl Normalize {
 }
 
 /// The complete preprocessing of one sample into `height x width x channels` f32.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Augment {
     pub height: usize,
     pub width: usize,

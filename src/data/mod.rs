@@ -204,6 +204,21 @@ pub fn open_dataset(path: &Path, split: Split, opts: &DataOptions) -> Result<Box
     })
 }
 
+/// The kind of dataset at `path`, by the rules of [`open_dataset`] (no file is decoded).
+pub fn dataset_kind(path: &Path) -> DatasetKind {
+    if is_cub_dir(path) || is_cub_dir(&path.join("CUB_200_2011")) {
+        DatasetKind::Cub
+    } else if is_idx_dir(path) {
+        if path.to_string_lossy().to_lowercase().contains("fashion") {
+            DatasetKind::FashionMnist
+        } else {
+            DatasetKind::Idx
+        }
+    } else {
+        DatasetKind::ImageFolder
+    }
+}
+
 /// SplitMix64's finaliser: a well-mixed 64-bit hash of `x`.
 pub(crate) fn splitmix64(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);

@@ -18,6 +18,9 @@ use std::time::Instant;
 pub const TRAIN_KEY: &str = "finegrain.train";
 /// Metadata key: progress JSON (`{"step":..,"epoch":..,"batch":..}`).
 pub const PROGRESS_KEY: &str = "finegrain.progress";
+/// Metadata key: the evaluation preprocessing (a [`crate::data::Augment`] as JSON), so
+/// inference prepares images exactly as the test set was.
+pub const PREPROCESS_KEY: &str = "finegrain.preprocess";
 /// Metadata key: class names JSON.
 pub const CLASSES_KEY: &str = "finegrain.classes";
 
@@ -48,6 +51,8 @@ pub struct RunOptions {
     pub progress_bar: bool,
     /// Evaluate on the test split at each epoch end.
     pub evaluate: bool,
+    /// Extra metadata written into every checkpoint (e.g. [`PREPROCESS_KEY`]).
+    pub metadata: HashMap<String, String>,
 }
 
 /// Per-step and per-epoch numbers of a finished run.
@@ -109,8 +114,15 @@ pub fn train_config_of(ck: &Checkpoint) -> Result<TrainConfig> {
     serde_json::from_str(s).map_err(|e| Error::invalid("--resume", format!("bad training configuration: {e}")))
 }
 
-fn save_checkpoint(gpu: &Gpu, trainer: &Trainer, path: &Path, progress: Progress, classes: &[String]) -> Result<()> {
-    let mut meta = HashMap::new();
+fn save_checkpoint(
+    gpu: &Gpu,
+    trainer: &Trainer,
+    path: &Path,
+    progress: Progress,
+    classes: &[String],
+    extra: &HashMap<String, String>,
+) -> Result<()> {
+    let mut meta = extra.clone();
     meta.insert(TRAIN_KEY.to_string(), serde_json::to_string(&trainer.config).map_err(|e| Error::invalid("config", e.to_string()))?);
     meta.insert(PROGRESS_KEY.to_string(), serde_json::to_string(&progress).map_err(|e| Error::invalid("progress", e.to_string()))?);
     meta.insert(CLASSES_KEY.to_string(), serde_json::to_string(classes).map_err(|e| Error::invalid("classes", e.to_string()))?);
@@ -191,6 +203,15 @@ pub fn run(
         train.len(),
         steps_per_epoch
     ));
+    let mut extra_meta = opts.metadata.clone();
+    if let Some(ck) = &ck {
+        // Keep what the original run recorded (preprocessing) unless given anew.
+        for (k, v) in &ck.metadata {
+            if k == PREPROCESS_KEY && !extra_meta.contains_key(k) {
+                extra_meta.insert(k.clone(), v.clone());
+            }
+        }
+    }
     let mut summary = RunSummary::default();
     let max_steps = opts.max_steps.unwrap_or(u64::MAX);
     let mut progress = start;
@@ -263,7 +284,7 @@ pub fn run(
                         summary.step_losses.push(absorb(s, &bar));
                     }
                     progress = Progress { step: trainer.step, epoch, batch: batch_index };
-                    save_checkpoint(gpu, &trainer, &ck_path, progress, &info.class_names)?;
+                    save_checkpoint(gpu, &trainer, &ck_path, progress, &info.class_names, &extra_meta)?;
                 }
             }
         }
@@ -280,7 +301,7 @@ pub fn run(
         } else {
             Progress { step: trainer.step, epoch, batch: batch_index }
         };
-        save_checkpoint(gpu, &trainer, &ck_path, progress, &info.class_names)?;
+        save_checkpoint(gpu, &trainer, &ck_path, progress, &info.class_names, &extra_meta)?;
         let eval = match (&test, opts.evaluate && (epoch_done || stopped)) {
             (Some(t), true) => Some(evaluate(gpu, &trainer, t.clone(), opts.threads, opts.strict)?),
             _ => None,

@@ -1,0 +1,232 @@
+//! Inference: top-5 classes with probabilities for image files or folders, batched on the
+//! GPU, optionally with class activation maps overlaid on each image.
+//!
+//!     cargo run --release --example infer -- path/to/image.png path/to/folder
+//!     cargo run --release --example infer -- --weights runs/default/last.safetensors --cam cams/ images/
+//!
+//! Without `--weights` it uses the model shipped in `weights/` (trained with the train example).
+
+use clap::Parser;
+use finegrain::checkpoint::Checkpoint;
+use finegrain::data::{read_image, Augment, ImageU8, Normalize, TrainCrop};
+use finegrain::gpu::{Gpu, GpuOptions};
+use finegrain::train::run::{CLASSES_KEY, PREPROCESS_KEY};
+use finegrain::train::{TrainConfig, Trainer};
+use finegrain::{Error, Result};
+use rand::SeedableRng;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+const DEFAULT_WEIGHTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/weights/fashion-mnist-tiny.safetensors");
+
+/// Classify images with a finegrain model on the GPU.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Image files (PNG, JPEG) or folders of them.
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    /// Model checkpoint (safetensors written by the train example). Default: the shipped
+    /// Fashion-MNIST model in weights/.
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Images per GPU batch.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Write a class-activation-map overlay PNG per image into this folder.
+    #[arg(long)]
+    cam: Option<PathBuf>,
+    /// How many top classes' maps each overlay shows.
+    #[arg(long, default_value_t = 3)]
+    cam_classes: usize,
+    /// Graphics backend: vulkan, metal, dx12, gl, auto.
+    #[arg(long)]
+    backend: Option<String>,
+    /// Part of the adapter name to use.
+    #[arg(long)]
+    adapter: Option<String>,
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    if let Err(e) = real_main(Args::parse()) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in inputs {
+        if p.is_dir() {
+            let mut stack = vec![p.clone()];
+            while let Some(d) = stack.pop() {
+                let mut entries: Vec<PathBuf> = std::fs::read_dir(&d)
+                    .map_err(|e| Error::io(&d, e))?
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .collect();
+                entries.sort();
+                for e in entries {
+                    if e.is_dir() {
+                        stack.push(e);
+                    } else if e
+                        .extension()
+                        .and_then(|x| x.to_str())
+                        .is_some_and(|x| matches!(x.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
+                    {
+                        out.push(e);
+                    }
+                }
+            }
+        } else if p.exists() {
+            out.push(p.clone());
+        } else {
+            return Err(Error::io(p, std::io::Error::new(std::io::ErrorKind::NotFound, "no such image file or folder")));
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::invalid("IMAGES", "no PNG or JPEG files found in the given paths"));
+    }
+    Ok(out)
+}
+
+/// The preprocessing recorded in the checkpoint, or a default for its input size.
+fn preprocessing(ck: &Checkpoint) -> Result<Augment> {
+    if let Some(s) = ck.metadata.get(PREPROCESS_KEY) {
+        return serde_json::from_str(s).map_err(|e| Error::invalid("checkpoint preprocessing", e.to_string()));
+    }
+    let m = &ck.model;
+    let normalize = if m.in_channels == 1 {
+        Normalize::fashion_mnist(1)
+    } else {
+        Normalize::imagenet(m.in_channels)
+    };
+    let eval_resize = if m.input_size <= 64 { m.input_size } else { (m.input_size as f64 * 256.0 / 224.0).round() as usize };
+    Ok(Augment {
+        height: m.input_size,
+        width: m.input_size,
+        channels: m.in_channels,
+        eval_resize,
+        train_crop: TrainCrop::Center,
+        hflip: false,
+        normalize,
+    })
+}
+
+fn real_main(args: Args) -> Result<()> {
+    let weights = args.weights.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_WEIGHTS));
+    let ck = Checkpoint::open(&weights)?;
+    let classes: Vec<String> = match ck.metadata.get(CLASSES_KEY) {
+        Some(s) => serde_json::from_str(s).map_err(|e| Error::format(&weights, format!("bad class names: {e}")))?,
+        None => (0..ck.model.num_classes).map(|i| format!("class {i}")).collect(),
+    };
+    let aug = preprocessing(&ck)?;
+    let files = collect_images(&args.images)?;
+    if args.batch == 0 {
+        return Err(Error::invalid("--batch", "must be at least 1"));
+    }
+
+    let mut gopts = GpuOptions::from_env();
+    if let Some(b) = &args.backend {
+        gopts.backends = Some(GpuOptions::parse_backend(b)?);
+    }
+    if let Some(a) = &args.adapter {
+        gopts.adapter_name = Some(a.clone());
+    }
+    let gpu = Gpu::new(&gopts)?;
+    println!("device: {}", gpu.describe());
+    println!("model: {} ({} classes) from {}", ck.model.name, ck.model.num_classes, weights.display());
+
+    let batch = args.batch.min(files.len());
+    let cfg = TrainConfig { batch, diversify: false, ..TrainConfig::default() };
+    let (trainer, _) = Trainer::new(&gpu, &ck.model, &cfg, 1)?;
+    ck.load_into(&gpu, &trainer.net, false)?;
+    if let Some(d) = &args.cam {
+        std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
+    }
+
+    let c = ck.model.num_classes;
+    let sample = aug.sample_len();
+    let (mh, mw) = trainer.net.map_size;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let (mut done, mut skipped) = (0usize, 0usize);
+    let mut gpu_secs = 0.0;
+    let t0 = Instant::now();
+    for chunk in files.chunks(batch) {
+        let mut images = vec![0.0f32; batch * sample];
+        let mut ok: Vec<&Path> = Vec::new();
+        for f in chunk {
+            let slot = ok.len();
+            let res = read_image(f, aug.channels).and_then(|(data, w, h)| {
+                let src = ImageU8 { data: &data, width: w, height: h, channels: aug.channels };
+                aug.apply(&src, false, &mut rng, &mut images[slot * sample..(slot + 1) * sample])
+            });
+            match res {
+                Ok(()) => ok.push(f),
+                Err(e) => {
+                    eprintln!("warning: skipping {}: {e}", f.display());
+                    skipped += 1;
+                }
+            }
+        }
+        if ok.is_empty() {
+            continue;
+        }
+        let tg = Instant::now();
+        let scores = trainer.eval_scores(&gpu, &images, ok.len())?;
+        gpu_secs += tg.elapsed().as_secs_f64();
+        let maps = if args.cam.is_some() { Some(gpu.download(&trainer.net.maps)?) } else { None };
+        for (i, f) in ok.iter().enumerate() {
+            let row = &scores[i * c..(i + 1) * c];
+            let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let z: f64 = row.iter().map(|&s| ((s - m) as f64).exp()).sum();
+            let mut order: Vec<usize> = (0..c).collect();
+            order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+            let top: Vec<(usize, f64)> = order.iter().take(5).map(|&j| (j, ((row[j] - m) as f64).exp() / z)).collect();
+            println!(
+                "{}: {}",
+                f.display(),
+                top.iter().map(|(j, p)| format!("{} {:.1}%", classes[*j], 100.0 * p)).collect::<Vec<_>>().join(", ")
+            );
+            if let (Some(dir), Some(maps)) = (&args.cam, &maps) {
+                // The network's own input (after preprocessing), de-normalised for display.
+                let x = &images[i * sample..(i + 1) * sample];
+                let rgb = image::RgbImage::from_fn(aug.width as u32, aug.height as u32, |px, py| {
+                    let base = (py as usize * aug.width + px as usize) * aug.channels;
+                    let v = |ch: usize| {
+                        let k = ch.min(aug.channels - 1);
+                        ((x[base + k] * aug.normalize.std[k] + aug.normalize.mean[k]) * 255.0).clamp(0.0, 255.0) as u8
+                    };
+                    image::Rgb([v(0), v(1), v(2)])
+                });
+                let panels: Vec<(String, Vec<f32>)> = top
+                    .iter()
+                    .take(args.cam_classes.max(1))
+                    .map(|&(j, p)| {
+                        let map: Vec<f32> = (0..mh * mw).map(|q| maps[(i * mh * mw + q) * c + j]).collect();
+                        (format!("{} {:.1}%", classes[j], 100.0 * p), map)
+                    })
+                    .collect();
+                let img = finegrain::viz::cam_overlay(&rgb, &panels, mh, mw);
+                let stem = f.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "image".into());
+                let out = dir.join(format!("{:05}_{stem}_cam.png", done + i));
+                finegrain::viz::save_png(&out, &img)?;
+            }
+        }
+        done += ok.len();
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    println!(
+        "{done} images in {secs:.2} s: {:.1} images/s end to end, {:.1} images/s on the GPU{}",
+        done as f64 / secs.max(1e-9),
+        done as f64 / gpu_secs.max(1e-9),
+        if skipped > 0 { format!(" ({skipped} unreadable files skipped)") } else { String::new() }
+    );
+    if let Some(d) = &args.cam {
+        println!("class activation maps written to {}", d.display());
+    }
+    if done == 0 {
+        return Err(Error::invalid("IMAGES", "none of the given images could be read"));
+    }
+    Ok(())
+}
