@@ -131,6 +131,15 @@ struct Args {
     /// Part of the adapter name to use (default: FINEGRAIN_ADAPTER or the best adapter).
     #[arg(long)]
     adapter: Option<String>,
+    /// Initialise the backbone from a torchvision/timm ResNet state dict saved as
+    /// safetensors (e.g. ImageNet-pretrained resnet50); `fc` initialises the class-map head
+    /// when the class count matches.
+    #[arg(long)]
+    init: Option<PathBuf>,
+    /// After training, also export the model as a plain torchvision ResNet state dict
+    /// (safetensors; the head becomes `fc`).
+    #[arg(long)]
+    export_torchvision: Option<PathBuf>,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -230,6 +239,7 @@ fn real_main(args: Args) -> finegrain::Result<()> {
         progress_bar: !args.quiet,
         evaluate: true,
         metadata,
+        init: args.init.clone(),
     };
     println!(
         "method: {} loss{}, diversification block {}",
@@ -252,6 +262,14 @@ fn real_main(args: Args) -> finegrain::Result<()> {
         for (f, why) in summary.skipped.iter().take(20) {
             println!("  {f}: {why}");
         }
+    }
+    if let Some(p) = &args.export_torchvision {
+        let ck = finegrain::checkpoint::Checkpoint::open(&args.out.join("last.safetensors"))?;
+        let cfg = TrainConfig { batch: 1, ..TrainConfig::default() };
+        let (t, _) = finegrain::train::Trainer::new(&gpu, &ck.model, &cfg, 1)?;
+        ck.load_into(&gpu, &t.net, false)?;
+        finegrain::checkpoint::export_torchvision(&gpu, &t.net, p)?;
+        println!("exported a torchvision state dict to {}", p.display());
     }
     if let Some(e) = &summary.final_eval {
         println!("\ntest: top-1 {:.2}%  top-5 {:.2}%  ({} images)", 100.0 * e.top1_acc(), 100.0 * e.top5_acc(), e.images);

@@ -278,3 +278,137 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+/// What [`load_torchvision`] did besides copying the backbone.
+#[derive(Clone, Debug, Default)]
+pub struct BackboneReport {
+    /// The head was initialised from `fc.weight` / `fc.bias` (class counts matched).
+    pub head_from_fc: bool,
+    /// Tensors in the file that the model has no use for (warned about, not an error).
+    pub ignored: Vec<String>,
+}
+
+fn f32_tensor(path: &Path, st: &SafeTensors<'_>, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+    let v = st.tensor(name).map_err(|e| Error::format(path, format!("`{name}`: {e}")))?;
+    if v.dtype() != Dtype::F32 {
+        return Err(Error::format(
+            path,
+            format!("tensor `{name}` has dtype {:?}; convert the state dict to float32 first", v.dtype()),
+        ));
+    }
+    let data = v.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    Ok((v.shape().to_vec(), data))
+}
+
+/// Load a torchvision / timm ResNet state dict saved as safetensors (names such as
+/// `conv1.weight`, `bn1.running_mean`, `layer1.0.conv1.weight`, `fc.weight`) as the
+/// backbone of `net`, which is how the paper trains (ImageNet-pretrained ResNet-50).
+/// Every backbone tensor must be present with the right shape (missing or mis-shaped
+/// tensors are listed in the error); `fc` initialises the class-map head when its class
+/// count matches; `num_batches_tracked` and other extra tensors are ignored and reported.
+pub fn load_torchvision(gpu: &Gpu, net: &Network, path: &Path) -> Result<BackboneReport> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::format(path, format!("not a safetensors file: {e}")))?;
+    let mut problems = Vec::new();
+    let mut used: std::collections::HashSet<String> = std::collections::HashSet::new();
+    for p in net.params.iter().filter(|p| !p.name.starts_with("head.")) {
+        let want = torch_shape(p.layout);
+        match st.tensor(&p.name) {
+            Err(_) => problems.push(format!("missing tensor `{}` {want:?}", p.name)),
+            Ok(v) if v.shape() != want.as_slice() => {
+                problems.push(format!("tensor `{}` has shape {:?}, expected {want:?}", p.name, v.shape()))
+            }
+            Ok(_) => {}
+        }
+    }
+    for s in &net.state {
+        match st.tensor(&s.name) {
+            Err(_) => problems.push(format!("missing tensor `{}` {:?}", s.name, s.value.shape)),
+            Ok(v) if v.shape() != s.value.shape.as_slice() => {
+                problems.push(format!("tensor `{}` has shape {:?}, expected {:?}", s.name, v.shape(), s.value.shape))
+            }
+            Ok(_) => {}
+        }
+    }
+    if !problems.is_empty() {
+        return Err(Error::format(
+            path,
+            format!("does not fit the {} backbone:\n  {}", net.config.name, problems.join("\n  ")),
+        ));
+    }
+    for p in net.params.iter().filter(|p| !p.name.starts_with("head.")) {
+        let (_, v) = f32_tensor(path, &st, &p.name)?;
+        gpu.upload(&p.value, &from_torch(p.layout, &v))?;
+        used.insert(p.name.clone());
+    }
+    for s in &net.state {
+        let (_, v) = f32_tensor(path, &st, &s.name)?;
+        gpu.upload(&s.value, &v)?;
+        used.insert(s.name.clone());
+    }
+    let mut report = BackboneReport::default();
+    let head_w = net.params.iter().find(|p| p.name == "head.weight");
+    let head_b = net.params.iter().find(|p| p.name == "head.bias");
+    if let (Some(hw), Some(hb), Ok(fw), Ok(fb)) = (head_w, head_b, st.tensor("fc.weight"), st.tensor("fc.bias")) {
+        if let ParamLayout::Head { d, c } = hw.layout {
+            if fw.shape() == [c, d] && fb.shape() == [c] {
+                let (_, w) = f32_tensor(path, &st, "fc.weight")?;
+                let (_, b) = f32_tensor(path, &st, "fc.bias")?;
+                gpu.upload(&hw.value, &from_torch(hw.layout, &w))?;
+                gpu.upload(&hb.value, &b)?;
+                used.insert("fc.weight".into());
+                used.insert("fc.bias".into());
+                report.head_from_fc = true;
+            }
+        }
+    }
+    for n in st.names() {
+        if !used.contains(n) && !n.ends_with("num_batches_tracked") {
+            report.ignored.push(n.to_string());
+        }
+    }
+    report.ignored.sort();
+    for n in &report.ignored {
+        log::warn!("{}: tensor `{n}` is not used by the model", path.display());
+    }
+    Ok(report)
+}
+
+/// Export `net` as a plain torchvision ResNet state dict (safetensors): the backbone under
+/// its own names, the class-map head as `fc.weight` (C, D) and `fc.bias` (a 1x1 convolution
+/// followed by global average pooling equals pooling followed by that linear layer, so the
+/// exported model gives the same evaluation scores), and `num_batches_tracked` (I64, 0) for
+/// every batch norm so `load_state_dict(strict=True)` accepts it.
+pub fn export_torchvision(gpu: &Gpu, net: &Network, path: &Path) -> Result<()> {
+    let mut tensors: BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)> = BTreeMap::new();
+    for p in &net.params {
+        let v = gpu.download(&p.value)?;
+        let (mut shape, data) = to_torch(p.layout, &v);
+        let name = match p.name.as_str() {
+            "head.weight" => {
+                shape.truncate(2);
+                "fc.weight".to_string()
+            }
+            "head.bias" => "fc.bias".to_string(),
+            n => n.to_string(),
+        };
+        tensors.insert(name, (Dtype::F32, shape, bytemuck::cast_slice(&data).to_vec()));
+    }
+    for s in &net.state {
+        let v = gpu.download(&s.value)?;
+        tensors.insert(s.name.clone(), (Dtype::F32, vec![v.len()], bytemuck::cast_slice(&v).to_vec()));
+        if let Some(bn) = s.name.strip_suffix(".running_mean") {
+            tensors.insert(format!("{bn}.num_batches_tracked"), (Dtype::I64, vec![], 0i64.to_le_bytes().to_vec()));
+        }
+    }
+    let views: Vec<(String, TensorView<'_>)> = tensors
+        .iter()
+        .map(|(k, (dt, shape, data))| {
+            TensorView::new(*dt, shape.clone(), data)
+                .map(|v| (k.clone(), v))
+                .map_err(|e| Error::invalid(format!("tensor `{k}`"), e.to_string()))
+        })
+        .collect::<Result<_>>()?;
+    let bytes = safetensors::serialize(views, None).map_err(|e| Error::invalid("export", e.to_string()))?;
+    write_atomic(path, &bytes)
+}

@@ -79,6 +79,7 @@ fn opts(out: &Path, max_steps: Option<u64>) -> RunOptions {
         progress_bar: false,
         evaluate: true,
         metadata: Default::default(),
+        init: None,
     }
 }
 
@@ -188,5 +189,38 @@ fn checkpoint_mismatch_names_the_tensor() {
     std::fs::write(root.join("junk.safetensors"), b"junk").unwrap();
     let err = Checkpoint::open(&root.join("junk.safetensors")).err().expect("junk rejected").to_string();
     assert!(err.contains("junk.safetensors"), "{err}");
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn torchvision_export_and_backbone_load_round_trip() {
+    let Some(g) = gpu() else { return };
+    let root = temp_dir("torchvision");
+    let model = ModelConfig::preset("tiny", 1, SIZE, 3).unwrap();
+    let cfg = TrainConfig { seed: 5, ..config() };
+    let (a, _) = Trainer::new(g, &model, &cfg, 10).unwrap();
+    let path = root.join("resnet.safetensors");
+    finegrain::checkpoint::export_torchvision(g, &a.net, &path).unwrap();
+    // A differently initialised network takes the backbone and the head (from fc).
+    let (b, _) = Trainer::new(g, &model, &TrainConfig { seed: 6, ..config() }, 10).unwrap();
+    let rep = finegrain::checkpoint::load_torchvision(g, &b.net, &path).unwrap();
+    assert!(rep.head_from_fc);
+    assert!(rep.ignored.is_empty(), "{:?}", rep.ignored);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    let images: Vec<f32> = (0..4 * SIZE * SIZE).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let sa = a.eval_scores(g, &images, 4).unwrap();
+    let sb = b.eval_scores(g, &images, 4).unwrap();
+    assert_eq!(sa, sb, "same weights, same scores");
+    // With another class count, fc is not used and the head keeps its own init.
+    let m5 = ModelConfig::preset("tiny", 1, SIZE, 5).unwrap();
+    let (c, _) = Trainer::new(g, &m5, &config(), 10).unwrap();
+    let rep = finegrain::checkpoint::load_torchvision(g, &c.net, &path).unwrap();
+    assert!(!rep.head_from_fc);
+    assert_eq!(rep.ignored, vec!["fc.bias".to_string(), "fc.weight".to_string()]);
+    // A backbone of another shape is an error naming the tensors.
+    let wide = ModelConfig { widths: vec![32, 96], ..model.clone() };
+    let (d, _) = Trainer::new(g, &wide, &config(), 10).unwrap();
+    let err = finegrain::checkpoint::load_torchvision(g, &d.net, &path).unwrap_err().to_string();
+    assert!(err.contains("layer2.0.conv1.weight") && err.contains("expected"), "{err}");
     std::fs::remove_dir_all(&root).unwrap();
 }

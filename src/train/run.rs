@@ -53,6 +53,8 @@ pub struct RunOptions {
     pub evaluate: bool,
     /// Extra metadata written into every checkpoint (e.g. [`PREPROCESS_KEY`]).
     pub metadata: HashMap<String, String>,
+    /// Initialise the backbone from a torchvision ResNet state dict (ignored on resume).
+    pub init: Option<PathBuf>,
 }
 
 /// Per-step and per-epoch numbers of a finished run.
@@ -176,6 +178,15 @@ pub fn run(
     let (mut trainer, note) = Trainer::new(gpu, &model, &config, steps_per_epoch)?;
     if let Some(n) = note {
         log(&format!("note: {n}"));
+    }
+    if let (None, Some(init)) = (&ck, &opts.init) {
+        let rep = checkpoint::load_torchvision(gpu, &trainer.net, init)?;
+        log(&format!(
+            "backbone initialised from {}{}{}",
+            init.display(),
+            if rep.head_from_fc { "; head from its fc layer" } else { "" },
+            if rep.ignored.is_empty() { String::new() } else { format!("; ignored {}", rep.ignored.join(", ")) }
+        ));
     }
     if let Some(ck) = &ck {
         ck.load_into(gpu, &trainer.net, true)?;
