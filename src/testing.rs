@@ -85,7 +85,10 @@ pub fn compare(name: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64) -> C
         let err = (g as f64 - w).abs();
         let tol = atol + rtol * w.abs();
         let ratio = if err.is_nan() { f64::INFINITY } else { err / tol };
-        if !(err <= tol) {
+        // Written so that a NaN error counts as a failure.
+        #[allow(clippy::neg_cmp_op_on_partial_ord)]
+        let fails = !(err <= tol);
+        if fails {
             bad += 1;
             if first.len() < 5 {
                 first.push(format!("[{i}] gpu {g:e} ref {w:e} err {err:e}"));

@@ -75,7 +75,7 @@ fn shaders_translate_to_msl_hlsl_spirv_within_portable_limits() {
             for (_, v) in module.global_variables.iter() {
                 if let Some(rb) = &v.binding {
                     resources.insert(
-                        rb.clone(),
+                        *rb,
                         msl::BindTarget { buffer: Some(rb.binding as u8), ..Default::default() },
                     );
                 }

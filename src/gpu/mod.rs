@@ -162,15 +162,17 @@ impl Gpu {
         let al = adapter.limits();
         // Ask for what the adapter has where the model benefits (big activations, more
         // storage buffers); shaders themselves stay within the portable defaults.
-        let mut limits = wgpu::Limits::default();
-        limits.max_storage_buffer_binding_size = al.max_storage_buffer_binding_size;
-        limits.max_buffer_size = al.max_buffer_size;
-        limits.max_storage_buffers_per_shader_stage = al.max_storage_buffers_per_shader_stage;
-        limits.max_compute_workgroup_storage_size = al.max_compute_workgroup_storage_size;
-        limits.max_compute_invocations_per_workgroup = al.max_compute_invocations_per_workgroup;
-        limits.max_compute_workgroup_size_x = al.max_compute_workgroup_size_x;
-        limits.max_compute_workgroup_size_y = al.max_compute_workgroup_size_y;
-        limits.max_compute_workgroups_per_dimension = al.max_compute_workgroups_per_dimension;
+        let limits = wgpu::Limits {
+            max_storage_buffer_binding_size: al.max_storage_buffer_binding_size,
+            max_buffer_size: al.max_buffer_size,
+            max_storage_buffers_per_shader_stage: al.max_storage_buffers_per_shader_stage,
+            max_compute_workgroup_storage_size: al.max_compute_workgroup_storage_size,
+            max_compute_invocations_per_workgroup: al.max_compute_invocations_per_workgroup,
+            max_compute_workgroup_size_x: al.max_compute_workgroup_size_x,
+            max_compute_workgroup_size_y: al.max_compute_workgroup_size_y,
+            max_compute_workgroups_per_dimension: al.max_compute_workgroups_per_dimension,
+            ..wgpu::Limits::default()
+        };
         let af = adapter.features();
         let mut required = wgpu::Features::empty();
         for f in [

@@ -49,7 +49,7 @@ pub struct Dispatch {
 impl Dispatch {
     /// Record this dispatch into a compute pass.
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
-        if self.workgroups.iter().any(|&w| w == 0) {
+        if self.workgroups.contains(&0) {
             return;
         }
         pass.set_pipeline(&self.pipeline);

@@ -119,13 +119,13 @@ impl TrainConfig {
         if self.batch == 0 {
             return Err(Error::invalid("--batch", "must be at least 1"));
         }
-        if !(self.lr > 0.0 && self.lr.is_finite()) {
+        if self.lr.is_nan() || self.lr <= 0.0 || self.lr.is_infinite() {
             return Err(Error::invalid("--lr", format!("{} is not a positive number", self.lr)));
         }
         if !(0.0..1.0).contains(&self.momentum) {
             return Err(Error::invalid("--momentum", format!("{} is not in [0, 1)", self.momentum)));
         }
-        if !(self.weight_decay >= 0.0) {
+        if self.weight_decay.is_nan() || self.weight_decay < 0.0 {
             return Err(Error::invalid("--weight-decay", "must be >= 0"));
         }
         if self.loss == LossChoice::Gce && self.k == 0 {

@@ -133,6 +133,7 @@ fn save_checkpoint(
 
 /// Run (or resume) training. `resume`: a checkpoint written by an earlier run; its model,
 /// training configuration and progress replace `model` / `config`.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     gpu: &Gpu,
     model: &ModelConfig,
