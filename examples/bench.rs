@@ -151,6 +151,9 @@ fn conv_point(s: &Conv2dShape, x: &[f32], w: &[f32], n: usize, oy: usize, ox: us
 
 fn bench_conv(gpu: &Gpu, a: &Args, rng: &mut impl Rng) -> finegrain::Result<()> {
     let b = a.conv_batch;
+    if b == 0 {
+        return Ok(()); // --conv-batch 0 skips the ResNet-50 shapes
+    }
     println!("\n| conv2d (ResNet-50 @448, batch {b}) | pass | ms | GFLOP/s |\n|---|---|---|---|");
     let shapes = [
         ("3x3 64ch 112x112", Conv2dShape { n: b, h: 112, w: 112, cin: 64, cout: 64, kh: 3, kw: 3, stride: 1, pad: 1 }),

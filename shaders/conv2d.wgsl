@@ -362,3 +362,181 @@ fn conv2d_direct(
     }
     dst[idx] = acc;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Broadcast variants (chosen by the launchers on CPU adapters such as Mesa lavapipe, whose
+// SIMD lanes turn every per-lane load into a gather but load workgroup-uniform addresses once
+// and broadcast them). No workgroup memory and no barriers: each of the 64 invocations owns
+// one element of the large GEMM dimension (an output pixel, an input pixel of one stride
+// phase, or a weight row (ky, kx, ci)), and the workgroup owns a block of RB = 8 consecutive
+// channels of the small dimension (wg.x), whose operand is read at uniform addresses:
+//   conv2d_forward_bcast          lane = output pixel, block = 8 output channels (w uniform)
+//   conv2d_backward_data_bcast    lane = input pixel of a stride phase, block = 8 input
+//                                 channels (w uniform); phases and zsplit as above, TM = 64
+//   conv2d_backward_weight_bcast  lane = weight row (ky, kx, ci), block = 8 output channels
+//                                 (dy uniform); reduction over every output pixel
+// Dispatch: (ceil(block dim / 8), gy, gz) workgroups of 64 with the 64-row tiles laid out as
+// in the tiled kernels. Uniform loads past the end of a block are clamped in range and their
+// results dropped at the store.
+
+const RB: u32 = 8u;
+
+@compute @workgroup_size(64, 1, 1)
+fn conv2d_forward_bcast(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let co0 = wg.x * RB;
+    let pix = (wg.z * nwg.y + wg.y) * 64u + lid.x;
+    let ok = pix < p.rows;
+    let ohw = p.oh * p.ow;
+    let n = pix / ohw;
+    let rem = pix - n * ohw;
+    let oy = rem / p.ow;
+    let ox = rem - oy * p.ow;
+    let iy0 = i32(oy * p.stride) - i32(p.pad);
+    let ix0 = i32(ox * p.stride) - i32(p.pad);
+    let xb = n * p.h * p.w * p.cin;
+    let wlast = p.kh * p.kw * p.cin * p.cout - 1u;
+    var acc: array<f32, RB>;
+    for (var ky = 0u; ky < p.kh; ky++) {
+        let iy = iy0 + i32(ky);
+        let y_ok = ok && iy >= 0 && iy < i32(p.h);
+        for (var kx = 0u; kx < p.kw; kx++) {
+            let ix = ix0 + i32(kx);
+            let v_ok = y_ok && ix >= 0 && ix < i32(p.w);
+            let xa = select(0u, xb + (u32(iy) * p.w + u32(ix)) * p.cin, v_ok);
+            let wb = (ky * p.kw + kx) * p.cin * p.cout + co0;
+            for (var ci = 0u; ci < p.cin; ci++) {
+                let xv = select(0.0, src_a[xa + ci], v_ok);
+                let wr = wb + ci * p.cout;
+                for (var r = 0u; r < RB; r++) {
+                    acc[r] = fma(xv, src_b[min(wr + r, wlast)], acc[r]);
+                }
+            }
+        }
+    }
+    if (ok) {
+        for (var r = 0u; r < RB; r++) {
+            if (co0 + r < p.cout) {
+                dst[pix * p.cout + co0 + r] = acc[r];
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn conv2d_backward_data_bcast(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    // Same stride-phase split as conv2d_backward_data.
+    let s = p.stride;
+    let phase = wg.z / p.zsplit;
+    let r = ((wg.z - phase * p.zsplit) * nwg.y + wg.y) * 64u + lid.x;
+    let ci0 = wg.x * RB;
+    let ry = phase / s;
+    let rx = phase - ry * s;
+    let iy0 = (ry + s - p.pad % s) % s;
+    let ix0 = (rx + s - p.pad % s) % s;
+    let cy = select(0u, (p.h - 1u - iy0) / s + 1u, iy0 < p.h);
+    let cx = select(0u, (p.w - 1u - ix0) / s + 1u, ix0 < p.w);
+    let nky = select(0u, (p.kh - 1u - ry) / s + 1u, ry < p.kh);
+    let nkx = select(0u, (p.kw - 1u - rx) / s + 1u, rx < p.kw);
+    let ay0 = i32((iy0 + p.pad - ry) / s);
+    let ax0 = i32((ix0 + p.pad - rx) / s);
+    let rows = p.n * cy * cx;
+    let ok = r < rows;
+    let cyx = max(cy * cx, 1u);
+    let n = r / cyx;
+    let rem = r - n * cyx;
+    let jy = rem / max(cx, 1u);
+    let jx = rem - jy * cx;
+    let a_y = ay0 + i32(jy);
+    let a_x = ax0 + i32(jx);
+    let yb = n * p.oh * p.ow * p.cout;
+    let cc = p.cin * p.cout;
+    let wlast = p.kh * p.kw * cc - 1u;
+    var acc: array<f32, RB>;
+    for (var b = 0u; b < nky; b++) {
+        let oy = a_y - i32(b);
+        let y_ok = ok && oy >= 0 && oy < i32(p.oh);
+        for (var d = 0u; d < nkx; d++) {
+            let ox = a_x - i32(d);
+            let v_ok = y_ok && ox >= 0 && ox < i32(p.ow);
+            let ya = select(0u, yb + (u32(oy) * p.ow + u32(ox)) * p.cout, v_ok);
+            let wb = ((ry + s * b) * p.kw + rx + s * d) * cc + ci0 * p.cout;
+            for (var co = 0u; co < p.cout; co++) {
+                let dv = select(0.0, src_a[ya + co], v_ok);
+                let wr = wb + co;
+                for (var q = 0u; q < RB; q++) {
+                    acc[q] = fma(dv, src_b[min(wr + q * p.cout, wlast)], acc[q]);
+                }
+            }
+        }
+    }
+    if (ok) {
+        let c_idx = ((n * p.h + iy0 + s * jy) * p.w + ix0 + s * jx) * p.cin + ci0;
+        for (var q = 0u; q < RB; q++) {
+            if (ci0 + q < p.cin) {
+                var v = acc[q];
+                if (p.accumulate != 0u) {
+                    v += dst[c_idx + q];
+                }
+                dst[c_idx + q] = v;
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn conv2d_backward_weight_bcast(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let co0 = wg.x * RB;
+    let gr = (wg.z * nwg.y + wg.y) * 64u + lid.x;
+    let ok = gr < p.rows;
+    let tap = gr / p.cin;
+    let ci = gr - tap * p.cin;
+    let ky = tap / p.kw;
+    let kx = tap - ky * p.kw;
+    let off_y = i32(ky) - i32(p.pad);
+    let off_x = i32(kx) - i32(p.pad);
+    let ylast = p.n * p.oh * p.ow * p.cout - 1u;
+    var acc: array<f32, RB>;
+    var m = 0u; // output pixel (n, oy, ox)
+    for (var n = 0u; n < p.n; n++) {
+        let xb = n * p.h * p.w * p.cin + ci;
+        for (var oy = 0u; oy < p.oh; oy++) {
+            let iy = i32(oy * p.stride) + off_y;
+            let y_ok = ok && iy >= 0 && iy < i32(p.h);
+            let xr = xb + u32(iy) * p.w * p.cin;
+            for (var ox = 0u; ox < p.ow; ox++) {
+                let ix = i32(ox * p.stride) + off_x;
+                let v_ok = y_ok && ix >= 0 && ix < i32(p.w);
+                let xv = select(0.0, src_a[select(0u, xr + u32(ix) * p.cin, v_ok)], v_ok);
+                let yr = m * p.cout + co0;
+                for (var q = 0u; q < RB; q++) {
+                    acc[q] = fma(xv, src_b[min(yr + q, ylast)], acc[q]);
+                }
+                m++;
+            }
+        }
+    }
+    if (ok) {
+        for (var q = 0u; q < RB; q++) {
+            if (co0 + q < p.cout) {
+                let idx = gr * p.cout + co0 + q;
+                var v = acc[q];
+                if (p.accumulate != 0u) {
+                    v += dst[idx];
+                }
+                dst[idx] = v;
+            }
+        }
+    }
+}

@@ -168,8 +168,42 @@ fn tiled_grid(gpu: &Gpu, rows: usize, cols: usize) -> [u32; 3] {
     [cols.div_ceil(64) as u32, g[0], g[1]]
 }
 
+/// Which kernel family the tiled launchers use. Every variant computes the same result
+/// (within f32 rounding) for every shape; the choice only affects speed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Conv2dKernel {
+    /// 64 x 64 output tiles, 16 x 16 threads, 4 x 4 per thread, reduction tiles of 16 through
+    /// workgroup memory: the GPU kernel.
+    Tiled,
+    /// No workgroup memory: 64 lanes along the large GEMM dimension, blocks of 8 channels of
+    /// the small one read at workgroup-uniform addresses. For CPU (SIMD) adapters such as
+    /// lavapipe, where it is several times faster than `Tiled`.
+    Broadcast,
+}
+
+impl Conv2dKernel {
+    /// `Broadcast` on CPU adapters, `Tiled` on GPUs.
+    pub fn for_gpu(gpu: &Gpu) -> Self {
+        if gpu.is_cpu() {
+            Conv2dKernel::Broadcast
+        } else {
+            Conv2dKernel::Tiled
+        }
+    }
+}
+
+/// Channel block of the broadcast kernels (`RB` in the shader).
+const RB: usize = 8;
+
+/// Workgroups for the broadcast kernels: x over blocks of 8 channels, 64-lane row tiles
+/// split over y and z.
+fn bcast_grid(gpu: &Gpu, rows: usize, chans: usize) -> [u32; 3] {
+    let g = gpu.grid(rows.div_ceil(64) as u64);
+    [chans.div_ceil(RB) as u32, g[0], g[1]]
+}
+
 /// Forward convolution as an implicit GEMM: x (N,H,W,Cin), w (KH,KW,Cin,Cout) -> y
-/// (N,OH,OW,Cout). Overwrites y.
+/// (N,OH,OW,Cout). Overwrites y. Uses [`Conv2dKernel::for_gpu`].
 pub fn conv2d_forward(
     gpu: &Gpu,
     s: &Conv2dShape,
@@ -177,19 +211,40 @@ pub fn conv2d_forward(
     w: &Tensor,
     y: &Tensor,
 ) -> Result<Dispatch> {
+    conv2d_forward_with(gpu, s, x, w, y, Conv2dKernel::for_gpu(gpu))
+}
+
+/// [`conv2d_forward`] with an explicit kernel choice.
+pub fn conv2d_forward_with(
+    gpu: &Gpu,
+    s: &Conv2dShape,
+    x: &Tensor,
+    w: &Tensor,
+    y: &Tensor,
+    kernel: Conv2dKernel,
+) -> Result<Dispatch> {
     s.validate()?;
     x.expect_shape(&s.x_shape())?;
     w.expect_shape(&s.w_shape())?;
     y.expect_shape(&s.y_shape())?;
     let rows = s.n * s.oh() * s.ow();
     let p = s.params(rows, s.cout, s.kh * s.kw * s.cin, false);
-    gpu.dispatch(
-        &CONV2D,
-        "conv2d_forward",
-        &p,
-        &[x, w, y],
-        tiled_grid(gpu, rows, s.cout),
-    )
+    match kernel {
+        Conv2dKernel::Tiled => gpu.dispatch(
+            &CONV2D,
+            "conv2d_forward",
+            &p,
+            &[x, w, y],
+            tiled_grid(gpu, rows, s.cout),
+        ),
+        Conv2dKernel::Broadcast => gpu.dispatch(
+            &CONV2D,
+            "conv2d_forward_bcast",
+            &p,
+            &[x, w, y],
+            bcast_grid(gpu, rows, s.cout),
+        ),
+    }
 }
 
 /// Data gradient (a transposed convolution as an implicit GEMM): dy (N,OH,OW,Cout), w
@@ -207,6 +262,19 @@ pub fn conv2d_backward_data(
     dx: &Tensor,
     accumulate: bool,
 ) -> Result<Dispatch> {
+    conv2d_backward_data_with(gpu, s, dy, w, dx, accumulate, Conv2dKernel::for_gpu(gpu))
+}
+
+/// [`conv2d_backward_data`] with an explicit kernel choice.
+pub fn conv2d_backward_data_with(
+    gpu: &Gpu,
+    s: &Conv2dShape,
+    dy: &Tensor,
+    w: &Tensor,
+    dx: &Tensor,
+    accumulate: bool,
+    kernel: Conv2dKernel,
+) -> Result<Dispatch> {
     s.validate()?;
     dy.expect_shape(&s.y_shape())?;
     w.expect_shape(&s.w_shape())?;
@@ -218,8 +286,16 @@ pub fn conv2d_backward_data(
     let mut p = s.params(s.n * s.h * s.w, s.cin, s.kh * s.kw * s.cout, accumulate);
     p.zsplit = g[1];
     let gz = u32::try_from(phases as u64 * g[1] as u64).unwrap_or(u32::MAX);
-    let wg = [s.cin.div_ceil(64) as u32, g[0], gz];
-    gpu.dispatch(&CONV2D, "conv2d_backward_data", &p, &[dy, w, dx], wg)
+    match kernel {
+        Conv2dKernel::Tiled => {
+            let wg = [s.cin.div_ceil(64) as u32, g[0], gz];
+            gpu.dispatch(&CONV2D, "conv2d_backward_data", &p, &[dy, w, dx], wg)
+        }
+        Conv2dKernel::Broadcast => {
+            let wg = [s.cin.div_ceil(RB) as u32, g[0], gz];
+            gpu.dispatch(&CONV2D, "conv2d_backward_data_bcast", &p, &[dy, w, dx], wg)
+        }
+    }
 }
 
 /// Weight gradient (a GEMM reducing over the N*OH*OW output pixels): x (N,H,W,Cin), dy
@@ -232,19 +308,41 @@ pub fn conv2d_backward_weight(
     dw: &Tensor,
     accumulate: bool,
 ) -> Result<Dispatch> {
+    conv2d_backward_weight_with(gpu, s, x, dy, dw, accumulate, Conv2dKernel::for_gpu(gpu))
+}
+
+/// [`conv2d_backward_weight`] with an explicit kernel choice.
+pub fn conv2d_backward_weight_with(
+    gpu: &Gpu,
+    s: &Conv2dShape,
+    x: &Tensor,
+    dy: &Tensor,
+    dw: &Tensor,
+    accumulate: bool,
+    kernel: Conv2dKernel,
+) -> Result<Dispatch> {
     s.validate()?;
     x.expect_shape(&s.x_shape())?;
     dy.expect_shape(&s.y_shape())?;
     dw.expect_shape(&s.w_shape())?;
     let rows = s.kh * s.kw * s.cin;
     let p = s.params(rows, s.cout, s.n * s.oh() * s.ow(), accumulate);
-    gpu.dispatch(
-        &CONV2D,
-        "conv2d_backward_weight",
-        &p,
-        &[x, dy, dw],
-        tiled_grid(gpu, rows, s.cout),
-    )
+    match kernel {
+        Conv2dKernel::Tiled => gpu.dispatch(
+            &CONV2D,
+            "conv2d_backward_weight",
+            &p,
+            &[x, dy, dw],
+            tiled_grid(gpu, rows, s.cout),
+        ),
+        Conv2dKernel::Broadcast => gpu.dispatch(
+            &CONV2D,
+            "conv2d_backward_weight_bcast",
+            &p,
+            &[x, dy, dw],
+            bcast_grid(gpu, rows, s.cout),
+        ),
+    }
 }
 
 /// Forward convolution, one thread per output element (the readable fallback and a second

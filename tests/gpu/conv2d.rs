@@ -2,7 +2,7 @@
 //! twins' gradients against central finite differences of the forward twin, and shape checks.
 
 use finegrain::error::Error;
-use finegrain::kernels::conv2d::{self as conv, Conv2dShape};
+use finegrain::kernels::conv2d::{self as conv, Conv2dKernel, Conv2dShape};
 use finegrain::reference::conv2d as twin;
 use finegrain::testing::{assert_close, check_grad, f64s, gpu, rng, uniform};
 use rand::Rng;
@@ -58,6 +58,9 @@ fn atol(red: usize) -> f64 {
     4e-6 * (red as f64).sqrt() + 1e-6
 }
 
+/// Every kernel variant is checked on every shape, whichever the adapter would pick.
+const KERNELS: [Conv2dKernel; 2] = [Conv2dKernel::Tiled, Conv2dKernel::Broadcast];
+
 fn name(s: &Conv2dShape) -> String {
     format!(
         "n{} {}x{}x{} -> {} k{}x{} s{} p{}",
@@ -68,20 +71,20 @@ fn name(s: &Conv2dShape) -> String {
 #[test]
 fn conv2d_forward_matches_twin() {
     let Some(g) = gpu() else { return };
-    for s in SHAPES {
-        let mut r = rng(&format!("conv2d_forward {}", name(s)));
+    for (s, k) in SHAPES.iter().flat_map(|s| KERNELS.map(|k| (s, k))) {
+        let mut r = rng(&format!("conv2d_forward {} {k:?}", name(s)));
         let x = uniform(&mut r, numel(s.x_shape()), 1.0);
         let w = uniform(&mut r, numel(s.w_shape()), 1.0);
         let tx = g.tensor("x", &s.x_shape(), &x).unwrap();
         let tw = g.tensor("w", &s.w_shape(), &w).unwrap();
         let ty = g.zeros("y", &s.y_shape()).unwrap();
         g.fill(&ty, f32::NAN).unwrap();
-        let d = conv::conv2d_forward(g, s, &tx, &tw, &ty).unwrap();
+        let d = conv::conv2d_forward_with(g, s, &tx, &tw, &ty, k).unwrap();
         g.run(&[&d]).unwrap();
         let want = twin::conv2d_forward(s, &f64s(&x), &f64s(&w));
         let red = s.kh * s.kw * s.cin;
         assert_close(
-            &format!("conv2d_forward {}", name(s)),
+            &format!("conv2d_forward {} {k:?}", name(s)),
             &g.download(&ty).unwrap(),
             &want,
             atol(red),
@@ -118,8 +121,8 @@ fn conv2d_direct_matches_twin() {
 #[test]
 fn conv2d_backward_data_matches_twin() {
     let Some(g) = gpu() else { return };
-    for s in SHAPES {
-        let mut r = rng(&format!("conv2d_backward_data {}", name(s)));
+    for (s, k) in SHAPES.iter().flat_map(|s| KERNELS.map(|k| (s, k))) {
+        let mut r = rng(&format!("conv2d_backward_data {} {k:?}", name(s)));
         let dy = uniform(&mut r, numel(s.y_shape()), 1.0);
         let w = uniform(&mut r, numel(s.w_shape()), 1.0);
         let dx0 = uniform(&mut r, numel(s.x_shape()), 1.0);
@@ -128,13 +131,13 @@ fn conv2d_backward_data_matches_twin() {
         let tdx = g.zeros("dx", &s.x_shape()).unwrap();
         g.fill(&tdx, f32::NAN).unwrap();
         let tdx_acc = g.tensor("dx_acc", &s.x_shape(), &dx0).unwrap();
-        let d = conv::conv2d_backward_data(g, s, &tdy, &tw, &tdx, false).unwrap();
-        let da = conv::conv2d_backward_data(g, s, &tdy, &tw, &tdx_acc, true).unwrap();
+        let d = conv::conv2d_backward_data_with(g, s, &tdy, &tw, &tdx, false, k).unwrap();
+        let da = conv::conv2d_backward_data_with(g, s, &tdy, &tw, &tdx_acc, true, k).unwrap();
         g.run(&[&d, &da]).unwrap();
         let want = twin::conv2d_backward_data(s, &f64s(&dy), &f64s(&w));
         let want_acc: Vec<f64> = want.iter().zip(&dx0).map(|(a, &b)| a + b as f64).collect();
         let tol = atol(s.kh * s.kw * s.cout);
-        let n = name(s);
+        let n = format!("{} {k:?}", name(s));
         assert_close(
             &format!("conv2d_backward_data {n}"),
             &g.download(&tdx).unwrap(),
@@ -155,8 +158,8 @@ fn conv2d_backward_data_matches_twin() {
 #[test]
 fn conv2d_backward_weight_matches_twin() {
     let Some(g) = gpu() else { return };
-    for s in SHAPES {
-        let mut r = rng(&format!("conv2d_backward_weight {}", name(s)));
+    for (s, k) in SHAPES.iter().flat_map(|s| KERNELS.map(|k| (s, k))) {
+        let mut r = rng(&format!("conv2d_backward_weight {} {k:?}", name(s)));
         let x = uniform(&mut r, numel(s.x_shape()), 1.0);
         let dy = uniform(&mut r, numel(s.y_shape()), 1.0);
         let dw0 = uniform(&mut r, numel(s.w_shape()), 1.0);
@@ -165,13 +168,13 @@ fn conv2d_backward_weight_matches_twin() {
         let tdw = g.zeros("dw", &s.w_shape()).unwrap();
         g.fill(&tdw, f32::NAN).unwrap();
         let tdw_acc = g.tensor("dw_acc", &s.w_shape(), &dw0).unwrap();
-        let d = conv::conv2d_backward_weight(g, s, &tx, &tdy, &tdw, false).unwrap();
-        let da = conv::conv2d_backward_weight(g, s, &tx, &tdy, &tdw_acc, true).unwrap();
+        let d = conv::conv2d_backward_weight_with(g, s, &tx, &tdy, &tdw, false, k).unwrap();
+        let da = conv::conv2d_backward_weight_with(g, s, &tx, &tdy, &tdw_acc, true, k).unwrap();
         g.run(&[&d, &da]).unwrap();
         let want = twin::conv2d_backward_weight(s, &f64s(&x), &f64s(&dy));
         let want_acc: Vec<f64> = want.iter().zip(&dw0).map(|(a, &b)| a + b as f64).collect();
         let tol = atol(s.n * s.oh() * s.ow());
-        let n = name(s);
+        let n = format!("{} {k:?}", name(s));
         assert_close(
             &format!("conv2d_backward_weight {n}"),
             &g.download(&tdw).unwrap(),
