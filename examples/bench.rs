@@ -7,7 +7,9 @@
 //! cargo run --release --example bench -- --gemm 512,1024 --conv-batch 2 --reps 5
 
 use finegrain::gpu::{Dispatch, Gpu, Profiler};
-use finegrain::kernels::conv2d::{conv2d_backward_data, conv2d_backward_weight, conv2d_forward, Conv2dShape};
+use finegrain::kernels::conv2d::{
+    conv2d_backward_data, conv2d_backward_weight, conv2d_forward, Conv2dShape,
+};
 use finegrain::kernels::gemm::{gemm, GemmSpec};
 use finegrain::model::ModelConfig;
 use finegrain::train::{TrainConfig, Trainer};
@@ -27,10 +29,18 @@ struct Args {
 fn parse_args(gpu: &Gpu) -> Result<Args, String> {
     let cpu = gpu.is_cpu();
     let mut a = Args {
-        gemm: if cpu { vec![128, 256, 512] } else { vec![1024, 2048, 4096, 8192] },
+        gemm: if cpu {
+            vec![128, 256, 512]
+        } else {
+            vec![1024, 2048, 4096, 8192]
+        },
         conv_batch: if cpu { 1 } else { 16 },
         reps: if cpu { 3 } else { 10 },
-        step_model: if cpu { "tiny".into() } else { "resnet50".into() },
+        step_model: if cpu {
+            "tiny".into()
+        } else {
+            "resnet50".into()
+        },
         step_size: if cpu { 28 } else { 448 },
         step_batch: if cpu { 32 } else { 16 },
         step_classes: if cpu { 10 } else { 200 },
@@ -50,15 +60,27 @@ fn parse_args(gpu: &Gpu) -> Result<Args, String> {
             "--gemm" => {
                 a.gemm = val()?
                     .split(',')
-                    .map(|s| s.trim().parse::<usize>().map_err(|e| format!("--gemm {s}: {e}")))
+                    .map(|s| {
+                        s.trim()
+                            .parse::<usize>()
+                            .map_err(|e| format!("--gemm {s}: {e}"))
+                    })
                     .collect::<Result<_, _>>()?
             }
-            "--conv-batch" => a.conv_batch = val()?.parse().map_err(|e| format!("--conv-batch: {e}"))?,
+            "--conv-batch" => {
+                a.conv_batch = val()?.parse().map_err(|e| format!("--conv-batch: {e}"))?
+            }
             "--reps" => a.reps = val()?.parse().map_err(|e| format!("--reps: {e}"))?,
             "--step-model" => a.step_model = val()?,
-            "--step-size" => a.step_size = val()?.parse().map_err(|e| format!("--step-size: {e}"))?,
-            "--step-batch" => a.step_batch = val()?.parse().map_err(|e| format!("--step-batch: {e}"))?,
-            "--step-classes" => a.step_classes = val()?.parse().map_err(|e| format!("--step-classes: {e}"))?,
+            "--step-size" => {
+                a.step_size = val()?.parse().map_err(|e| format!("--step-size: {e}"))?
+            }
+            "--step-batch" => {
+                a.step_batch = val()?.parse().map_err(|e| format!("--step-batch: {e}"))?
+            }
+            "--step-classes" => {
+                a.step_classes = val()?.parse().map_err(|e| format!("--step-classes: {e}"))?
+            }
             "-h" | "--help" => {
                 println!("options: --full | --gemm N,N,.. | --conv-batch N | --reps N | --step-model NAME --step-size PX --step-batch N --step-classes C");
                 std::process::exit(0);
@@ -121,9 +143,16 @@ fn bench_gemm(gpu: &Gpu, a: &Args, rng: &mut impl Rng) -> finegrain::Result<()> 
         let c = gpu.download(&tc)?;
         for _ in 0..32 {
             let (i, j) = (rng.random_range(0..n), rng.random_range(0..n));
-            let want: f64 = (0..n).map(|l| av[i * n + l] as f64 * bv[l * n + j] as f64).sum();
-            check(&format!("gemm {n} C[{i},{j}]"), c[i * n + j], want, (n as f64).sqrt())
-                .map_err(|e| finegrain::Error::invalid("validation", e))?;
+            let want: f64 = (0..n)
+                .map(|l| av[i * n + l] as f64 * bv[l * n + j] as f64)
+                .sum();
+            check(
+                &format!("gemm {n} C[{i},{j}]"),
+                c[i * n + j],
+                want,
+                (n as f64).sqrt(),
+            )
+            .map_err(|e| finegrain::Error::invalid("validation", e))?;
         }
         let ms = time(gpu, &[&d], a.reps)?;
         println!("| {n} | {ms:.3} | {:.1} |", spec.gflop() / (ms * 1e-3));
@@ -131,7 +160,15 @@ fn bench_gemm(gpu: &Gpu, a: &Args, rng: &mut impl Rng) -> finegrain::Result<()> 
     Ok(())
 }
 
-fn conv_point(s: &Conv2dShape, x: &[f32], w: &[f32], n: usize, oy: usize, ox: usize, co: usize) -> f64 {
+fn conv_point(
+    s: &Conv2dShape,
+    x: &[f32],
+    w: &[f32],
+    n: usize,
+    oy: usize,
+    ox: usize,
+    co: usize,
+) -> f64 {
     let mut acc = 0.0;
     for ky in 0..s.kh {
         for kx in 0..s.kw {
@@ -156,12 +193,90 @@ fn bench_conv(gpu: &Gpu, a: &Args, rng: &mut impl Rng) -> finegrain::Result<()> 
     }
     println!("\n| conv2d (ResNet-50 @448, batch {b}) | pass | ms | GFLOP/s |\n|---|---|---|---|");
     let shapes = [
-        ("3x3 64ch 112x112", Conv2dShape { n: b, h: 112, w: 112, cin: 64, cout: 64, kh: 3, kw: 3, stride: 1, pad: 1 }),
-        ("3x3 128ch 56x56", Conv2dShape { n: b, h: 56, w: 56, cin: 128, cout: 128, kh: 3, kw: 3, stride: 1, pad: 1 }),
-        ("3x3 256ch 28x28", Conv2dShape { n: b, h: 28, w: 28, cin: 256, cout: 256, kh: 3, kw: 3, stride: 1, pad: 1 }),
-        ("3x3 512ch 14x14", Conv2dShape { n: b, h: 14, w: 14, cin: 512, cout: 512, kh: 3, kw: 3, stride: 1, pad: 1 }),
-        ("7x7/2 stem 3->64 448x448", Conv2dShape { n: b, h: 448, w: 448, cin: 3, cout: 64, kh: 7, kw: 7, stride: 2, pad: 3 }),
-        ("1x1 256->64 112x112", Conv2dShape { n: b, h: 112, w: 112, cin: 256, cout: 64, kh: 1, kw: 1, stride: 1, pad: 0 }),
+        (
+            "3x3 64ch 112x112",
+            Conv2dShape {
+                n: b,
+                h: 112,
+                w: 112,
+                cin: 64,
+                cout: 64,
+                kh: 3,
+                kw: 3,
+                stride: 1,
+                pad: 1,
+            },
+        ),
+        (
+            "3x3 128ch 56x56",
+            Conv2dShape {
+                n: b,
+                h: 56,
+                w: 56,
+                cin: 128,
+                cout: 128,
+                kh: 3,
+                kw: 3,
+                stride: 1,
+                pad: 1,
+            },
+        ),
+        (
+            "3x3 256ch 28x28",
+            Conv2dShape {
+                n: b,
+                h: 28,
+                w: 28,
+                cin: 256,
+                cout: 256,
+                kh: 3,
+                kw: 3,
+                stride: 1,
+                pad: 1,
+            },
+        ),
+        (
+            "3x3 512ch 14x14",
+            Conv2dShape {
+                n: b,
+                h: 14,
+                w: 14,
+                cin: 512,
+                cout: 512,
+                kh: 3,
+                kw: 3,
+                stride: 1,
+                pad: 1,
+            },
+        ),
+        (
+            "7x7/2 stem 3->64 448x448",
+            Conv2dShape {
+                n: b,
+                h: 448,
+                w: 448,
+                cin: 3,
+                cout: 64,
+                kh: 7,
+                kw: 7,
+                stride: 2,
+                pad: 3,
+            },
+        ),
+        (
+            "1x1 256->64 112x112",
+            Conv2dShape {
+                n: b,
+                h: 112,
+                w: 112,
+                cin: 256,
+                cout: 64,
+                kh: 1,
+                kw: 1,
+                stride: 1,
+                pad: 0,
+            },
+        ),
     ];
     for (name, s) in shapes {
         let xv = rand_vec(rng, s.n * s.h * s.w * s.cin);
@@ -182,11 +297,26 @@ fn bench_conv(gpu: &Gpu, a: &Args, rng: &mut impl Rng) -> finegrain::Result<()> 
         let red = |k: usize| (k as f64).sqrt();
         let err = |e: String| finegrain::Error::invalid("validation", e);
         for _ in 0..16 {
-            let (n, oy, ox, co) = (rng.random_range(0..s.n), rng.random_range(0..s.oh()), rng.random_range(0..s.ow()), rng.random_range(0..s.cout));
+            let (n, oy, ox, co) = (
+                rng.random_range(0..s.n),
+                rng.random_range(0..s.oh()),
+                rng.random_range(0..s.ow()),
+                rng.random_range(0..s.cout),
+            );
             let want = conv_point(&s, &xv, &wv, n, oy, ox, co);
-            check(&format!("{name} forward"), yg[((n * s.oh() + oy) * s.ow() + ox) * s.cout + co], want, red(s.kh * s.kw * s.cin)).map_err(err)?;
+            check(
+                &format!("{name} forward"),
+                yg[((n * s.oh() + oy) * s.ow() + ox) * s.cout + co],
+                want,
+                red(s.kh * s.kw * s.cin),
+            )
+            .map_err(err)?;
             // dW[ky,kx,ci,co] = sum_{n,oy,ox} x[n, oy*s+ky-p, ox*s+kx-p, ci] * dy[n,oy,ox,co]
-            let (ky, kx, ci) = (rng.random_range(0..s.kh), rng.random_range(0..s.kw), rng.random_range(0..s.cin));
+            let (ky, kx, ci) = (
+                rng.random_range(0..s.kh),
+                rng.random_range(0..s.kw),
+                rng.random_range(0..s.cin),
+            );
             let mut want = 0.0;
             for n in 0..s.n {
                 for oy in 0..s.oh() {
@@ -194,13 +324,20 @@ fn bench_conv(gpu: &Gpu, a: &Args, rng: &mut impl Rng) -> finegrain::Result<()> 
                         let iy = (oy * s.stride + ky) as isize - s.pad as isize;
                         let ix = (ox * s.stride + kx) as isize - s.pad as isize;
                         if iy >= 0 && ix >= 0 && (iy as usize) < s.h && (ix as usize) < s.w {
-                            want += xv[((n * s.h + iy as usize) * s.w + ix as usize) * s.cin + ci] as f64
+                            want += xv[((n * s.h + iy as usize) * s.w + ix as usize) * s.cin + ci]
+                                as f64
                                 * dyv[((n * s.oh() + oy) * s.ow() + ox) * s.cout + co] as f64;
                         }
                     }
                 }
             }
-            check(&format!("{name} backward_weight"), dwg[((ky * s.kw + kx) * s.cin + ci) * s.cout + co], want, red(s.n * s.oh() * s.ow())).map_err(err)?;
+            check(
+                &format!("{name} backward_weight"),
+                dwg[((ky * s.kw + kx) * s.cin + ci) * s.cout + co],
+                want,
+                red(s.n * s.oh() * s.ow()),
+            )
+            .map_err(err)?;
             // dX[n,iy,ix,ci] = sum over taps/outputs that read it.
             let (iy, ix) = (rng.random_range(0..s.h), rng.random_range(0..s.w));
             let mut want = 0.0;
@@ -208,7 +345,11 @@ fn bench_conv(gpu: &Gpu, a: &Args, rng: &mut impl Rng) -> finegrain::Result<()> 
                 for kx in 0..s.kw {
                     let ty = iy as isize + s.pad as isize - ky as isize;
                     let tx = ix as isize + s.pad as isize - kx as isize;
-                    if ty < 0 || tx < 0 || ty % s.stride as isize != 0 || tx % s.stride as isize != 0 {
+                    if ty < 0
+                        || tx < 0
+                        || ty % s.stride as isize != 0
+                        || tx % s.stride as isize != 0
+                    {
                         continue;
                     }
                     let (oy, ox) = (ty as usize / s.stride, tx as usize / s.stride);
@@ -216,14 +357,25 @@ fn bench_conv(gpu: &Gpu, a: &Args, rng: &mut impl Rng) -> finegrain::Result<()> 
                         continue;
                     }
                     for co in 0..s.cout {
-                        want += dyv[((n * s.oh() + oy) * s.ow() + ox) * s.cout + co] as f64 * wv[((ky * s.kw + kx) * s.cin + ci) * s.cout + co] as f64;
+                        want += dyv[((n * s.oh() + oy) * s.ow() + ox) * s.cout + co] as f64
+                            * wv[((ky * s.kw + kx) * s.cin + ci) * s.cout + co] as f64;
                     }
                 }
             }
-            check(&format!("{name} backward_data"), dxg[((n * s.h + iy) * s.w + ix) * s.cin + ci], want, red(s.kh * s.kw * s.cout)).map_err(err)?;
+            check(
+                &format!("{name} backward_data"),
+                dxg[((n * s.h + iy) * s.w + ix) * s.cin + ci],
+                want,
+                red(s.kh * s.kw * s.cout),
+            )
+            .map_err(err)?;
         }
         let gf = s.gflop();
-        for (pass, d) in [("forward", &fwd), ("backward_data", &bd), ("backward_weight", &bw)] {
+        for (pass, d) in [
+            ("forward", &fwd),
+            ("backward_data", &bd),
+            ("backward_weight", &bw),
+        ] {
             let ms = time(gpu, &[d], a.reps)?;
             println!("| {name} | {pass} | {ms:.3} | {:.1} |", gf / (ms * 1e-3));
         }
@@ -233,11 +385,16 @@ fn bench_conv(gpu: &Gpu, a: &Args, rng: &mut impl Rng) -> finegrain::Result<()> 
 
 fn bench_step(gpu: &Gpu, a: &Args, rng: &mut impl Rng) -> finegrain::Result<()> {
     let model = ModelConfig::preset(&a.step_model, 3, a.step_size, a.step_classes)?;
-    let cfg = TrainConfig { batch: a.step_batch, ..TrainConfig::default() };
+    let cfg = TrainConfig {
+        batch: a.step_batch,
+        ..TrainConfig::default()
+    };
     let (mut trainer, _) = Trainer::new(gpu, &model, &cfg, 100)?;
     let n = a.step_batch;
     let images = rand_vec(rng, n * a.step_size * a.step_size * 3);
-    let labels: Vec<u32> = (0..n).map(|_| rng.random_range(0..a.step_classes as u32)).collect();
+    let labels: Vec<u32> = (0..n)
+        .map(|_| rng.random_range(0..a.step_classes as u32))
+        .collect();
     trainer.step(gpu, &images, &labels)?;
     trainer.drain(gpu)?;
     let mut prof = Profiler::new(gpu, trainer.net.train_main.len() as u32);
@@ -269,16 +426,28 @@ fn bench_step(gpu: &Gpu, a: &Args, rng: &mut impl Rng) -> finegrain::Result<()> 
         }
     }
     whole.sort_by(|a, b| a.total_cmp(b));
-    println!("| whole step (host clock, one submit, waited) | {:.2} |", whole[whole.len() / 2]);
+    println!(
+        "| whole step (host clock, one submit, waited) | {:.2} |",
+        whole[whole.len() / 2]
+    );
     if !method_ms.is_empty() {
         method_ms.sort_by(|a, b| a.1.total_cmp(&b.1));
         let (m, t) = method_ms[method_ms.len() / 2];
         println!("| sum of kernel times (timestamps, one pass per kernel) | {t:.2} |");
-        println!("| diversification block + loss kernels | {m:.3} ({:.2}% of the step) |", 100.0 * m / t);
+        println!(
+            "| diversification block + loss kernels | {m:.3} ({:.2}% of the step) |",
+            100.0 * m / t
+        );
         last_rows.sort_by(|a, b| b.ms.total_cmp(&a.ms));
         println!("\n| kernel (last profiled step) | calls | ms | share |\n|---|---|---|---|");
         for r in &last_rows {
-            println!("| {} | {} | {:.3} | {:.1}% |", r.name, r.calls, r.ms, 100.0 * r.ms / t);
+            println!(
+                "| {} | {} | {:.3} | {:.1}% |",
+                r.name,
+                r.calls,
+                r.ms,
+                100.0 * r.ms / t
+            );
         }
     }
     Ok(())

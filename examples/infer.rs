@@ -17,7 +17,10 @@ use rand::SeedableRng;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-const DEFAULT_WEIGHTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/weights/fashion-mnist-tiny.safetensors");
+const DEFAULT_WEIGHTS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/weights/fashion-mnist-tiny.safetensors"
+);
 
 /// Classify images with a finegrain model on the GPU.
 #[derive(Parser, Debug)]
@@ -69,11 +72,9 @@ fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
                 for e in entries {
                     if e.is_dir() {
                         stack.push(e);
-                    } else if e
-                        .extension()
-                        .and_then(|x| x.to_str())
-                        .is_some_and(|x| matches!(x.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
-                    {
+                    } else if e.extension().and_then(|x| x.to_str()).is_some_and(|x| {
+                        matches!(x.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg")
+                    }) {
                         out.push(e);
                     }
                 }
@@ -81,11 +82,17 @@ fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
         } else if p.exists() {
             out.push(p.clone());
         } else {
-            return Err(Error::io(p, std::io::Error::new(std::io::ErrorKind::NotFound, "no such image file or folder")));
+            return Err(Error::io(
+                p,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no such image file or folder"),
+            ));
         }
     }
     if out.is_empty() {
-        return Err(Error::invalid("IMAGES", "no PNG or JPEG files found in the given paths"));
+        return Err(Error::invalid(
+            "IMAGES",
+            "no PNG or JPEG files found in the given paths",
+        ));
     }
     Ok(out)
 }
@@ -93,7 +100,8 @@ fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
 /// The preprocessing recorded in the checkpoint, or a default for its input size.
 fn preprocessing(ck: &Checkpoint) -> Result<Augment> {
     if let Some(s) = ck.metadata.get(PREPROCESS_KEY) {
-        return serde_json::from_str(s).map_err(|e| Error::invalid("checkpoint preprocessing", e.to_string()));
+        return serde_json::from_str(s)
+            .map_err(|e| Error::invalid("checkpoint preprocessing", e.to_string()));
     }
     let m = &ck.model;
     let normalize = if m.in_channels == 1 {
@@ -101,7 +109,11 @@ fn preprocessing(ck: &Checkpoint) -> Result<Augment> {
     } else {
         Normalize::imagenet(m.in_channels)
     };
-    let eval_resize = if m.input_size <= 64 { m.input_size } else { (m.input_size as f64 * 256.0 / 224.0).round() as usize };
+    let eval_resize = if m.input_size <= 64 {
+        m.input_size
+    } else {
+        (m.input_size as f64 * 256.0 / 224.0).round() as usize
+    };
     Ok(Augment {
         height: m.input_size,
         width: m.input_size,
@@ -114,11 +126,17 @@ fn preprocessing(ck: &Checkpoint) -> Result<Augment> {
 }
 
 fn real_main(args: Args) -> Result<()> {
-    let weights = args.weights.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_WEIGHTS));
+    let weights = args
+        .weights
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_WEIGHTS));
     let ck = Checkpoint::open(&weights)?;
     let classes: Vec<String> = match ck.metadata.get(CLASSES_KEY) {
-        Some(s) => serde_json::from_str(s).map_err(|e| Error::format(&weights, format!("bad class names: {e}")))?,
-        None => (0..ck.model.num_classes).map(|i| format!("class {i}")).collect(),
+        Some(s) => serde_json::from_str(s)
+            .map_err(|e| Error::format(&weights, format!("bad class names: {e}")))?,
+        None => (0..ck.model.num_classes)
+            .map(|i| format!("class {i}"))
+            .collect(),
     };
     let aug = preprocessing(&ck)?;
     let files = collect_images(&args.images)?;
@@ -135,10 +153,19 @@ fn real_main(args: Args) -> Result<()> {
     }
     let gpu = Gpu::new(&gopts)?;
     println!("device: {}", gpu.describe());
-    println!("model: {} ({} classes) from {}", ck.model.name, ck.model.num_classes, weights.display());
+    println!(
+        "model: {} ({} classes) from {}",
+        ck.model.name,
+        ck.model.num_classes,
+        weights.display()
+    );
 
     let batch = args.batch.min(files.len());
-    let cfg = TrainConfig { batch, diversify: false, ..TrainConfig::default() };
+    let cfg = TrainConfig {
+        batch,
+        diversify: false,
+        ..TrainConfig::default()
+    };
     let (trainer, _) = Trainer::new(&gpu, &ck.model, &cfg, 1)?;
     ck.load_into(&gpu, &trainer.net, false)?;
     if let Some(d) = &args.cam {
@@ -158,8 +185,18 @@ fn real_main(args: Args) -> Result<()> {
         for f in chunk {
             let slot = ok.len();
             let res = read_image(f, aug.channels).and_then(|(data, w, h)| {
-                let src = ImageU8 { data: &data, width: w, height: h, channels: aug.channels };
-                aug.apply(&src, false, &mut rng, &mut images[slot * sample..(slot + 1) * sample])
+                let src = ImageU8 {
+                    data: &data,
+                    width: w,
+                    height: h,
+                    channels: aug.channels,
+                };
+                aug.apply(
+                    &src,
+                    false,
+                    &mut rng,
+                    &mut images[slot * sample..(slot + 1) * sample],
+                )
             });
             match res {
                 Ok(()) => ok.push(f),
@@ -175,40 +212,58 @@ fn real_main(args: Args) -> Result<()> {
         let tg = Instant::now();
         let scores = trainer.eval_scores(&gpu, &images, ok.len())?;
         gpu_secs += tg.elapsed().as_secs_f64();
-        let maps = if args.cam.is_some() { Some(gpu.download(&trainer.net.maps)?) } else { None };
+        let maps = if args.cam.is_some() {
+            Some(gpu.download(&trainer.net.maps)?)
+        } else {
+            None
+        };
         for (i, f) in ok.iter().enumerate() {
             let row = &scores[i * c..(i + 1) * c];
             let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
             let z: f64 = row.iter().map(|&s| ((s - m) as f64).exp()).sum();
             let mut order: Vec<usize> = (0..c).collect();
             order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
-            let top: Vec<(usize, f64)> = order.iter().take(5).map(|&j| (j, ((row[j] - m) as f64).exp() / z)).collect();
+            let top: Vec<(usize, f64)> = order
+                .iter()
+                .take(5)
+                .map(|&j| (j, ((row[j] - m) as f64).exp() / z))
+                .collect();
             println!(
                 "{}: {}",
                 f.display(),
-                top.iter().map(|(j, p)| format!("{} {:.1}%", classes[*j], 100.0 * p)).collect::<Vec<_>>().join(", ")
+                top.iter()
+                    .map(|(j, p)| format!("{} {:.1}%", classes[*j], 100.0 * p))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
             if let (Some(dir), Some(maps)) = (&args.cam, &maps) {
                 // The network's own input (after preprocessing), de-normalised for display.
                 let x = &images[i * sample..(i + 1) * sample];
-                let rgb = image::RgbImage::from_fn(aug.width as u32, aug.height as u32, |px, py| {
-                    let base = (py as usize * aug.width + px as usize) * aug.channels;
-                    let v = |ch: usize| {
-                        let k = ch.min(aug.channels - 1);
-                        ((x[base + k] * aug.normalize.std[k] + aug.normalize.mean[k]) * 255.0).clamp(0.0, 255.0) as u8
-                    };
-                    image::Rgb([v(0), v(1), v(2)])
-                });
+                let rgb =
+                    image::RgbImage::from_fn(aug.width as u32, aug.height as u32, |px, py| {
+                        let base = (py as usize * aug.width + px as usize) * aug.channels;
+                        let v = |ch: usize| {
+                            let k = ch.min(aug.channels - 1);
+                            ((x[base + k] * aug.normalize.std[k] + aug.normalize.mean[k]) * 255.0)
+                                .clamp(0.0, 255.0) as u8
+                        };
+                        image::Rgb([v(0), v(1), v(2)])
+                    });
                 let panels: Vec<(String, Vec<f32>)> = top
                     .iter()
                     .take(args.cam_classes.max(1))
                     .map(|&(j, p)| {
-                        let map: Vec<f32> = (0..mh * mw).map(|q| maps[(i * mh * mw + q) * c + j]).collect();
+                        let map: Vec<f32> = (0..mh * mw)
+                            .map(|q| maps[(i * mh * mw + q) * c + j])
+                            .collect();
                         (format!("{} {:.1}%", classes[j], 100.0 * p), map)
                     })
                     .collect();
                 let img = finegrain::viz::cam_overlay(&rgb, &panels, mh, mw);
-                let stem = f.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "image".into());
+                let stem = f
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().to_string())
+                    .unwrap_or_else(|| "image".into());
                 let out = dir.join(format!("{:05}_{stem}_cam.png", done + i));
                 finegrain::viz::save_png(&out, &img)?;
             }
@@ -220,13 +275,20 @@ fn real_main(args: Args) -> Result<()> {
         "{done} images in {secs:.2} s: {:.1} images/s end to end, {:.1} images/s on the GPU{}",
         done as f64 / secs.max(1e-9),
         done as f64 / gpu_secs.max(1e-9),
-        if skipped > 0 { format!(" ({skipped} unreadable files skipped)") } else { String::new() }
+        if skipped > 0 {
+            format!(" ({skipped} unreadable files skipped)")
+        } else {
+            String::new()
+        }
     );
     if let Some(d) = &args.cam {
         println!("class activation maps written to {}", d.display());
     }
     if done == 0 {
-        return Err(Error::invalid("IMAGES", "none of the given images could be read"));
+        return Err(Error::invalid(
+            "IMAGES",
+            "none of the given images could be read",
+        ));
     }
     Ok(())
 }

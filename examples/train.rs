@@ -9,7 +9,9 @@
 //!     cargo run --release --example train -- --resume runs/default/last.safetensors
 
 use clap::{Parser, ValueEnum};
-use finegrain::data::{dataset_kind, open_dataset, resolve_fashion_mnist, DataOptions, Dataset, Split};
+use finegrain::data::{
+    dataset_kind, open_dataset, resolve_fashion_mnist, DataOptions, Dataset, Split,
+};
 use finegrain::gpu::{Gpu, GpuOptions};
 use finegrain::model::ModelConfig;
 use finegrain::train::run::{run, RunOptions, PREPROCESS_KEY};
@@ -169,7 +171,11 @@ fn real_main(args: Args) -> finegrain::Result<()> {
         Some(p) if !args.subset => (p.clone(), None),
         _ => {
             let (p, full) = resolve_fashion_mnist(args.data.as_deref(), args.subset)?;
-            let n = if full { "full Fashion-MNIST (60k/10k)" } else { "shipped Fashion-MNIST subset (10k/2k)" };
+            let n = if full {
+                "full Fashion-MNIST (60k/10k)"
+            } else {
+                "shipped Fashion-MNIST subset (10k/2k)"
+            };
             (p, Some(n))
         }
     };
@@ -193,9 +199,17 @@ fn real_main(args: Args) -> finegrain::Result<()> {
         info.channels
     );
     let idx_like = info.height <= 64;
-    let model_name = args.model.clone().unwrap_or_else(|| if idx_like { "tiny".into() } else { "resnet50".into() });
+    let model_name = args.model.clone().unwrap_or_else(|| {
+        if idx_like {
+            "tiny".into()
+        } else {
+            "resnet50".into()
+        }
+    });
     let model = ModelConfig::preset(&model_name, info.channels, info.height, info.num_classes)?;
-    let k = args.k.unwrap_or(if info.num_classes <= 10 { 3 } else { 15 });
+    let k = args
+        .k
+        .unwrap_or(if info.num_classes <= 10 { 3 } else { 15 });
     let config = TrainConfig {
         epochs: args.epochs,
         batch: args.batch,
@@ -204,7 +218,10 @@ fn real_main(args: Args) -> finegrain::Result<()> {
         weight_decay: args.weight_decay,
         schedule: match args.schedule {
             ScheduleArg::Cosine => Schedule::Cosine { min_factor: 0.0 },
-            ScheduleArg::Step => Schedule::Step { milestones: args.milestones.clone(), gamma: args.gamma },
+            ScheduleArg::Step => Schedule::Step {
+                milestones: args.milestones.clone(),
+                gamma: args.gamma,
+            },
             ScheduleArg::Constant => Schedule::Constant,
         },
         warmup_epochs: args.warmup_epochs,
@@ -222,14 +239,23 @@ fn real_main(args: Args) -> finegrain::Result<()> {
         seed: args.seed,
     };
     // Record the evaluation preprocessing so `infer` prepares images the same way.
-    let (nh, nw) = if idx_like { (info.height, info.width) } else { (0, 0) };
+    let (nh, nw) = if idx_like {
+        (info.height, info.width)
+    } else {
+        (0, 0)
+    };
     let augment = dopts.augment(dataset_kind(&path), nh, nw)?;
     let mut metadata = std::collections::HashMap::new();
     metadata.insert(
         PREPROCESS_KEY.to_string(),
-        serde_json::to_string(&augment).map_err(|e| finegrain::Error::invalid("preprocessing", e.to_string()))?,
+        serde_json::to_string(&augment)
+            .map_err(|e| finegrain::Error::invalid("preprocessing", e.to_string()))?,
     );
-    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    });
     let opts = RunOptions {
         out_dir: args.out.clone(),
         max_steps: args.max_steps,
@@ -247,16 +273,36 @@ fn real_main(args: Args) -> finegrain::Result<()> {
             LossChoice::Ce => "cross-entropy".to_string(),
             LossChoice::Gce => format!("GCE (k = {k})"),
         },
-        if config.ce_warmup_epochs > 0 { format!(" after {} CE epochs", config.ce_warmup_epochs) } else { String::new() },
+        if config.ce_warmup_epochs > 0 {
+            format!(" after {} CE epochs", config.ce_warmup_epochs)
+        } else {
+            String::new()
+        },
         if config.diversify {
-            format!("on (alpha {}, p_peak {}, p_patch {})", config.alpha, config.p_peak, config.p_patch)
+            format!(
+                "on (alpha {}, p_peak {}, p_patch {})",
+                config.alpha, config.p_peak, config.p_patch
+            )
         } else {
             "off".into()
         }
     );
     let t0 = std::time::Instant::now();
-    let summary = run(&gpu, &model, &config, train, Some(test), args.resume.as_deref(), &opts, &mut |s| println!("{s}"))?;
-    println!("finished in {:.0} s; checkpoint {}", t0.elapsed().as_secs_f64(), args.out.join("last.safetensors").display());
+    let summary = run(
+        &gpu,
+        &model,
+        &config,
+        train,
+        Some(test),
+        args.resume.as_deref(),
+        &opts,
+        &mut |s| println!("{s}"),
+    )?;
+    println!(
+        "finished in {:.0} s; checkpoint {}",
+        t0.elapsed().as_secs_f64(),
+        args.out.join("last.safetensors").display()
+    );
     if !summary.skipped.is_empty() {
         println!("{} unreadable images were skipped:", summary.skipped.len());
         for (f, why) in summary.skipped.iter().take(20) {
@@ -265,14 +311,22 @@ fn real_main(args: Args) -> finegrain::Result<()> {
     }
     if let Some(p) = &args.export_torchvision {
         let ck = finegrain::checkpoint::Checkpoint::open(&args.out.join("last.safetensors"))?;
-        let cfg = TrainConfig { batch: 1, ..TrainConfig::default() };
+        let cfg = TrainConfig {
+            batch: 1,
+            ..TrainConfig::default()
+        };
         let (t, _) = finegrain::train::Trainer::new(&gpu, &ck.model, &cfg, 1)?;
         ck.load_into(&gpu, &t.net, false)?;
         finegrain::checkpoint::export_torchvision(&gpu, &t.net, p)?;
         println!("exported a torchvision state dict to {}", p.display());
     }
     if let Some(e) = &summary.final_eval {
-        println!("\ntest: top-1 {:.2}%  top-5 {:.2}%  ({} images)", 100.0 * e.top1_acc(), 100.0 * e.top5_acc(), e.images);
+        println!(
+            "\ntest: top-1 {:.2}%  top-5 {:.2}%  ({} images)",
+            100.0 * e.top1_acc(),
+            100.0 * e.top5_acc(),
+            e.images
+        );
         let names = &info.class_names;
         let name = |i: usize| names.get(i).cloned().unwrap_or_else(|| i.to_string());
         println!("per-class top-1:");

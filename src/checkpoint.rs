@@ -31,7 +31,8 @@ fn to_torch(layout: ParamLayout, v: &[f32]) -> (Vec<usize>, Vec<f32>) {
                 for x in 0..kw {
                     for i in 0..cin {
                         for o in 0..cout {
-                            out[((o * cin + i) * kh + y) * kw + x] = v[((y * kw + x) * cin + i) * cout + o];
+                            out[((o * cin + i) * kh + y) * kw + x] =
+                                v[((y * kw + x) * cin + i) * cout + o];
                         }
                     }
                 }
@@ -60,7 +61,8 @@ fn from_torch(layout: ParamLayout, v: &[f32]) -> Vec<f32> {
                 for x in 0..kw {
                     for i in 0..cin {
                         for o in 0..cout {
-                            out[((y * kw + x) * cin + i) * cout + o] = v[((o * cin + i) * kh + y) * kw + x];
+                            out[((y * kw + x) * cin + i) * cout + o] =
+                                v[((o * cin + i) * kh + y) * kw + x];
                         }
                     }
                 }
@@ -90,9 +92,15 @@ fn torch_shape(layout: ParamLayout) -> Vec<usize> {
 
 /// Write `bytes` to `path` atomically (temporary file in the same folder, fsync, rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let name = path.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let res = (|| {
         let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
@@ -113,7 +121,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Save the network's weights, BN statistics and (with `optimizer`) momentum, plus
 /// `metadata` (training state) and the model configuration.
-pub fn save(gpu: &Gpu, net: &Network, path: &Path, metadata: &HashMap<String, String>, optimizer: bool) -> Result<()> {
+pub fn save(
+    gpu: &Gpu,
+    net: &Network,
+    path: &Path,
+    metadata: &HashMap<String, String>,
+    optimizer: bool,
+) -> Result<()> {
     let mut tensors: BTreeMap<String, (Vec<usize>, Vec<u8>)> = BTreeMap::new();
     for p in &net.params {
         let value = gpu.download(&p.value)?;
@@ -130,18 +144,25 @@ pub fn save(gpu: &Gpu, net: &Network, path: &Path, metadata: &HashMap<String, St
         tensors.insert(p.name.clone(), (shape, bytemuck::cast_slice(&v).to_vec()));
         if optimizer {
             let (shape, v) = to_torch(p.layout, &gpu.download(&p.velocity)?);
-            tensors.insert(format!("{MOMENTUM_PREFIX}{}", p.name), (shape, bytemuck::cast_slice(&v).to_vec()));
+            tensors.insert(
+                format!("{MOMENTUM_PREFIX}{}", p.name),
+                (shape, bytemuck::cast_slice(&v).to_vec()),
+            );
         }
     }
     for s in &net.state {
         let v = gpu.download(&s.value)?;
-        tensors.insert(s.name.clone(), (vec![v.len()], bytemuck::cast_slice(&v).to_vec()));
+        tensors.insert(
+            s.name.clone(),
+            (vec![v.len()], bytemuck::cast_slice(&v).to_vec()),
+        );
     }
     let mut meta = metadata.clone();
     meta.insert(FORMAT_KEY.into(), FORMAT.into());
     meta.insert(
         MODEL_KEY.into(),
-        serde_json::to_string(&net.config).map_err(|e| Error::invalid("model configuration", e.to_string()))?,
+        serde_json::to_string(&net.config)
+            .map_err(|e| Error::invalid("model configuration", e.to_string()))?,
     );
     let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
@@ -172,12 +193,20 @@ impl Checkpoint {
             .map_err(|e| Error::format(path, format!("not a safetensors file: {e}")))?;
         let metadata = meta.metadata().clone().unwrap_or_default();
         let model_json = metadata.get(MODEL_KEY).ok_or_else(|| {
-            Error::format(path, format!("no `{MODEL_KEY}` metadata: not a finegrain checkpoint"))
+            Error::format(
+                path,
+                format!("no `{MODEL_KEY}` metadata: not a finegrain checkpoint"),
+            )
         })?;
         let model: ModelConfig = serde_json::from_str(model_json)
             .map_err(|e| Error::format(path, format!("bad model configuration: {e}")))?;
         model.validate()?;
-        Ok(Checkpoint { model, metadata, bytes, path: path.to_path_buf() })
+        Ok(Checkpoint {
+            model,
+            metadata,
+            bytes,
+            path: path.to_path_buf(),
+        })
     }
 
     /// Copy weights and BN statistics (and momentum with `optimizer`) into `net`. Every
@@ -190,22 +219,32 @@ impl Checkpoint {
         for p in &net.params {
             expected.push((p.name.clone(), torch_shape(p.layout)));
             if optimizer {
-                expected.push((format!("{MOMENTUM_PREFIX}{}", p.name), torch_shape(p.layout)));
+                expected.push((
+                    format!("{MOMENTUM_PREFIX}{}", p.name),
+                    torch_shape(p.layout),
+                ));
             }
         }
         for s in &net.state {
             expected.push((s.name.clone(), s.value.shape.clone()));
         }
-        let names: std::collections::HashSet<String> = st.names().into_iter().map(String::from).collect();
+        let names: std::collections::HashSet<String> =
+            st.names().into_iter().map(String::from).collect();
         let mut problems = Vec::new();
         for (name, shape) in &expected {
             match st.tensor(name) {
                 Err(_) => problems.push(format!("missing tensor `{name}` {shape:?}")),
                 Ok(v) => {
                     if v.dtype() != Dtype::F32 {
-                        problems.push(format!("tensor `{name}` has dtype {:?}, expected F32", v.dtype()));
+                        problems.push(format!(
+                            "tensor `{name}` has dtype {:?}, expected F32",
+                            v.dtype()
+                        ));
                     } else if v.shape() != shape.as_slice() {
-                        problems.push(format!("tensor `{name}` has shape {:?}, expected {shape:?}", v.shape()));
+                        problems.push(format!(
+                            "tensor `{name}` has shape {:?}, expected {shape:?}",
+                            v.shape()
+                        ));
                     }
                 }
             }
@@ -224,14 +263,22 @@ impl Checkpoint {
             ));
         }
         let read = |name: &str| -> Result<Vec<f32>> {
-            let v = st.tensor(name).map_err(|e| Error::format(&self.path, format!("`{name}`: {e}")))?;
+            let v = st
+                .tensor(name)
+                .map_err(|e| Error::format(&self.path, format!("`{name}`: {e}")))?;
             let data = v.data();
-            Ok(data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+            Ok(data
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect())
         };
         for p in &net.params {
             let v = read(&p.name)?;
             if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-                return Err(Error::format(&self.path, format!("tensor `{}` holds a non-finite value at {i}", p.name)));
+                return Err(Error::format(
+                    &self.path,
+                    format!("tensor `{}` holds a non-finite value at {i}", p.name),
+                ));
             }
             gpu.upload(&p.value, &from_torch(p.layout, &v))?;
             if optimizer {
@@ -252,12 +299,20 @@ mod tests {
 
     #[test]
     fn layout_round_trips() {
-        let conv = ParamLayout::Conv { kh: 3, kw: 2, cin: 5, cout: 7 };
+        let conv = ParamLayout::Conv {
+            kh: 3,
+            kw: 2,
+            cin: 5,
+            cout: 7,
+        };
         let v: Vec<f32> = (0..3 * 2 * 5 * 7).map(|i| i as f32).collect();
         let (shape, t) = to_torch(conv, &v);
         assert_eq!(shape, vec![7, 5, 3, 2]);
         // element (kh=2, kw=1, ci=4, co=6) in HWIO is at ((2*2+1)*5+4)*7+6
-        assert_eq!(t[((6 * 5 + 4) * 3 + 2) * 2 + 1], v[((2 * 2 + 1) * 5 + 4) * 7 + 6]);
+        assert_eq!(
+            t[((6 * 5 + 4) * 3 + 2) * 2 + 1],
+            v[((2 * 2 + 1) * 5 + 4) * 7 + 6]
+        );
         assert_eq!(from_torch(conv, &t), v);
         let head = ParamLayout::Head { d: 4, c: 3 };
         let h: Vec<f32> = (0..12).map(|i| i as f32).collect();
@@ -289,14 +344,23 @@ pub struct BackboneReport {
 }
 
 fn f32_tensor(path: &Path, st: &SafeTensors<'_>, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
-    let v = st.tensor(name).map_err(|e| Error::format(path, format!("`{name}`: {e}")))?;
+    let v = st
+        .tensor(name)
+        .map_err(|e| Error::format(path, format!("`{name}`: {e}")))?;
     if v.dtype() != Dtype::F32 {
         return Err(Error::format(
             path,
-            format!("tensor `{name}` has dtype {:?}; convert the state dict to float32 first", v.dtype()),
+            format!(
+                "tensor `{name}` has dtype {:?}; convert the state dict to float32 first",
+                v.dtype()
+            ),
         ));
     }
-    let data = v.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let data = v
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
     Ok((v.shape().to_vec(), data))
 }
 
@@ -308,32 +372,42 @@ fn f32_tensor(path: &Path, st: &SafeTensors<'_>, name: &str) -> Result<(Vec<usiz
 /// count matches; `num_batches_tracked` and other extra tensors are ignored and reported.
 pub fn load_torchvision(gpu: &Gpu, net: &Network, path: &Path) -> Result<BackboneReport> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::format(path, format!("not a safetensors file: {e}")))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| Error::format(path, format!("not a safetensors file: {e}")))?;
     let mut problems = Vec::new();
     let mut used: std::collections::HashSet<String> = std::collections::HashSet::new();
     for p in net.params.iter().filter(|p| !p.name.starts_with("head.")) {
         let want = torch_shape(p.layout);
         match st.tensor(&p.name) {
             Err(_) => problems.push(format!("missing tensor `{}` {want:?}", p.name)),
-            Ok(v) if v.shape() != want.as_slice() => {
-                problems.push(format!("tensor `{}` has shape {:?}, expected {want:?}", p.name, v.shape()))
-            }
+            Ok(v) if v.shape() != want.as_slice() => problems.push(format!(
+                "tensor `{}` has shape {:?}, expected {want:?}",
+                p.name,
+                v.shape()
+            )),
             Ok(_) => {}
         }
     }
     for s in &net.state {
         match st.tensor(&s.name) {
             Err(_) => problems.push(format!("missing tensor `{}` {:?}", s.name, s.value.shape)),
-            Ok(v) if v.shape() != s.value.shape.as_slice() => {
-                problems.push(format!("tensor `{}` has shape {:?}, expected {:?}", s.name, v.shape(), s.value.shape))
-            }
+            Ok(v) if v.shape() != s.value.shape.as_slice() => problems.push(format!(
+                "tensor `{}` has shape {:?}, expected {:?}",
+                s.name,
+                v.shape(),
+                s.value.shape
+            )),
             Ok(_) => {}
         }
     }
     if !problems.is_empty() {
         return Err(Error::format(
             path,
-            format!("does not fit the {} backbone:\n  {}", net.config.name, problems.join("\n  ")),
+            format!(
+                "does not fit the {} backbone:\n  {}",
+                net.config.name,
+                problems.join("\n  ")
+            ),
         ));
     }
     for p in net.params.iter().filter(|p| !p.name.starts_with("head.")) {
@@ -349,7 +423,9 @@ pub fn load_torchvision(gpu: &Gpu, net: &Network, path: &Path) -> Result<Backbon
     let mut report = BackboneReport::default();
     let head_w = net.params.iter().find(|p| p.name == "head.weight");
     let head_b = net.params.iter().find(|p| p.name == "head.bias");
-    if let (Some(hw), Some(hb), Ok(fw), Ok(fb)) = (head_w, head_b, st.tensor("fc.weight"), st.tensor("fc.bias")) {
+    if let (Some(hw), Some(hb), Ok(fw), Ok(fb)) =
+        (head_w, head_b, st.tensor("fc.weight"), st.tensor("fc.bias"))
+    {
         if let ParamLayout::Head { d, c } = hw.layout {
             if fw.shape() == [c, d] && fb.shape() == [c] {
                 let (_, w) = f32_tensor(path, &st, "fc.weight")?;
@@ -392,13 +468,22 @@ pub fn export_torchvision(gpu: &Gpu, net: &Network, path: &Path) -> Result<()> {
             "head.bias" => "fc.bias".to_string(),
             n => n.to_string(),
         };
-        tensors.insert(name, (Dtype::F32, shape, bytemuck::cast_slice(&data).to_vec()));
+        tensors.insert(
+            name,
+            (Dtype::F32, shape, bytemuck::cast_slice(&data).to_vec()),
+        );
     }
     for s in &net.state {
         let v = gpu.download(&s.value)?;
-        tensors.insert(s.name.clone(), (Dtype::F32, vec![v.len()], bytemuck::cast_slice(&v).to_vec()));
+        tensors.insert(
+            s.name.clone(),
+            (Dtype::F32, vec![v.len()], bytemuck::cast_slice(&v).to_vec()),
+        );
         if let Some(bn) = s.name.strip_suffix(".running_mean") {
-            tensors.insert(format!("{bn}.num_batches_tracked"), (Dtype::I64, vec![], 0i64.to_le_bytes().to_vec()));
+            tensors.insert(
+                format!("{bn}.num_batches_tracked"),
+                (Dtype::I64, vec![], 0i64.to_le_bytes().to_vec()),
+            );
         }
     }
     let views: Vec<(String, TensorView<'_>)> = tensors
@@ -409,6 +494,7 @@ pub fn export_torchvision(gpu: &Gpu, net: &Network, path: &Path) -> Result<()> {
                 .map_err(|e| Error::invalid(format!("tensor `{k}`"), e.to_string()))
         })
         .collect::<Result<_>>()?;
-    let bytes = safetensors::serialize(views, None).map_err(|e| Error::invalid("export", e.to_string()))?;
+    let bytes =
+        safetensors::serialize(views, None).map_err(|e| Error::invalid("export", e.to_string()))?;
     write_atomic(path, &bytes)
 }

@@ -44,7 +44,11 @@ pub enum Error {
         "tensor `{tensor}` needs {bytes} bytes, more than this adapter's storage binding limit of \
          {limit} bytes; use a smaller batch or input size"
     )]
-    TooLarge { tensor: String, bytes: u64, limit: u64 },
+    TooLarge {
+        tensor: String,
+        bytes: u64,
+        limit: u64,
+    },
 
     /// An I/O error on a named file.
     #[error("{}: {source}", path.display())]

@@ -78,13 +78,21 @@ pub fn compare(name: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64) -> C
             worst_index: 0,
             worst_err: f64::INFINITY,
             max_abs_err: f64::INFINITY,
-            report: format!("{name}: length {} != reference length {}", got.len(), want.len()),
+            report: format!(
+                "{name}: length {} != reference length {}",
+                got.len(),
+                want.len()
+            ),
         };
     }
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let err = (g as f64 - w).abs();
         let tol = atol + rtol * w.abs();
-        let ratio = if err.is_nan() { f64::INFINITY } else { err / tol };
+        let ratio = if err.is_nan() {
+            f64::INFINITY
+        } else {
+            err / tol
+        };
         // Written so that a NaN error counts as a failure.
         #[allow(clippy::neg_cmp_op_on_partial_ord)]
         let fails = !(err <= tol);
@@ -131,7 +139,12 @@ pub fn assert_close(name: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64)
 }
 
 /// Central finite-difference gradient of `f` at `x` for the listed coordinates.
-pub fn finite_diff(f: &mut dyn FnMut(&[f64]) -> f64, x: &[f64], coords: &[usize], h: f64) -> Vec<f64> {
+pub fn finite_diff(
+    f: &mut dyn FnMut(&[f64]) -> f64,
+    x: &[f64],
+    coords: &[usize],
+    h: f64,
+) -> Vec<f64> {
     let mut xp = x.to_vec();
     coords
         .iter()

@@ -11,7 +11,17 @@ const SIZE: usize = 12;
 fn no_gpu_allocation_inside_the_training_loop() {
     let Some(g) = gpu() else { return };
     let model = ModelConfig::preset("tiny", 1, SIZE, 3).unwrap();
-    let (mut t, _) = Trainer::new(g, &model, &TrainConfig { batch: 4, ce_warmup_epochs: 1, ..TrainConfig::default() }, 10).unwrap();
+    let (mut t, _) = Trainer::new(
+        g,
+        &model,
+        &TrainConfig {
+            batch: 4,
+            ce_warmup_epochs: 1,
+            ..TrainConfig::default()
+        },
+        10,
+    )
+    .unwrap();
     let images = vec![0.5f32; 4 * SIZE * SIZE];
     let labels = vec![0u32, 1, 2, 1];
     t.step(g, &images, &labels).unwrap();
@@ -20,6 +30,9 @@ fn no_gpu_allocation_inside_the_training_loop() {
         t.step(g, &images, &labels).unwrap();
     }
     t.drain(g).unwrap();
-    assert_eq!(g.created(), before, "(buffers, bind groups) created during 6 training steps");
+    assert_eq!(
+        g.created(),
+        before,
+        "(buffers, bind groups) created during 6 training steps"
+    );
 }
-

@@ -44,7 +44,11 @@ fn every_shader_file_is_embedded() {
 fn shaders_translate_to_msl_hlsl_spirv_within_portable_limits() {
     for s in ALL_SHADERS {
         let (module, info) = validate(s.name, s.source);
-        assert!(!s.source.contains("f64"), "{}: f64 is not available on Metal", s.name);
+        assert!(
+            !s.source.contains("f64"),
+            "{}: f64 is not available on Metal",
+            s.name
+        );
 
         // Workgroup memory and invocation limits.
         let wg_bytes: u32 = module
@@ -53,10 +57,19 @@ fn shaders_translate_to_msl_hlsl_spirv_within_portable_limits() {
             .filter(|(_, v)| v.space == naga::AddressSpace::WorkGroup)
             .map(|(_, v)| type_size(&module, v.ty))
             .sum();
-        assert!(wg_bytes <= 16384, "{}: {wg_bytes} bytes of workgroup memory > 16 KiB", s.name);
+        assert!(
+            wg_bytes <= 16384,
+            "{}: {wg_bytes} bytes of workgroup memory > 16 KiB",
+            s.name
+        );
         for ep in &module.entry_points {
             let inv: u32 = ep.workgroup_size.iter().product();
-            assert!(inv <= 256, "{}.{}: {inv} invocations > 256", s.name, ep.name);
+            assert!(
+                inv <= 256,
+                "{}.{}: {inv} invocations > 256",
+                s.name,
+                ep.name
+            );
         }
         let storage = module
             .global_variables
@@ -76,14 +89,21 @@ fn shaders_translate_to_msl_hlsl_spirv_within_portable_limits() {
                 if let Some(rb) = &v.binding {
                     resources.insert(
                         *rb,
-                        msl::BindTarget { buffer: Some(rb.binding as u8), ..Default::default() },
+                        msl::BindTarget {
+                            buffer: Some(rb.binding as u8),
+                            ..Default::default()
+                        },
                     );
                 }
             }
             let mut per_ep = msl::EntryPointResourceMap::default();
             per_ep.insert(
                 ep.name.clone(),
-                msl::EntryPointResources { resources, sizes_buffer: Some(28), ..Default::default() },
+                msl::EntryPointResources {
+                    resources,
+                    sizes_buffer: Some(28),
+                    ..Default::default()
+                },
             );
             let opts = msl::Options {
                 lang_version: (2, 4),

@@ -37,7 +37,11 @@ fn write_dataset(root: &Path) {
             }
         }
     }
-    std::fs::write(root.join("train").join("top").join("broken.jpg"), b"\xff\xd8\xff\xe0 not really a jpeg").unwrap();
+    std::fs::write(
+        root.join("train").join("top").join("broken.jpg"),
+        b"\xff\xd8\xff\xe0 not really a jpeg",
+    )
+    .unwrap();
 }
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -48,7 +52,11 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 fn datasets(root: &Path) -> (Arc<dyn Dataset>, Arc<dyn Dataset>) {
-    let opts = DataOptions { channels: Some(1), size: Some(SIZE), ..DataOptions::default() };
+    let opts = DataOptions {
+        channels: Some(1),
+        size: Some(SIZE),
+        ..DataOptions::default()
+    };
     let train: Arc<dyn Dataset> = Arc::from(open_dataset(root, Split::Train, &opts).unwrap());
     let test: Arc<dyn Dataset> = Arc::from(open_dataset(root, Split::Test, &opts).unwrap());
     (train, test)
@@ -97,7 +105,17 @@ fn train_checkpoint_and_resume_exactly() {
     // 2N steps straight (N = 11 crosses the epoch boundary at 9 steps per epoch and the
     // cross-entropy -> GCE switch).
     let n = 11;
-    let a = run(g, &model, &cfg, train.clone(), Some(test.clone()), None, &opts(&root.join("a"), Some(2 * n)), &mut log).unwrap();
+    let a = run(
+        g,
+        &model,
+        &cfg,
+        train.clone(),
+        Some(test.clone()),
+        None,
+        &opts(&root.join("a"), Some(2 * n)),
+        &mut log,
+    )
+    .unwrap();
     assert_eq!(a.step_losses.len() as u64, 2 * n);
     assert!(a.step_losses.iter().all(|(_, l)| l.is_finite()));
     assert!(
@@ -111,15 +129,44 @@ fn train_checkpoint_and_resume_exactly() {
     assert_eq!(eval.images, 12);
 
     // N steps, then resume from the checkpoint for N more.
-    let b1 = run(g, &model, &cfg, train.clone(), Some(test.clone()), None, &opts(&root.join("b"), Some(n)), &mut log).unwrap();
+    let b1 = run(
+        g,
+        &model,
+        &cfg,
+        train.clone(),
+        Some(test.clone()),
+        None,
+        &opts(&root.join("b"), Some(n)),
+        &mut log,
+    )
+    .unwrap();
     assert_eq!(b1.step_losses.len() as u64, n);
     let ck = root.join("b").join("last.safetensors");
-    let b2 = run(g, &model, &cfg, train.clone(), Some(test), Some(&ck), &opts(&root.join("b"), Some(2 * n)), &mut log).unwrap();
-    let resumed: Vec<(u64, f32)> = b1.step_losses.iter().chain(&b2.step_losses).cloned().collect();
+    let b2 = run(
+        g,
+        &model,
+        &cfg,
+        train.clone(),
+        Some(test),
+        Some(&ck),
+        &opts(&root.join("b"), Some(2 * n)),
+        &mut log,
+    )
+    .unwrap();
+    let resumed: Vec<(u64, f32)> = b1
+        .step_losses
+        .iter()
+        .chain(&b2.step_losses)
+        .cloned()
+        .collect();
     assert_eq!(resumed.len(), a.step_losses.len());
     for ((sa, la), (sb, lb)) in a.step_losses.iter().zip(&resumed) {
         assert_eq!(sa, sb);
-        assert_eq!(la.to_bits(), lb.to_bits(), "step {sa}: straight {la} vs resumed {lb}");
+        assert_eq!(
+            la.to_bits(),
+            lb.to_bits(),
+            "step {sa}: straight {la} vs resumed {lb}"
+        );
     }
 
     // The checkpoint is a valid safetensors file with the model inside.
@@ -135,8 +182,21 @@ fn training_learns_the_toy_classes() {
     write_dataset(&root.join("data"));
     let (train, test) = datasets(&root.join("data"));
     let model = ModelConfig::preset("tiny", 1, SIZE, 3).unwrap();
-    let cfg = TrainConfig { epochs: 6, ..config() };
-    let s = run(g, &model, &cfg, train, Some(test), None, &opts(&root.join("out"), None), &mut |_| {}).unwrap();
+    let cfg = TrainConfig {
+        epochs: 6,
+        ..config()
+    };
+    let s = run(
+        g,
+        &model,
+        &cfg,
+        train,
+        Some(test),
+        None,
+        &opts(&root.join("out"), None),
+        &mut |_| {},
+    )
+    .unwrap();
     let first = s.epochs.first().unwrap().train_loss;
     let last = s.epochs.last().unwrap().train_loss;
     assert!(last < first, "training loss fell: {first} -> {last}");
@@ -153,22 +213,43 @@ fn divergence_stops_training_and_keeps_the_last_good_checkpoint() {
     let (train, test) = datasets(&root.join("data"));
     let model = ModelConfig::preset("tiny", 1, SIZE, 3).unwrap();
     // A sane first run leaves a checkpoint.
-    let good = TrainConfig { epochs: 1, ..config() };
-    run(g, &model, &good, train.clone(), Some(test.clone()), None, &opts(&root.join("out"), Some(3)), &mut |_| {}).unwrap();
+    let good = TrainConfig {
+        epochs: 1,
+        ..config()
+    };
+    run(
+        g,
+        &model,
+        &good,
+        train.clone(),
+        Some(test.clone()),
+        None,
+        &opts(&root.join("out"), Some(3)),
+        &mut |_| {},
+    )
+    .unwrap();
     let ck = root.join("out").join("last.safetensors");
     let before = std::fs::read(&ck).unwrap();
     // An absurd learning rate diverges: the run stops with a clear error...
-    let bad = TrainConfig { lr: 1e30, warmup_epochs: 0.0, ..config() };
+    let bad = TrainConfig {
+        lr: 1e30,
+        warmup_epochs: 0.0,
+        ..config()
+    };
     let mut o = opts(&root.join("out"), None);
     o.checkpoint_every = Some(1);
     let err = run(g, &model, &bad, train, Some(test), None, &o, &mut |_| {}).unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("non-finite") || msg.contains("diverged"), "{msg}");
+    assert!(
+        msg.contains("non-finite") || msg.contains("diverged"),
+        "{msg}"
+    );
     // ...and the file on disk is a loadable checkpoint with finite weights.
     let after = std::fs::read(&ck).unwrap();
     let ck2 = Checkpoint::open(&ck).unwrap();
     let (t, _) = Trainer::new(g, &ck2.model, &good, 10).unwrap();
-    ck2.load_into(g, &t.net, true).expect("the kept checkpoint loads (all values finite)");
+    ck2.load_into(g, &t.net, true)
+        .expect("the kept checkpoint loads (all values finite)");
     assert!(!after.is_empty() && !before.is_empty());
     std::fs::remove_dir_all(&root).unwrap();
 }
@@ -183,11 +264,21 @@ fn checkpoint_mismatch_names_the_tensor() {
     finegrain::checkpoint::save(g, &t3.net, &path, &Default::default(), true).unwrap();
     let m4 = ModelConfig::preset("tiny", 1, SIZE, 4).unwrap();
     let (t4, _) = Trainer::new(g, &m4, &config(), 10).unwrap();
-    let err = Checkpoint::open(&path).unwrap().load_into(g, &t4.net, true).unwrap_err().to_string();
-    assert!(err.contains("head.weight") && err.contains("expected"), "{err}");
+    let err = Checkpoint::open(&path)
+        .unwrap()
+        .load_into(g, &t4.net, true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("head.weight") && err.contains("expected"),
+        "{err}"
+    );
     // A file that is not a checkpoint.
     std::fs::write(root.join("junk.safetensors"), b"junk").unwrap();
-    let err = Checkpoint::open(&root.join("junk.safetensors")).err().expect("junk rejected").to_string();
+    let err = Checkpoint::open(&root.join("junk.safetensors"))
+        .err()
+        .expect("junk rejected")
+        .to_string();
     assert!(err.contains("junk.safetensors"), "{err}");
     std::fs::remove_dir_all(&root).unwrap();
 }
@@ -197,17 +288,31 @@ fn torchvision_export_and_backbone_load_round_trip() {
     let Some(g) = gpu() else { return };
     let root = temp_dir("torchvision");
     let model = ModelConfig::preset("tiny", 1, SIZE, 3).unwrap();
-    let cfg = TrainConfig { seed: 5, ..config() };
+    let cfg = TrainConfig {
+        seed: 5,
+        ..config()
+    };
     let (a, _) = Trainer::new(g, &model, &cfg, 10).unwrap();
     let path = root.join("resnet.safetensors");
     finegrain::checkpoint::export_torchvision(g, &a.net, &path).unwrap();
     // A differently initialised network takes the backbone and the head (from fc).
-    let (b, _) = Trainer::new(g, &model, &TrainConfig { seed: 6, ..config() }, 10).unwrap();
+    let (b, _) = Trainer::new(
+        g,
+        &model,
+        &TrainConfig {
+            seed: 6,
+            ..config()
+        },
+        10,
+    )
+    .unwrap();
     let rep = finegrain::checkpoint::load_torchvision(g, &b.net, &path).unwrap();
     assert!(rep.head_from_fc);
     assert!(rep.ignored.is_empty(), "{:?}", rep.ignored);
     let mut rng = rand::rngs::StdRng::seed_from_u64(9);
-    let images: Vec<f32> = (0..4 * SIZE * SIZE).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let images: Vec<f32> = (0..4 * SIZE * SIZE)
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
     let sa = a.eval_scores(g, &images, 4).unwrap();
     let sb = b.eval_scores(g, &images, 4).unwrap();
     assert_eq!(sa, sb, "same weights, same scores");
@@ -216,11 +321,22 @@ fn torchvision_export_and_backbone_load_round_trip() {
     let (c, _) = Trainer::new(g, &m5, &config(), 10).unwrap();
     let rep = finegrain::checkpoint::load_torchvision(g, &c.net, &path).unwrap();
     assert!(!rep.head_from_fc);
-    assert_eq!(rep.ignored, vec!["fc.bias".to_string(), "fc.weight".to_string()]);
+    assert_eq!(
+        rep.ignored,
+        vec!["fc.bias".to_string(), "fc.weight".to_string()]
+    );
     // A backbone of another shape is an error naming the tensors.
-    let wide = ModelConfig { widths: vec![32, 96], ..model.clone() };
+    let wide = ModelConfig {
+        widths: vec![32, 96],
+        ..model.clone()
+    };
     let (d, _) = Trainer::new(g, &wide, &config(), 10).unwrap();
-    let err = finegrain::checkpoint::load_torchvision(g, &d.net, &path).unwrap_err().to_string();
-    assert!(err.contains("layer2.0.conv1.weight") && err.contains("expected"), "{err}");
+    let err = finegrain::checkpoint::load_torchvision(g, &d.net, &path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("layer2.0.conv1.weight") && err.contains("expected"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&root).unwrap();
 }

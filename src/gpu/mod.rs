@@ -8,7 +8,7 @@ mod profiler;
 mod tensor;
 
 pub use pipeline::{Dispatch, ShaderSource};
-pub use profiler::{Profiler, ProfileRow};
+pub use profiler::{ProfileRow, Profiler};
 pub use tensor::{DType, Tensor};
 
 use crate::error::{Error, Result};
@@ -127,7 +127,10 @@ impl Gpu {
         let mut candidates: Vec<wgpu::Adapter> = Vec::new();
         for a in adapters {
             let info = a.get_info();
-            seen.push(format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type));
+            seen.push(format!(
+                "{} ({:?}, {:?})",
+                info.name, info.backend, info.device_type
+            ));
             if let Some(want) = &opts.adapter_name {
                 if !info.name.to_lowercase().contains(&want.to_lowercase()) {
                     continue;
@@ -246,7 +249,11 @@ impl Gpu {
             i.driver,
             i.driver_info,
             self.limits.max_storage_buffer_binding_size >> 20,
-            if opt.is_empty() { "none".to_string() } else { opt.join(", ") }
+            if opt.is_empty() {
+                "none".to_string()
+            } else {
+                opt.join(", ")
+            }
         )
     }
 
@@ -319,7 +326,12 @@ impl Gpu {
     }
 
     /// Record `dispatches` into one compute pass of `encoder`, in order.
-    pub fn record(&self, encoder: &mut wgpu::CommandEncoder, label: &str, dispatches: &[&Dispatch]) {
+    pub fn record(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        label: &str,
+        dispatches: &[&Dispatch],
+    ) {
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some(label),
             timestamp_writes: None,

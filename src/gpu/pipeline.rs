@@ -19,7 +19,8 @@ impl ShaderSource {
     pub fn validate(&self) -> Result<naga::Module> {
         let module = naga::front::wgsl::parse_str(self.source).map_err(|e| Error::Shader {
             shader: self.name.to_string(),
-            message: e.emit_to_string_with_path(self.source, &format!("shaders/{}.wgsl", self.name)),
+            message: e
+                .emit_to_string_with_path(self.source, &format!("shaders/{}.wgsl", self.name)),
         })?;
         let mut v = naga::valid::Validator::new(
             naga::valid::ValidationFlags::all(),
@@ -27,7 +28,8 @@ impl ShaderSource {
         );
         v.validate(&module).map_err(|e| Error::Shader {
             shader: self.name.to_string(),
-            message: e.emit_to_string_with_path(self.source, &format!("shaders/{}.wgsl", self.name)),
+            message: e
+                .emit_to_string_with_path(self.source, &format!("shaders/{}.wgsl", self.name)),
         })?;
         Ok(module)
     }

@@ -57,7 +57,11 @@ impl Profiler {
     }
 
     /// Record `dispatches`, each in its own timed pass.
-    pub fn record(&mut self, encoder: &mut wgpu::CommandEncoder, dispatches: &[&Dispatch]) -> Result<()> {
+    pub fn record(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        dispatches: &[&Dispatch],
+    ) -> Result<()> {
         for d in dispatches {
             let i = self.names.len() as u32;
             if i >= self.capacity {
@@ -83,7 +87,11 @@ impl Profiler {
 
     /// Submit `encoder` (after adding the resolve), wait, and return per-kernel times in
     /// the order kernels first appeared. Clears the profiler for the next use.
-    pub fn finish(&mut self, gpu: &Gpu, mut encoder: wgpu::CommandEncoder) -> Result<Vec<ProfileRow>> {
+    pub fn finish(
+        &mut self,
+        gpu: &Gpu,
+        mut encoder: wgpu::CommandEncoder,
+    ) -> Result<Vec<ProfileRow>> {
         let n = self.names.len() as u32 * 2;
         if n > 0 {
             encoder.resolve_query_set(&self.query_set, 0..n, &self.resolve, 0);
@@ -105,7 +113,11 @@ impl Profiler {
                     r.calls += 1;
                     r.ms += dt;
                 }
-                None => rows.push(ProfileRow { name, calls: 1, ms: dt }),
+                None => rows.push(ProfileRow {
+                    name,
+                    calls: 1,
+                    ms: dt,
+                }),
             }
         }
         Ok(rows)

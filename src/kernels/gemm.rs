@@ -84,7 +84,11 @@ fn check_len(t: &Tensor, need: usize, what: &str) -> Result<()> {
     if t.numel() < need {
         return Err(Error::invalid(
             format!("gemm operand {what} (`{}`)", t.label),
-            format!("needs at least {need} elements, has {} (shape {:?})", t.numel(), t.shape),
+            format!(
+                "needs at least {need} elements, has {} (shape {:?})",
+                t.numel(),
+                t.shape
+            ),
         ));
     }
     Ok(())

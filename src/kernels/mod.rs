@@ -1,8 +1,8 @@
 //! One launcher per shader: a `#[repr(C)]` Pod parameter block matching the WGSL `Params`
 //! struct, and functions that build [`Dispatch`](crate::gpu::Dispatch)es at setup time.
 
-pub mod conv2d;
 pub mod batchnorm;
+pub mod conv2d;
 pub mod elementwise;
 pub mod gemm;
 pub mod pool;
@@ -31,5 +31,13 @@ pub const SGD: ShaderSource = shader!("sgd");
 
 /// Every shader the crate embeds (the portability test checks that this covers `shaders/`).
 pub const ALL_SHADERS: &[ShaderSource] = &[
-    BATCHNORM, CONV2D, DIVERSIFY, ELEMENTWISE, GEMM, HEAD, LOSS, POOL, SGD,
+    BATCHNORM,
+    CONV2D,
+    DIVERSIFY,
+    ELEMENTWISE,
+    GEMM,
+    HEAD,
+    LOSS,
+    POOL,
+    SGD,
 ];

@@ -57,26 +57,67 @@ pub struct ModelConfig {
 impl ModelConfig {
     /// A preset by name: `tiny` (28x28 grayscale, 3 stages, fast on a CPU adapter),
     /// `small` (32-64 px), `resnet18`, `resnet34`, `resnet50` (torchvision topology).
-    pub fn preset(name: &str, in_channels: usize, input_size: usize, num_classes: usize) -> Result<Self> {
-        let tv_stem = StemConfig { kernel: 7, stride: 2, pad: 3, channels: 64, maxpool: true };
+    pub fn preset(
+        name: &str,
+        in_channels: usize,
+        input_size: usize,
+        num_classes: usize,
+    ) -> Result<Self> {
+        let tv_stem = StemConfig {
+            kernel: 7,
+            stride: 2,
+            pad: 3,
+            channels: 64,
+            maxpool: true,
+        };
         let (stem, block, layers, widths, strides) = match name {
             "tiny" => (
-                StemConfig { kernel: 3, stride: 1, pad: 1, channels: 16, maxpool: false },
+                StemConfig {
+                    kernel: 3,
+                    stride: 1,
+                    pad: 1,
+                    channels: 16,
+                    maxpool: false,
+                },
                 BlockKind::Basic,
                 vec![1, 1],
                 vec![32, 64],
                 vec![2, 2],
             ),
             "small" => (
-                StemConfig { kernel: 3, stride: 1, pad: 1, channels: 32, maxpool: false },
+                StemConfig {
+                    kernel: 3,
+                    stride: 1,
+                    pad: 1,
+                    channels: 32,
+                    maxpool: false,
+                },
                 BlockKind::Basic,
                 vec![1, 1, 1],
                 vec![32, 64, 128],
                 vec![1, 2, 2],
             ),
-            "resnet18" => (tv_stem, BlockKind::Basic, vec![2, 2, 2, 2], vec![64, 128, 256, 512], vec![1, 2, 2, 2]),
-            "resnet34" => (tv_stem, BlockKind::Basic, vec![3, 4, 6, 3], vec![64, 128, 256, 512], vec![1, 2, 2, 2]),
-            "resnet50" => (tv_stem, BlockKind::Bottleneck, vec![3, 4, 6, 3], vec![64, 128, 256, 512], vec![1, 2, 2, 2]),
+            "resnet18" => (
+                tv_stem,
+                BlockKind::Basic,
+                vec![2, 2, 2, 2],
+                vec![64, 128, 256, 512],
+                vec![1, 2, 2, 2],
+            ),
+            "resnet34" => (
+                tv_stem,
+                BlockKind::Basic,
+                vec![3, 4, 6, 3],
+                vec![64, 128, 256, 512],
+                vec![1, 2, 2, 2],
+            ),
+            "resnet50" => (
+                tv_stem,
+                BlockKind::Bottleneck,
+                vec![3, 4, 6, 3],
+                vec![64, 128, 256, 512],
+                vec![1, 2, 2, 2],
+            ),
             other => {
                 return Err(Error::invalid(
                     "--model",
@@ -104,7 +145,10 @@ impl ModelConfig {
     /// Check that the configuration describes a buildable network.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::invalid("model configuration", m));
-        if self.layers.is_empty() || self.layers.len() != self.widths.len() || self.layers.len() != self.strides.len() {
+        if self.layers.is_empty()
+            || self.layers.len() != self.widths.len()
+            || self.layers.len() != self.strides.len()
+        {
             return bad(format!(
                 "layers {:?}, widths {:?}, strides {:?} must be non-empty and of equal length",
                 self.layers, self.widths, self.strides
@@ -114,14 +158,24 @@ impl ModelConfig {
             return bad("stage sizes, widths and strides must be positive".into());
         }
         if self.num_classes < 2 {
-            return bad(format!("num_classes is {}, need at least 2", self.num_classes));
+            return bad(format!(
+                "num_classes is {}, need at least 2",
+                self.num_classes
+            ));
         }
-        if self.in_channels == 0 || self.stem.channels == 0 || self.stem.kernel == 0 || self.stem.stride == 0 {
+        if self.in_channels == 0
+            || self.stem.channels == 0
+            || self.stem.kernel == 0
+            || self.stem.stride == 0
+        {
             return bad("stem and input channels must be positive".into());
         }
         let (h, _) = self.feature_size();
         if h == 0 {
-            return bad(format!("input size {} is too small for this network", self.input_size));
+            return bad(format!(
+                "input size {} is too small for this network",
+                self.input_size
+            ));
         }
         Ok(())
     }
@@ -135,7 +189,12 @@ impl ModelConfig {
                 (s + 2 * p - k) / st + 1
             }
         };
-        let mut s = conv(self.input_size, self.stem.kernel, self.stem.stride, self.stem.pad);
+        let mut s = conv(
+            self.input_size,
+            self.stem.kernel,
+            self.stem.stride,
+            self.stem.pad,
+        );
         if self.stem.maxpool {
             s = conv(s, 3, 2, 1);
         }

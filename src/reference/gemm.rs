@@ -23,7 +23,11 @@ pub fn gemm(
                 let bv = if trans_b { b[j * k + l] } else { b[l * n + j] };
                 s += av * bv;
             }
-            let cv = if beta != 0.0 { beta * c[i * n + j] } else { 0.0 };
+            let cv = if beta != 0.0 {
+                beta * c[i * n + j]
+            } else {
+                0.0
+            };
             c[i * n + j] = alpha * s + cv;
         }
     }

@@ -2,12 +2,12 @@
 //! tests compare the GPU against them, and their own gradients are checked by central
 //! finite differences. Same layouts as the GPU side (NHWC activations, HWIO weights).
 
-pub mod conv2d;
 pub mod batchnorm;
+pub mod conv2d;
+pub mod diversify;
 pub mod elementwise;
 pub mod gemm;
-pub mod pool;
-pub mod sgd;
-pub mod diversify;
 pub mod head;
 pub mod loss;
+pub mod pool;
+pub mod sgd;

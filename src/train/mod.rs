@@ -80,7 +80,11 @@ impl Default for TrainConfig {
 impl TrainConfig {
     /// The method settings for a model with `classes` classes and class maps of `map` size.
     /// Returns a note when GCE's k was clamped to C - 1.
-    pub fn method(&self, classes: usize, map: (usize, usize)) -> Result<(MethodConfig, Option<String>)> {
+    pub fn method(
+        &self,
+        classes: usize,
+        map: (usize, usize),
+    ) -> Result<(MethodConfig, Option<String>)> {
         let mut note = None;
         let loss = match self.loss {
             LossChoice::Ce => LossKind::CrossEntropy,
@@ -99,7 +103,11 @@ impl TrainConfig {
             let cfg = DiversifyConfig {
                 p_peak: self.p_peak,
                 p_patch: self.p_patch,
-                grid: if self.grid == 0 { DiversifyConfig::grid_for_map(map.0, map.1) } else { self.grid },
+                grid: if self.grid == 0 {
+                    DiversifyConfig::grid_for_map(map.0, map.1)
+                } else {
+                    self.grid
+                },
                 alpha: self.alpha,
                 seed: (self.seed as u32) ^ ((self.seed >> 32) as u32),
             };
@@ -120,10 +128,16 @@ impl TrainConfig {
             return Err(Error::invalid("--batch", "must be at least 1"));
         }
         if self.lr.is_nan() || self.lr <= 0.0 || self.lr.is_infinite() {
-            return Err(Error::invalid("--lr", format!("{} is not a positive number", self.lr)));
+            return Err(Error::invalid(
+                "--lr",
+                format!("{} is not a positive number", self.lr),
+            ));
         }
         if !(0.0..1.0).contains(&self.momentum) {
-            return Err(Error::invalid("--momentum", format!("{} is not in [0, 1)", self.momentum)));
+            return Err(Error::invalid(
+                "--momentum",
+                format!("{} is not in [0, 1)", self.momentum),
+            ));
         }
         if self.weight_decay.is_nan() || self.weight_decay < 0.0 {
             return Err(Error::invalid("--weight-decay", "must be >= 0"));
@@ -164,7 +178,12 @@ pub struct Trainer {
 
 impl Trainer {
     /// Build the network and its iteration for `model`; `steps_per_epoch` sizes the schedule.
-    pub fn new(gpu: &Gpu, model: &ModelConfig, config: &TrainConfig, steps_per_epoch: u64) -> Result<(Trainer, Option<String>)> {
+    pub fn new(
+        gpu: &Gpu,
+        model: &ModelConfig,
+        config: &TrainConfig,
+        steps_per_epoch: u64,
+    ) -> Result<(Trainer, Option<String>)> {
         config.validate()?;
         model.validate()?;
         let (method, note) = config.method(model.num_classes, model.feature_size())?;
@@ -181,14 +200,23 @@ impl Trainer {
             .map(|i| gpu.staging_buffer(&format!("loss.stats.staging{i}"), 16))
             .collect();
         Ok((
-            Trainer { net, config: config.clone(), schedule, step: 0, steps_per_epoch: spe, staging, pending: VecDeque::new() },
+            Trainer {
+                net,
+                config: config.clone(),
+                schedule,
+                step: 0,
+                steps_per_epoch: spe,
+                staging,
+                pending: VecDeque::new(),
+            },
             note,
         ))
     }
 
     /// Whether step `step` trains with cross-entropy (warm-up phase before GCE).
     pub fn in_ce_phase(&self, step: u64) -> bool {
-        self.config.loss == LossChoice::Gce && step < self.config.ce_warmup_epochs as u64 * self.steps_per_epoch
+        self.config.loss == LossChoice::Gce
+            && step < self.config.ce_warmup_epochs as u64 * self.steps_per_epoch
     }
 
     /// Learning rate of the next step.
@@ -205,11 +233,17 @@ impl Trainer {
         gpu.upload(&net.labels, labels)?;
         gpu.upload(&net.step, &[self.step as u32, (self.step >> 32) as u32])?;
         let lr = self.schedule.lr(self.step);
-        gpu.upload(&net.hyper, &[lr, self.config.momentum, self.config.weight_decay, 1.0])?;
+        gpu.upload(
+            &net.hyper,
+            &[lr, self.config.momentum, self.config.weight_decay, 1.0],
+        )?;
         let slot = (self.step % self.staging.len() as u64) as usize;
         let mut enc = gpu.encoder("train.step");
         {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("train.step"), timestamp_writes: None });
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("train.step"),
+                timestamp_writes: None,
+            });
             for d in net.train_dispatches(self.in_ce_phase(self.step)) {
                 d.record(&mut pass);
             }
@@ -242,16 +276,29 @@ impl Trainer {
             let _ = tx.send(r);
         });
         gpu.device
-            .poll(wgpu::PollType::Wait { submission_index: Some(idx), timeout: None })
-            .map_err(|e| Error::Gpu { context: "waiting for a training step".into(), message: e.to_string() })?;
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(idx),
+                timeout: None,
+            })
+            .map_err(|e| Error::Gpu {
+                context: "waiting for a training step".into(),
+                message: e.to_string(),
+            })?;
         gpu.check("training step")?;
         rx.recv()
-            .map_err(|_| Error::Gpu { context: "stats readback".into(), message: "map callback never ran".into() })?
-            .map_err(|e| Error::Gpu { context: "stats readback".into(), message: e.to_string() })?;
+            .map_err(|_| Error::Gpu {
+                context: "stats readback".into(),
+                message: "map callback never ran".into(),
+            })?
+            .map_err(|e| Error::Gpu {
+                context: "stats readback".into(),
+                message: e.to_string(),
+            })?;
         let v: [f32; 4] = {
-            let view = slice
-                .get_mapped_range()
-                .map_err(|e| Error::Gpu { context: "stats readback".into(), message: e.to_string() })?;
+            let view = slice.get_mapped_range().map_err(|e| Error::Gpu {
+                context: "stats readback".into(),
+                message: e.to_string(),
+            })?;
             let f: &[f32] = bytemuck::cast_slice(&view);
             [f[0], f[1], f[2], f[3]]
         };
@@ -266,7 +313,13 @@ impl Trainer {
                 self.schedule.lr(step)
             )));
         }
-        Ok(StepStats { step, loss, top1: v[1], top5: v[2], images: n })
+        Ok(StepStats {
+            step,
+            loss,
+            top1: v[1],
+            top5: v[2],
+            images: n,
+        })
     }
 
     /// Run the evaluation forward on one batch (padded to the network's batch size) and
@@ -276,7 +329,10 @@ impl Trainer {
         gpu.upload(&net.images, images)?;
         let mut enc = gpu.encoder("eval.batch");
         {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("eval.batch"), timestamp_writes: None });
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("eval.batch"),
+                timestamp_writes: None,
+            });
             for d in &net.eval {
                 d.record(&mut pass);
             }
@@ -303,7 +359,14 @@ pub struct EvalReport {
 
 impl EvalReport {
     pub fn new(classes: usize) -> Self {
-        EvalReport { classes, images: 0, top1: 0, top5: 0, loss_sum: 0.0, confusion: vec![vec![0; classes]; classes] }
+        EvalReport {
+            classes,
+            images: 0,
+            top1: 0,
+            top5: 0,
+            loss_sum: 0.0,
+            confusion: vec![vec![0; classes]; classes],
+        }
     }
 
     /// Add a batch of scores (N, C) with labels.

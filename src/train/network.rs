@@ -17,7 +17,9 @@ use crate::kernels::batchnorm::{
 use crate::kernels::conv2d::{
     conv2d_backward_data, conv2d_backward_weight, conv2d_forward, Conv2dShape,
 };
-use crate::kernels::elementwise::{add_inplace, add_relu_inplace, relu_backward_inplace, relu_forward_inplace};
+use crate::kernels::elementwise::{
+    add_inplace, add_relu_inplace, relu_backward_inplace, relu_forward_inplace,
+};
 use crate::kernels::pool::{maxpool_backward, maxpool_forward, MaxPoolShape};
 use crate::kernels::sgd::sgd_step;
 use crate::method::diversify::{
@@ -32,7 +34,12 @@ use rand::{Rng, SeedableRng};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ParamLayout {
     /// Convolution weight, GPU layout (KH, KW, Cin, Cout); PyTorch (Cout, Cin, KH, KW).
-    Conv { kh: usize, kw: usize, cin: usize, cout: usize },
+    Conv {
+        kh: usize,
+        kw: usize,
+        cin: usize,
+        cout: usize,
+    },
     /// Class-map head weight, GPU layout (D, C); PyTorch 1x1 conv (C, D, 1, 1).
     Head { d: usize, c: usize },
     /// A vector (BN gamma/beta, head bias).
@@ -77,12 +84,12 @@ struct ConvBn {
     beta: usize,
     running_mean: usize,
     running_var: usize,
-    save_mean: Tensor,  // (Cout)
+    save_mean: Tensor,   // (Cout)
     save_invstd: Tensor, // (Cout)
-    z: Tensor,  // (N, OH, OW, Cout) convolution output
-    dz: Tensor, // (N, OH, OW, Cout)
-    y: Tensor,  // (N, OH, OW, Cout) BN output (ReLU / residual join in place)
-    dy: Tensor, // (N, OH, OW, Cout) gradient of y
+    z: Tensor,           // (N, OH, OW, Cout) convolution output
+    dz: Tensor,          // (N, OH, OW, Cout)
+    y: Tensor,           // (N, OH, OW, Cout) BN output (ReLU / residual join in place)
+    dy: Tensor,          // (N, OH, OW, Cout) gradient of y
     relu: bool,
 }
 
@@ -141,18 +148,34 @@ struct Alloc<'a> {
 }
 
 impl Alloc<'_> {
-    fn param(&mut self, name: &str, layout: ParamLayout, init: Vec<f32>, decay: bool) -> Result<usize> {
+    fn param(
+        &mut self,
+        name: &str,
+        layout: ParamLayout,
+        init: Vec<f32>,
+        decay: bool,
+    ) -> Result<usize> {
         let shape = layout.shape();
         let value = self.gpu.tensor(name, &shape, &init)?;
         let grad = self.gpu.zeros(&format!("{name}.grad"), &shape)?;
         let velocity = self.gpu.zeros(&format!("{name}.momentum"), &shape)?;
-        self.params.push(Param { name: name.to_string(), layout, value, grad, velocity, decay });
+        self.params.push(Param {
+            name: name.to_string(),
+            layout,
+            value,
+            grad,
+            velocity,
+            decay,
+        });
         Ok(self.params.len() - 1)
     }
 
     fn state(&mut self, name: &str, init: Vec<f32>) -> Result<usize> {
         let value = self.gpu.tensor(name, &[init.len()], &init)?;
-        self.state.push(StateTensor { name: name.to_string(), value });
+        self.state.push(StateTensor {
+            name: name.to_string(),
+            value,
+        });
         Ok(self.state.len() - 1)
     }
 
@@ -185,17 +208,52 @@ impl Alloc<'_> {
         relu: bool,
         cfg: &ModelConfig,
     ) -> Result<ConvBn> {
-        let conv = Conv2dShape { n, h: hw.0, w: hw.1, cin, cout, kh: k, kw: k, stride, pad };
+        let conv = Conv2dShape {
+            n,
+            h: hw.0,
+            w: hw.1,
+            cin,
+            cout,
+            kh: k,
+            kw: k,
+            stride,
+            pad,
+        };
         conv.validate()?;
         let (oh, ow) = (conv.oh(), conv.ow());
         let rows = n * oh * ow;
-        let bn = BatchNormShape { rows, channels: cout, eps: cfg.bn_eps, momentum: cfg.bn_momentum };
+        let bn = BatchNormShape {
+            rows,
+            channels: cout,
+            eps: cfg.bn_eps,
+            momentum: cfg.bn_momentum,
+        };
         let wname = format!("{prefix}{conv_name}.weight");
         let init = self.kaiming(k * k * cin * cout, k * k * cout);
-        let weight = self.param(&wname, ParamLayout::Conv { kh: k, kw: k, cin, cout }, init, true)?;
+        let weight = self.param(
+            &wname,
+            ParamLayout::Conv {
+                kh: k,
+                kw: k,
+                cin,
+                cout,
+            },
+            init,
+            true,
+        )?;
         let b = format!("{prefix}{bn_name}");
-        let gamma = self.param(&format!("{b}.weight"), ParamLayout::Vector(cout), vec![1.0; cout], false)?;
-        let beta = self.param(&format!("{b}.bias"), ParamLayout::Vector(cout), vec![0.0; cout], false)?;
+        let gamma = self.param(
+            &format!("{b}.weight"),
+            ParamLayout::Vector(cout),
+            vec![1.0; cout],
+            false,
+        )?;
+        let beta = self.param(
+            &format!("{b}.bias"),
+            ParamLayout::Vector(cout),
+            vec![0.0; cout],
+            false,
+        )?;
         let running_mean = self.state(&format!("{b}.running_mean"), vec![0.0; cout])?;
         let running_var = self.state(&format!("{b}.running_var"), vec![1.0; cout])?;
         let g = self.gpu;
@@ -224,16 +282,43 @@ impl ConvBn {
         (self.conv.oh(), self.conv.ow())
     }
 
-    fn forward(&self, gpu: &Gpu, net: &NetRefs, x: &Tensor, train: bool, out: &mut Vec<Dispatch>) -> Result<()> {
-        out.push(conv2d_forward(gpu, &self.conv, x, &net.params[self.weight].value, &self.z)?);
+    fn forward(
+        &self,
+        gpu: &Gpu,
+        net: &NetRefs,
+        x: &Tensor,
+        train: bool,
+        out: &mut Vec<Dispatch>,
+    ) -> Result<()> {
+        out.push(conv2d_forward(
+            gpu,
+            &self.conv,
+            x,
+            &net.params[self.weight].value,
+            &self.z,
+        )?);
         let (gamma, beta) = (&net.params[self.gamma].value, &net.params[self.beta].value);
-        let (rm, rv) = (&net.state[self.running_mean].value, &net.state[self.running_var].value);
+        let (rm, rv) = (
+            &net.state[self.running_mean].value,
+            &net.state[self.running_var].value,
+        );
         if train {
             out.extend(batchnorm_forward_train(
-                gpu, &self.bn, &self.z, gamma, beta, rm, rv, &self.save_mean, &self.save_invstd, &self.y,
+                gpu,
+                &self.bn,
+                &self.z,
+                gamma,
+                beta,
+                rm,
+                rv,
+                &self.save_mean,
+                &self.save_invstd,
+                &self.y,
             )?);
         } else {
-            out.push(batchnorm_forward_eval(gpu, &self.bn, &self.z, gamma, beta, rm, rv, &self.y)?);
+            out.push(batchnorm_forward_eval(
+                gpu, &self.bn, &self.z, gamma, beta, rm, rv, &self.y,
+            )?);
         }
         if self.relu {
             out.push(relu_forward_inplace(gpu, &self.y)?);
@@ -268,9 +353,23 @@ impl ConvBn {
             &p[self.gamma].grad,
             &p[self.beta].grad,
         )?);
-        out.push(conv2d_backward_weight(gpu, &self.conv, x, &self.dz, &p[self.weight].grad, false)?);
+        out.push(conv2d_backward_weight(
+            gpu,
+            &self.conv,
+            x,
+            &self.dz,
+            &p[self.weight].grad,
+            false,
+        )?);
         if let Some((dx, accumulate)) = dx {
-            out.push(conv2d_backward_data(gpu, &self.conv, &self.dz, &p[self.weight].value, dx, accumulate)?);
+            out.push(conv2d_backward_data(
+                gpu,
+                &self.conv,
+                &self.dz,
+                &p[self.weight].value,
+                dx,
+                accumulate,
+            )?);
         }
         Ok(())
     }
@@ -309,7 +408,14 @@ impl Layers {
         }
     }
 
-    fn forward(&self, gpu: &Gpu, net: &NetRefs, images: &Tensor, train: bool, out: &mut Vec<Dispatch>) -> Result<()> {
+    fn forward(
+        &self,
+        gpu: &Gpu,
+        net: &NetRefs,
+        images: &Tensor,
+        train: bool,
+        out: &mut Vec<Dispatch>,
+    ) -> Result<()> {
         self.stem.forward(gpu, net, images, train, out)?;
         if let Some((s, y, _, idx)) = &self.pool {
             out.push(maxpool_forward(gpu, s, &self.stem.y, y, idx)?);
@@ -334,7 +440,13 @@ impl Layers {
         Ok(())
     }
 
-    fn backward(&self, gpu: &Gpu, net: &NetRefs, images: &Tensor, out: &mut Vec<Dispatch>) -> Result<()> {
+    fn backward(
+        &self,
+        gpu: &Gpu,
+        net: &NetRefs,
+        images: &Tensor,
+        out: &mut Vec<Dispatch>,
+    ) -> Result<()> {
         for b in (0..self.blocks.len()).rev() {
             let block = &self.blocks[b];
             let prev = if b == 0 { None } else { Some(b - 1) };
@@ -344,7 +456,11 @@ impl Layers {
             out.push(relu_backward_inplace(gpu, &last.y, &last.dy)?);
             for i in (0..block.units.len()).rev() {
                 let u = &block.units[i];
-                let (ux, udx) = if i == 0 { (x, dx) } else { (&block.units[i - 1].y, &block.units[i - 1].dy) };
+                let (ux, udx) = if i == 0 {
+                    (x, dx)
+                } else {
+                    (&block.units[i - 1].y, &block.units[i - 1].dy)
+                };
                 u.backward(gpu, net, ux, &u.dy, Some((udx, false)), out)?;
             }
             match &block.downsample {
@@ -355,13 +471,20 @@ impl Layers {
         if let Some((s, _, dy, idx)) = &self.pool {
             out.push(maxpool_backward(gpu, s, dy, idx, &self.stem.dy)?);
         }
-        self.stem.backward(gpu, net, images, &self.stem.dy, None, out)
+        self.stem
+            .backward(gpu, net, images, &self.stem.dy, None, out)
     }
 }
 
 impl Network {
     /// Allocate every buffer of `config` for batch size `batch` and build the dispatch lists.
-    pub fn new(gpu: &Gpu, config: &ModelConfig, batch: usize, method: &MethodConfig, seed: u64) -> Result<Network> {
+    pub fn new(
+        gpu: &Gpu,
+        config: &ModelConfig,
+        batch: usize,
+        method: &MethodConfig,
+        seed: u64,
+    ) -> Result<Network> {
         config.validate()?;
         if batch == 0 {
             return Err(Error::invalid("--batch", "batch size must be at least 1"));
@@ -375,13 +498,31 @@ impl Network {
         let n = batch;
         let s = config.input_size;
         let stem = a.conv_bn(
-            "", "conv1", "bn1", n, (s, s), config.in_channels, config.stem.channels,
-            config.stem.kernel, config.stem.stride, config.stem.pad, true, config,
+            "",
+            "conv1",
+            "bn1",
+            n,
+            (s, s),
+            config.in_channels,
+            config.stem.channels,
+            config.stem.kernel,
+            config.stem.stride,
+            config.stem.pad,
+            true,
+            config,
         )?;
         let mut hw = stem.out_hw();
         let mut c = config.stem.channels;
         let pool = if config.stem.maxpool {
-            let ps = MaxPoolShape { n, h: hw.0, w: hw.1, c, k: 3, stride: 2, pad: 1 };
+            let ps = MaxPoolShape {
+                n,
+                h: hw.0,
+                w: hw.1,
+                c,
+                k: 3,
+                stride: 2,
+                pad: 1,
+            };
             hw = (ps.oh(), ps.ow());
             let shape = [n, hw.0, hw.1, c];
             Some((
@@ -395,7 +536,13 @@ impl Network {
         };
         let exp = config.block.expansion();
         let mut blocks = Vec::new();
-        for (si, ((&nb, &width), &stride)) in config.layers.iter().zip(&config.widths).zip(&config.strides).enumerate() {
+        for (si, ((&nb, &width), &stride)) in config
+            .layers
+            .iter()
+            .zip(&config.widths)
+            .zip(&config.strides)
+            .enumerate()
+        {
             for bi in 0..nb {
                 let st = if bi == 0 { stride } else { 1 };
                 let prefix = format!("layer{}.{}.", si + 1, bi);
@@ -403,22 +550,45 @@ impl Network {
                 let mut units = Vec::new();
                 match config.block {
                     BlockKind::Basic => {
-                        let u1 = a.conv_bn(&prefix, "conv1", "bn1", n, hw, c, width, 3, st, 1, true, config)?;
+                        let u1 = a.conv_bn(
+                            &prefix, "conv1", "bn1", n, hw, c, width, 3, st, 1, true, config,
+                        )?;
                         let h1 = u1.out_hw();
                         units.push(u1);
-                        units.push(a.conv_bn(&prefix, "conv2", "bn2", n, h1, width, width, 3, 1, 1, false, config)?);
+                        units.push(a.conv_bn(
+                            &prefix, "conv2", "bn2", n, h1, width, width, 3, 1, 1, false, config,
+                        )?);
                     }
                     BlockKind::Bottleneck => {
-                        let u1 = a.conv_bn(&prefix, "conv1", "bn1", n, hw, c, width, 1, 1, 0, true, config)?;
-                        let u2 = a.conv_bn(&prefix, "conv2", "bn2", n, hw, width, width, 3, st, 1, true, config)?;
+                        let u1 = a.conv_bn(
+                            &prefix, "conv1", "bn1", n, hw, c, width, 1, 1, 0, true, config,
+                        )?;
+                        let u2 = a.conv_bn(
+                            &prefix, "conv2", "bn2", n, hw, width, width, 3, st, 1, true, config,
+                        )?;
                         let h2 = u2.out_hw();
                         units.push(u1);
                         units.push(u2);
-                        units.push(a.conv_bn(&prefix, "conv3", "bn3", n, h2, width, cout, 1, 1, 0, false, config)?);
+                        units.push(a.conv_bn(
+                            &prefix, "conv3", "bn3", n, h2, width, cout, 1, 1, 0, false, config,
+                        )?);
                     }
                 }
                 let downsample = if st != 1 || c != cout {
-                    Some(a.conv_bn(&prefix, "downsample.0", "downsample.1", n, hw, c, cout, 1, st, 0, false, config)?)
+                    Some(a.conv_bn(
+                        &prefix,
+                        "downsample.0",
+                        "downsample.1",
+                        n,
+                        hw,
+                        c,
+                        cout,
+                        1,
+                        st,
+                        0,
+                        false,
+                        config,
+                    )?)
                 } else {
                     None
                 };
@@ -429,11 +599,26 @@ impl Network {
         }
         let classes = config.num_classes;
         let bound = 1.0 / (c as f32).sqrt();
-        let hw_init: Vec<f32> = (0..c * classes).map(|_| a.rng.random_range(-bound..bound)).collect();
-        let hb_init: Vec<f32> = (0..classes).map(|_| a.rng.random_range(-bound..bound)).collect();
-        let head_weight = a.param("head.weight", ParamLayout::Head { d: c, c: classes }, hw_init, true)?;
+        let hw_init: Vec<f32> = (0..c * classes)
+            .map(|_| a.rng.random_range(-bound..bound))
+            .collect();
+        let hb_init: Vec<f32> = (0..classes)
+            .map(|_| a.rng.random_range(-bound..bound))
+            .collect();
+        let head_weight = a.param(
+            "head.weight",
+            ParamLayout::Head { d: c, c: classes },
+            hw_init,
+            true,
+        )?;
         let head_bias = a.param("head.bias", ParamLayout::Vector(classes), hb_init, false)?;
-        let layers = Layers { stem, pool, blocks, head_weight, head_bias };
+        let layers = Layers {
+            stem,
+            pool,
+            blocks,
+            head_weight,
+            head_bias,
+        };
 
         let (mh, mw) = hw;
         let rows = n * mh * mw;
@@ -450,7 +635,10 @@ impl Network {
 
         let params = a.params;
         let state = a.state;
-        let refs = NetRefs { params: &params, state: &state };
+        let refs = NetRefs {
+            params: &params,
+            state: &state,
+        };
         let (feat, dfeat) = layers.node(Some(layers.blocks.len() - 1));
         let hwp = &params[layers.head_weight];
         let hbp = &params[layers.head_bias];
@@ -458,22 +646,39 @@ impl Network {
         let build_train = |loss: LossKind| -> Result<Vec<Dispatch>> {
             let mut d = Vec::new();
             layers.forward(gpu, &refs, &images, true, &mut d)?;
-            d.extend(head_forward(gpu, rows, c, classes, feat, &hwp.value, &hbp.value, &maps)?);
+            d.extend(head_forward(
+                gpu, rows, c, classes, feat, &hwp.value, &hbp.value, &maps,
+            )?);
             match &method.diversify {
-                Some(cfg) => d.extend(diversify_forward(gpu, n, mh, mw, classes, cfg, &maps, &step, &mask, &scores)?),
+                Some(cfg) => d.extend(diversify_forward(
+                    gpu, n, mh, mw, classes, cfg, &maps, &step, &mask, &scores,
+                )?),
                 None => d.push(average_scores(gpu, n, mh, mw, classes, &maps, &scores)?),
             }
-            d.extend(loss_forward_backward(gpu, n, classes, loss, &scores, &labels, &dscores, &stats, false)?);
+            d.extend(loss_forward_backward(
+                gpu, n, classes, loss, &scores, &labels, &dscores, &stats, false,
+            )?);
             match &method.diversify {
-                Some(cfg) => d.push(diversify_backward(gpu, n, mh, mw, classes, cfg, &dscores, &mask, &dmaps)?),
-                None => d.push(average_scores_backward(gpu, n, mh, mw, classes, &dscores, &dmaps)?),
+                Some(cfg) => d.push(diversify_backward(
+                    gpu, n, mh, mw, classes, cfg, &dscores, &mask, &dmaps,
+                )?),
+                None => d.push(average_scores_backward(
+                    gpu, n, mh, mw, classes, &dscores, &dmaps,
+                )?),
             }
             d.extend(head_backward(
                 gpu, rows, c, classes, feat, &hwp.value, &dmaps, dfeat, &hwp.grad, &hbp.grad,
             )?);
             layers.backward(gpu, &refs, &images, &mut d)?;
             for p in refs.params {
-                d.push(sgd_step(gpu, &p.value, &p.grad, &p.velocity, &hyper, p.decay)?);
+                d.push(sgd_step(
+                    gpu,
+                    &p.value,
+                    &p.grad,
+                    &p.velocity,
+                    &hyper,
+                    p.decay,
+                )?);
             }
             Ok(d)
         };
@@ -485,7 +690,9 @@ impl Network {
         };
         let mut eval = Vec::new();
         layers.forward(gpu, &refs, &images, false, &mut eval)?;
-        eval.extend(head_forward(gpu, rows, c, classes, feat, &hwp.value, &hbp.value, &maps)?);
+        eval.extend(head_forward(
+            gpu, rows, c, classes, feat, &hwp.value, &hbp.value, &maps,
+        )?);
         eval.push(average_scores(gpu, n, mh, mw, classes, &maps, &scores)?);
 
         Ok(Network {

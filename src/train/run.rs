@@ -88,13 +88,30 @@ pub struct EpochSummary {
 }
 
 /// Evaluate `net` on a whole dataset (no masks, running BN statistics).
-pub fn evaluate(gpu: &Gpu, trainer: &Trainer, data: Arc<dyn Dataset>, threads: usize, strict: bool) -> Result<EvalReport> {
+pub fn evaluate(
+    gpu: &Gpu,
+    trainer: &Trainer,
+    data: Arc<dyn Dataset>,
+    threads: usize,
+    strict: bool,
+) -> Result<EvalReport> {
     let n = trainer.net.batch;
     let classes = trainer.net.config.num_classes;
     let mut report = EvalReport::new(classes);
     let mut loader = Loader::new(
         data,
-        LoaderOptions { batch: n, shuffle: false, train: false, seed: 0, epoch: 0, start_batch: 0, drop_last: false, threads, strict, prefetch: 3 },
+        LoaderOptions {
+            batch: n,
+            shuffle: false,
+            train: false,
+            seed: 0,
+            epoch: 0,
+            start_batch: 0,
+            drop_last: false,
+            threads,
+            strict,
+            prefetch: 3,
+        },
     )?;
     while let Some(batch) = loader.next() {
         let b = batch?;
@@ -106,14 +123,22 @@ pub fn evaluate(gpu: &Gpu, trainer: &Trainer, data: Arc<dyn Dataset>, threads: u
 }
 
 fn progress_of(ck: &Checkpoint) -> Result<Progress> {
-    let s = ck.metadata.get(PROGRESS_KEY).ok_or_else(|| Error::invalid("--resume", "checkpoint has no training progress"))?;
-    serde_json::from_str(s).map_err(|e| Error::invalid("--resume", format!("bad progress record: {e}")))
+    let s = ck
+        .metadata
+        .get(PROGRESS_KEY)
+        .ok_or_else(|| Error::invalid("--resume", "checkpoint has no training progress"))?;
+    serde_json::from_str(s)
+        .map_err(|e| Error::invalid("--resume", format!("bad progress record: {e}")))
 }
 
 /// Read the training configuration stored in a checkpoint.
 pub fn train_config_of(ck: &Checkpoint) -> Result<TrainConfig> {
-    let s = ck.metadata.get(TRAIN_KEY).ok_or_else(|| Error::invalid("--resume", "checkpoint has no training configuration"))?;
-    serde_json::from_str(s).map_err(|e| Error::invalid("--resume", format!("bad training configuration: {e}")))
+    let s = ck
+        .metadata
+        .get(TRAIN_KEY)
+        .ok_or_else(|| Error::invalid("--resume", "checkpoint has no training configuration"))?;
+    serde_json::from_str(s)
+        .map_err(|e| Error::invalid("--resume", format!("bad training configuration: {e}")))
 }
 
 fn save_checkpoint(
@@ -125,9 +150,19 @@ fn save_checkpoint(
     extra: &HashMap<String, String>,
 ) -> Result<()> {
     let mut meta = extra.clone();
-    meta.insert(TRAIN_KEY.to_string(), serde_json::to_string(&trainer.config).map_err(|e| Error::invalid("config", e.to_string()))?);
-    meta.insert(PROGRESS_KEY.to_string(), serde_json::to_string(&progress).map_err(|e| Error::invalid("progress", e.to_string()))?);
-    meta.insert(CLASSES_KEY.to_string(), serde_json::to_string(classes).map_err(|e| Error::invalid("classes", e.to_string()))?);
+    meta.insert(
+        TRAIN_KEY.to_string(),
+        serde_json::to_string(&trainer.config)
+            .map_err(|e| Error::invalid("config", e.to_string()))?,
+    );
+    meta.insert(
+        PROGRESS_KEY.to_string(),
+        serde_json::to_string(&progress).map_err(|e| Error::invalid("progress", e.to_string()))?,
+    );
+    meta.insert(
+        CLASSES_KEY.to_string(),
+        serde_json::to_string(classes).map_err(|e| Error::invalid("classes", e.to_string()))?,
+    );
     checkpoint::save(gpu, &trainer.net, path, &meta, true)
 }
 
@@ -151,28 +186,52 @@ pub fn run(
             let pr = progress_of(&ck)?;
             (ck.model.clone(), tc, pr, Some(ck))
         }
-        None => (model.clone(), config.clone(), Progress { step: 0, epoch: 0, batch: 0 }, None),
+        None => (
+            model.clone(),
+            config.clone(),
+            Progress {
+                step: 0,
+                epoch: 0,
+                batch: 0,
+            },
+            None,
+        ),
     };
     let info = train.info().clone();
     if info.num_classes != model.num_classes {
         return Err(Error::invalid(
             "dataset",
-            format!("the training data has {} classes, the model {}", info.num_classes, model.num_classes),
+            format!(
+                "the training data has {} classes, the model {}",
+                info.num_classes, model.num_classes
+            ),
         ));
     }
-    if info.channels != model.in_channels || info.height != model.input_size || info.width != model.input_size {
+    if info.channels != model.in_channels
+        || info.height != model.input_size
+        || info.width != model.input_size
+    {
         return Err(Error::invalid(
             "dataset",
             format!(
                 "samples are {}x{}x{}, the model expects {}x{}x{}",
-                info.height, info.width, info.channels, model.input_size, model.input_size, model.in_channels
+                info.height,
+                info.width,
+                info.channels,
+                model.input_size,
+                model.input_size,
+                model.in_channels
             ),
         ));
     }
     if train.len() < config.batch {
         return Err(Error::invalid(
             "--batch",
-            format!("batch {} is larger than the training set ({} images)", config.batch, train.len()),
+            format!(
+                "batch {} is larger than the training set ({} images)",
+                config.batch,
+                train.len()
+            ),
         ));
     }
     let steps_per_epoch = (train.len() / config.batch) as u64;
@@ -185,22 +244,39 @@ pub fn run(
         log(&format!(
             "backbone initialised from {}{}{}",
             init.display(),
-            if rep.head_from_fc { "; head from its fc layer" } else { "" },
-            if rep.ignored.is_empty() { String::new() } else { format!("; ignored {}", rep.ignored.join(", ")) }
+            if rep.head_from_fc {
+                "; head from its fc layer"
+            } else {
+                ""
+            },
+            if rep.ignored.is_empty() {
+                String::new()
+            } else {
+                format!("; ignored {}", rep.ignored.join(", "))
+            }
         ));
     }
     if let Some(ck) = &ck {
         ck.load_into(gpu, &trainer.net, true)?;
         trainer.step = start.step;
-        log(&format!("resumed at step {} (epoch {}, batch {})", start.step, start.epoch + 1, start.batch));
+        log(&format!(
+            "resumed at step {} (epoch {}, batch {})",
+            start.step,
+            start.epoch + 1,
+            start.batch
+        ));
     }
     std::fs::create_dir_all(&opts.out_dir).map_err(|e| Error::io(&opts.out_dir, e))?;
     let ck_path = opts.out_dir.join("last.safetensors");
     let metrics_path = opts.out_dir.join("metrics.csv");
     let mut metrics = if start.step > 0 && metrics_path.exists() {
-        std::fs::OpenOptions::new().append(true).open(&metrics_path).map_err(|e| Error::io(&metrics_path, e))?
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&metrics_path)
+            .map_err(|e| Error::io(&metrics_path, e))?
     } else {
-        let mut f = std::fs::File::create(&metrics_path).map_err(|e| Error::io(&metrics_path, e))?;
+        let mut f =
+            std::fs::File::create(&metrics_path).map_err(|e| Error::io(&metrics_path, e))?;
         writeln!(f, "epoch,step,lr,train_loss,train_top1,test_loss,test_top1,test_top5,seconds,images_per_s,skipped")
             .map_err(|e| Error::io(&metrics_path, e))?;
         f
@@ -295,8 +371,19 @@ pub fn run(
                     for s in trainer.drain(gpu)? {
                         summary.step_losses.push(absorb(s, &bar));
                     }
-                    progress = Progress { step: trainer.step, epoch, batch: batch_index };
-                    save_checkpoint(gpu, &trainer, &ck_path, progress, &info.class_names, &extra_meta)?;
+                    progress = Progress {
+                        step: trainer.step,
+                        epoch,
+                        batch: batch_index,
+                    };
+                    save_checkpoint(
+                        gpu,
+                        &trainer,
+                        &ck_path,
+                        progress,
+                        &info.class_names,
+                        &extra_meta,
+                    )?;
                 }
             }
         }
@@ -309,13 +396,34 @@ pub fn run(
         let seconds = t0.elapsed().as_secs_f64();
         let epoch_done = !stopped && batch_index as u64 >= steps_per_epoch;
         progress = if epoch_done {
-            Progress { step: trainer.step, epoch: epoch + 1, batch: 0 }
+            Progress {
+                step: trainer.step,
+                epoch: epoch + 1,
+                batch: 0,
+            }
         } else {
-            Progress { step: trainer.step, epoch, batch: batch_index }
+            Progress {
+                step: trainer.step,
+                epoch,
+                batch: batch_index,
+            }
         };
-        save_checkpoint(gpu, &trainer, &ck_path, progress, &info.class_names, &extra_meta)?;
+        save_checkpoint(
+            gpu,
+            &trainer,
+            &ck_path,
+            progress,
+            &info.class_names,
+            &extra_meta,
+        )?;
         let eval = match (&test, opts.evaluate && (epoch_done || stopped)) {
-            (Some(t), true) => Some(evaluate(gpu, &trainer, t.clone(), opts.threads, opts.strict)?),
+            (Some(t), true) => Some(evaluate(
+                gpu,
+                &trainer,
+                t.clone(),
+                opts.threads,
+                opts.strict,
+            )?),
             _ => None,
         };
         let epoch_skipped = loader.skipped();
@@ -342,8 +450,17 @@ pub fn run(
         writeln!(
             metrics,
             "{},{},{:.6},{:.5},{:.4},{},{},{},{:.1},{:.1},{}",
-            es.epoch, es.step, es.lr, es.train_loss, es.train_top1, opt(es.test_loss), opt(es.test_top1), opt(es.test_top5),
-            es.seconds, es.images_per_s, es.skipped
+            es.epoch,
+            es.step,
+            es.lr,
+            es.train_loss,
+            es.train_top1,
+            opt(es.test_loss),
+            opt(es.test_top1),
+            opt(es.test_top5),
+            es.seconds,
+            es.images_per_s,
+            es.skipped
         )
         .map_err(|e| Error::io(&metrics_path, e))?;
         log(&format!(
@@ -353,12 +470,17 @@ pub fn run(
             es.train_loss,
             100.0 * es.train_top1,
             match (es.test_top1, es.test_top5) {
-                (Some(a), Some(b)) => format!(" | test top-1 {:.2}% top-5 {:.2}%", 100.0 * a, 100.0 * b),
+                (Some(a), Some(b)) =>
+                    format!(" | test top-1 {:.2}% top-5 {:.2}%", 100.0 * a, 100.0 * b),
                 _ => String::new(),
             },
             es.seconds,
             es.images_per_s,
-            if es.skipped > 0 { format!(" | {} unreadable images skipped", es.skipped) } else { String::new() }
+            if es.skipped > 0 {
+                format!(" | {} unreadable images skipped", es.skipped)
+            } else {
+                String::new()
+            }
         ));
         summary.epochs.push(es);
         if let Err(e) = plot_csv(&metrics_path, &opts.out_dir.join("metrics.png")) {
@@ -385,20 +507,32 @@ pub fn plot_csv(csv: &Path, png: &Path) -> Result<()> {
         if f.len() < 8 {
             continue;
         }
-        let Ok(epoch) = f[0].parse::<f64>() else { continue };
+        let Ok(epoch) = f[0].parse::<f64>() else {
+            continue;
+        };
         for (slot, idx, scale) in [(0, 3, 1.0), (1, 5, 1.0), (2, 4, 100.0), (3, 6, 100.0)] {
             if let Ok(v) = f[idx].parse::<f64>() {
                 cols[slot].push((epoch, v * scale));
             }
         }
     }
-    let s = |name: &str, i: usize, color: [u8; 3]| crate::viz::Series { name: name.into(), points: cols[i].clone(), color };
+    let s = |name: &str, i: usize, color: [u8; 3]| crate::viz::Series {
+        name: name.into(),
+        points: cols[i].clone(),
+        color,
+    };
     crate::viz::plot_metrics(
         png,
         "finegrain training",
-        &[s("train loss", 0, [31, 119, 180]), s("test loss", 1, [255, 127, 14])],
+        &[
+            s("train loss", 0, [31, 119, 180]),
+            s("test loss", 1, [255, 127, 14]),
+        ],
         "loss",
-        &[s("train top-1 %", 2, [44, 160, 44]), s("test top-1 %", 3, [214, 39, 40])],
+        &[
+            s("train top-1 %", 2, [44, 160, 44]),
+            s("test top-1 %", 3, [214, 39, 40]),
+        ],
         "top-1 %",
         "epoch",
     )

@@ -57,7 +57,10 @@ mod tests {
     fn warmup_then_step_and_cosine() {
         let s = LrSchedule {
             base_lr: 0.1,
-            schedule: Schedule::Step { milestones: vec![2, 4], gamma: 0.1 },
+            schedule: Schedule::Step {
+                milestones: vec![2, 4],
+                gamma: 0.1,
+            },
             warmup_steps: 10,
             total_steps: 100,
             steps_per_epoch: 20,
@@ -67,7 +70,11 @@ mod tests {
         assert!((s.lr(39) - 0.1).abs() < 1e-7);
         assert!((s.lr(40) - 0.01).abs() < 1e-7);
         assert!((s.lr(80) - 0.001).abs() < 1e-7);
-        let c = LrSchedule { schedule: Schedule::Cosine { min_factor: 0.0 }, warmup_steps: 0, ..s };
+        let c = LrSchedule {
+            schedule: Schedule::Cosine { min_factor: 0.0 },
+            warmup_steps: 0,
+            ..s
+        };
         assert!((c.lr(0) - 0.1).abs() < 1e-7);
         assert!((c.lr(50) - 0.05).abs() < 1e-6);
         assert!(c.lr(100).abs() < 1e-7);

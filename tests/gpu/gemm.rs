@@ -7,24 +7,61 @@ fn run_case(m: usize, n: usize, k: usize, ta: bool, tb: bool, beta: f32) {
     let mut r = rng(&format!("gemm {m}x{n}x{k} ta={ta} tb={tb} beta={beta}"));
     let a = uniform(&mut r, m * k, 1.0);
     let b = uniform(&mut r, k * n, 1.0);
-    let c0 = if beta != 0.0 { uniform(&mut r, m * n, 1.0) } else { vec![f32::NAN; m * n] };
+    let c0 = if beta != 0.0 {
+        uniform(&mut r, m * n, 1.0)
+    } else {
+        vec![f32::NAN; m * n]
+    };
     let ta_ = g.tensor("a", &[m * k], &a).unwrap();
     let tb_ = g.tensor("b", &[k * n], &b).unwrap();
     let tc = g.tensor("c", &[m * n], &c0).unwrap();
-    let spec = GemmSpec { trans_a: ta, trans_b: tb, alpha: 0.5, beta, ..GemmSpec::new(m, n, k) };
+    let spec = GemmSpec {
+        trans_a: ta,
+        trans_b: tb,
+        alpha: 0.5,
+        beta,
+        ..GemmSpec::new(m, n, k)
+    };
     let d = gemm(g, &spec, &ta_, &tb_, &tc).unwrap();
     g.run(&[&d]).unwrap();
     let got = g.download(&tc).unwrap();
-    let mut want = if beta != 0.0 { f64s(&c0) } else { vec![0.0; m * n] };
-    reference::gemm::gemm(m, n, k, ta, tb, 0.5, &f64s(&a), &f64s(&b), beta as f64, &mut want);
+    let mut want = if beta != 0.0 {
+        f64s(&c0)
+    } else {
+        vec![0.0; m * n]
+    };
+    reference::gemm::gemm(
+        m,
+        n,
+        k,
+        ta,
+        tb,
+        0.5,
+        &f64s(&a),
+        &f64s(&b),
+        beta as f64,
+        &mut want,
+    );
     // f32 accumulation over k terms of magnitude <= 1.
     let atol = 1e-6 * (k as f64).sqrt() * 4.0 + 1e-6;
-    assert_close(&format!("gemm {m}x{n}x{k} ta={ta} tb={tb}"), &got, &want, atol, 1e-5);
+    assert_close(
+        &format!("gemm {m}x{n}x{k} ta={ta} tb={tb}"),
+        &got,
+        &want,
+        atol,
+        1e-5,
+    );
 }
 
 #[test]
 fn gemm_odd_shapes() {
-    for &(m, n, k) in &[(1, 1, 1), (5, 3, 7), (13, 33, 17), (65, 63, 129), (100, 70, 33)] {
+    for &(m, n, k) in &[
+        (1, 1, 1),
+        (5, 3, 7),
+        (13, 33, 17),
+        (65, 63, 129),
+        (100, 70, 33),
+    ] {
         run_case(m, n, k, false, false, 0.0);
     }
 }
