@@ -1,7 +1,7 @@
 //! The main job: train a fine-grained classifier (class-map head + diversification block +
 //! gradient-boosting cross-entropy) entirely on the GPU.
 //!
-//! With no flags it trains the `tiny` ResNet on Fashion-MNIST: the full 60k/10k set when
+//! With no flags it trains the `tiny` ResNet for 4 epochs on Fashion-MNIST: the full 60k/10k set when
 //! Debian's `dataset-fashion-mnist` is installed, else the 10k/2k subset shipped in `data/`.
 //!
 //!     cargo run --release --example train
@@ -54,13 +54,13 @@ struct Args {
     #[arg(long)]
     input_size: Option<usize>,
     /// Number of epochs.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 4)]
     epochs: usize,
     /// Images per batch.
     #[arg(long, default_value_t = 32)]
     batch: usize,
     /// Base learning rate (SGD with momentum).
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.1)]
     lr: f32,
     /// SGD momentum.
     #[arg(long, default_value_t = 0.9)]
@@ -88,7 +88,7 @@ struct Args {
     #[arg(long)]
     k: Option<u32>,
     /// Train the first N epochs with cross-entropy before switching to GCE.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 1)]
     ce_warmup_epochs: usize,
     /// Turn the diversification block off (baseline / ablation).
     #[arg(long)]

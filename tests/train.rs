@@ -327,7 +327,7 @@ fn torchvision_export_and_backbone_load_round_trip() {
     );
     // A backbone of another shape is an error naming the tensors.
     let wide = ModelConfig {
-        widths: vec![32, 96],
+        widths: vec![16, 48, 64],
         ..model.clone()
     };
     let (d, _) = Trainer::new(g, &wide, &config(), 10).unwrap();
@@ -339,4 +339,74 @@ fn torchvision_export_and_backbone_load_round_trip() {
         "{err}"
     );
     std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// The whole network's analytic gradients (every parameter tensor) against central finite
+/// differences of the training loss computed on the GPU, with the diversification block off
+/// (its masks are a fixed function of the step, so they are checked by the method tests).
+#[test]
+fn whole_network_gradients_match_finite_differences() {
+    let Some(g) = gpu() else { return };
+    let model = ModelConfig::preset("tiny", 1, SIZE, 3).unwrap();
+    for loss in [LossChoice::Ce, LossChoice::Gce] {
+        let cfg = TrainConfig {
+            batch: 4,
+            lr: 1e-30, // steps leave the parameters unchanged
+            momentum: 0.0,
+            weight_decay: 0.0,
+            warmup_epochs: 0.0,
+            loss,
+            k: 1,
+            ce_warmup_epochs: 0,
+            diversify: false,
+            seed: 21,
+            ..TrainConfig::default()
+        };
+        let (mut t, _) = Trainer::new(g, &model, &cfg, 10).unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(77);
+        let images: Vec<f32> = (0..4 * SIZE * SIZE)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        let labels = vec![0u32, 2, 1, 2];
+        let mut loss_at = |t: &mut Trainer| -> f64 {
+            t.step(g, &images, &labels).unwrap();
+            t.drain(g).unwrap().last().unwrap().loss as f64
+        };
+        let _ = loss_at(&mut t);
+        let grads: Vec<Vec<f32>> = t
+            .net
+            .params
+            .iter()
+            .map(|p| g.download(&p.grad).unwrap())
+            .collect();
+        let h = 5e-4f32;
+        let mut checked = 0;
+        for (pi, grad) in grads.iter().enumerate() {
+            let values = g.download(&t.net.params[pi].value).unwrap();
+            // The coordinate with the largest gradient, and one random coordinate.
+            let big = (0..grad.len())
+                .max_by(|&a, &b| grad[a].abs().total_cmp(&grad[b].abs()))
+                .unwrap();
+            for i in [big, rng.random_range(0..grad.len())] {
+                let mut v = values.clone();
+                v[i] = values[i] + h;
+                g.upload(&t.net.params[pi].value, &v).unwrap();
+                let lp = loss_at(&mut t);
+                v[i] = values[i] - h;
+                g.upload(&t.net.params[pi].value, &v).unwrap();
+                let lm = loss_at(&mut t);
+                g.upload(&t.net.params[pi].value, &values).unwrap();
+                let fd = (lp - lm) / (2.0 * h as f64);
+                let an = grad[i] as f64;
+                let tol = 3e-4 + 0.05 * fd.abs().max(an.abs());
+                assert!(
+                    (fd - an).abs() <= tol,
+                    "{loss:?} `{}`[{i}]: analytic {an:e} vs finite difference {fd:e}",
+                    t.net.params[pi].name
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked >= 2 * t.net.params.len());
+    }
 }

@@ -80,9 +80,9 @@ impl ModelConfig {
                     maxpool: false,
                 },
                 BlockKind::Basic,
-                vec![1, 1],
-                vec![32, 64],
-                vec![2, 2],
+                vec![1, 1, 1],
+                vec![16, 32, 64],
+                vec![2, 2, 2],
             ),
             "small" => (
                 StemConfig {
