@@ -106,6 +106,9 @@ struct Args {
     /// (3 at 14x14).
     #[arg(long, default_value_t = 0)]
     grid: u32,
+    /// Train without augmentation (no random crop / shift, no horizontal flip).
+    #[arg(long)]
+    no_augment: bool,
     /// Seed for initialisation, data order, augmentation and masks.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -184,6 +187,10 @@ fn real_main(args: Args) -> finegrain::Result<()> {
         dopts.size = Some(s);
     }
     dopts.split_seed = args.seed;
+    if args.no_augment {
+        dopts.train_crop = Some(finegrain::data::TrainCrop::Center);
+        dopts.hflip = Some(false);
+    }
     let train: Arc<dyn Dataset> = Arc::from(open_dataset(&path, Split::Train, &dopts)?);
     let test: Arc<dyn Dataset> = Arc::from(open_dataset(&path, Split::Test, &dopts)?);
     let info = train.info().clone();

@@ -368,7 +368,7 @@ fn whole_network_gradients_match_finite_differences() {
             .map(|_| rng.random_range(-1.0..1.0))
             .collect();
         let labels = vec![0u32, 2, 1, 2];
-        let mut loss_at = |t: &mut Trainer| -> f64 {
+        let loss_at = |t: &mut Trainer| -> f64 {
             t.step(g, &images, &labels).unwrap();
             t.drain(g).unwrap().last().unwrap().loss as f64
         };

@@ -9,6 +9,7 @@ mod tensor;
 
 pub use pipeline::{Dispatch, ShaderSource};
 pub use profiler::{ProfileRow, Profiler};
+pub(crate) use tensor::map_read;
 pub use tensor::{DType, Tensor};
 
 use crate::error::{Error, Result};

@@ -173,6 +173,8 @@ pub struct Trainer {
     pub step: u64,
     pub steps_per_epoch: u64,
     staging: Vec<wgpu::Buffer>,
+    /// Host-readable copy of `net.scores`, reused by every evaluation batch.
+    scores_staging: wgpu::Buffer,
     pending: VecDeque<(u64, usize, wgpu::SubmissionIndex)>,
 }
 
@@ -199,6 +201,7 @@ impl Trainer {
         let staging = (0..READBACK_LAG + 1)
             .map(|i| gpu.staging_buffer(&format!("loss.stats.staging{i}"), 16))
             .collect();
+        let scores_staging = gpu.staging_buffer("scores.staging", net.scores.bytes());
         Ok((
             Trainer {
                 net,
@@ -207,6 +210,7 @@ impl Trainer {
                 step: 0,
                 steps_per_epoch: spe,
                 staging,
+                scores_staging,
                 pending: VecDeque::new(),
             },
             note,
@@ -337,9 +341,17 @@ impl Trainer {
                 d.record(&mut pass);
             }
         }
+        enc.copy_buffer_to_buffer(
+            &net.scores.buffer,
+            0,
+            &self.scores_staging,
+            0,
+            net.scores.bytes(),
+        );
         gpu.queue.submit([enc.finish()]);
         let c = net.config.num_classes;
-        let mut s = gpu.download(&net.scores)?;
+        let bytes = crate::gpu::map_read(gpu, &self.scores_staging, net.scores.bytes())?;
+        let mut s: Vec<f32> = bytemuck::cast_slice(&bytes).to_vec();
         s.truncate(valid * c);
         Ok(s)
     }
