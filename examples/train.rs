@@ -10,7 +10,7 @@
 
 use clap::{Parser, ValueEnum};
 use finegrain::data::{
-    dataset_kind, open_dataset, resolve_fashion_mnist, DataOptions, Dataset, Split,
+    dataset_kind, open_dataset, resolve_fashion_mnist, DataOptions, Dataset, DatasetKind, Split,
 };
 use finegrain::gpu::{Gpu, GpuOptions};
 use finegrain::model::ModelConfig;
@@ -24,6 +24,13 @@ enum ScheduleArg {
     Cosine,
     Step,
     Constant,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum AugmentArg {
+    Auto,
+    On,
+    Off,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -106,9 +113,11 @@ struct Args {
     /// (3 at 14x14).
     #[arg(long, default_value_t = 0)]
     grid: u32,
-    /// Train without augmentation (no random crop / shift, no horizontal flip).
-    #[arg(long)]
-    no_augment: bool,
+    /// Training augmentation (random crop / shift and horizontal flip): auto = off for
+    /// small IDX images such as Fashion-MNIST (short runs learn faster without it), on for
+    /// photographs.
+    #[arg(long, value_enum, default_value_t = AugmentArg::Auto)]
+    augment: AugmentArg,
     /// Seed for initialisation, data order, augmentation and masks.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -187,7 +196,13 @@ fn real_main(args: Args) -> finegrain::Result<()> {
         dopts.size = Some(s);
     }
     dopts.split_seed = args.seed;
-    if args.no_augment {
+    let kind = dataset_kind(&path);
+    let augment_off = match args.augment {
+        AugmentArg::On => false,
+        AugmentArg::Off => true,
+        AugmentArg::Auto => matches!(kind, DatasetKind::Idx | DatasetKind::FashionMnist),
+    };
+    if augment_off {
         dopts.train_crop = Some(finegrain::data::TrainCrop::Center);
         dopts.hflip = Some(false);
     }
@@ -204,6 +219,14 @@ fn real_main(args: Args) -> finegrain::Result<()> {
         info.height,
         info.width,
         info.channels
+    );
+    println!(
+        "training augmentation: {}",
+        if augment_off {
+            "off"
+        } else {
+            "random crop/shift + horizontal flip"
+        }
     );
     let idx_like = info.height <= 64;
     let model_name = args.model.clone().unwrap_or_else(|| {
@@ -251,7 +274,7 @@ fn real_main(args: Args) -> finegrain::Result<()> {
     } else {
         (0, 0)
     };
-    let augment = dopts.augment(dataset_kind(&path), nh, nw)?;
+    let augment = dopts.augment(kind, nh, nw)?;
     let mut metadata = std::collections::HashMap::new();
     metadata.insert(
         PREPROCESS_KEY.to_string(),
