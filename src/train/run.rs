@@ -60,8 +60,8 @@ pub struct RunOptions {
 /// Per-step and per-epoch numbers of a finished run.
 #[derive(Clone, Debug, Default)]
 pub struct RunSummary {
-    /// Loss of every training step, in order (including steps before a resume when the
-    /// run was resumed: those come from this process only, so they start at the resume).
+    /// (global step, loss) of every training step this call ran, in order; a resumed run
+    /// starts at the step it resumed from.
     pub step_losses: Vec<(u64, f32)>,
     pub epochs: Vec<EpochSummary>,
     /// Final evaluation (if any).
