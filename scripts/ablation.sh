@@ -19,6 +19,7 @@ declare -A flags=(
   [db+gce]="--loss gce --k 3"
 )
 order=(ce ce+db gce db+gce)
+mkdir -p runs/ablation
 for cfg in "${order[@]}"; do
   for s in $seeds; do
     out="runs/ablation/${cfg}-s${s}"

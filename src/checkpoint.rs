@@ -22,8 +22,8 @@ pub const FORMAT: &str = "finegrain-checkpoint-1";
 /// Prefix of optimizer-state tensors.
 pub const MOMENTUM_PREFIX: &str = "optimizer.momentum.";
 
-/// GPU layout -> PyTorch layout (and shape).
-fn to_torch(layout: ParamLayout, v: &[f32]) -> (Vec<usize>, Vec<f32>) {
+/// A parameter in `layout` (GPU) converted to PyTorch's layout, with its PyTorch shape.
+pub fn to_torch(layout: ParamLayout, v: &[f32]) -> (Vec<usize>, Vec<f32>) {
     match layout {
         ParamLayout::Conv { kh, kw, cin, cout } => {
             let mut out = vec![0.0; v.len()];
@@ -52,8 +52,8 @@ fn to_torch(layout: ParamLayout, v: &[f32]) -> (Vec<usize>, Vec<f32>) {
     }
 }
 
-/// PyTorch layout -> GPU layout.
-fn from_torch(layout: ParamLayout, v: &[f32]) -> Vec<f32> {
+/// A parameter in PyTorch's layout converted to the GPU `layout`.
+pub fn from_torch(layout: ParamLayout, v: &[f32]) -> Vec<f32> {
     match layout {
         ParamLayout::Conv { kh, kw, cin, cout } => {
             let mut out = vec![0.0; v.len()];
