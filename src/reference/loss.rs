@@ -71,6 +71,10 @@ pub struct LossResult {
     pub non_finite: Vec<bool>,
     /// dL/ds of the batch-mean loss `(N, C)`.
     pub dscores: Vec<f64>,
+    /// `(N, C)`: the class took part in the image's softmax (the label and the chosen
+    /// negatives; every class for cross-entropy; none for a skipped image). The gradient is
+    /// exactly 0 elsewhere; inside, it may also underflow to 0 at extreme scores.
+    pub in_set: Vec<bool>,
 }
 
 impl LossResult {
@@ -96,6 +100,7 @@ pub fn loss(n: usize, c: usize, kind: LossKind, scores: &[f64], labels: &[u32]) 
         top5: vec![false; n],
         non_finite: vec![false; n],
         dscores: vec![0.0; n * c],
+        in_set: vec![false; n * c],
     };
     for b in 0..n {
         let row = &scores[b * c..(b + 1) * c];
@@ -104,15 +109,24 @@ pub fn loss(n: usize, c: usize, kind: LossKind, scores: &[f64], labels: &[u32]) 
             r.non_finite[b] = true;
             continue;
         }
-        let (l, g) = match kind {
-            LossKind::CrossEntropy => cross_entropy(row, y),
+        let (l, g, set) = match kind {
+            LossKind::CrossEntropy => {
+                let (l, g) = cross_entropy(row, y);
+                (l, g, (0..c).collect())
+            }
             LossKind::Gce { k } => {
-                softmax_subset_loss(row, y, &gce_set(row, y, effective_k(k, c).0 as usize))
+                let set = gce_set(row, y, effective_k(k, c).0 as usize);
+                let (l, g) = softmax_subset_loss(row, y, &set);
+                (l, g, set)
             }
         };
         if !l.is_finite() {
             r.non_finite[b] = true;
             continue;
+        }
+        r.in_set[b * c + y] = true;
+        for j in set {
+            r.in_set[b * c + j] = true;
         }
         r.loss[b] = l;
         r.top1[b] = in_top_k(row, y, 1);
