@@ -8,7 +8,8 @@
 
 use finegrain::gpu::{Dispatch, Gpu, Profiler};
 use finegrain::kernels::conv2d::{
-    conv2d_backward_data, conv2d_backward_weight, conv2d_forward, Conv2dShape,
+    conv2d_backward_data, conv2d_backward_weight, conv2d_forward, weight_grad_splits, Conv2dKernel,
+    Conv2dShape,
 };
 use finegrain::kernels::gemm::{gemm, GemmSpec};
 use finegrain::model::ModelConfig;
@@ -191,7 +192,10 @@ fn bench_conv(gpu: &Gpu, a: &Args, rng: &mut impl Rng) -> finegrain::Result<()> 
     if b == 0 {
         return Ok(()); // --conv-batch 0 skips the ResNet-50 shapes
     }
-    println!("\n| conv2d (ResNet-50 @448, batch {b}) | pass | ms | GFLOP/s |\n|---|---|---|---|");
+    let family = Conv2dKernel::for_gpu(gpu);
+    println!(
+        "\n| conv2d (ResNet-50 @448, batch {b}, {family:?} kernels) | pass | ms | GFLOP/s |\n|---|---|---|---|"
+    );
     let shapes = [
         (
             "3x3 64ch 112x112",
@@ -291,7 +295,9 @@ fn bench_conv(gpu: &Gpu, a: &Args, rng: &mut impl Rng) -> finegrain::Result<()> 
         let fwd = conv2d_forward(gpu, &s, &x, &w, &y)?;
         let bd = conv2d_backward_data(gpu, &s, &dy, &w, &dx, false)?;
         let bw = conv2d_backward_weight(gpu, &s, &x, &dy, &dw, false)?;
-        gpu.run(&[&fwd, &bd, &bw])?;
+        let mut all = vec![&fwd, &bd];
+        all.extend(&bw);
+        gpu.run(&all)?;
         // Validate sampled outputs of each pass against f64 sums.
         let (yg, dxg, dwg) = (gpu.download(&y)?, gpu.download(&dx)?, gpu.download(&dw)?);
         let red = |k: usize| (k as f64).sqrt();
@@ -371,12 +377,18 @@ fn bench_conv(gpu: &Gpu, a: &Args, rng: &mut impl Rng) -> finegrain::Result<()> 
             .map_err(err)?;
         }
         let gf = s.gflop();
+        let bw_name = if bw.len() > 1 {
+            format!("backward_weight (split-K {})", weight_grad_splits(&s))
+        } else {
+            "backward_weight".to_string()
+        };
+        let bw: Vec<&Dispatch> = bw.iter().collect();
         for (pass, d) in [
-            ("forward", &fwd),
-            ("backward_data", &bd),
-            ("backward_weight", &bw),
+            ("forward".to_string(), vec![&fwd]),
+            ("backward_data".to_string(), vec![&bd]),
+            (bw_name, bw),
         ] {
-            let ms = time(gpu, &[d], a.reps)?;
+            let ms = time(gpu, &d, a.reps)?;
             println!("| {name} | {pass} | {ms:.3} | {:.1} |", gf / (ms * 1e-3));
         }
     }

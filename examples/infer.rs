@@ -144,7 +144,7 @@ fn real_main(args: Args) -> Result<()> {
         return Err(Error::invalid("--batch", "must be at least 1"));
     }
 
-    let mut gopts = GpuOptions::from_env();
+    let mut gopts = GpuOptions::from_env()?;
     if let Some(b) = &args.backend {
         gopts.backends = Some(GpuOptions::parse_backend(b)?);
     }

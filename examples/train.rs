@@ -169,7 +169,7 @@ fn main() {
 }
 
 fn real_main(args: Args) -> finegrain::Result<()> {
-    let mut gopts = GpuOptions::from_env();
+    let mut gopts = GpuOptions::from_env()?;
     if let Some(b) = &args.backend {
         gopts.backends = Some(GpuOptions::parse_backend(b)?);
     }

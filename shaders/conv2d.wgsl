@@ -28,8 +28,13 @@
 // gy * gz >= ceil(rows / 64); the row tile is wg.z * num_workgroups.y + wg.y (so row counts
 // beyond the per-dimension limit still fit). backward_data: gz = s^2 * p.zsplit, phase =
 // wg.z / zsplit, row tile = (wg.z % zsplit) * num_workgroups.y + wg.y, with gy * zsplit row
-// tiles covering the largest phase. Each workgroup computes a 64 x 64 tile of C; each
-// thread a 4 x 4 sub-block at rows ty + 16 i, columns tx + 16 j. The reduction advances in
+// tiles covering the largest phase. backward_weight with p.zsplit = S > 1 (split-K, for
+// layers whose weight gradient has too few 64 x 64 tiles to fill a GPU): gz = S, the row
+// tile is wg.y, chunk wg.z reduces over pixels [wg.z * kchunk, min(red, (wg.z + 1) * kchunk))
+// and overwrites its slice dst[wg.z * rows * cols ..] of a partials buffer (S, rows, cols);
+// conv2d_sum_partials then sums the S slices into dw.
+// Each workgroup computes a 64 x 64 tile of C; each thread a 4 x 4 sub-block at rows
+// ty + 16 i, columns tx + 16 j. The reduction advances in
 // tiles of 16 staged through workgroup memory (2 x 4 KiB), as in gemm.wgsl. Out-of-range rows,
 // columns and reduction indices load as zero and are skipped on store. Each thread decodes
 // its fixed tile rows (or reduction index) once, outside the reduction loop.
@@ -42,6 +47,7 @@ struct Params {
     cout: u32, kh: u32, kw: u32, stride: u32,
     pad: u32, oh: u32, ow: u32, rows: u32,
     cols: u32, red: u32, accumulate: u32, zsplit: u32,
+    kchunk: u32, _p0: u32, _p1: u32, _p2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -73,8 +79,9 @@ fn mma_tile(lid: vec3<u32>, acc: ptr<function, array<f32, 16>>) {
     }
 }
 
-// Write this thread's 4 x 4 sub-block of C[rows, cols] (row-major), overwriting or adding.
-fn store_tile(row0: u32, col0: u32, lid: vec3<u32>, acc: ptr<function, array<f32, 16>>, accumulate: bool) {
+// Write this thread's 4 x 4 sub-block of C[rows, cols] (row-major, starting at dst[base]),
+// overwriting or adding.
+fn store_tile(base: u32, row0: u32, col0: u32, lid: vec3<u32>, acc: ptr<function, array<f32, 16>>, accumulate: bool) {
     for (var i = 0u; i < 4u; i++) {
         let r = row0 + lid.y + 16u * i;
         if (r >= p.rows) {
@@ -83,7 +90,7 @@ fn store_tile(row0: u32, col0: u32, lid: vec3<u32>, acc: ptr<function, array<f32
         for (var j = 0u; j < 4u; j++) {
             let col = col0 + lid.x + 16u * j;
             if (col < p.cols) {
-                let idx = r * p.cols + col;
+                let idx = base + r * p.cols + col;
                 var v = (*acc)[i * 4u + j];
                 if (accumulate) {
                     v += dst[idx];
@@ -158,7 +165,7 @@ fn conv2d_forward(
         mma_tile(lid, &acc);
         workgroupBarrier();
     }
-    store_tile(row0, col0, lid, &acc, false);
+    store_tile(0u, row0, col0, lid, &acc, false);
 }
 
 @compute @workgroup_size(16, 16, 1)
@@ -275,7 +282,19 @@ fn conv2d_backward_weight(
     @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
-    let row0 = (wg.z * nwg.y + wg.y) * TM;
+    // Split-K (p.zsplit > 1): wg.z is the reduction chunk, rows tile over y only, and the
+    // chunk's partial product is written to its own slice of dst (the partials buffer).
+    let split = p.zsplit > 1u;
+    var row0 = (wg.z * nwg.y + wg.y) * TM;
+    var k_begin = 0u;
+    var k_end = p.red;
+    var base = 0u;
+    if (split) {
+        row0 = wg.y * TM;
+        k_begin = wg.z * p.kchunk;
+        k_end = min(p.red, k_begin + p.kchunk);
+        base = wg.z * p.rows * p.cols;
+    }
     let col0 = wg.x * TN;
     // Rows are weight indices (ky, kx, ci); the reduction runs over output pixels m.
     // A-tile loads: thread li fills tile row rl = li % 64 (consecutive threads: consecutive
@@ -292,11 +311,11 @@ fn conv2d_backward_weight(
     let off_y = i32(ky) - i32(p.pad);
     let off_x = i32(kx) - i32(p.pad);
     var acc: array<f32, 16>; // zero-initialised
-    for (var k0 = 0u; k0 < p.red; k0 += TK) {
+    for (var k0 = k_begin; k0 < k_end; k0 += TK) {
         for (var t = 0u; t < 4u; t++) {
             let mm = ml + 4u * t;
             let gm = k0 + mm;
-            let m_ok = gm < p.red;
+            let m_ok = gm < k_end;
             // Output pixel gm = (n, oy, ox) reads x[n, oy*s - pad + ky, ox*s - pad + kx, ci].
             let n = gm / ohw;
             let rem = gm - n * ohw;
@@ -322,7 +341,35 @@ fn conv2d_backward_weight(
         mma_tile(lid, &acc);
         workgroupBarrier();
     }
-    store_tile(row0, col0, lid, &acc, p.accumulate != 0u);
+    store_tile(base, row0, col0, lid, &acc, p.accumulate != 0u && !split);
+}
+
+// The second pass of the split-K weight gradient: dst[i] = sum over chunks s = 0, 1, ... of
+// src_a[s * rows * cols + i] (fixed order, so deterministic), plus dst[i] when accumulating.
+// src_a = partials (p.zsplit, rows, cols); src_b is bound to the same buffer and unused.
+// One thread per element, workgroups of 256 on a 2-D grid (as conv2d_direct).
+@compute @workgroup_size(256, 1, 1)
+fn conv2d_sum_partials(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    // Every entry point of this file takes bindings 1-3 (the launcher binds them in order),
+    // so name src_b here to keep it in this entry point's layout.
+    _ = arrayLength(&src_b);
+    let len = p.rows * p.cols;
+    let idx = (wg.y * nwg.x + wg.x) * 256u + lid.x;
+    if (idx >= len) {
+        return;
+    }
+    var v = 0.0;
+    for (var s = 0u; s < p.zsplit; s++) {
+        v += src_a[s * len + idx];
+    }
+    if (p.accumulate != 0u) {
+        v += dst[idx];
+    }
+    dst[idx] = v;
 }
 
 @compute @workgroup_size(256, 1, 1)

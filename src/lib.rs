@@ -26,4 +26,4 @@ pub mod train;
 pub mod viz;
 
 pub use error::{Error, Result};
-pub use gpu::{Dispatch, Gpu, GpuOptions, Tensor};
+pub use gpu::{Dispatch, Gpu, GpuOptions, KernelFamily, Tensor};

@@ -3,7 +3,8 @@
 //! PyTorch's evaluation scores and one training forward and backward (class maps,
 //! diversification masks, scores, GCE loss, every parameter gradient, batch-norm running
 //! statistics after the update). The network is built here from the same configuration,
-//! loaded through `load_torchvision`, and run on the GPU; everything is compared.
+//! loaded through `load_torchvision`, and run on the GPU; everything is compared, once with
+//! the convolution kernels the adapter picks and once with the tiled (GPU) kernels.
 //!
 //! Tolerance: both sides compute in f32 with different summation orders, so an element
 //! passes when `|got - want| <= 1e-4 * max|want| + 1e-3 * |want|`, the first term scaled by
@@ -12,6 +13,8 @@
 //! so no rounding difference can flip them.
 
 use finegrain::checkpoint::{load_torchvision, to_torch};
+use finegrain::gpu::{Gpu, GpuOptions, KernelFamily};
+use finegrain::kernels::conv2d::Conv2dKernel;
 use finegrain::model::ModelConfig;
 use finegrain::testing::gpu;
 use finegrain::train::{LossChoice, Schedule, TrainConfig, Trainer};
@@ -81,8 +84,7 @@ fn close(name: &str, got: &[f32], want: &[f32]) -> f64 {
     worst.0
 }
 
-fn check_case(case: &str) {
-    let Some(g) = gpu() else { return };
+fn check_case(g: &Gpu, case: &str) {
     let path = fixture(case);
     let bytes = std::fs::read(&path).unwrap();
     let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
@@ -113,6 +115,15 @@ fn check_case(case: &str) {
     };
     let (mut t, note) = Trainer::new(g, &model, &cfg, 1).unwrap();
     assert!(note.is_none(), "{note:?}");
+    let split_k = t
+        .net
+        .train_main
+        .iter()
+        .filter(|d| d.name.ends_with("conv2d_sum_partials"))
+        .count();
+    if Conv2dKernel::for_gpu(g) == Conv2dKernel::Tiled {
+        assert!(split_k > 0, "no layer took the split-K weight gradient");
+    }
 
     // The torchvision state dict (head as `fc`) through the user-facing loader; the
     // fixture's other tensors are reported as unused.
@@ -208,7 +219,8 @@ fn check_case(case: &str) {
         .unwrap()
         .clone();
     eprintln!(
-        "parity-{case}: {} tensors match PyTorch {}; worst error / tensor max {:.1e} in {}",
+        "parity-{case} ({:?} kernels, {split_k} split-K layers): {} tensors match PyTorch {}; worst error / tensor max {:.1e} in {}",
+        Conv2dKernel::for_gpu(g),
         report.len(),
         meta["parity.torch"],
         worst.1,
@@ -216,12 +228,27 @@ fn check_case(case: &str) {
     );
 }
 
+/// The default adapter with the kernels it picks by itself, then the same adapter forced to
+/// the tiled GPU kernels (with the split-K weight gradient), so a CPU adapter in CI checks the
+/// path real GPUs take too.
+fn check_both(case: &str) {
+    let Some(g) = gpu() else { return };
+    check_case(g, case);
+    let tiled = Gpu::new(&GpuOptions {
+        kernels: KernelFamily::Tiled,
+        ..GpuOptions::from_env().unwrap()
+    })
+    .unwrap();
+    assert_eq!(Conv2dKernel::for_gpu(&tiled), Conv2dKernel::Tiled);
+    check_case(&tiled, case);
+}
+
 #[test]
 fn basic_blocks_match_pytorch() {
-    check_case("basic");
+    check_both("basic");
 }
 
 #[test]
 fn bottleneck_blocks_match_pytorch() {
-    check_case("bottleneck");
+    check_both("bottleneck");
 }

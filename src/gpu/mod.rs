@@ -20,26 +20,62 @@ use std::sync::{Arc, Mutex};
 /// Invocations per workgroup used by the element-wise kernels (a portable size).
 pub const WG: u32 = 256;
 
-/// How to choose the adapter. [`GpuOptions::from_env`] reads `WGPU_BACKEND` and
-/// `FINEGRAIN_ADAPTER`.
+/// Which family of convolution kernels the launchers use (see
+/// `kernels::conv2d::Conv2dKernel`). Both compute the same results; only speed differs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KernelFamily {
+    /// Tiled (workgroup-memory) kernels on GPUs, broadcast kernels on CPU adapters.
+    #[default]
+    Auto,
+    /// The tiled kernels everywhere (how tests on a CPU adapter cover the GPU path).
+    Tiled,
+    /// The broadcast kernels everywhere.
+    Broadcast,
+}
+
+impl KernelFamily {
+    /// Parse `auto`, `tiled` or `broadcast`; `what` names the flag or variable in errors.
+    pub fn parse(what: &str, v: &str) -> Result<Self> {
+        match v.trim().to_ascii_lowercase().as_str() {
+            "auto" | "" => Ok(KernelFamily::Auto),
+            "tiled" => Ok(KernelFamily::Tiled),
+            "broadcast" => Ok(KernelFamily::Broadcast),
+            other => Err(Error::invalid(
+                what,
+                format!("`{other}` is not one of auto, tiled, broadcast"),
+            )),
+        }
+    }
+}
+
+/// How to choose the adapter. [`GpuOptions::from_env`] reads `WGPU_BACKEND`,
+/// `FINEGRAIN_ADAPTER` and `FINEGRAIN_KERNELS`.
 #[derive(Clone, Debug, Default)]
 pub struct GpuOptions {
     /// Backends to consider; `None` means Vulkan, Metal, DX12, and GL only if none of those has an adapter.
     pub backends: Option<wgpu::Backends>,
     /// Case-insensitive part of the adapter name to pick (e.g. "llvmpipe", "H200", "M2").
     pub adapter_name: Option<String>,
+    /// Convolution kernel family.
+    pub kernels: KernelFamily,
 }
 
 impl GpuOptions {
-    /// Options from the environment: `WGPU_BACKEND` (vulkan, metal, dx12, gl) and
-    /// `FINEGRAIN_ADAPTER` (part of an adapter name).
-    pub fn from_env() -> Self {
-        GpuOptions {
+    /// Options from the environment: `WGPU_BACKEND` (vulkan, metal, dx12, gl),
+    /// `FINEGRAIN_ADAPTER` (part of an adapter name) and `FINEGRAIN_KERNELS` (auto, tiled,
+    /// broadcast). An unrecognised `FINEGRAIN_KERNELS` is an error.
+    pub fn from_env() -> Result<Self> {
+        let kernels = match std::env::var("FINEGRAIN_KERNELS") {
+            Ok(v) => KernelFamily::parse("FINEGRAIN_KERNELS", &v)?,
+            Err(_) => KernelFamily::Auto,
+        };
+        Ok(GpuOptions {
             backends: wgpu::Backends::from_env(),
             adapter_name: std::env::var("FINEGRAIN_ADAPTER")
                 .ok()
                 .filter(|s| !s.is_empty()),
-        }
+            kernels,
+        })
     }
 
     /// Parse a backend name as given on a command line.
@@ -77,6 +113,8 @@ pub struct Gpu {
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
     pub features: GpuFeatures,
+    /// Convolution kernel family asked for in [`GpuOptions::kernels`].
+    pub kernels: KernelFamily,
     modules: Mutex<HashMap<&'static str, Arc<wgpu::ShaderModule>>>,
     pipelines: Mutex<HashMap<(&'static str, &'static str), Arc<wgpu::ComputePipeline>>>,
     errors: Arc<Mutex<Vec<String>>>,
@@ -105,7 +143,7 @@ impl Gpu {
     /// Choose an adapter from the environment (`WGPU_BACKEND`, `FINEGRAIN_ADAPTER`) and
     /// create a device on it.
     pub fn from_env() -> Result<Gpu> {
-        Gpu::new(&GpuOptions::from_env())
+        Gpu::new(&GpuOptions::from_env()?)
     }
 
     /// Choose an adapter (a real GPU before a software one, unless a name is given) and
@@ -158,7 +196,9 @@ impl Gpu {
             };
             return Err(Error::NoAdapter { detail });
         };
-        Gpu::with_adapter(adapter)
+        let mut gpu = Gpu::with_adapter(adapter)?;
+        gpu.kernels = opts.kernels;
+        Ok(gpu)
     }
 
     fn with_adapter(adapter: wgpu::Adapter) -> Result<Gpu> {
@@ -221,6 +261,7 @@ impl Gpu {
             info,
             limits,
             features,
+            kernels: KernelFamily::Auto,
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
             errors,

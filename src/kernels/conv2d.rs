@@ -6,7 +6,7 @@
 
 use super::CONV2D;
 use crate::error::{Error, Result};
-use crate::gpu::{Dispatch, Gpu, Tensor};
+use crate::gpu::{Dispatch, Gpu, KernelFamily, Tensor};
 
 /// Geometry of one convolution: input (n, h, w, cin), kernel (kh, kw), cout output channels,
 /// the same stride and zero padding on both spatial axes.
@@ -125,6 +125,8 @@ impl Conv2dShape {
             red: red as u32,
             accumulate: accumulate as u32,
             zsplit: 1,
+            kchunk: 0,
+            _pad: [0; 3],
         }
     }
 }
@@ -157,8 +159,12 @@ pub struct Conv2dParams {
     pub cols: u32,
     pub red: u32,
     pub accumulate: u32,
-    /// conv2d_backward_data: workgroups along z per stride phase.
+    /// conv2d_backward_data: workgroups along z per stride phase. conv2d_backward_weight
+    /// (tiled) and conv2d_sum_partials: number of reduction chunks (split-K when > 1).
     pub zsplit: u32,
+    /// conv2d_backward_weight with split-K: output pixels per reduction chunk.
+    pub kchunk: u32,
+    pub _pad: [u32; 3],
 }
 
 /// Workgroups for a 64 x 64-tiled GEMM of `rows` x `cols`: x over column tiles, row tiles
@@ -182,12 +188,13 @@ pub enum Conv2dKernel {
 }
 
 impl Conv2dKernel {
-    /// `Broadcast` on CPU adapters, `Tiled` on GPUs.
+    /// `Broadcast` on CPU adapters, `Tiled` on GPUs, unless [`Gpu::kernels`] asks for one.
     pub fn for_gpu(gpu: &Gpu) -> Self {
-        if gpu.is_cpu() {
-            Conv2dKernel::Broadcast
-        } else {
-            Conv2dKernel::Tiled
+        match gpu.kernels {
+            KernelFamily::Tiled => Conv2dKernel::Tiled,
+            KernelFamily::Broadcast => Conv2dKernel::Broadcast,
+            KernelFamily::Auto if gpu.is_cpu() => Conv2dKernel::Broadcast,
+            KernelFamily::Auto => Conv2dKernel::Tiled,
         }
     }
 }
@@ -300,6 +307,11 @@ pub fn conv2d_backward_data_with(
 
 /// Weight gradient (a GEMM reducing over the N*OH*OW output pixels): x (N,H,W,Cin), dy
 /// (N,OH,OW,Cout) -> dw (KH,KW,Cin,Cout). Overwrites dw, or adds into it when `accumulate`.
+///
+/// On a GPU the reduction is split into [`weight_grad_splits`] chunks when the gradient has
+/// too few 64 x 64 tiles to fill the device (a 3x3 64->64 layer has 9): each chunk writes a
+/// partial product to a scratch buffer owned by the returned dispatches, and a second
+/// dispatch sums them in a fixed order (deterministic). Record the dispatches in order.
 pub fn conv2d_backward_weight(
     gpu: &Gpu,
     s: &Conv2dShape,
@@ -307,11 +319,37 @@ pub fn conv2d_backward_weight(
     dy: &Tensor,
     dw: &Tensor,
     accumulate: bool,
-) -> Result<Dispatch> {
+) -> Result<Vec<Dispatch>> {
     conv2d_backward_weight_with(gpu, s, x, dy, dw, accumulate, Conv2dKernel::for_gpu(gpu))
 }
 
-/// [`conv2d_backward_weight`] with an explicit kernel choice.
+/// Workgroups the split-K weight gradient aims for: several per compute unit on the largest
+/// GPUs (an H100/H200 has 132), so that no layer leaves most of the device idle.
+const SPLIT_TARGET_WORKGROUPS: usize = 512;
+/// Fewest output pixels one reduction chunk handles (16 reduction tiles of 16): a chunk's
+/// 64 x 64 partial tile is then written once per 256 multiply-adds per element.
+const SPLIT_MIN_CHUNK: usize = 256;
+/// Most f32 the partials buffer of one layer may hold (16 MiB).
+const SPLIT_MAX_PARTIALS: usize = 1 << 22;
+/// Most reduction chunks.
+const SPLIT_MAX: usize = 1024;
+
+/// Reduction chunks the tiled weight gradient of `s` uses on a GPU: enough to reach about
+/// [`SPLIT_TARGET_WORKGROUPS`] workgroups, at least [`SPLIT_MIN_CHUNK`] pixels per chunk,
+/// at most [`SPLIT_MAX_PARTIALS`] floats of scratch. 1 means no split.
+pub fn weight_grad_splits(s: &Conv2dShape) -> usize {
+    let rows = s.kh * s.kw * s.cin;
+    let tiles = rows.div_ceil(64) * s.cout.div_ceil(64);
+    let red = s.n * s.oh() * s.ow();
+    SPLIT_TARGET_WORKGROUPS
+        .div_ceil(tiles.max(1))
+        .min(red / SPLIT_MIN_CHUNK)
+        .min(SPLIT_MAX_PARTIALS / (rows * s.cout).max(1))
+        .clamp(1, SPLIT_MAX)
+}
+
+/// [`conv2d_backward_weight`] with an explicit kernel choice (`Tiled` splits the reduction
+/// by [`weight_grad_splits`]).
 pub fn conv2d_backward_weight_with(
     gpu: &Gpu,
     s: &Conv2dShape,
@@ -320,29 +358,80 @@ pub fn conv2d_backward_weight_with(
     dw: &Tensor,
     accumulate: bool,
     kernel: Conv2dKernel,
-) -> Result<Dispatch> {
+) -> Result<Vec<Dispatch>> {
+    match kernel {
+        Conv2dKernel::Tiled => {
+            conv2d_backward_weight_split(gpu, s, x, dy, dw, accumulate, weight_grad_splits(s))
+        }
+        Conv2dKernel::Broadcast => {
+            check_weight_grad(s, x, dy, dw)?;
+            let rows = s.kh * s.kw * s.cin;
+            let p = s.params(rows, s.cout, s.n * s.oh() * s.ow(), accumulate);
+            Ok(vec![gpu.dispatch(
+                &CONV2D,
+                "conv2d_backward_weight_bcast",
+                &p,
+                &[x, dy, dw],
+                bcast_grid(gpu, rows, s.cout),
+            )?])
+        }
+    }
+}
+
+fn check_weight_grad(s: &Conv2dShape, x: &Tensor, dy: &Tensor, dw: &Tensor) -> Result<()> {
     s.validate()?;
     x.expect_shape(&s.x_shape())?;
     dy.expect_shape(&s.y_shape())?;
-    dw.expect_shape(&s.w_shape())?;
+    dw.expect_shape(&s.w_shape())
+}
+
+/// The tiled weight gradient with the reduction split into (at most) `splits` chunks; one
+/// dispatch when the split comes to 1, else the chunked GEMM and the sum of its partials.
+pub fn conv2d_backward_weight_split(
+    gpu: &Gpu,
+    s: &Conv2dShape,
+    x: &Tensor,
+    dy: &Tensor,
+    dw: &Tensor,
+    accumulate: bool,
+    splits: usize,
+) -> Result<Vec<Dispatch>> {
+    check_weight_grad(s, x, dy, dw)?;
     let rows = s.kh * s.kw * s.cin;
-    let p = s.params(rows, s.cout, s.n * s.oh() * s.ow(), accumulate);
-    match kernel {
-        Conv2dKernel::Tiled => gpu.dispatch(
+    let red = s.n * s.oh() * s.ow();
+    let mut p = s.params(rows, s.cout, red, accumulate);
+    // Chunks of a whole number of reduction tiles; the last one may be short.
+    let kchunk = red.div_ceil(splits.max(1)).next_multiple_of(16).max(16);
+    let chunks = red.div_ceil(kchunk);
+    let row_tiles = rows.div_ceil(64);
+    let max_dim = gpu.limits.max_compute_workgroups_per_dimension as usize;
+    if chunks <= 1 || row_tiles > max_dim || chunks > max_dim {
+        return Ok(vec![gpu.dispatch(
             &CONV2D,
             "conv2d_backward_weight",
             &p,
             &[x, dy, dw],
             tiled_grid(gpu, rows, s.cout),
-        ),
-        Conv2dKernel::Broadcast => gpu.dispatch(
-            &CONV2D,
-            "conv2d_backward_weight_bcast",
-            &p,
-            &[x, dy, dw],
-            bcast_grid(gpu, rows, s.cout),
-        ),
+        )?]);
     }
+    let partials = gpu.zeros(&format!("{}.partials", dw.label), &[chunks, rows, s.cout])?;
+    p.zsplit = chunks as u32;
+    p.kchunk = kchunk as u32;
+    let gemm = gpu.dispatch(
+        &CONV2D,
+        "conv2d_backward_weight",
+        &p,
+        &[x, dy, &partials],
+        [s.cout.div_ceil(64) as u32, row_tiles as u32, chunks as u32],
+    )?;
+    let sum = gpu.dispatch(
+        &CONV2D,
+        "conv2d_sum_partials",
+        &p,
+        &[&partials, &partials, dw],
+        gpu.grid_for(rows * s.cout),
+    )?;
+    Ok(vec![gemm, sum])
 }
 
 /// Forward convolution, one thread per output element (the readable fallback and a second

@@ -353,7 +353,7 @@ impl ConvBn {
             &p[self.gamma].grad,
             &p[self.beta].grad,
         )?);
-        out.push(conv2d_backward_weight(
+        out.extend(conv2d_backward_weight(
             gpu,
             &self.conv,
             x,

@@ -170,7 +170,7 @@ fn conv2d_backward_weight_matches_twin() {
         let tdw_acc = g.tensor("dw_acc", &s.w_shape(), &dw0).unwrap();
         let d = conv::conv2d_backward_weight_with(g, s, &tx, &tdy, &tdw, false, k).unwrap();
         let da = conv::conv2d_backward_weight_with(g, s, &tx, &tdy, &tdw_acc, true, k).unwrap();
-        g.run(&[&d, &da]).unwrap();
+        g.run(&d.iter().chain(&da).collect::<Vec<_>>()).unwrap();
         let want = twin::conv2d_backward_weight(s, &f64s(&x), &f64s(&dy));
         let want_acc: Vec<f64> = want.iter().zip(&dw0).map(|(a, &b)| a + b as f64).collect();
         let tol = atol(s.n * s.oh() * s.ow());
@@ -190,6 +190,78 @@ fn conv2d_backward_weight_matches_twin() {
             1e-5,
         );
     }
+}
+
+/// The split-K weight gradient (tiled GEMM over reduction chunks, then the sum of the
+/// partials) against the twin, for chunk counts that leave a short last chunk, with and
+/// without accumulation; repeated runs are bit-identical (fixed summation order).
+#[test]
+fn conv2d_backward_weight_split_k_matches_twin() {
+    let Some(g) = gpu() else { return };
+    for (s, splits) in SHAPES.iter().flat_map(|s| [2, 3, 7].map(|k| (s, k))) {
+        let mut r = rng(&format!(
+            "conv2d_backward_weight split {} {splits}",
+            name(s)
+        ));
+        let x = uniform(&mut r, numel(s.x_shape()), 1.0);
+        let dy = uniform(&mut r, numel(s.y_shape()), 1.0);
+        let dw0 = uniform(&mut r, numel(s.w_shape()), 1.0);
+        let tx = g.tensor("x", &s.x_shape(), &x).unwrap();
+        let tdy = g.tensor("dy", &s.y_shape(), &dy).unwrap();
+        let tdw = g.zeros("dw", &s.w_shape()).unwrap();
+        g.fill(&tdw, f32::NAN).unwrap();
+        let tdw_acc = g.tensor("dw_acc", &s.w_shape(), &dw0).unwrap();
+        let d = conv::conv2d_backward_weight_split(g, s, &tx, &tdy, &tdw, false, splits).unwrap();
+        let da =
+            conv::conv2d_backward_weight_split(g, s, &tx, &tdy, &tdw_acc, true, splits).unwrap();
+        let red = s.n * s.oh() * s.ow();
+        // A split happens whenever the chunks (multiples of 16 pixels) come to more than one.
+        assert_eq!(d.len(), if red > 16 { 2 } else { 1 }, "{}", name(s));
+        g.run(&d.iter().chain(&da).collect::<Vec<_>>()).unwrap();
+        let want = twin::conv2d_backward_weight(s, &f64s(&x), &f64s(&dy));
+        let want_acc: Vec<f64> = want.iter().zip(&dw0).map(|(a, &b)| a + b as f64).collect();
+        let n = format!("{} splits {splits}", name(s));
+        let got = g.download(&tdw).unwrap();
+        assert_close(
+            &format!("conv2d_backward_weight {n}"),
+            &got,
+            &want,
+            atol(red),
+            1e-5,
+        );
+        assert_close(
+            &format!("conv2d_backward_weight accumulate {n}"),
+            &g.download(&tdw_acc).unwrap(),
+            &want_acc,
+            atol(red),
+            1e-5,
+        );
+        g.fill(&tdw, f32::NAN).unwrap();
+        g.run(&d.iter().collect::<Vec<_>>()).unwrap();
+        assert_eq!(g.download(&tdw).unwrap(), got, "{n}: not deterministic");
+    }
+}
+
+/// The split heuristic: many chunks where the weight gradient has few tiles and a long
+/// reduction (ResNet-50's early layers at 448 px), none where tiles already fill a GPU or
+/// the reduction is short.
+#[test]
+fn weight_grad_splits_heuristic() {
+    // 3x3 64->64 at 112x112, batch 16: 9 tiles, 200,704 pixels.
+    assert_eq!(
+        conv::weight_grad_splits(&shape(16, 112, 112, 64, 64, 3, 3, 1, 1)),
+        57
+    );
+    // 3x3 512->512 at 14x14: 576 tiles already.
+    assert_eq!(
+        conv::weight_grad_splits(&shape(16, 14, 14, 512, 512, 3, 3, 1, 1)),
+        1
+    );
+    // A tiny layer: the reduction is shorter than two chunks.
+    assert_eq!(conv::weight_grad_splits(&SHAPES[0]), 1);
+    // Every split keeps its partials within 16 MiB.
+    let s = shape(64, 112, 112, 256, 512, 3, 3, 1, 1);
+    assert!(conv::weight_grad_splits(&s) * 9 * 256 * 512 <= 1 << 22);
 }
 
 #[test]
