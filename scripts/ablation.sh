@@ -6,12 +6,18 @@
 #   scripts/ablation.sh "0 1 2" --subset --epochs 4          # the README's table
 #
 # Runs the release `train` example; outputs go to runs/ablation/<config>-s<seed>/.
+# Environment: FINEGRAIN_TRAIN_BIN = a prebuilt train binary (skips the cargo build),
+# ABLATION_DIR = output folder instead of runs/ablation.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seeds=${1:-"0 1 2"}
 shift || true
-cargo build --release --example train
-bin=target/release/examples/train
+bin=${FINEGRAIN_TRAIN_BIN:-}
+if [ -z "$bin" ]; then
+  cargo build --release --example train
+  bin=target/release/examples/train
+fi
+root=${ABLATION_DIR:-runs/ablation}
 declare -A flags=(
   [ce]="--loss ce --no-db"
   [ce+db]="--loss ce"
@@ -19,10 +25,10 @@ declare -A flags=(
   [db+gce]="--loss gce --k 3"
 )
 order=(ce ce+db gce db+gce)
-mkdir -p runs/ablation
+mkdir -p "$root"
 for cfg in "${order[@]}"; do
   for s in $seeds; do
-    out="runs/ablation/${cfg}-s${s}"
+    out="$root/${cfg}-s${s}"
     echo "== $cfg seed $s" >&2
     # shellcheck disable=SC2086
     $bin --quiet --seed "$s" --out "$out" ${flags[$cfg]} "$@" > "$out.log" 2>&1 || { echo "run failed: $out.log" >&2; exit 1; }
@@ -33,7 +39,7 @@ echo "|---|---|---|---|"
 for cfg in "${order[@]}"; do
   vals=()
   for s in $seeds; do
-    v=$(tail -n 1 "runs/ablation/${cfg}-s${s}/metrics.csv" | cut -d, -f7)
+    v=$(tail -n 1 "$root/${cfg}-s${s}/metrics.csv" | cut -d, -f7)
     vals+=("$v")
   done
   python3 - "$cfg" "${vals[@]}" <<'PY'

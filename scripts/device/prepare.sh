@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Prepare, on a development machine, everything a run on a lent GPU machine needs (see
+# ../shared/GPU.md): release binaries in .bin/, the Vulkan loader packages in .gl/, the full
+# Fashion-MNIST set in .data/fashion-mnist/, all git-ignored. Then run, in one call there,
+#   bash scripts/device/run.sh
+# carrying .bin, .gl and .data. Everything it measures is written under $OUT.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+cargo build --release --examples
+mkdir -p .bin
+cp target/release/examples/{train,bench,infer} .bin/
+
+if ! ls .gl/libvulkan1_*.deb >/dev/null 2>&1; then
+  mkdir -p .gl /tmp/amd64/partial
+  o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
+  # shellcheck disable=SC2086
+  apt-get $o update
+  # shellcheck disable=SC2086
+  (cd .gl && apt-get $o download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
+fi
+
+mkdir -p .data/fashion-mnist
+src=/usr/share/datasets/fashion-mnist
+if [ ! -f "$src/train-images-idx3-ubyte.gz" ]; then
+  tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download dataset-fashion-mnist && dpkg -x dataset-fashion-mnist_*.deb x)
+  src="$tmp/x/usr/share/datasets/fashion-mnist"
+fi
+cp "$src"/*-ubyte.gz .data/fashion-mnist/
+du -sh .bin .gl .data

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# One call on a lent GPU machine (prepared by scripts/device/prepare.sh): the kernel
+# benchmark at the issue's sizes, the full-data Fashion-MNIST run, and the method ablation,
+# each under its own time limit so one slow stage cannot eat the others' time. Results go
+# to $OUT (default: runs/device): bench.md, full.log + full/metrics.csv, ablation.md.
+#   DEVICE_QUICK=1   tiny settings, to check the script itself on any machine.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-runs/device}
+mkdir -p "$OUT"
+# The Vulkan loader, where the machine lacks one (GPU.md).
+if ! ldconfig -p | grep -q 'libvulkan.so.1 ' && ls .gl/*.deb >/dev/null 2>&1; then
+  for f in .gl/*.deb; do dpkg -x "$f" /; done
+  ldconfig
+fi
+icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+if [ -z "${VK_DRIVER_FILES:-}" ] && [ -f "$icd" ]; then
+  export VK_DRIVER_FILES=$icd
+fi
+export WGPU_BACKEND=${WGPU_BACKEND:-vulkan}
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$OUT/gpu.txt" 2>&1 || true
+
+if [ -n "${DEVICE_QUICK:-}" ]; then
+  bench_args=(--gemm 64 --conv-batch 0 --reps 1 --step-model tiny --step-size 28 --step-batch 4)
+  full_args=(--subset --epochs 1 --max-steps 20)
+  abl_seeds="0"; abl_args=(--subset --epochs 1 --max-steps 10)
+  t_bench=300; t_full=300; t_abl=300
+else
+  bench_args=(--full --reps 5)
+  full_args=(--data .data/fashion-mnist --epochs 30)
+  abl_seeds="0 1 2"; abl_args=(--subset)
+  t_bench=150; t_full=270; t_abl=150
+fi
+
+echo "== bench" >&2
+timeout "$t_bench" .bin/bench "${bench_args[@]}" > "$OUT/bench.md" 2> "$OUT/bench.err"
+echo "bench exit $?" >&2
+
+echo "== full-data run" >&2
+timeout "$t_full" .bin/train "${full_args[@]}" --quiet --out "$OUT/full" > "$OUT/full.log" 2>&1
+echo "full exit $?" >&2
+
+echo "== ablation" >&2
+FINEGRAIN_TRAIN_BIN=.bin/train ABLATION_DIR="$OUT/ablation" timeout "$t_abl" \
+  bash scripts/ablation.sh "$abl_seeds" "${abl_args[@]}" > "$OUT/ablation.md" 2> "$OUT/ablation.err"
+echo "ablation exit $?" >&2
+
+# Keep the outputs small: drop checkpoints.
+find "$OUT" -name '*.safetensors' -delete
+tail -n 3 "$OUT/full.log" "$OUT/ablation.md" >&2
