@@ -294,7 +294,7 @@ fn bench_conv(gpu: &Gpu, a: &Args, rng: &mut impl Rng) -> finegrain::Result<()> 
         let dw = gpu.zeros("dw", &[s.kh, s.kw, s.cin, s.cout])?;
         let fwd = conv2d_forward(gpu, &s, &x, &w, &y)?;
         let bd = conv2d_backward_data(gpu, &s, &dy, &w, &dx, false)?;
-        let bw = conv2d_backward_weight(gpu, &s, &x, &dy, &dw, false)?;
+        let bw = conv2d_backward_weight(gpu, &s, &x, &dy, &dw, false, None)?;
         let mut all = vec![&fwd, &bd];
         all.extend(&bw);
         gpu.run(&all)?;

@@ -6,7 +6,7 @@
 
 use super::CONV2D;
 use crate::error::{Error, Result};
-use crate::gpu::{Dispatch, Gpu, KernelFamily, Tensor};
+use crate::gpu::{DType, Dispatch, Gpu, KernelFamily, Tensor};
 
 /// Geometry of one convolution: input (n, h, w, cin), kernel (kh, kw), cout output channels,
 /// the same stride and zero padding on both spatial axes.
@@ -310,8 +310,11 @@ pub fn conv2d_backward_data_with(
 ///
 /// On a GPU the reduction is split into [`weight_grad_splits`] chunks when the gradient has
 /// too few 64 x 64 tiles to fill the device (a 3x3 64->64 layer has 9): each chunk writes a
-/// partial product to a scratch buffer owned by the returned dispatches, and a second
-/// dispatch sums them in a fixed order (deterministic). Record the dispatches in order.
+/// partial product to a scratch buffer, and a second dispatch sums them in a fixed order
+/// (deterministic). `scratch` is that buffer when given (at least
+/// [`weight_grad_scratch_len`] f32; one buffer can serve every layer of a network, since
+/// each layer's sum consumes it before the next layer writes it), else the returned
+/// dispatches own one of their own. Record the dispatches in order.
 pub fn conv2d_backward_weight(
     gpu: &Gpu,
     s: &Conv2dShape,
@@ -319,8 +322,10 @@ pub fn conv2d_backward_weight(
     dy: &Tensor,
     dw: &Tensor,
     accumulate: bool,
+    scratch: Option<&Tensor>,
 ) -> Result<Vec<Dispatch>> {
-    conv2d_backward_weight_with(gpu, s, x, dy, dw, accumulate, Conv2dKernel::for_gpu(gpu))
+    let kernel = Conv2dKernel::for_gpu(gpu);
+    conv2d_backward_weight_with(gpu, s, x, dy, dw, accumulate, kernel, scratch)
 }
 
 /// Workgroups the split-K weight gradient aims for: several per compute unit on the largest
@@ -348,8 +353,29 @@ pub fn weight_grad_splits(s: &Conv2dShape) -> usize {
         .clamp(1, SPLIT_MAX)
 }
 
+/// Chunk length (a whole number of 16-pixel reduction tiles) and chunk count for a
+/// reduction of `red` pixels asked to split `splits` ways.
+fn split_chunks(red: usize, splits: usize) -> (usize, usize) {
+    let kchunk = red.div_ceil(splits.max(1)).next_multiple_of(16).max(16);
+    (kchunk, red.div_ceil(kchunk))
+}
+
+/// f32 of scratch that [`conv2d_backward_weight`] needs for `s` on `gpu` (0: no split).
+pub fn weight_grad_scratch_len(gpu: &Gpu, s: &Conv2dShape) -> usize {
+    if Conv2dKernel::for_gpu(gpu) != Conv2dKernel::Tiled {
+        return 0;
+    }
+    let (_, chunks) = split_chunks(s.n * s.oh() * s.ow(), weight_grad_splits(s));
+    if chunks <= 1 {
+        0
+    } else {
+        chunks * s.kh * s.kw * s.cin * s.cout
+    }
+}
+
 /// [`conv2d_backward_weight`] with an explicit kernel choice (`Tiled` splits the reduction
 /// by [`weight_grad_splits`]).
+#[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward_weight_with(
     gpu: &Gpu,
     s: &Conv2dShape,
@@ -358,10 +384,12 @@ pub fn conv2d_backward_weight_with(
     dw: &Tensor,
     accumulate: bool,
     kernel: Conv2dKernel,
+    scratch: Option<&Tensor>,
 ) -> Result<Vec<Dispatch>> {
     match kernel {
         Conv2dKernel::Tiled => {
-            conv2d_backward_weight_split(gpu, s, x, dy, dw, accumulate, weight_grad_splits(s))
+            let splits = weight_grad_splits(s);
+            conv2d_backward_weight_split(gpu, s, x, dy, dw, accumulate, splits, scratch)
         }
         Conv2dKernel::Broadcast => {
             check_weight_grad(s, x, dy, dw)?;
@@ -386,7 +414,9 @@ fn check_weight_grad(s: &Conv2dShape, x: &Tensor, dy: &Tensor, dw: &Tensor) -> R
 }
 
 /// The tiled weight gradient with the reduction split into (at most) `splits` chunks; one
-/// dispatch when the split comes to 1, else the chunked GEMM and the sum of its partials.
+/// dispatch when the split comes to 1, else the chunked GEMM and the sum of its partials
+/// (in `scratch` when given, else in a buffer the dispatches own).
+#[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward_weight_split(
     gpu: &Gpu,
     s: &Conv2dShape,
@@ -395,14 +425,13 @@ pub fn conv2d_backward_weight_split(
     dw: &Tensor,
     accumulate: bool,
     splits: usize,
+    scratch: Option<&Tensor>,
 ) -> Result<Vec<Dispatch>> {
     check_weight_grad(s, x, dy, dw)?;
     let rows = s.kh * s.kw * s.cin;
     let red = s.n * s.oh() * s.ow();
     let mut p = s.params(rows, s.cout, red, accumulate);
-    // Chunks of a whole number of reduction tiles; the last one may be short.
-    let kchunk = red.div_ceil(splits.max(1)).next_multiple_of(16).max(16);
-    let chunks = red.div_ceil(kchunk);
+    let (kchunk, chunks) = split_chunks(red, splits);
     let row_tiles = rows.div_ceil(64);
     let max_dim = gpu.limits.max_compute_workgroups_per_dimension as usize;
     if chunks <= 1 || row_tiles > max_dim || chunks > max_dim {
@@ -414,21 +443,37 @@ pub fn conv2d_backward_weight_split(
             tiled_grid(gpu, rows, s.cout),
         )?]);
     }
-    let partials = gpu.zeros(&format!("{}.partials", dw.label), &[chunks, rows, s.cout])?;
+    let need = chunks * rows * s.cout;
+    let own;
+    let partials = match scratch {
+        Some(t) => {
+            if t.dtype != DType::F32 || t.numel() < need {
+                return Err(Error::invalid(
+                    format!("split-K scratch `{}`", t.label),
+                    format!("needs at least {need} f32, has {} {:?}", t.numel(), t.dtype),
+                ));
+            }
+            t
+        }
+        None => {
+            own = gpu.zeros(&format!("{}.partials", dw.label), &[need])?;
+            &own
+        }
+    };
     p.zsplit = chunks as u32;
     p.kchunk = kchunk as u32;
     let gemm = gpu.dispatch(
         &CONV2D,
         "conv2d_backward_weight",
         &p,
-        &[x, dy, &partials],
+        &[x, dy, partials],
         [s.cout.div_ceil(64) as u32, row_tiles as u32, chunks as u32],
     )?;
     let sum = gpu.dispatch(
         &CONV2D,
         "conv2d_sum_partials",
         &p,
-        &[&partials, &partials, dw],
+        &[partials, partials, dw],
         gpu.grid_for(rows * s.cout),
     )?;
     Ok(vec![gemm, sum])

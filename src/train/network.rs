@@ -15,7 +15,8 @@ use crate::kernels::batchnorm::{
     batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train, BatchNormShape,
 };
 use crate::kernels::conv2d::{
-    conv2d_backward_data, conv2d_backward_weight, conv2d_forward, Conv2dShape,
+    conv2d_backward_data, conv2d_backward_weight, conv2d_forward, weight_grad_scratch_len,
+    Conv2dShape,
 };
 use crate::kernels::elementwise::{
     add_inplace, add_relu_inplace, relu_backward_inplace, relu_forward_inplace,
@@ -360,6 +361,7 @@ impl ConvBn {
             &self.dz,
             &p[self.weight].grad,
             false,
+            net.scratch,
         )?);
         if let Some((dx, accumulate)) = dx {
             out.push(conv2d_backward_data(
@@ -378,6 +380,8 @@ impl ConvBn {
 struct NetRefs<'a> {
     params: &'a [Param],
     state: &'a [StateTensor],
+    /// Split-K partials of the weight gradients, shared by every layer and dispatch list.
+    scratch: Option<&'a Tensor>,
 }
 
 struct Layers {
@@ -635,9 +639,24 @@ impl Network {
 
         let params = a.params;
         let state = a.state;
+        let units = layers
+            .blocks
+            .iter()
+            .flat_map(|b| b.units.iter().chain(&b.downsample))
+            .chain(std::iter::once(&layers.stem));
+        let scratch_len = units
+            .map(|u| weight_grad_scratch_len(gpu, &u.conv))
+            .max()
+            .unwrap_or(0);
+        let scratch = if scratch_len > 0 {
+            Some(gpu.zeros("conv.weight_grad.partials", &[scratch_len])?)
+        } else {
+            None
+        };
         let refs = NetRefs {
             params: &params,
             state: &state,
+            scratch: scratch.as_ref(),
         };
         let (feat, dfeat) = layers.node(Some(layers.blocks.len() - 1));
         let hwp = &params[layers.head_weight];

@@ -168,8 +168,9 @@ fn conv2d_backward_weight_matches_twin() {
         let tdw = g.zeros("dw", &s.w_shape()).unwrap();
         g.fill(&tdw, f32::NAN).unwrap();
         let tdw_acc = g.tensor("dw_acc", &s.w_shape(), &dw0).unwrap();
-        let d = conv::conv2d_backward_weight_with(g, s, &tx, &tdy, &tdw, false, k).unwrap();
-        let da = conv::conv2d_backward_weight_with(g, s, &tx, &tdy, &tdw_acc, true, k).unwrap();
+        let d = conv::conv2d_backward_weight_with(g, s, &tx, &tdy, &tdw, false, k, None).unwrap();
+        let da =
+            conv::conv2d_backward_weight_with(g, s, &tx, &tdy, &tdw_acc, true, k, None).unwrap();
         g.run(&d.iter().chain(&da).collect::<Vec<_>>()).unwrap();
         let want = twin::conv2d_backward_weight(s, &f64s(&x), &f64s(&dy));
         let want_acc: Vec<f64> = want.iter().zip(&dw0).map(|(a, &b)| a + b as f64).collect();
@@ -211,9 +212,21 @@ fn conv2d_backward_weight_split_k_matches_twin() {
         let tdw = g.zeros("dw", &s.w_shape()).unwrap();
         g.fill(&tdw, f32::NAN).unwrap();
         let tdw_acc = g.tensor("dw_acc", &s.w_shape(), &dw0).unwrap();
-        let d = conv::conv2d_backward_weight_split(g, s, &tx, &tdy, &tdw, false, splits).unwrap();
-        let da =
-            conv::conv2d_backward_weight_split(g, s, &tx, &tdy, &tdw_acc, true, splits).unwrap();
+        // Its own partials for one, a caller's (larger than needed) scratch for the other.
+        let scratch = g.zeros("scratch", &[8 * numel(s.w_shape()) + 5]).unwrap();
+        let d =
+            conv::conv2d_backward_weight_split(g, s, &tx, &tdy, &tdw, false, splits, None).unwrap();
+        let da = conv::conv2d_backward_weight_split(
+            g,
+            s,
+            &tx,
+            &tdy,
+            &tdw_acc,
+            true,
+            splits,
+            Some(&scratch),
+        )
+        .unwrap();
         let red = s.n * s.oh() * s.ow();
         // A split happens whenever the chunks (multiples of 16 pixels) come to more than one.
         assert_eq!(d.len(), if red > 16 { 2 } else { 1 }, "{}", name(s));
@@ -240,6 +253,25 @@ fn conv2d_backward_weight_split_k_matches_twin() {
         g.run(&d.iter().collect::<Vec<_>>()).unwrap();
         assert_eq!(g.download(&tdw).unwrap(), got, "{n}: not deterministic");
     }
+}
+
+/// A scratch buffer too small for the split is an error naming it.
+#[test]
+fn conv2d_backward_weight_split_k_rejects_small_scratch() {
+    let Some(g) = gpu() else { return };
+    let s = SHAPES[1];
+    let x = g.zeros("x", &s.x_shape()).unwrap();
+    let dy = g.zeros("dy", &s.y_shape()).unwrap();
+    let dw = g.zeros("dw", &s.w_shape()).unwrap();
+    let small = g.zeros("small_scratch", &[numel(s.w_shape())]).unwrap();
+    let e = conv::conv2d_backward_weight_split(g, &s, &x, &dy, &dw, false, 4, Some(&small))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("small_scratch") && e.contains("needs at least"),
+        "{e}"
+    );
 }
 
 /// The split heuristic: many chunks where the weight gradient has few tiles and a long
@@ -286,7 +318,7 @@ fn conv2d_launchers_reject_wrong_shapes() {
         matches!(e, Error::ShapeMismatch { ref tensor, .. } if tensor == "y_bad"),
         "{e}"
     );
-    let e = conv::conv2d_backward_weight(g, &s, &x, &y, &y, false)
+    let e = conv::conv2d_backward_weight(g, &s, &x, &y, &y, false, None)
         .err()
         .unwrap();
     assert!(
