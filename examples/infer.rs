@@ -11,7 +11,7 @@ use finegrain::checkpoint::Checkpoint;
 use finegrain::data::{read_image, Augment, ImageU8, Normalize, TrainCrop};
 use finegrain::gpu::{Gpu, GpuOptions};
 use finegrain::train::run::{CLASSES_KEY, PREPROCESS_KEY};
-use finegrain::train::{TrainConfig, Trainer};
+use finegrain::train::Predictor;
 use finegrain::{Error, Result};
 use rand::SeedableRng;
 use std::path::{Path, PathBuf};
@@ -161,20 +161,14 @@ fn real_main(args: Args) -> Result<()> {
     );
 
     let batch = args.batch.min(files.len());
-    let cfg = TrainConfig {
-        batch,
-        diversify: false,
-        ..TrainConfig::default()
-    };
-    let (trainer, _) = Trainer::new(&gpu, &ck.model, &cfg, 1)?;
-    ck.load_into(&gpu, &trainer.net, false)?;
+    let predictor = Predictor::from_checkpoint(&gpu, &ck, batch)?;
     if let Some(d) = &args.cam {
         std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
     }
 
     let c = ck.model.num_classes;
     let sample = aug.sample_len();
-    let (mh, mw) = trainer.net.map_size;
+    let (mh, mw) = predictor.net.map_size;
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     let (mut done, mut skipped) = (0usize, 0usize);
     let mut gpu_secs = 0.0;
@@ -210,10 +204,10 @@ fn real_main(args: Args) -> Result<()> {
             continue;
         }
         let tg = Instant::now();
-        let scores = trainer.eval_scores(&gpu, &images, ok.len())?;
+        let scores = predictor.scores(&gpu, &images, ok.len())?;
         gpu_secs += tg.elapsed().as_secs_f64();
         let maps = if args.cam.is_some() {
-            Some(gpu.download(&trainer.net.maps)?)
+            Some(gpu.download(&predictor.net.maps)?)
         } else {
             None
         };

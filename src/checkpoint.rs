@@ -7,7 +7,7 @@
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::model::ModelConfig;
-use crate::train::network::{Network, ParamLayout};
+use crate::train::network::{NetMode, Network, ParamLayout};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -128,6 +128,12 @@ pub fn save(
     metadata: &HashMap<String, String>,
     optimizer: bool,
 ) -> Result<()> {
+    if optimizer && net.mode == NetMode::Inference {
+        return Err(Error::invalid(
+            format!("checkpoint {}", path.display()),
+            "an inference network has no optimizer state to save",
+        ));
+    }
     let mut tensors: BTreeMap<String, (Vec<usize>, Vec<u8>)> = BTreeMap::new();
     for p in &net.params {
         let value = gpu.download(&p.value)?;
@@ -213,6 +219,12 @@ impl Checkpoint {
     /// tensor must be present with the right shape; missing, extra or mis-shaped tensors
     /// are listed in the error.
     pub fn load_into(&self, gpu: &Gpu, net: &Network, optimizer: bool) -> Result<()> {
+        if optimizer && net.mode == NetMode::Inference {
+            return Err(Error::invalid(
+                format!("checkpoint {}", self.path.display()),
+                "cannot load optimizer state into an inference network",
+            ));
+        }
         let st = SafeTensors::deserialize(&self.bytes)
             .map_err(|e| Error::format(&self.path, format!("corrupt safetensors: {e}")))?;
         let mut expected: Vec<(String, Vec<usize>)> = Vec::new();

@@ -410,3 +410,57 @@ fn whole_network_gradients_match_finite_differences() {
         assert!(checked >= 2 * t.net.params.len());
     }
 }
+
+/// The inference-only network (what `infer` uses) gives the training network's evaluation
+/// scores and class maps bit for bit from the same checkpoint, in well under the memory;
+/// optimizer state cannot be saved from or loaded into it.
+#[test]
+fn inference_network_matches_training_network_in_less_memory() {
+    if gpu().is_none() {
+        return;
+    }
+    // A device of its own, so the byte counters see only this test's buffers.
+    let g = &finegrain::Gpu::new(&finegrain::GpuOptions::from_env().unwrap()).unwrap();
+    let root = temp_dir("inference");
+    let model = ModelConfig::preset("tiny", 1, SIZE, 3).unwrap();
+    let cfg = TrainConfig {
+        batch: 8,
+        seed: 3,
+        ..config()
+    };
+    let b0 = g.bytes_created();
+    let (t, _) = Trainer::new(g, &model, &cfg, 10).unwrap();
+    let train_bytes = g.bytes_created() - b0;
+    let path = root.join("w.safetensors");
+    finegrain::checkpoint::save(g, &t.net, &path, &Default::default(), false).unwrap();
+    let ck = Checkpoint::open(&path).unwrap();
+    let b1 = g.bytes_created();
+    let p = finegrain::train::Predictor::from_checkpoint(g, &ck, 8).unwrap();
+    let infer_bytes = g.bytes_created() - b1;
+    assert!(
+        (infer_bytes as f64) < 0.6 * train_bytes as f64,
+        "inference network {infer_bytes} bytes vs training network {train_bytes}"
+    );
+    assert!(p.net.train_main.is_empty() && p.net.train_ce.is_empty());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+    let images: Vec<f32> = (0..8 * SIZE * SIZE)
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
+    // 7 valid images: the padded slot is computed but not returned.
+    let st = t.eval_scores(g, &images, 7).unwrap();
+    let maps_t = g.download(&t.net.maps).unwrap();
+    let sp = p.scores(g, &images, 7).unwrap();
+    assert_eq!(st.len(), 7 * 3);
+    assert_eq!(st, sp, "scores differ");
+    assert_eq!(
+        maps_t,
+        g.download(&p.net.maps).unwrap(),
+        "class maps differ"
+    );
+    let err = finegrain::checkpoint::save(g, &p.net, &path, &Default::default(), true)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("inference network"), "{err}");
+    assert!(ck.load_into(g, &p.net, true).is_err());
+    std::fs::remove_dir_all(&root).unwrap();
+}

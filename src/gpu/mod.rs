@@ -14,7 +14,7 @@ pub use tensor::{DType, Tensor};
 
 use crate::error::{Error, Result};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Invocations per workgroup used by the element-wise kernels (a portable size).
@@ -119,6 +119,7 @@ pub struct Gpu {
     pipelines: Mutex<HashMap<(&'static str, &'static str), Arc<wgpu::ComputePipeline>>>,
     errors: Arc<Mutex<Vec<String>>>,
     buffers_created: AtomicUsize,
+    bytes_created: AtomicU64,
     bind_groups_created: AtomicUsize,
 }
 
@@ -266,6 +267,7 @@ impl Gpu {
             pipelines: Mutex::new(HashMap::new()),
             errors,
             buffers_created: AtomicUsize::new(0),
+            bytes_created: AtomicU64::new(0),
             bind_groups_created: AtomicUsize::new(0),
         })
     }
@@ -308,8 +310,15 @@ impl Gpu {
         )
     }
 
-    pub(crate) fn count_buffer(&self) {
+    /// Bytes of all the buffers finegrain has created on this device so far (never
+    /// decreases: dropping a buffer does not subtract it).
+    pub fn bytes_created(&self) -> u64 {
+        self.bytes_created.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_buffer(&self, bytes: u64) {
         self.buffers_created.fetch_add(1, Ordering::Relaxed);
+        self.bytes_created.fetch_add(bytes, Ordering::Relaxed);
     }
 
     pub(crate) fn count_bind_group(&self) {
@@ -318,7 +327,7 @@ impl Gpu {
 
     /// A host-mappable buffer for reading results back (`MAP_READ | COPY_DST`).
     pub fn staging_buffer(&self, label: &str, size: u64) -> wgpu::Buffer {
-        self.count_buffer();
+        self.count_buffer(size);
         self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size,

@@ -176,13 +176,14 @@ impl Gpu {
             ));
         }
         let pipeline = self.pipeline(shader, entry)?;
-        self.count_buffer();
+        let contents = pad16(bytemuck::bytes_of(params));
+        self.count_buffer(contents.len() as u64);
         self.count_bind_group();
         let params_buf = self
             .device
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some(&format!("{name}.params")),
-                contents: &pad16(bytemuck::bytes_of(params)),
+                contents: &contents,
                 usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             });
         let mut entries = vec![wgpu::BindGroupEntry {

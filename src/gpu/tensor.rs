@@ -60,7 +60,7 @@ impl Gpu {
                 limit,
             });
         }
-        self.count_buffer();
+        self.count_buffer(bytes);
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size: bytes,

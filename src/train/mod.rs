@@ -11,7 +11,7 @@ use crate::gpu::Gpu;
 use crate::method::diversify::DiversifyConfig;
 use crate::method::loss::{effective_k, LossKind};
 use crate::model::ModelConfig;
-pub use network::{MethodConfig, Network};
+pub use network::{MethodConfig, NetMode, Network};
 pub use schedule::{LrSchedule, Schedule};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -329,31 +329,72 @@ impl Trainer {
     /// Run the evaluation forward on one batch (padded to the network's batch size) and
     /// return its scores (N, C) for the first `valid` images.
     pub fn eval_scores(&self, gpu: &Gpu, images: &[f32], valid: usize) -> Result<Vec<f32>> {
-        let net = &self.net;
-        gpu.upload(&net.images, images)?;
-        let mut enc = gpu.encoder("eval.batch");
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("eval.batch"),
-                timestamp_writes: None,
-            });
-            for d in &net.eval {
-                d.record(&mut pass);
-            }
+        eval_batch(gpu, &self.net, &self.scores_staging, images, valid)
+    }
+}
+
+/// The evaluation forward of `net` on one batch, its scores read back through `staging`.
+fn eval_batch(
+    gpu: &Gpu,
+    net: &Network,
+    staging: &wgpu::Buffer,
+    images: &[f32],
+    valid: usize,
+) -> Result<Vec<f32>> {
+    gpu.upload(&net.images, images)?;
+    let mut enc = gpu.encoder("eval.batch");
+    {
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("eval.batch"),
+            timestamp_writes: None,
+        });
+        for d in &net.eval {
+            d.record(&mut pass);
         }
-        enc.copy_buffer_to_buffer(
-            &net.scores.buffer,
-            0,
-            &self.scores_staging,
-            0,
-            net.scores.bytes(),
-        );
-        gpu.queue.submit([enc.finish()]);
-        let c = net.config.num_classes;
-        let bytes = crate::gpu::map_read(gpu, &self.scores_staging, net.scores.bytes())?;
-        let mut s: Vec<f32> = bytemuck::cast_slice(&bytes).to_vec();
-        s.truncate(valid * c);
-        Ok(s)
+    }
+    enc.copy_buffer_to_buffer(&net.scores.buffer, 0, staging, 0, net.scores.bytes());
+    gpu.queue.submit([enc.finish()]);
+    let c = net.config.num_classes;
+    let bytes = crate::gpu::map_read(gpu, staging, net.scores.bytes())?;
+    let mut s: Vec<f32> = bytemuck::cast_slice(&bytes).to_vec();
+    s.truncate(valid * c);
+    Ok(s)
+}
+
+/// Inference on an inference-only network ([`NetMode::Inference`]: about half the GPU
+/// memory of a training network): batched evaluation scores, class maps left in
+/// `net.maps` after each batch.
+pub struct Predictor {
+    pub net: Network,
+    scores_staging: wgpu::Buffer,
+}
+
+impl Predictor {
+    /// An inference network for `model` at batch size `batch` (weights from seed 0: load a
+    /// checkpoint with [`Predictor::from_checkpoint`] or `Checkpoint::load_into`).
+    pub fn new(gpu: &Gpu, model: &ModelConfig, batch: usize) -> Result<Predictor> {
+        let net = Network::inference(gpu, model, batch)?;
+        let scores_staging = gpu.staging_buffer("scores.staging", net.scores.bytes());
+        Ok(Predictor {
+            net,
+            scores_staging,
+        })
+    }
+
+    /// The checkpoint's model at batch size `batch`, with its weights and statistics.
+    pub fn from_checkpoint(
+        gpu: &Gpu,
+        ck: &crate::checkpoint::Checkpoint,
+        batch: usize,
+    ) -> Result<Predictor> {
+        let p = Predictor::new(gpu, &ck.model, batch)?;
+        ck.load_into(gpu, &p.net, false)?;
+        Ok(p)
+    }
+
+    /// Scores (N, C) of one batch (padded to the batch size) for its first `valid` images.
+    pub fn scores(&self, gpu: &Gpu, images: &[f32], valid: usize) -> Result<Vec<f32>> {
+        eval_batch(gpu, &self.net, &self.scores_staging, images, valid)
     }
 }
 

@@ -108,9 +108,23 @@ pub struct MethodConfig {
     pub loss: LossKind,
 }
 
+/// What a [`Network`] is built for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetMode {
+    /// Everything training needs: gradients, SGD momentum, activation gradients, the
+    /// training dispatch lists and the evaluation list.
+    Train,
+    /// Parameters, batch-norm statistics and forward activations only, and only the
+    /// evaluation list: about half the memory of [`NetMode::Train`]. The gradient fields
+    /// (`Param::grad`, `Param::velocity`, `dmaps`, `dscores`) alias the values they would
+    /// be the gradients of; nothing writes them.
+    Inference,
+}
+
 /// The whole network, its buffers and its recorded dispatch lists.
 pub struct Network {
     pub config: ModelConfig,
+    pub mode: NetMode,
     pub batch: usize,
     pub params: Vec<Param>,
     pub state: Vec<StateTensor>,
@@ -143,6 +157,7 @@ pub struct Network {
 
 struct Alloc<'a> {
     gpu: &'a Gpu,
+    mode: NetMode,
     params: Vec<Param>,
     state: Vec<StateTensor>,
     rng: rand::rngs::StdRng,
@@ -158,8 +173,13 @@ impl Alloc<'_> {
     ) -> Result<usize> {
         let shape = layout.shape();
         let value = self.gpu.tensor(name, &shape, &init)?;
-        let grad = self.gpu.zeros(&format!("{name}.grad"), &shape)?;
-        let velocity = self.gpu.zeros(&format!("{name}.momentum"), &shape)?;
+        let (grad, velocity) = match self.mode {
+            NetMode::Train => (
+                self.gpu.zeros(&format!("{name}.grad"), &shape)?,
+                self.gpu.zeros(&format!("{name}.momentum"), &shape)?,
+            ),
+            NetMode::Inference => (value.clone(), value.clone()),
+        };
         self.params.push(Param {
             name: name.to_string(),
             layout,
@@ -259,6 +279,15 @@ impl Alloc<'_> {
         let running_var = self.state(&format!("{b}.running_var"), vec![1.0; cout])?;
         let g = self.gpu;
         let act = [n, oh, ow, cout];
+        let z = g.zeros(&format!("{prefix}{conv_name}.out"), &act)?;
+        let y = g.zeros(&format!("{b}.out"), &act)?;
+        let (dz, dy) = match self.mode {
+            NetMode::Train => (
+                g.zeros(&format!("{prefix}{conv_name}.out.grad"), &act)?,
+                g.zeros(&format!("{b}.out.grad"), &act)?,
+            ),
+            NetMode::Inference => (z.clone(), y.clone()),
+        };
         Ok(ConvBn {
             conv,
             bn,
@@ -269,10 +298,10 @@ impl Alloc<'_> {
             running_var,
             save_mean: g.zeros(&format!("{b}.save_mean"), &[cout])?,
             save_invstd: g.zeros(&format!("{b}.save_invstd"), &[cout])?,
-            z: g.zeros(&format!("{prefix}{conv_name}.out"), &act)?,
-            dz: g.zeros(&format!("{prefix}{conv_name}.out.grad"), &act)?,
-            y: g.zeros(&format!("{b}.out"), &act)?,
-            dy: g.zeros(&format!("{b}.out.grad"), &act)?,
+            z,
+            dz,
+            y,
+            dy,
             relu,
         })
     }
@@ -481,7 +510,8 @@ impl Layers {
 }
 
 impl Network {
-    /// Allocate every buffer of `config` for batch size `batch` and build the dispatch lists.
+    /// Allocate every buffer of `config` for batch size `batch` and build the dispatch lists
+    /// (a [`NetMode::Train`] network).
     pub fn new(
         gpu: &Gpu,
         config: &ModelConfig,
@@ -489,12 +519,34 @@ impl Network {
         method: &MethodConfig,
         seed: u64,
     ) -> Result<Network> {
+        Network::build(gpu, config, batch, method, seed, NetMode::Train)
+    }
+
+    /// An inference-only network ([`NetMode::Inference`]): weights initialised as by
+    /// [`Network::new`] with seed 0 (load a checkpoint into it), only the `eval` list.
+    pub fn inference(gpu: &Gpu, config: &ModelConfig, batch: usize) -> Result<Network> {
+        let method = MethodConfig {
+            diversify: None,
+            loss: LossKind::CrossEntropy,
+        };
+        Network::build(gpu, config, batch, &method, 0, NetMode::Inference)
+    }
+
+    fn build(
+        gpu: &Gpu,
+        config: &ModelConfig,
+        batch: usize,
+        method: &MethodConfig,
+        seed: u64,
+        mode: NetMode,
+    ) -> Result<Network> {
         config.validate()?;
         if batch == 0 {
             return Err(Error::invalid("--batch", "batch size must be at least 1"));
         }
         let mut a = Alloc {
             gpu,
+            mode,
             params: Vec::new(),
             state: Vec::new(),
             rng: rand::rngs::StdRng::seed_from_u64(seed ^ 0x5eed_1417),
@@ -529,12 +581,12 @@ impl Network {
             };
             hw = (ps.oh(), ps.ow());
             let shape = [n, hw.0, hw.1, c];
-            Some((
-                ps,
-                gpu.zeros("maxpool.out", &shape)?,
-                gpu.zeros("maxpool.out.grad", &shape)?,
-                gpu.zeros_u32("maxpool.index", &shape)?,
-            ))
+            let y = gpu.zeros("maxpool.out", &shape)?;
+            let dy = match mode {
+                NetMode::Train => gpu.zeros("maxpool.out.grad", &shape)?,
+                NetMode::Inference => y.clone(),
+            };
+            Some((ps, y, dy, gpu.zeros_u32("maxpool.index", &shape)?))
         } else {
             None
         };
@@ -629,9 +681,14 @@ impl Network {
         let images = gpu.zeros("images", &[n, s, s, config.in_channels])?;
         let labels = gpu.zeros_u32("labels", &[n])?;
         let maps = gpu.zeros("class_maps", &[n, mh, mw, classes])?;
-        let dmaps = gpu.zeros("class_maps.grad", &[n, mh, mw, classes])?;
         let scores = gpu.zeros("scores", &[n, classes])?;
-        let dscores = gpu.zeros("scores.grad", &[n, classes])?;
+        let (dmaps, dscores) = match mode {
+            NetMode::Train => (
+                gpu.zeros("class_maps.grad", &[n, mh, mw, classes])?,
+                gpu.zeros("scores.grad", &[n, classes])?,
+            ),
+            NetMode::Inference => (maps.clone(), scores.clone()),
+        };
         let mask = gpu.zeros_u32("diversify.mask", &[n, mh, mw, classes])?;
         let step = gpu.zeros_u32("step", &[2])?;
         let hyper = gpu.zeros("sgd.hyper", &[4])?;
@@ -648,7 +705,7 @@ impl Network {
             .map(|u| weight_grad_scratch_len(gpu, &u.conv))
             .max()
             .unwrap_or(0);
-        let scratch = if scratch_len > 0 {
+        let scratch = if scratch_len > 0 && mode == NetMode::Train {
             Some(gpu.zeros("conv.weight_grad.partials", &[scratch_len])?)
         } else {
             None
@@ -701,8 +758,11 @@ impl Network {
             }
             Ok(d)
         };
-        let train_main = build_train(method.loss)?;
-        let train_ce = if method.loss == LossKind::CrossEntropy {
+        let train_main = match mode {
+            NetMode::Train => build_train(method.loss)?,
+            NetMode::Inference => Vec::new(),
+        };
+        let train_ce = if method.loss == LossKind::CrossEntropy || mode == NetMode::Inference {
             Vec::new()
         } else {
             build_train(LossKind::CrossEntropy)?
@@ -716,6 +776,7 @@ impl Network {
 
         Ok(Network {
             config: config.clone(),
+            mode,
             batch,
             params,
             state,
