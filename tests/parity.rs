@@ -17,7 +17,7 @@ use finegrain::gpu::{Gpu, GpuOptions, KernelFamily};
 use finegrain::kernels::conv2d::Conv2dKernel;
 use finegrain::model::ModelConfig;
 use finegrain::testing::gpu;
-use finegrain::train::{LossChoice, Schedule, TrainConfig, Trainer};
+use finegrain::train::{LossChoice, Predictor, Schedule, TrainConfig, Trainer};
 use safetensors::tensor::Dtype;
 use safetensors::SafeTensors;
 use std::collections::HashMap;
@@ -155,6 +155,14 @@ fn check_case(g: &Gpu, case: &str) {
         "eval scores".to_string(),
         close("eval scores", &scores, &want),
     ));
+    // The inference-only network (shared activation buffers) gives the same scores.
+    let p = Predictor::new(g, &model, batch).unwrap();
+    load_torchvision(g, &p.net, &path).unwrap();
+    assert_eq!(
+        p.scores(g, &images, batch).unwrap(),
+        scores,
+        "inference network differs from the training network"
+    );
 
     // One training iteration at the fixture's step counter (it drives the masks).
     t.step = num("step") as u64;

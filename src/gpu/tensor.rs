@@ -32,6 +32,27 @@ impl Tensor {
         self.numel() as u64 * 4
     }
 
+    /// A tensor of another shape (and label) over the start of this one's buffer: how
+    /// buffers are shared between tensors that are never live at the same time. Error
+    /// unless the buffer holds `shape`. Kernels bind the whole buffer and index only within
+    /// the view's shape.
+    pub fn view(&self, label: &str, shape: &[usize]) -> Result<Tensor> {
+        let numel: usize = shape.iter().product();
+        let capacity = (self.buffer.size() / 4) as usize;
+        if numel > capacity {
+            return Err(Error::invalid(
+                format!("view `{label}` of `{}`", self.label),
+                format!("shape {shape:?} needs {numel} elements, the buffer holds {capacity}"),
+            ));
+        }
+        Ok(Tensor {
+            buffer: self.buffer.clone(),
+            shape: shape.to_vec(),
+            dtype: self.dtype,
+            label: label.to_string(),
+        })
+    }
+
     /// Error unless the shape is `expected`.
     pub fn expect_shape(&self, expected: &[usize]) -> Result<()> {
         if self.shape != expected {

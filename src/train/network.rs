@@ -10,7 +10,7 @@
 //! gradient overwritten by the main branch and accumulated by the shortcut.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Dispatch, Gpu, Tensor};
+use crate::gpu::{DType, Dispatch, Gpu, Tensor};
 use crate::kernels::batchnorm::{
     batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train, BatchNormShape,
 };
@@ -161,6 +161,19 @@ struct Alloc<'a> {
     params: Vec<Param>,
     state: Vec<StateTensor>,
     rng: rand::rngs::StdRng,
+    /// A 4-byte buffer behind every activation placeholder until the whole network's
+    /// shapes are known (see [`Layers::place_activations`]).
+    dummy: wgpu::Buffer,
+}
+
+/// A tensor of `shape` with no storage of its own yet (see `Alloc::dummy`).
+fn placeholder(dummy: &wgpu::Buffer, label: String, shape: &[usize]) -> Tensor {
+    Tensor {
+        buffer: dummy.clone(),
+        shape: shape.to_vec(),
+        dtype: DType::F32,
+        label,
+    }
 }
 
 impl Alloc<'_> {
@@ -279,15 +292,11 @@ impl Alloc<'_> {
         let running_var = self.state(&format!("{b}.running_var"), vec![1.0; cout])?;
         let g = self.gpu;
         let act = [n, oh, ow, cout];
-        let z = g.zeros(&format!("{prefix}{conv_name}.out"), &act)?;
-        let y = g.zeros(&format!("{b}.out"), &act)?;
-        let (dz, dy) = match self.mode {
-            NetMode::Train => (
-                g.zeros(&format!("{prefix}{conv_name}.out.grad"), &act)?,
-                g.zeros(&format!("{b}.out.grad"), &act)?,
-            ),
-            NetMode::Inference => (z.clone(), y.clone()),
-        };
+        let ph = |label: String| placeholder(&self.dummy, label, &act);
+        let z = ph(format!("{prefix}{conv_name}.out"));
+        let y = ph(format!("{b}.out"));
+        let dz = ph(format!("{prefix}{conv_name}.out.grad"));
+        let dy = ph(format!("{b}.out.grad"));
         Ok(ConvBn {
             conv,
             bn,
@@ -422,6 +431,133 @@ struct Layers {
 }
 
 impl Layers {
+    /// Give every activation and activation gradient its storage, by liveness.
+    ///
+    /// Training ([`NetMode::Train`]): every forward activation gets a buffer of its own
+    /// (backward reads them all); the gradients share a few buffers:
+    /// - every unit's `dz` (written by its BN backward, read at once by its convolution's
+    ///   backward) shares one;
+    /// - the gradient of a block boundary (the stem output and each block output) alternates
+    ///   between two: block b reads its output's gradient and writes its input's;
+    /// - the gradients inside a block (units before the last) and of the stem before the
+    ///   max pool share one more: a unit's BN backward has consumed its `dy` before its
+    ///   convolution's data gradient writes the previous unit's;
+    /// - a downsample's `dy` is never read (its backward takes the block output gradient).
+    ///
+    /// Inference ([`NetMode::Inference`]): the same sharing applied to the activations
+    /// themselves (there is no backward to keep them for): every `z` in one buffer (BN
+    /// reads it at once), block boundaries alternating between two (a block reads its input
+    /// until its residual join), and the outputs inside a block, the stem's before the max
+    /// pool and the downsample's in one more (each is dead before the next is written).
+    /// Gradient fields alias the activations; nothing writes them.
+    ///
+    /// The whole-network gradient test, the PyTorch parity test and the inference-vs-training
+    /// test check that nothing live is overwritten.
+    fn place_activations(&mut self, gpu: &Gpu, mode: NetMode) -> Result<()> {
+        let act = |u: &ConvBn| u.z.numel();
+        let mut z_len = act(&self.stem);
+        let mut inner_len = if self.pool.is_some() {
+            act(&self.stem)
+        } else {
+            1
+        };
+        let mut edge_len = self.stem_out().0.numel();
+        for b in &self.blocks {
+            for (i, u) in b.units.iter().enumerate() {
+                z_len = z_len.max(act(u));
+                if i + 1 < b.units.len() {
+                    inner_len = inner_len.max(act(u));
+                }
+            }
+            if let Some(ds) = &b.downsample {
+                z_len = z_len.max(act(ds));
+                inner_len = inner_len.max(act(ds));
+            }
+            edge_len = edge_len.max(act(b.units.last().expect("units")));
+        }
+        let kind = match mode {
+            NetMode::Train => "grad",
+            NetMode::Inference => "act",
+        };
+        let z_buf = gpu.zeros(&format!("{kind}.shared.conv_out"), &[z_len])?;
+        let edge = [
+            gpu.zeros(&format!("{kind}.shared.boundary0"), &[edge_len])?,
+            gpu.zeros(&format!("{kind}.shared.boundary1"), &[edge_len])?,
+        ];
+        let inner = gpu.zeros(&format!("{kind}.shared.inner"), &[inner_len])?;
+        let view = |t: &Tensor, like: &Tensor| t.view(&like.label, &like.shape);
+        let own = |like: &Tensor| gpu.zeros(&like.label, &like.shape);
+        // (value, gradient) pairs: in training the shared buffers hold the gradient and the
+        // value gets its own buffer; in inference the shared buffers hold the value.
+        let place = |v: &mut Tensor, d: &mut Tensor, shared: &Tensor| -> Result<()> {
+            match mode {
+                NetMode::Train => {
+                    *d = view(shared, d)?;
+                    *v = own(v)?;
+                }
+                NetMode::Inference => {
+                    *v = view(shared, v)?;
+                    *d = v.clone();
+                }
+            }
+            Ok(())
+        };
+        // Stem output (node -1): boundary buffer 0; with a max pool, the stem's own output
+        // is an inner buffer.
+        match &mut self.pool {
+            Some((_, y, dy, _)) => {
+                place(y, dy, &edge[0])?;
+                place(&mut self.stem.y, &mut self.stem.dy, &inner)?;
+            }
+            None => place(&mut self.stem.y, &mut self.stem.dy, &edge[0])?,
+        }
+        place(&mut self.stem.z, &mut self.stem.dz, &z_buf)?;
+        for (bi, b) in self.blocks.iter_mut().enumerate() {
+            let last = b.units.len() - 1;
+            for (i, u) in b.units.iter_mut().enumerate() {
+                place(&mut u.z, &mut u.dz, &z_buf)?;
+                let shared = if i == last {
+                    &edge[(bi + 1) % 2]
+                } else {
+                    &inner
+                };
+                place(&mut u.y, &mut u.dy, shared)?;
+            }
+            if let Some(ds) = &mut b.downsample {
+                place(&mut ds.z, &mut ds.dz, &z_buf)?;
+                match mode {
+                    NetMode::Train => {
+                        ds.y = own(&ds.y)?;
+                        ds.dy = ds.y.clone(); // never read
+                    }
+                    NetMode::Inference => {
+                        ds.y = view(&inner, &ds.y)?;
+                        ds.dy = ds.y.clone();
+                    }
+                }
+            }
+        }
+        // Every placeholder has been replaced (an internal invariant, cheap to check).
+        let mut all: Vec<&Tensor> = Vec::new();
+        for u in std::iter::once(&self.stem).chain(
+            self.blocks
+                .iter()
+                .flat_map(|b| b.units.iter().chain(&b.downsample)),
+        ) {
+            all.extend([&u.z, &u.y, &u.dz, &u.dy]);
+        }
+        if let Some((_, y, dy, _)) = &self.pool {
+            all.extend([y, dy]);
+        }
+        if let Some(t) = all.iter().find(|t| t.buffer.size() < t.bytes()) {
+            return Err(Error::invalid(
+                format!("activation `{}`", t.label),
+                "was given no storage (internal error)",
+            ));
+        }
+        Ok(())
+    }
+
     /// Output of the stem (after the optional max pool) and its gradient.
     fn stem_out(&self) -> (&Tensor, &Tensor) {
         match &self.pool {
@@ -547,6 +683,7 @@ impl Network {
         let mut a = Alloc {
             gpu,
             mode,
+            dummy: gpu.zeros("activation.placeholder", &[1])?.buffer,
             params: Vec::new(),
             state: Vec::new(),
             rng: rand::rngs::StdRng::seed_from_u64(seed ^ 0x5eed_1417),
@@ -581,11 +718,8 @@ impl Network {
             };
             hw = (ps.oh(), ps.ow());
             let shape = [n, hw.0, hw.1, c];
-            let y = gpu.zeros("maxpool.out", &shape)?;
-            let dy = match mode {
-                NetMode::Train => gpu.zeros("maxpool.out.grad", &shape)?,
-                NetMode::Inference => y.clone(),
-            };
+            let y = placeholder(&a.dummy, "maxpool.out".into(), &shape);
+            let dy = placeholder(&a.dummy, "maxpool.out.grad".into(), &shape);
             Some((ps, y, dy, gpu.zeros_u32("maxpool.index", &shape)?))
         } else {
             None
@@ -668,13 +802,14 @@ impl Network {
             true,
         )?;
         let head_bias = a.param("head.bias", ParamLayout::Vector(classes), hb_init, false)?;
-        let layers = Layers {
+        let mut layers = Layers {
             stem,
             pool,
             blocks,
             head_weight,
             head_bias,
         };
+        layers.place_activations(gpu, mode)?;
 
         let (mh, mw) = hw;
         let rows = n * mh * mw;
