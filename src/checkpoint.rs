@@ -135,8 +135,23 @@ pub fn save(
         ));
     }
     let mut tensors: BTreeMap<String, (Vec<usize>, Vec<u8>)> = BTreeMap::new();
-    for p in &net.params {
-        let value = gpu.download(&p.value)?;
+    // One readback for everything: values, (momentum), statistics.
+    let mut wanted: Vec<&crate::gpu::Tensor> = net.params.iter().map(|p| &p.value).collect();
+    if optimizer {
+        wanted.extend(net.params.iter().map(|p| &p.velocity));
+    }
+    wanted.extend(net.state.iter().map(|s| &s.value));
+    let mut host = gpu.download_many(&wanted)?.into_iter();
+    let mut next = || host.next().expect("one readback per tensor asked for");
+    let values: Vec<Vec<f32>> = net.params.iter().map(|_| next()).collect();
+    let velocities: Vec<Vec<f32>> = if optimizer {
+        net.params.iter().map(|_| next()).collect()
+    } else {
+        Vec::new()
+    };
+    let stats: Vec<Vec<f32>> = net.state.iter().map(|_| next()).collect();
+    for (pi, p) in net.params.iter().enumerate() {
+        let value = &values[pi];
         if let Some(i) = value.iter().position(|x| !x.is_finite()) {
             // Never replace a good checkpoint with a diverged model.
             return Err(Error::NonFinite(format!(
@@ -146,21 +161,20 @@ pub fn save(
                 p.name
             )));
         }
-        let (shape, v) = to_torch(p.layout, &value);
+        let (shape, v) = to_torch(p.layout, value);
         tensors.insert(p.name.clone(), (shape, bytemuck::cast_slice(&v).to_vec()));
         if optimizer {
-            let (shape, v) = to_torch(p.layout, &gpu.download(&p.velocity)?);
+            let (shape, v) = to_torch(p.layout, &velocities[pi]);
             tensors.insert(
                 format!("{MOMENTUM_PREFIX}{}", p.name),
                 (shape, bytemuck::cast_slice(&v).to_vec()),
             );
         }
     }
-    for s in &net.state {
-        let v = gpu.download(&s.value)?;
+    for (s, v) in net.state.iter().zip(&stats) {
         tensors.insert(
             s.name.clone(),
-            (vec![v.len()], bytemuck::cast_slice(&v).to_vec()),
+            (vec![v.len()], bytemuck::cast_slice(v).to_vec()),
         );
     }
     let mut meta = metadata.clone();
@@ -469,9 +483,13 @@ pub fn load_torchvision(gpu: &Gpu, net: &Network, path: &Path) -> Result<Backbon
 /// every batch norm so `load_state_dict(strict=True)` accepts it.
 pub fn export_torchvision(gpu: &Gpu, net: &Network, path: &Path) -> Result<()> {
     let mut tensors: BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)> = BTreeMap::new();
-    for p in &net.params {
-        let v = gpu.download(&p.value)?;
-        let (mut shape, data) = to_torch(p.layout, &v);
+    let wanted: Vec<&crate::gpu::Tensor> = (net.params.iter().map(|p| &p.value))
+        .chain(net.state.iter().map(|s| &s.value))
+        .collect();
+    let host = gpu.download_many(&wanted)?;
+    let (values, stats) = host.split_at(net.params.len());
+    for (p, v) in net.params.iter().zip(values) {
+        let (mut shape, data) = to_torch(p.layout, v);
         let name = match p.name.as_str() {
             "head.weight" => {
                 shape.truncate(2);
@@ -485,11 +503,10 @@ pub fn export_torchvision(gpu: &Gpu, net: &Network, path: &Path) -> Result<()> {
             (Dtype::F32, shape, bytemuck::cast_slice(&data).to_vec()),
         );
     }
-    for s in &net.state {
-        let v = gpu.download(&s.value)?;
+    for (s, v) in net.state.iter().zip(stats) {
         tensors.insert(
             s.name.clone(),
-            (Dtype::F32, vec![v.len()], bytemuck::cast_slice(&v).to_vec()),
+            (Dtype::F32, vec![v.len()], bytemuck::cast_slice(v).to_vec()),
         );
         if let Some(bn) = s.name.strip_suffix(".running_mean") {
             tensors.insert(

@@ -103,7 +103,7 @@ impl Profiler {
             return Ok(Vec::new());
         }
         let bytes = map_read(gpu, &self.staging, n as u64 * 8)?;
-        let ts: &[u64] = bytemuck::cast_slice(&bytes);
+        let ts: Vec<u64> = bytemuck::pod_collect_to_vec(&bytes);
         let period = gpu.queue.get_timestamp_period() as f64;
         let mut rows: Vec<ProfileRow> = Vec::new();
         for (i, name) in self.names.drain(..).enumerate() {

@@ -162,13 +162,55 @@ impl Gpu {
     /// Read an f32 tensor back to the host (submits and waits).
     pub fn download(&self, t: &Tensor) -> Result<Vec<f32>> {
         let b = self.read_bytes(&t.buffer, t.bytes())?;
-        Ok(bytemuck::cast_slice(&b).to_vec())
+        Ok(bytemuck::pod_collect_to_vec(&b))
+    }
+
+    /// Read several f32 tensors back with one copy pass, submit and wait per staging
+    /// buffer (each at most 256 MiB or the adapter's buffer limit; a tensor larger than that
+    /// gets its own), instead of one round trip per tensor.
+    pub fn download_many(&self, ts: &[&Tensor]) -> Result<Vec<Vec<f32>>> {
+        let cap = self.limits.max_buffer_size.min(256 << 20);
+        let mut out = Vec::with_capacity(ts.len());
+        let mut start = 0;
+        while start < ts.len() {
+            // Tensors start..end go into one staging buffer.
+            let mut end = start;
+            let mut total = 0u64;
+            while end < ts.len() && (end == start || total + ts[end].bytes() <= cap) {
+                total += ts[end].bytes();
+                end += 1;
+            }
+            if total == 0 {
+                out.extend((start..end).map(|_| Vec::new()));
+                start = end;
+                continue;
+            }
+            let staging = self.staging_buffer("finegrain.readback_many", total);
+            let mut enc = self.encoder("finegrain.readback_many");
+            let mut off = 0;
+            for t in &ts[start..end] {
+                if t.bytes() > 0 {
+                    enc.copy_buffer_to_buffer(&t.buffer, 0, &staging, off, t.bytes());
+                }
+                off += t.bytes();
+            }
+            self.queue.submit([enc.finish()]);
+            let bytes = map_read(self, &staging, total)?;
+            let mut off = 0usize;
+            for t in &ts[start..end] {
+                let n = t.bytes() as usize;
+                out.push(bytemuck::pod_collect_to_vec(&bytes[off..off + n]));
+                off += n;
+            }
+            start = end;
+        }
+        Ok(out)
     }
 
     /// Read a u32 tensor back to the host (submits and waits).
     pub fn download_u32(&self, t: &Tensor) -> Result<Vec<u32>> {
         let b = self.read_bytes(&t.buffer, t.bytes())?;
-        Ok(bytemuck::cast_slice(&b).to_vec())
+        Ok(bytemuck::pod_collect_to_vec(&b))
     }
 }
 

@@ -356,7 +356,7 @@ fn eval_batch(
     gpu.queue.submit([enc.finish()]);
     let c = net.config.num_classes;
     let bytes = crate::gpu::map_read(gpu, staging, net.scores.bytes())?;
-    let mut s: Vec<f32> = bytemuck::cast_slice(&bytes).to_vec();
+    let mut s: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes);
     s.truncate(valid * c);
     Ok(s)
 }

@@ -9,3 +9,4 @@ mod gemm;
 mod method;
 mod pool;
 mod sgd;
+mod tensor;
