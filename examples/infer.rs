@@ -8,9 +8,9 @@
 
 use clap::Parser;
 use finegrain::checkpoint::Checkpoint;
-use finegrain::data::{read_image, Augment, ImageU8, Normalize, TrainCrop};
+use finegrain::data::{read_image, ImageU8};
 use finegrain::gpu::{Gpu, GpuOptions};
-use finegrain::train::run::{CLASSES_KEY, PREPROCESS_KEY};
+use finegrain::train::run::{class_names_of, preprocessing_of};
 use finegrain::train::Predictor;
 use finegrain::{Error, Result};
 use rand::SeedableRng;
@@ -97,48 +97,14 @@ fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// The preprocessing recorded in the checkpoint, or a default for its input size.
-fn preprocessing(ck: &Checkpoint) -> Result<Augment> {
-    if let Some(s) = ck.metadata.get(PREPROCESS_KEY) {
-        return serde_json::from_str(s)
-            .map_err(|e| Error::invalid("checkpoint preprocessing", e.to_string()));
-    }
-    let m = &ck.model;
-    let normalize = if m.in_channels == 1 {
-        Normalize::fashion_mnist(1)
-    } else {
-        Normalize::imagenet(m.in_channels)
-    };
-    let eval_resize = if m.input_size <= 64 {
-        m.input_size
-    } else {
-        (m.input_size as f64 * 256.0 / 224.0).round() as usize
-    };
-    Ok(Augment {
-        height: m.input_size,
-        width: m.input_size,
-        channels: m.in_channels,
-        eval_resize,
-        train_crop: TrainCrop::Center,
-        hflip: false,
-        normalize,
-    })
-}
-
 fn real_main(args: Args) -> Result<()> {
     let weights = args
         .weights
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_WEIGHTS));
     let ck = Checkpoint::open(&weights)?;
-    let classes: Vec<String> = match ck.metadata.get(CLASSES_KEY) {
-        Some(s) => serde_json::from_str(s)
-            .map_err(|e| Error::format(&weights, format!("bad class names: {e}")))?,
-        None => (0..ck.model.num_classes)
-            .map(|i| format!("class {i}"))
-            .collect(),
-    };
-    let aug = preprocessing(&ck)?;
+    let classes = class_names_of(&ck)?;
+    let aug = preprocessing_of(&ck)?;
     let files = collect_images(&args.images)?;
     if args.batch == 0 {
         return Err(Error::invalid("--batch", "must be at least 1"));

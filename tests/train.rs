@@ -200,8 +200,22 @@ fn training_learns_the_toy_classes() {
     let first = s.epochs.first().unwrap().train_loss;
     let last = s.epochs.last().unwrap().train_loss;
     assert!(last < first, "training loss fell: {first} -> {last}");
-    let acc = s.final_eval.unwrap().top1_acc();
+    let fin = s.final_eval.unwrap();
+    let acc = fin.top1_acc();
     assert!(acc >= 0.9, "toy classes are easy: test top-1 {acc}");
+    // The saved checkpoint, evaluated on an inference-only network (what the evaluate
+    // example does), gives the run's own final evaluation.
+    let ck = Checkpoint::open(&root.join("out/last.safetensors")).unwrap();
+    let p = finegrain::train::Predictor::from_checkpoint(g, &ck, 3).unwrap();
+    let (_, test) = datasets(&root.join("data"));
+    let (rep, skipped) = finegrain::train::run::evaluate_with(test, 3, 3, 2, false, |im, valid| {
+        p.scores(g, im, valid)
+    })
+    .unwrap();
+    assert!(skipped.is_empty());
+    assert_eq!(rep.images, fin.images);
+    assert_eq!(rep.confusion, fin.confusion);
+    assert!((rep.mean_loss() - fin.mean_loss()).abs() < 1e-4);
     std::fs::remove_dir_all(&root).unwrap();
 }
 

@@ -95,8 +95,25 @@ pub fn evaluate(
     threads: usize,
     strict: bool,
 ) -> Result<EvalReport> {
-    let n = trainer.net.batch;
-    let classes = trainer.net.config.num_classes;
+    let (n, classes) = (trainer.net.batch, trainer.net.config.num_classes);
+    evaluate_with(data, n, classes, threads, strict, |images, valid| {
+        trainer.eval_scores(gpu, images, valid)
+    })
+    .map(|(report, _)| report)
+}
+
+/// Evaluate a whole dataset in batches of `batch` through `scores` (a batch of images,
+/// padded to `batch`, and its number of valid images -> their scores `(valid, classes)`).
+/// Returns the report and the samples skipped as unreadable (file, reason).
+pub fn evaluate_with(
+    data: Arc<dyn Dataset>,
+    batch: usize,
+    classes: usize,
+    threads: usize,
+    strict: bool,
+    mut scores: impl FnMut(&[f32], usize) -> Result<Vec<f32>>,
+) -> Result<(EvalReport, Vec<(String, String)>)> {
+    let n = batch;
     let mut report = EvalReport::new(classes);
     let mut loader = Loader::new(
         data,
@@ -115,11 +132,53 @@ pub fn evaluate(
     )?;
     while let Some(batch) = loader.next() {
         let b = batch?;
-        let scores = trainer.eval_scores(gpu, &b.images, b.len)?;
-        report.add(&scores, &b.labels[..b.len]);
+        let s = scores(&b.images, b.len)?;
+        report.add(&s, &b.labels[..b.len]);
         loader.recycle(b);
     }
-    Ok(report)
+    Ok((report, loader.skipped()))
+}
+
+/// The evaluation preprocessing a checkpoint records ([`PREPROCESS_KEY`]), or, for a
+/// checkpoint without it, the default for its model: Fashion-MNIST normalisation at native
+/// size for one channel, ImageNet normalisation and a 256/224 resize otherwise.
+pub fn preprocessing_of(ck: &Checkpoint) -> Result<crate::data::Augment> {
+    use crate::data::{Augment, Normalize, TrainCrop};
+    if let Some(s) = ck.metadata.get(PREPROCESS_KEY) {
+        return serde_json::from_str(s)
+            .map_err(|e| Error::invalid("checkpoint preprocessing", e.to_string()));
+    }
+    let m = &ck.model;
+    let normalize = if m.in_channels == 1 {
+        Normalize::fashion_mnist(1)
+    } else {
+        Normalize::imagenet(m.in_channels)
+    };
+    let eval_resize = if m.input_size <= 64 {
+        m.input_size
+    } else {
+        (m.input_size as f64 * 256.0 / 224.0).round() as usize
+    };
+    Ok(Augment {
+        height: m.input_size,
+        width: m.input_size,
+        channels: m.in_channels,
+        eval_resize,
+        train_crop: TrainCrop::Center,
+        hflip: false,
+        normalize,
+    })
+}
+
+/// The class names a checkpoint records ([`CLASSES_KEY`]), or `class 0`, `class 1`, ...
+pub fn class_names_of(ck: &Checkpoint) -> Result<Vec<String>> {
+    match ck.metadata.get(CLASSES_KEY) {
+        Some(s) => serde_json::from_str(s)
+            .map_err(|e| Error::invalid("checkpoint class names", e.to_string())),
+        None => Ok((0..ck.model.num_classes)
+            .map(|i| format!("class {i}"))
+            .collect()),
+    }
 }
 
 fn progress_of(ck: &Checkpoint) -> Result<Progress> {
