@@ -303,8 +303,9 @@ fn real_main(args: Args) -> finegrain::Result<()> {
             LossChoice::Ce => "cross-entropy".to_string(),
             LossChoice::Gce => format!("GCE (k = {k})"),
         },
-        if config.ce_warmup_epochs > 0 {
-            format!(" after {} CE epochs", config.ce_warmup_epochs)
+        if config.ce_warmup_epochs > 0 && config.loss == LossChoice::Gce {
+            let e = config.ce_warmup_epochs;
+            format!(" after {e} cross-entropy epoch{}", if e == 1 { "" } else { "s" })
         } else {
             String::new()
         },
