@@ -305,7 +305,10 @@ fn real_main(args: Args) -> finegrain::Result<()> {
         },
         if config.ce_warmup_epochs > 0 && config.loss == LossChoice::Gce {
             let e = config.ce_warmup_epochs;
-            format!(" after {e} cross-entropy epoch{}", if e == 1 { "" } else { "s" })
+            format!(
+                " after {e} cross-entropy epoch{}",
+                if e == 1 { "" } else { "s" }
+            )
         } else {
             String::new()
         },

@@ -11,7 +11,7 @@
 //! - convolution weights are `(KH, KW, Cin, Cout)` (HWIO), so a convolution is the GEMM
 //!   `im2col(x)[N*OH*OW, KH*KW*Cin] x W[KH*KW*Cin, Cout]`; PyTorch's OIHW weights are
 //!   transposed at load time;
-//! - every GPU kernel has a CPU twin in f64 in [`reference`].
+//! - every GPU kernel has a CPU twin in f64 in [`mod@reference`].
 
 pub mod checkpoint;
 pub mod data;

@@ -340,8 +340,8 @@ const SPLIT_MAX_PARTIALS: usize = 1 << 22;
 const SPLIT_MAX: usize = 1024;
 
 /// Reduction chunks the tiled weight gradient of `s` uses on a GPU: enough to reach about
-/// [`SPLIT_TARGET_WORKGROUPS`] workgroups, at least [`SPLIT_MIN_CHUNK`] pixels per chunk,
-/// at most [`SPLIT_MAX_PARTIALS`] floats of scratch. 1 means no split.
+/// 512 workgroups, at least 256 pixels per chunk, at most 4 Mi floats (16 MiB) of scratch,
+/// at most 1024 chunks. 1 means no split.
 pub fn weight_grad_splits(s: &Conv2dShape) -> usize {
     let rows = s.kh * s.kw * s.cin;
     let tiles = rows.div_ceil(64) * s.cout.div_ceil(64);

@@ -406,7 +406,7 @@ pub struct EvalReport {
     pub top1: usize,
     pub top5: usize,
     pub loss_sum: f64,
-    /// confusion[true][predicted]
+    /// `confusion[true][predicted]`
     pub confusion: Vec<Vec<usize>>,
 }
 
