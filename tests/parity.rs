@@ -23,9 +23,12 @@ use safetensors::SafeTensors;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+/// `FINEGRAIN_FIXTURES` (a folder) when set, for a test binary run away from its source
+/// tree (scripts/device/run.sh), else this crate's tests/fixtures.
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
+    std::env::var_os("FINEGRAIN_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"))
         .join(format!("parity-{name}.safetensors"))
 }
 

@@ -1,14 +1,28 @@
 #!/usr/bin/env bash
 # Prepare, on a development machine, everything a run on a lent GPU machine needs (see
 # ../shared/GPU.md): release binaries in .bin/, the Vulkan loader packages in .gl/, the full
-# Fashion-MNIST set in .data/fashion-mnist/, all git-ignored. Then run, in one call there,
+# Fashion-MNIST set in .data/fashion-mnist/, all git-ignored (the binaries xz-packed in
+# .bin/bins.tar.xz, including the release GPU and parity test binaries). Then run, in one call there,
 #   bash scripts/device/run.sh
 # carrying .bin, .gl and .data. Everything it measures is written under $OUT.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cargo build --release --examples
-mkdir -p .bin
-cp target/release/examples/{train,bench,infer} .bin/
+# The GPU-vs-twin kernel tests and the PyTorch parity test, as release binaries.
+tests=$(cargo test --release --no-run --test gpu --test parity --message-format=json 2>/dev/null |
+  python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
+        print(m["target"]["name"], m["executable"])
+')
+rm -rf .bin && mkdir -p .bin/raw
+cp target/release/examples/{train,bench} .bin/raw/
+while read -r name exe; do cp "$exe" ".bin/raw/test-$name"; done <<< "$tests"
+strip .bin/raw/* 2>/dev/null || true
+# Compressed, so binaries and the full data set fit what one call can carry.
+tar -C .bin/raw -cJf .bin/bins.tar.xz . && rm -rf .bin/raw
 
 if ! ls .gl/libvulkan1_*.deb >/dev/null 2>&1; then
   mkdir -p .gl /tmp/amd64/partial

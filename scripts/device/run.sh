@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # One call on a lent GPU machine (prepared by scripts/device/prepare.sh): the kernel
 # benchmark at the issue's sizes, the full-data Fashion-MNIST run, and the method ablation,
-# each under its own time limit so one slow stage cannot eat the others' time. Results go
-# to $OUT (default: runs/device): bench.md, full.log + full/metrics.csv, ablation.md.
+# each under its own time limit so one slow stage cannot eat the others' time, plus the
+# GPU kernel tests and the PyTorch parity test on the real GPU. Results go to $OUT
+# (default: runs/device): bench.md, test-gpu.log, test-parity.log, full.log +
+# full/metrics.csv, ablation.md.
 #   DEVICE_QUICK=1   tiny settings, to check the script itself on any machine.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-runs/device}
 mkdir -p "$OUT"
+if [ -f .bin/bins.tar.xz ]; then
+  tar -C .bin -xJf .bin/bins.tar.xz
+fi
 # The Vulkan loader, where the machine lacks one (GPU.md).
 if ! ldconfig -p | grep -q 'libvulkan.so.1 ' && ls .gl/*.deb >/dev/null 2>&1; then
   for f in .gl/*.deb; do dpkg -x "$f" /; done
@@ -29,12 +34,18 @@ else
   bench_args=(--full --reps 5)
   full_args=(--data .data/fashion-mnist --epochs 30)
   abl_seeds="0 1 2"; abl_args=(--subset)
-  t_bench=150; t_full=270; t_abl=150
+  t_bench=120; t_full=240; t_abl=120
 fi
 
 echo "== bench" >&2
 timeout "$t_bench" .bin/bench "${bench_args[@]}" > "$OUT/bench.md" 2> "$OUT/bench.err"
 echo "bench exit $?" >&2
+
+echo "== GPU tests (kernels against f64 twins, PyTorch parity)" >&2
+timeout 60 .bin/test-gpu > "$OUT/test-gpu.log" 2>&1
+echo "test-gpu exit $?" >&2
+FINEGRAIN_FIXTURES=tests/fixtures timeout 30 .bin/test-parity --nocapture > "$OUT/test-parity.log" 2>&1
+echo "test-parity exit $?" >&2
 
 echo "== full-data run" >&2
 timeout "$t_full" .bin/train "${full_args[@]}" --quiet --out "$OUT/full" > "$OUT/full.log" 2>&1
@@ -47,4 +58,4 @@ echo "ablation exit $?" >&2
 
 # Keep the outputs small: drop checkpoints.
 find "$OUT" -name '*.safetensors' -delete
-tail -n 3 "$OUT/full.log" "$OUT/ablation.md" >&2
+tail -n 3 "$OUT/test-gpu.log" "$OUT/test-parity.log" "$OUT/full.log" "$OUT/ablation.md" >&2
