@@ -8,7 +8,7 @@
 
 use clap::Parser;
 use finegrain::checkpoint::Checkpoint;
-use finegrain::data::{read_image, ImageU8};
+use finegrain::data::{read_image, Augment, ImageU8};
 use finegrain::gpu::{Gpu, GpuOptions};
 use finegrain::train::run::{class_names_of, preprocessing_of};
 use finegrain::train::Predictor;
@@ -48,6 +48,9 @@ struct Args {
     /// Part of the adapter name to use.
     #[arg(long)]
     adapter: Option<String>,
+    /// Image decoding threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 fn main() {
@@ -56,6 +59,49 @@ fn main() {
         eprintln!("error: {e}");
         std::process::exit(1);
     }
+}
+
+/// Decode and preprocess one image as the checkpoint's test images were.
+fn decode(f: &Path, aug: &Augment) -> Result<Vec<f32>> {
+    let (data, w, h) = read_image(f, aug.channels)?;
+    let src = ImageU8 {
+        data: &data,
+        width: w,
+        height: h,
+        channels: aug.channels,
+    };
+    let mut out = vec![0.0; aug.sample_len()];
+    // Evaluation preprocessing draws nothing from the generator.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    aug.apply(&src, false, &mut rng, &mut out)?;
+    Ok(out)
+}
+
+/// `decode` every file on `threads` threads, results in file order. A decoder that panics
+/// on a malformed file makes that file's error, not the program's.
+fn decode_all(files: &[PathBuf], aug: &Augment, threads: usize) -> Vec<Result<Vec<f32>>> {
+    let per = files.len().div_ceil(threads).max(1);
+    let one = |f: &PathBuf| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode(f, aug)))
+            .unwrap_or_else(|_| Err(Error::format(f, "the image decoder panicked on this file")))
+    };
+    std::thread::scope(|s| {
+        let parts: Vec<_> = files
+            .chunks(per)
+            .map(|part| s.spawn(move || part.iter().map(one).collect::<Vec<_>>()))
+            .collect();
+        parts
+            .into_iter()
+            .zip(files.chunks(per))
+            .flat_map(|(h, part)| {
+                h.join().unwrap_or_else(|_| {
+                    part.iter()
+                        .map(|f| Err(Error::format(f, "decoding thread failed")))
+                        .collect()
+                })
+            })
+            .collect()
+    })
 }
 
 fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
@@ -135,31 +181,23 @@ fn real_main(args: Args) -> Result<()> {
     let c = ck.model.num_classes;
     let sample = aug.sample_len();
     let (mh, mw) = predictor.net.map_size;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
     let (mut done, mut skipped) = (0usize, 0usize);
     let mut gpu_secs = 0.0;
     let t0 = Instant::now();
     for chunk in files.chunks(batch) {
         let mut images = vec![0.0f32; batch * sample];
         let mut ok: Vec<&Path> = Vec::new();
-        for f in chunk {
-            let slot = ok.len();
-            let res = read_image(f, aug.channels).and_then(|(data, w, h)| {
-                let src = ImageU8 {
-                    data: &data,
-                    width: w,
-                    height: h,
-                    channels: aug.channels,
-                };
-                aug.apply(
-                    &src,
-                    false,
-                    &mut rng,
-                    &mut images[slot * sample..(slot + 1) * sample],
-                )
-            });
+        for (f, res) in chunk.iter().zip(decode_all(chunk, &aug, threads)) {
             match res {
-                Ok(()) => ok.push(f),
+                Ok(v) => {
+                    let slot = ok.len();
+                    images[slot * sample..(slot + 1) * sample].copy_from_slice(&v);
+                    ok.push(f);
+                }
                 Err(e) => {
                     eprintln!("warning: skipping {}: {e}", f.display());
                     skipped += 1;
