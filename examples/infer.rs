@@ -199,7 +199,7 @@ fn real_main(args: Args) -> Result<()> {
                     ok.push(f);
                 }
                 Err(e) => {
-                    eprintln!("warning: skipping {}: {e}", f.display());
+                    eprintln!("warning: skipped {e}"); // the error names the file
                     skipped += 1;
                 }
             }
