@@ -401,7 +401,9 @@ fn bench_step(gpu: &Gpu, a: &Args, rng: &mut impl Rng) -> finegrain::Result<()> 
         batch: a.step_batch,
         ..TrainConfig::default()
     };
+    let bytes0 = gpu.bytes_created();
     let (mut trainer, _) = Trainer::new(gpu, &model, &cfg, 100)?;
+    let net_mib = (gpu.bytes_created() - bytes0) as f64 / (1 << 20) as f64;
     let n = a.step_batch;
     let images = rand_vec(rng, n * a.step_size * a.step_size * 3);
     let labels: Vec<u32> = (0..n)
@@ -442,6 +444,20 @@ fn bench_step(gpu: &Gpu, a: &Args, rng: &mut impl Rng) -> finegrain::Result<()> 
         "| whole step (host clock, one submit, waited) | {:.2} |",
         whole[whole.len() / 2]
     );
+    // Steady state: steps submitted back to back, statistics read a few steps late, as the
+    // training loop runs them.
+    let steps = (2 * a.reps).max(4);
+    let t = Instant::now();
+    for _ in 0..steps {
+        trainer.step(gpu, &images, &labels)?;
+    }
+    trainer.drain(gpu)?;
+    let per_step = t.elapsed().as_secs_f64() * 1e3 / steps as f64;
+    println!(
+        "| steady-state step ({steps} steps pipelined) | {per_step:.2} ({:.0} images/s) |",
+        n as f64 * 1e3 / per_step
+    );
+    println!("| GPU buffers of the training network | {net_mib:.0} MiB |");
     if !method_ms.is_empty() {
         method_ms.sort_by(|a, b| a.1.total_cmp(&b.1));
         let (m, t) = method_ms[method_ms.len() / 2];
