@@ -133,9 +133,14 @@ pub fn cam_overlay(image: &RgbImage, maps: &[(String, Vec<f32>)], h: usize, w: u
         panels.push((label.clone(), panel));
     }
 
-    // Labels at scale 2 when they fit over the panel, else 1; a column is as wide as its
-    // panel or its label.
-    let label_scale = |l: &str| if text_width(l, 2) <= pw { 2 } else { 1 };
+    // Every label at one scale, so the row reads evenly: 2 when each label at scale 2 is at
+    // most 1.5 panel widths, else 1. A column is as wide as its panel or its label.
+    let scale = if panels.iter().all(|(l, _)| 2 * text_width(l, 2) <= 3 * pw) {
+        2
+    } else {
+        1
+    };
+    let label_scale = |_: &str| scale;
     let col_w = |l: &str| pw.max(text_width(l, label_scale(l)));
     let bar_area = BAR_W + 4 + text_width("max", 1);
     let width = 2 * MARGIN + panels.iter().map(|(l, _)| col_w(l) + GAP).sum::<u32>() + bar_area;
