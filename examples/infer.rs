@@ -156,13 +156,7 @@ fn real_main(args: Args) -> Result<()> {
         return Err(Error::invalid("--batch", "must be at least 1"));
     }
 
-    let mut gopts = GpuOptions::from_env()?;
-    if let Some(b) = &args.backend {
-        gopts.backends = Some(GpuOptions::parse_backend(b)?);
-    }
-    if let Some(a) = &args.adapter {
-        gopts.adapter_name = Some(a.clone());
-    }
+    let gopts = GpuOptions::from_env_and_flags(args.backend.as_deref(), args.adapter.as_deref())?;
     let gpu = Gpu::new(&gopts)?;
     println!("device: {}", gpu.describe());
     println!(

@@ -169,13 +169,7 @@ fn main() {
 }
 
 fn real_main(args: Args) -> finegrain::Result<()> {
-    let mut gopts = GpuOptions::from_env()?;
-    if let Some(b) = &args.backend {
-        gopts.backends = Some(GpuOptions::parse_backend(b)?);
-    }
-    if let Some(a) = &args.adapter {
-        gopts.adapter_name = Some(a.clone());
-    }
+    let gopts = GpuOptions::from_env_and_flags(args.backend.as_deref(), args.adapter.as_deref())?;
     let gpu = Gpu::new(&gopts)?;
     println!("device: {}", gpu.describe());
 

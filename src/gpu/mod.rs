@@ -78,6 +78,19 @@ impl GpuOptions {
         })
     }
 
+    /// [`GpuOptions::from_env`] overridden by the examples' `--backend` and `--adapter`
+    /// flags where given.
+    pub fn from_env_and_flags(backend: Option<&str>, adapter: Option<&str>) -> Result<Self> {
+        let mut o = GpuOptions::from_env()?;
+        if let Some(b) = backend {
+            o.backends = Some(GpuOptions::parse_backend(b)?);
+        }
+        if let Some(a) = adapter {
+            o.adapter_name = Some(a.to_string());
+        }
+        Ok(o)
+    }
+
     /// Parse a backend name as given on a command line.
     pub fn parse_backend(name: &str) -> Result<wgpu::Backends> {
         let b = match name.trim().to_ascii_lowercase().as_str() {
