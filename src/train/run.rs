@@ -454,18 +454,10 @@ pub fn run(
         }
         let seconds = t0.elapsed().as_secs_f64();
         let epoch_done = !stopped && batch_index as u64 >= steps_per_epoch;
-        progress = if epoch_done {
-            Progress {
-                step: trainer.step,
-                epoch: epoch + 1,
-                batch: 0,
-            }
-        } else {
-            Progress {
-                step: trainer.step,
-                epoch,
-                batch: batch_index,
-            }
+        progress = Progress {
+            step: trainer.step,
+            epoch: if epoch_done { epoch + 1 } else { epoch },
+            batch: if epoch_done { 0 } else { batch_index },
         };
         save_checkpoint(
             gpu,
