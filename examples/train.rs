@@ -339,13 +339,8 @@ fn real_main(args: Args) -> finegrain::Result<()> {
     }
     if let Some(p) = &args.export_torchvision {
         let ck = finegrain::checkpoint::Checkpoint::open(&args.out.join("last.safetensors"))?;
-        let cfg = TrainConfig {
-            batch: 1,
-            ..TrainConfig::default()
-        };
-        let (t, _) = finegrain::train::Trainer::new(&gpu, &ck.model, &cfg, 1)?;
-        ck.load_into(&gpu, &t.net, false)?;
-        finegrain::checkpoint::export_torchvision(&gpu, &t.net, p)?;
+        let net = finegrain::train::Predictor::from_checkpoint(&gpu, &ck, 1)?.net;
+        finegrain::checkpoint::export_torchvision(&gpu, &net, p)?;
         println!("exported a torchvision state dict to {}", p.display());
     }
     if let Some(e) = &summary.final_eval {
