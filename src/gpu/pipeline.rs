@@ -125,12 +125,26 @@ impl Gpu {
         }
         shader.validate()?;
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let m = self
-            .device
-            .create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(shader.name),
-                source: wgpu::ShaderSource::Wgsl(shader.source.into()),
-            });
+        // wgpu by default wraps every loop in a 64-bit iteration counter ("loop bounding"), so
+        // that a driver may not treat an infinite loop as unreachable. Inside our innermost
+        // reduction loops that counter is a branch per iteration, which CPU adapters such as
+        // lavapipe cannot hide (it cost a fifth of the tiny model's training step). Our
+        // shaders are our own and every loop in them runs to a trip count computed from the
+        // dispatch's `Params` (tensor shapes), so the counter is dropped; buffer bounds checks,
+        // integer-division guards and every other runtime check stay on.
+        let mut checks = wgpu::ShaderRuntimeChecks::checked();
+        checks.force_loop_bounding = false;
+        // SAFETY: loop bounding is the only check turned off, and no loop in `shaders/` can
+        // run forever (see above; the shader tests run every entry point to completion).
+        let m = unsafe {
+            self.device.create_shader_module_trusted(
+                wgpu::ShaderModuleDescriptor {
+                    label: Some(shader.name),
+                    source: wgpu::ShaderSource::Wgsl(shader.source.into()),
+                },
+                checks,
+            )
+        };
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Shader {
                 shader: shader.name.to_string(),
