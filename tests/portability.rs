@@ -10,7 +10,9 @@ use naga::valid::{Capabilities, ModuleInfo, ValidationFlags, Validator};
 fn validate(name: &str, src: &str) -> (naga::Module, ModuleInfo) {
     let module = naga::front::wgsl::parse_str(src)
         .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
-    let info = Validator::new(ValidationFlags::all(), Capabilities::empty())
+    // Subgroup operations are allowed: only `conv2d_subgroup` uses them, and the launchers
+    // pick it only on adapters whose subgroups are 8 wide.
+    let info = Validator::new(ValidationFlags::all(), Capabilities::SUBGROUP)
         .validate(&module)
         .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
     (module, info)
@@ -121,7 +123,12 @@ fn shaders_translate_to_msl_hlsl_spirv_within_portable_limits() {
 
         // HLSL (DX12).
         let mut out = String::new();
-        let (ho, hp) = (hlsl::Options::default(), hlsl::PipelineOptions::default());
+        // Shader model 6.0: the first with wave (subgroup) intrinsics; what DXC targets.
+        let ho = hlsl::Options {
+            shader_model: hlsl::ShaderModel::V6_0,
+            ..Default::default()
+        };
+        let hp = hlsl::PipelineOptions::default();
         let mut w = hlsl::Writer::new(&mut out, &ho, &hp);
         w.write(&module, &info, None)
             .unwrap_or_else(|e| panic!("{}: HLSL: {e:?}", s.name));

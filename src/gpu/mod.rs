@@ -24,12 +24,13 @@ pub const WG: u32 = 256;
 /// `kernels::conv2d::Conv2dKernel`). Both compute the same results; only speed differs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum KernelFamily {
-    /// Tiled (workgroup-memory) kernels on GPUs, broadcast kernels on CPU adapters.
+    /// Tiled (workgroup-memory) kernels on GPUs, the CPU kernels on CPU adapters.
     #[default]
     Auto,
     /// The tiled kernels everywhere (how tests on a CPU adapter cover the GPU path).
     Tiled,
-    /// The broadcast kernels everywhere.
+    /// The CPU kernels everywhere: the subgroup convolutions where subgroups are 8 wide,
+    /// else the broadcast ones (see `kernels::conv2d::Conv2dKernel`).
     Broadcast,
 }
 
@@ -347,6 +348,27 @@ impl Gpu {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         })
+    }
+
+    /// True when the device has subgroup operations and every subgroup is 8 invocations
+    /// wide (lavapipe on x86-64: one subgroup per 256-bit SIMD vector), what the subgroup
+    /// convolution kernels need.
+    pub fn subgroups_of_8(&self) -> bool {
+        self.features.subgroups
+            && self.info.subgroup_min_size == 8
+            && self.info.subgroup_max_size == 8
+    }
+
+    /// The adapter's subgroup widths in words, for messages.
+    pub fn subgroup_sizes(&self) -> String {
+        let (lo, hi) = (self.info.subgroup_min_size, self.info.subgroup_max_size);
+        if !self.features.subgroups {
+            "no subgroup operations".to_string()
+        } else if lo == hi {
+            format!("subgroups of {lo}")
+        } else {
+            format!("subgroups of {lo} to {hi}")
+        }
     }
 
     /// True when the adapter is a CPU implementation (lavapipe, WARP, ...).

@@ -24,7 +24,7 @@ impl ShaderSource {
         })?;
         let mut v = naga::valid::Validator::new(
             naga::valid::ValidationFlags::all(),
-            naga::valid::Capabilities::default(),
+            naga::valid::Capabilities::default() | naga::valid::Capabilities::SUBGROUP,
         );
         v.validate(&module).map_err(|e| Error::Shader {
             shader: self.name.to_string(),

@@ -4,7 +4,7 @@
 //!
 //! Layouts: x (N, H, W, Cin), w (KH, KW, Cin, Cout), y (N, OH, OW, Cout), f32, contiguous.
 
-use super::CONV2D;
+use super::{CONV2D, CONV2D_SUBGROUP};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Dispatch, Gpu, KernelFamily, Tensor};
 
@@ -183,30 +183,69 @@ pub enum Conv2dKernel {
     Tiled,
     /// No workgroup memory: 64 lanes along the large GEMM dimension, blocks of 8 channels of
     /// the small one read at workgroup-uniform addresses. For CPU (SIMD) adapters such as
-    /// lavapipe, where it is several times faster than `Tiled`.
+    /// lavapipe, where it is several times faster than `Tiled`; what they get when their
+    /// subgroups are not 8 wide.
     Broadcast,
+    /// `Broadcast`'s layout with blocks of 16 channels, each lane of an 8-wide subgroup
+    /// loading two of them and `subgroupBroadcast` sharing them (`shaders/conv2d_subgroup.wgsl`):
+    /// 3 loads per multiply-add step instead of 17. For CPU adapters with 8-wide subgroups
+    /// (lavapipe on x86-64), where it is several times faster than `Broadcast`. An error
+    /// elsewhere.
+    Subgroup,
 }
 
 impl Conv2dKernel {
-    /// `Broadcast` on CPU adapters, `Tiled` on GPUs, unless [`Gpu::kernels`] asks for one.
+    /// `Tiled` on GPUs; on CPU adapters `Subgroup` where the adapter's subgroups are 8
+    /// wide, else `Broadcast`; unless [`Gpu::kernels`] asks for a family.
     pub fn for_gpu(gpu: &Gpu) -> Self {
+        let cpu_kernels = if gpu.subgroups_of_8() {
+            Conv2dKernel::Subgroup
+        } else {
+            Conv2dKernel::Broadcast
+        };
         match gpu.kernels {
             KernelFamily::Tiled => Conv2dKernel::Tiled,
-            KernelFamily::Broadcast => Conv2dKernel::Broadcast,
-            KernelFamily::Auto if gpu.is_cpu() => Conv2dKernel::Broadcast,
+            KernelFamily::Broadcast => cpu_kernels,
+            KernelFamily::Auto if gpu.is_cpu() => cpu_kernels,
             KernelFamily::Auto => Conv2dKernel::Tiled,
+        }
+    }
+
+    /// Error unless `gpu` can run this variant (`Subgroup` needs 8-wide subgroups).
+    pub fn check(self, gpu: &Gpu) -> Result<()> {
+        if self == Conv2dKernel::Subgroup && !gpu.subgroups_of_8() {
+            return Err(Error::invalid(
+                "conv2d kernel",
+                format!(
+                    "the subgroup kernels need subgroups of exactly 8 invocations; {} has {}",
+                    gpu.info.name,
+                    gpu.subgroup_sizes()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Channels per workgroup of the broadcast and subgroup kernels.
+    fn block(self) -> usize {
+        if self == Conv2dKernel::Subgroup {
+            SG_BLOCK
+        } else {
+            RB
         }
     }
 }
 
-/// Channel block of the broadcast kernels (`RB` in the shader).
+/// Channel block of the broadcast kernels (`RB` in `conv2d.wgsl`).
 const RB: usize = 8;
+/// Channel block of the subgroup kernels (`CB` in `conv2d_subgroup.wgsl`).
+const SG_BLOCK: usize = 16;
 
-/// Workgroups for the broadcast kernels: x over blocks of 8 channels, 64-lane row tiles
-/// split over y and z.
-fn bcast_grid(gpu: &Gpu, rows: usize, chans: usize) -> [u32; 3] {
+/// Workgroups for the broadcast and subgroup kernels: x over blocks of `kernel.block()`
+/// channels, 64-lane row tiles split over y and z.
+fn bcast_grid(gpu: &Gpu, rows: usize, chans: usize, kernel: Conv2dKernel) -> [u32; 3] {
     let g = gpu.grid(rows.div_ceil(64) as u64);
-    [chans.div_ceil(RB) as u32, g[0], g[1]]
+    [chans.div_ceil(kernel.block()) as u32, g[0], g[1]]
 }
 
 /// Forward convolution as an implicit GEMM: x (N,H,W,Cin), w (KH,KW,Cin,Cout) -> y
@@ -231,6 +270,7 @@ pub fn conv2d_forward_with(
     kernel: Conv2dKernel,
 ) -> Result<Dispatch> {
     s.validate()?;
+    kernel.check(gpu)?;
     x.expect_shape(&s.x_shape())?;
     w.expect_shape(&s.w_shape())?;
     y.expect_shape(&s.y_shape())?;
@@ -249,7 +289,14 @@ pub fn conv2d_forward_with(
             "conv2d_forward_bcast",
             &p,
             &[x, w, y],
-            bcast_grid(gpu, rows, s.cout),
+            bcast_grid(gpu, rows, s.cout, kernel),
+        ),
+        Conv2dKernel::Subgroup => gpu.dispatch(
+            &CONV2D_SUBGROUP,
+            "conv2d_forward_sg",
+            &p,
+            &[x, w, y],
+            bcast_grid(gpu, rows, s.cout, kernel),
         ),
     }
 }
@@ -283,6 +330,7 @@ pub fn conv2d_backward_data_with(
     kernel: Conv2dKernel,
 ) -> Result<Dispatch> {
     s.validate()?;
+    kernel.check(gpu)?;
     dy.expect_shape(&s.y_shape())?;
     w.expect_shape(&s.w_shape())?;
     dx.expect_shape(&s.x_shape())?;
@@ -301,6 +349,11 @@ pub fn conv2d_backward_data_with(
         Conv2dKernel::Broadcast => {
             let wg = [s.cin.div_ceil(RB) as u32, g[0], gz];
             gpu.dispatch(&CONV2D, "conv2d_backward_data_bcast", &p, &[dy, w, dx], wg)
+        }
+        Conv2dKernel::Subgroup => {
+            let wg = [s.cin.div_ceil(SG_BLOCK) as u32, g[0], gz];
+            let entry = "conv2d_backward_data_sg";
+            gpu.dispatch(&CONV2D_SUBGROUP, entry, &p, &[dy, w, dx], wg)
         }
     }
 }
@@ -391,17 +444,18 @@ pub fn conv2d_backward_weight_with(
             let splits = weight_grad_splits(s);
             conv2d_backward_weight_split(gpu, s, x, dy, dw, accumulate, splits, scratch)
         }
-        Conv2dKernel::Broadcast => {
+        Conv2dKernel::Broadcast | Conv2dKernel::Subgroup => {
             check_weight_grad(s, x, dy, dw)?;
+            kernel.check(gpu)?;
             let rows = s.kh * s.kw * s.cin;
             let p = s.params(rows, s.cout, s.n * s.oh() * s.ow(), accumulate);
-            Ok(vec![gpu.dispatch(
-                &CONV2D,
-                "conv2d_backward_weight_bcast",
-                &p,
-                &[x, dy, dw],
-                bcast_grid(gpu, rows, s.cout),
-            )?])
+            let (shader, entry) = if kernel == Conv2dKernel::Subgroup {
+                (&CONV2D_SUBGROUP, "conv2d_backward_weight_sg")
+            } else {
+                (&CONV2D, "conv2d_backward_weight_bcast")
+            };
+            let wg = bcast_grid(gpu, rows, s.cout, kernel);
+            Ok(vec![gpu.dispatch(shader, entry, &p, &[x, dy, dw], wg)?])
         }
     }
 }

@@ -21,6 +21,7 @@ macro_rules! shader {
 
 pub const BATCHNORM: ShaderSource = shader!("batchnorm");
 pub const CONV2D: ShaderSource = shader!("conv2d");
+pub const CONV2D_SUBGROUP: ShaderSource = shader!("conv2d_subgroup");
 pub const DIVERSIFY: ShaderSource = shader!("diversify");
 pub const ELEMENTWISE: ShaderSource = shader!("elementwise");
 pub const GEMM: ShaderSource = shader!("gemm");
@@ -33,6 +34,7 @@ pub const SGD: ShaderSource = shader!("sgd");
 pub const ALL_SHADERS: &[ShaderSource] = &[
     BATCHNORM,
     CONV2D,
+    CONV2D_SUBGROUP,
     DIVERSIFY,
     ELEMENTWISE,
     GEMM,

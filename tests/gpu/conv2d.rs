@@ -47,6 +47,12 @@ const SHAPES: &[Conv2dShape] = &[
     // Bigger than one tile in every GEMM dimension of all three passes:
     // forward 198 x 67 x 585, data gradient 198 x 65 x 603, weight gradient 585 x 67 x 198.
     shape(2, 11, 9, 65, 67, 3, 3, 1, 1),
+    // For the 16-channel blocks of the subgroup kernels: one input channel (a weight
+    // gradient with 9 rows, so most subgroups of its workgroup have no row), and exact
+    // multiples of 16 as in the tiny model.
+    shape(3, 10, 9, 1, 16, 3, 3, 1, 1),
+    shape(3, 8, 8, 16, 16, 3, 3, 1, 1),
+    shape(2, 6, 7, 32, 48, 3, 3, 2, 1),
 ];
 
 fn numel(d: [usize; 4]) -> usize {
@@ -58,8 +64,16 @@ fn atol(red: usize) -> f64 {
     4e-6 * (red as f64).sqrt() + 1e-6
 }
 
-/// Every kernel variant is checked on every shape, whichever the adapter would pick.
-const KERNELS: [Conv2dKernel; 2] = [Conv2dKernel::Tiled, Conv2dKernel::Broadcast];
+/// Every kernel variant the adapter can run is checked on every shape, whichever it would
+/// pick. `Subgroup` needs 8-wide subgroups (lavapipe on x86-64 has them);
+/// `subgroup_kernels_where_subgroups_are_8_wide` checks that it is refused elsewhere.
+fn kernels(g: &finegrain::Gpu) -> Vec<Conv2dKernel> {
+    let mut k = vec![Conv2dKernel::Tiled, Conv2dKernel::Broadcast];
+    if g.subgroups_of_8() {
+        k.push(Conv2dKernel::Subgroup);
+    }
+    k
+}
 
 fn name(s: &Conv2dShape) -> String {
     format!(
@@ -71,7 +85,10 @@ fn name(s: &Conv2dShape) -> String {
 #[test]
 fn conv2d_forward_matches_twin() {
     let Some(g) = gpu() else { return };
-    for (s, k) in SHAPES.iter().flat_map(|s| KERNELS.map(|k| (s, k))) {
+    for (s, k) in SHAPES
+        .iter()
+        .flat_map(|s| kernels(g).into_iter().map(move |k| (s, k)))
+    {
         let mut r = rng(&format!("conv2d_forward {} {k:?}", name(s)));
         let x = uniform(&mut r, numel(s.x_shape()), 1.0);
         let w = uniform(&mut r, numel(s.w_shape()), 1.0);
@@ -90,6 +107,29 @@ fn conv2d_forward_matches_twin() {
             atol(red),
             1e-5,
         );
+    }
+}
+
+#[test]
+fn subgroup_kernels_where_subgroups_are_8_wide() {
+    let Some(g) = gpu() else { return };
+    let s = SHAPES[0];
+    let x = g.zeros("x", &s.x_shape()).unwrap();
+    let w = g.zeros("w", &s.w_shape()).unwrap();
+    let y = g.zeros("y", &s.y_shape()).unwrap();
+    let r = conv::conv2d_forward_with(g, &s, &x, &w, &y, Conv2dKernel::Subgroup);
+    println!("adapter {}: {}", g.info.name, g.subgroup_sizes());
+    if g.subgroups_of_8() {
+        assert!(r.is_ok(), "{:?}", r.err());
+        if g.is_cpu() && g.kernels == finegrain::KernelFamily::Auto {
+            assert_eq!(Conv2dKernel::for_gpu(g), Conv2dKernel::Subgroup);
+        }
+    } else {
+        let e = r
+            .err()
+            .expect("Subgroup kernels accepted without 8-wide subgroups");
+        assert!(e.to_string().contains("subgroups of exactly 8"), "{e}");
+        assert_ne!(Conv2dKernel::for_gpu(g), Conv2dKernel::Subgroup);
     }
 }
 
@@ -121,7 +161,10 @@ fn conv2d_direct_matches_twin() {
 #[test]
 fn conv2d_backward_data_matches_twin() {
     let Some(g) = gpu() else { return };
-    for (s, k) in SHAPES.iter().flat_map(|s| KERNELS.map(|k| (s, k))) {
+    for (s, k) in SHAPES
+        .iter()
+        .flat_map(|s| kernels(g).into_iter().map(move |k| (s, k)))
+    {
         let mut r = rng(&format!("conv2d_backward_data {} {k:?}", name(s)));
         let dy = uniform(&mut r, numel(s.y_shape()), 1.0);
         let w = uniform(&mut r, numel(s.w_shape()), 1.0);
@@ -158,7 +201,10 @@ fn conv2d_backward_data_matches_twin() {
 #[test]
 fn conv2d_backward_weight_matches_twin() {
     let Some(g) = gpu() else { return };
-    for (s, k) in SHAPES.iter().flat_map(|s| KERNELS.map(|k| (s, k))) {
+    for (s, k) in SHAPES
+        .iter()
+        .flat_map(|s| kernels(g).into_iter().map(move |k| (s, k)))
+    {
         let mut r = rng(&format!("conv2d_backward_weight {} {k:?}", name(s)));
         let x = uniform(&mut r, numel(s.x_shape()), 1.0);
         let dy = uniform(&mut r, numel(s.y_shape()), 1.0);
