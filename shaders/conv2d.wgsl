@@ -42,18 +42,8 @@
 // Dispatch (conv2d_direct): one thread per element of y, workgroups of 256 on a 2-D grid;
 // linear index (wg.y * num_workgroups.x + wg.x) * 256 + lid.x.
 
-struct Params {
-    n: u32, h: u32, w: u32, cin: u32,
-    cout: u32, kh: u32, kw: u32, stride: u32,
-    pad: u32, oh: u32, ow: u32, rows: u32,
-    cols: u32, red: u32, accumulate: u32, zsplit: u32,
-    kchunk: u32, _p0: u32, _p1: u32, _p2: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> src_a: array<f32>;
-@group(0) @binding(2) var<storage, read> src_b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> dst: array<f32>;
+// Params, the bindings and the index helpers (window_of, stride_phase, weight_row) are in
+// conv2d_common.wgsl, appended to this file when it is embedded.
 
 const TM: u32 = 64u;
 const TN: u32 = 64u;
@@ -114,19 +104,15 @@ fn conv2d_forward(
     // consecutive threads read consecutive input channels. Decode those 4 output pixels once.
     let kk = li % TK;
     let rl = li / TK;
-    let ohw = p.oh * p.ow;
     var a_base: array<u32, 4>; // offset of x[n, 0, 0, 0]
     var a_iy: array<i32, 4>;   // oy * stride - pad (top row of the window)
     var a_ix: array<i32, 4>;
     for (var t = 0u; t < 4u; t++) {
         let r = row0 + rl + 16u * t;
-        let n = r / ohw;
-        let rem = r - n * ohw;
-        let oy = rem / p.ow;
-        let ox = rem - oy * p.ow;
-        a_base[t] = n * p.h * p.w * p.cin;
-        a_iy[t] = i32(oy * p.stride) - i32(p.pad);
-        a_ix[t] = i32(ox * p.stride) - i32(p.pad);
+        let win = window_of(r);
+        a_base[t] = win.xb;
+        a_iy[t] = win.iy;
+        a_ix[t] = win.ix;
         if (r >= p.rows) {
             a_iy[t] = -1 - i32(p.kh); // never inside the image
         }
@@ -175,25 +161,18 @@ fn conv2d_backward_data(
     @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
-    // Stride phases: dx[iy] receives dy[oy] through tap ky only when iy + pad - ky = oy * s,
-    // so ky = (iy + pad) mod s (+ multiples of s). Workgroup z picks a phase (ry, rx); its rows
-    // are the input pixels with (iy + pad) mod s = ry and (ix + pad) mod s = rx, and its
-    // reduction runs over only the taps ky = ry + s b, kx = rx + s d that can reach them. Each
-    // phase is then a stride-1 correlation with no divisibility tests and no wasted work.
+    // Stride phases (see stride_phase): workgroup z picks a phase (ry, rx); its rows are the
+    // input pixels with (iy + pad) mod s = ry and (ix + pad) mod s = rx, and its reduction
+    // runs over only the taps ky = ry + s b, kx = rx + s d that can reach them. Each phase is
+    // then a stride-1 correlation with no divisibility tests and no wasted work.
     let s = p.stride;
     let phase = wg.z / p.zsplit;
     let row0 = ((wg.z - phase * p.zsplit) * nwg.y + wg.y) * TM;
     let col0 = wg.x * TN;
-    let ry = phase / s;
-    let rx = phase - ry * s;
-    let iy0 = (ry + s - p.pad % s) % s; // first iy of the phase
-    let ix0 = (rx + s - p.pad % s) % s;
-    let cy = select(0u, (p.h - 1u - iy0) / s + 1u, iy0 < p.h); // iy = iy0 + s jy, jy < cy
-    let cx = select(0u, (p.w - 1u - ix0) / s + 1u, ix0 < p.w);
-    let nky = select(0u, (p.kh - 1u - ry) / s + 1u, ry < p.kh); // ky = ry + s b, b < nky
-    let nkx = select(0u, (p.kw - 1u - rx) / s + 1u, rx < p.kw);
-    let ay0 = i32((iy0 + p.pad - ry) / s); // oy + b for jy = 0 (exact division)
-    let ax0 = i32((ix0 + p.pad - rx) / s);
+    let ph = stride_phase(phase);
+    let ry = ph.ry; let rx = ph.rx; let iy0 = ph.iy0; let ix0 = ph.ix0;
+    let cy = ph.cy; let cx = ph.cx; let nky = ph.nky; let nkx = ph.nkx;
+    let ay0 = ph.ay0; let ax0 = ph.ax0;
     let rows = p.n * cy * cx;
     let red = nky * nkx * p.cout;
     // A-tile loads: thread li fills reduction slot kk = li % 16 (consecutive output channels
@@ -302,14 +281,12 @@ fn conv2d_backward_weight(
     let rl = li % TM;
     let ml = li / TM;
     let gr = row0 + rl;
-    let tap = gr / p.cin;
-    let ci = gr - tap * p.cin;
-    let ky = tap / p.kw;
-    let kx = tap - ky * p.kw;
+    let wr = weight_row(gr);
+    let ci = wr.ci;
     let r_ok = gr < p.rows;
     let ohw = p.oh * p.ow;
-    let off_y = i32(ky) - i32(p.pad);
-    let off_x = i32(kx) - i32(p.pad);
+    let off_y = wr.off_y;
+    let off_x = wr.off_x;
     var acc: array<f32, 16>; // zero-initialised
     for (var k0 = k_begin; k0 < k_end; k0 += TK) {
         for (var t = 0u; t < 4u; t++) {
@@ -437,14 +414,10 @@ fn conv2d_forward_bcast(
     let co0 = wg.x * RB;
     let pix = (wg.z * nwg.y + wg.y) * 64u + lid.x;
     let ok = pix < p.rows;
-    let ohw = p.oh * p.ow;
-    let n = pix / ohw;
-    let rem = pix - n * ohw;
-    let oy = rem / p.ow;
-    let ox = rem - oy * p.ow;
-    let iy0 = i32(oy * p.stride) - i32(p.pad);
-    let ix0 = i32(ox * p.stride) - i32(p.pad);
-    let xb = n * p.h * p.w * p.cin;
+    let win = window_of(pix);
+    let iy0 = win.iy;
+    let ix0 = win.ix;
+    let xb = win.xb;
     let wlast = p.kh * p.kw * p.cin * p.cout - 1u;
     var acc: array<f32, RB>;
     for (var ky = 0u; ky < p.kh; ky++) {
@@ -484,16 +457,10 @@ fn conv2d_backward_data_bcast(
     let phase = wg.z / p.zsplit;
     let r = ((wg.z - phase * p.zsplit) * nwg.y + wg.y) * 64u + lid.x;
     let ci0 = wg.x * RB;
-    let ry = phase / s;
-    let rx = phase - ry * s;
-    let iy0 = (ry + s - p.pad % s) % s;
-    let ix0 = (rx + s - p.pad % s) % s;
-    let cy = select(0u, (p.h - 1u - iy0) / s + 1u, iy0 < p.h);
-    let cx = select(0u, (p.w - 1u - ix0) / s + 1u, ix0 < p.w);
-    let nky = select(0u, (p.kh - 1u - ry) / s + 1u, ry < p.kh);
-    let nkx = select(0u, (p.kw - 1u - rx) / s + 1u, rx < p.kw);
-    let ay0 = i32((iy0 + p.pad - ry) / s);
-    let ax0 = i32((ix0 + p.pad - rx) / s);
+    let ph = stride_phase(phase);
+    let ry = ph.ry; let rx = ph.rx; let iy0 = ph.iy0; let ix0 = ph.ix0;
+    let cy = ph.cy; let cx = ph.cx; let nky = ph.nky; let nkx = ph.nkx;
+    let ay0 = ph.ay0; let ax0 = ph.ax0;
     let rows = p.n * cy * cx;
     let ok = r < rows;
     let cyx = max(cy * cx, 1u);
@@ -547,12 +514,10 @@ fn conv2d_backward_weight_bcast(
     let co0 = wg.x * RB;
     let gr = (wg.z * nwg.y + wg.y) * 64u + lid.x;
     let ok = gr < p.rows;
-    let tap = gr / p.cin;
-    let ci = gr - tap * p.cin;
-    let ky = tap / p.kw;
-    let kx = tap - ky * p.kw;
-    let off_y = i32(ky) - i32(p.pad);
-    let off_x = i32(kx) - i32(p.pad);
+    let wr = weight_row(gr);
+    let ci = wr.ci;
+    let off_y = wr.off_y;
+    let off_x = wr.off_x;
     let ylast = p.n * p.oh * p.ow * p.cout - 1u;
     var acc: array<f32, RB>;
     var m = 0u; // output pixel (n, oy, ox)

@@ -28,18 +28,8 @@
 // kernels only where the adapter's subgroup size is exactly 8; if a subgroup is ever not 8
 // wide, the kernels write NaN, which the tests and the training guard catch.
 
-struct Params {
-    n: u32, h: u32, w: u32, cin: u32,
-    cout: u32, kh: u32, kw: u32, stride: u32,
-    pad: u32, oh: u32, ow: u32, rows: u32,
-    cols: u32, red: u32, accumulate: u32, zsplit: u32,
-    kchunk: u32, _p0: u32, _p1: u32, _p2: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> src_a: array<f32>;
-@group(0) @binding(2) var<storage, read> src_b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> dst: array<f32>;
+// Params, the bindings and the index helpers (window_of, stride_phase, weight_row) are in
+// conv2d_common.wgsl, appended to this file when it is embedded.
 
 // Channels per workgroup: two per lane of an 8-wide subgroup.
 const CB: u32 = 16u;
@@ -59,14 +49,10 @@ fn conv2d_forward_sg(
     let co0 = wg.x * CB;
     let pix = (wg.z * nwg.y + wg.y) * 64u + lid.x;
     let ok = pix < p.rows;
-    let ohw = p.oh * p.ow;
-    let n = pix / ohw;
-    let rem = pix - n * ohw;
-    let oy = rem / p.ow;
-    let ox = rem - oy * p.ow;
-    let iy0 = i32(oy * p.stride) - i32(p.pad);
-    let ix0 = i32(ox * p.stride) - i32(p.pad);
-    let xb = n * p.h * p.w * p.cin;
+    let win = window_of(pix);
+    let iy0 = win.iy;
+    let ix0 = win.ix;
+    let xb = win.xb;
     let wlast = p.kh * p.kw * p.cin * p.cout - 1u;
     var acc: array<f32, CB>;
     for (var ky = 0u; ky < p.kh; ky++) {
@@ -124,16 +110,10 @@ fn conv2d_backward_data_sg(
     let phase = wg.z / p.zsplit;
     let r = ((wg.z - phase * p.zsplit) * nwg.y + wg.y) * 64u + lid.x;
     let ci0 = wg.x * CB;
-    let ry = phase / s;
-    let rx = phase - ry * s;
-    let iy0 = (ry + s - p.pad % s) % s;
-    let ix0 = (rx + s - p.pad % s) % s;
-    let cy = select(0u, (p.h - 1u - iy0) / s + 1u, iy0 < p.h);
-    let cx = select(0u, (p.w - 1u - ix0) / s + 1u, ix0 < p.w);
-    let nky = select(0u, (p.kh - 1u - ry) / s + 1u, ry < p.kh);
-    let nkx = select(0u, (p.kw - 1u - rx) / s + 1u, rx < p.kw);
-    let ay0 = i32((iy0 + p.pad - ry) / s);
-    let ax0 = i32((ix0 + p.pad - rx) / s);
+    let ph = stride_phase(phase);
+    let ry = ph.ry; let rx = ph.rx; let iy0 = ph.iy0; let ix0 = ph.ix0;
+    let cy = ph.cy; let cx = ph.cx; let nky = ph.nky; let nkx = ph.nkx;
+    let ay0 = ph.ay0; let ax0 = ph.ax0;
     let ok = r < p.n * cy * cx;
     let cyx = max(cy * cx, 1u);
     let n = r / cyx;
@@ -209,12 +189,10 @@ fn conv2d_backward_weight_sg(
     if (!subgroupAny(ok)) {
         return;
     }
-    let tap = gr / p.cin;
-    let ci = gr - tap * p.cin;
-    let ky = tap / p.kw;
-    let kx = tap - ky * p.kw;
-    let off_y = i32(ky) - i32(p.pad);
-    let off_x = i32(kx) - i32(p.pad);
+    let wr = weight_row(gr);
+    let ci = wr.ci;
+    let off_y = wr.off_y;
+    let off_x = wr.off_x;
     let ylast = p.n * p.oh * p.ow * p.cout - 1u;
     var acc: array<f32, CB>;
     // this lane's output gradients: channels co0 + sl and co0 + 8 + sl of each pixel

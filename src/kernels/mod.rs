@@ -17,11 +17,24 @@ macro_rules! shader {
             source: include_str!(concat!("../../shaders/", $name, ".wgsl")),
         }
     };
+    // A shader with declarations shared with others, appended (not prepended, so the
+    // shader's own line numbers hold in error messages).
+    ($name:literal + $common:literal) => {
+        ShaderSource {
+            name: $name,
+            source: concat!(
+                include_str!(concat!("../../shaders/", $name, ".wgsl")),
+                "\n",
+                include_str!(concat!("../../shaders/", $common, ".wgsl")),
+            ),
+        }
+    };
 }
 
 pub const BATCHNORM: ShaderSource = shader!("batchnorm");
-pub const CONV2D: ShaderSource = shader!("conv2d");
-pub const CONV2D_SUBGROUP: ShaderSource = shader!("conv2d_subgroup");
+pub const CONV2D: ShaderSource = shader!("conv2d" + "conv2d_common");
+pub const CONV2D_COMMON: ShaderSource = shader!("conv2d_common");
+pub const CONV2D_SUBGROUP: ShaderSource = shader!("conv2d_subgroup" + "conv2d_common");
 pub const DIVERSIFY: ShaderSource = shader!("diversify");
 pub const ELEMENTWISE: ShaderSource = shader!("elementwise");
 pub const GEMM: ShaderSource = shader!("gemm");
@@ -34,6 +47,7 @@ pub const SGD: ShaderSource = shader!("sgd");
 pub const ALL_SHADERS: &[ShaderSource] = &[
     BATCHNORM,
     CONV2D,
+    CONV2D_COMMON,
     CONV2D_SUBGROUP,
     DIVERSIFY,
     ELEMENTWISE,
