@@ -32,7 +32,7 @@ if [ -n "${DEVICE_QUICK:-}" ]; then
   t_bench=300; t_full=300; t_abl=300
 else
   bench_args=(--full --reps 5)
-  full_args=(--data .data/fashion-mnist --epochs 30)
+  full_args=(--data .data/fashion-mnist --epochs 12)
   abl_seeds="0 1 2"; abl_args=(--subset)
   t_bench=120; t_full=300; t_abl=60
 fi
