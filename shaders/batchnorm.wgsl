@@ -34,8 +34,12 @@
 // Forward: y = gamma * (x - mean) * invstd + beta, invstd = 1 / sqrt(var + eps).
 // Backward: dbeta = sum dy, dgamma = sum dy * xhat, xhat = (x - mean) * invstd,
 // dx = gamma * invstd * (dy - (dbeta + xhat * dgamma) / rows).
-// Element-wise kernels (normalize, eval, dx) run one thread per element in workgroups of
-// 256 on a 2-D grid (linear index (wg.y * nwg.x + wg.x) * 256 + lid.x).
+// Element-wise kernels (normalize, eval, dx) run `stripes * C` threads in workgroups of 256
+// on a 2-D grid (linear index t = (wg.y * nwg.x + wg.x) * 256 + lid.x). Thread t owns channel
+// t % C and the elements t, t + stripes * C, t + 2 * stripes * C, ... (rows t / C,
+// t / C + stripes, ...), so it loads its channel's statistics and parameters once. GPUs run
+// one row per thread (stripes = rows: consecutive threads, consecutive elements), CPU
+// adapters 64 (each per-channel load is a gather there).
 
 struct Params {
     rows: u32,
@@ -45,7 +49,7 @@ struct Params {
     eps: f32,
     momentum: f32,
     inv_rows: f32,
-    _pad: u32,
+    stripes: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -87,6 +91,11 @@ fn chunk_len(k: u32) -> u32 {
 
 fn linear_index(wg: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
     return (wg.y * nwg.x + wg.x) * 256u + lid.x;
+}
+
+// Distance between the elements of one element-wise thread: a whole number of rows.
+fn stripe_step() -> u32 {
+    return p.stripes * p.channels;
 }
 
 // Partial (mean, M2) of chunk wg.y for 32 channels. x at src, part at dst.
@@ -173,12 +182,19 @@ fn batchnorm_forward_train_normalize(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
-    let e = linear_index(wg, nwg, lid);
-    if (e >= p.rows * p.channels) {
+    let t = linear_index(wg, nwg, lid);
+    let step = stripe_step();
+    if (t >= step) {
         return;
     }
-    let c = e % p.channels;
-    dst[e] = fma(b3[c] * b6[c], src[e] - b5[c], b4[c]);
+    let c = t % p.channels;
+    let scale = b3[c] * b6[c];
+    let mean = b5[c];
+    let beta = b4[c];
+    let n = p.rows * p.channels;
+    for (var e = t; e < n; e += step) {
+        dst[e] = fma(scale, src[e] - mean, beta);
+    }
 }
 
 // y = gamma * (x - running_mean) / sqrt(running_var + eps) + beta.
@@ -189,13 +205,19 @@ fn batchnorm_forward_eval(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
-    let e = linear_index(wg, nwg, lid);
-    if (e >= p.rows * p.channels) {
+    let t = linear_index(wg, nwg, lid);
+    let step = stripe_step();
+    if (t >= step) {
         return;
     }
-    let c = e % p.channels;
-    let invstd = 1.0 / sqrt(b6[c] + p.eps);
-    dst[e] = fma(b3[c] * invstd, src[e] - b5[c], b4[c]);
+    let c = t % p.channels;
+    let scale = b3[c] * (1.0 / sqrt(b6[c] + p.eps));
+    let mean = b5[c];
+    let beta = b4[c];
+    let n = p.rows * p.channels;
+    for (var e = t; e < n; e += step) {
+        dst[e] = fma(scale, src[e] - mean, beta);
+    }
 }
 
 // Partial (sum dy, sum dy * xhat) of chunk wg.y for 32 channels.
@@ -263,12 +285,20 @@ fn batchnorm_backward_dx(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
-    let e = linear_index(wg, nwg, lid);
-    if (e >= p.rows * p.channels) {
+    let t = linear_index(wg, nwg, lid);
+    let step = stripe_step();
+    if (t >= step) {
         return;
     }
-    let c = e % p.channels;
+    let c = t % p.channels;
+    let mean = b4[c];
     let invstd = b5[c];
-    let xhat = (src[e] - b4[c]) * invstd;
-    dst[e] = b6[c] * invstd * (b3[e] - fma(xhat, b8[c], b7[c]) * p.inv_rows);
+    let scale = b6[c] * invstd;
+    let dbeta = b7[c];
+    let dgamma = b8[c];
+    let n = p.rows * p.channels;
+    for (var e = t; e < n; e += step) {
+        let xhat = (src[e] - mean) * invstd;
+        dst[e] = scale * (b3[e] - fma(xhat, dgamma, dbeta) * p.inv_rows);
+    }
 }

@@ -1,5 +1,6 @@
 use finegrain::kernels::batchnorm::{
-    batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train, BatchNormShape,
+    batchnorm_backward_sized, batchnorm_forward_eval, batchnorm_forward_eval_sized,
+    batchnorm_forward_train, batchnorm_forward_train_sized, BatchNormShape, BnSizing,
 };
 use finegrain::reference::batchnorm as twin;
 use finegrain::testing::{assert_close, f64s, gpu, rng, uniform};
@@ -8,7 +9,8 @@ use rand::Rng;
 
 /// (rows, C) cases: channels 1, 3, 7, 13, 33; rows not a multiple of 256, fewer rows than
 /// the 8 row lanes, several chunks with a short last chunk (1125 rows, 33 channels:
-/// 36 chunks of 32 rows, the last of 5).
+/// 36 chunks of 32 rows, the last of 5, with the GPU sizing; 2 chunks, the last of 101,
+/// with the CPU sizing). Every case runs with both sizings, whatever the adapter.
 const SHAPES: &[(usize, usize)] = &[
     (5 * 9 * 13, 7),
     (35, 3),
@@ -35,9 +37,17 @@ fn poisoned(g: &Gpu, label: &str, shape: &[usize]) -> finegrain::Tensor {
     t
 }
 
+const SIZINGS: [BnSizing; 2] = [BnSizing::Gpu, BnSizing::Cpu];
+
 fn forward_train_case(rows: usize, c: usize, offset: f32, steps: usize) {
+    for sizing in SIZINGS {
+        forward_train_sized(rows, c, offset, steps, sizing);
+    }
+}
+
+fn forward_train_sized(rows: usize, c: usize, offset: f32, steps: usize, sizing: BnSizing) {
     let Some(g) = gpu() else { return };
-    let name = format!("batchnorm_forward_train rows={rows} c={c} offset={offset}");
+    let name = format!("batchnorm_forward_train {sizing:?} rows={rows} c={c} offset={offset}");
     let mut r = rng(&name);
     let s = BatchNormShape {
         rows,
@@ -57,7 +67,9 @@ fn forward_train_case(rows: usize, c: usize, offset: f32, steps: usize) {
     let tsm = poisoned(g, "save_mean", &[c]);
     let tsi = poisoned(g, "save_invstd", &[c]);
     let ty = poisoned(g, "y", &[rows, c]);
-    let ds = batchnorm_forward_train(g, &s, &tx, &tg, &tb, &trm, &trv, &tsm, &tsi, &ty).unwrap();
+    let ds =
+        batchnorm_forward_train_sized(g, &s, sizing, [&tx, &tg, &tb, &trm, &trv, &tsm, &tsi, &ty])
+            .unwrap();
     let refs: Vec<_> = ds.iter().collect();
     let (mut rm, mut rv) = (f64s(&rm0), f64s(&rv0));
     for step in 0..steps {
@@ -141,8 +153,8 @@ fn batchnorm_forward_train_running_stats_over_steps() {
 #[test]
 fn batchnorm_forward_eval_odd_shapes() {
     let Some(g) = gpu() else { return };
-    for &(rows, c) in SHAPES {
-        let name = format!("batchnorm_forward_eval rows={rows} c={c}");
+    for (&(rows, c), sizing) in SHAPES.iter().flat_map(|s| SIZINGS.map(|z| (s, z))) {
+        let name = format!("batchnorm_forward_eval {sizing:?} rows={rows} c={c}");
         let mut r = rng(&name);
         let s = BatchNormShape {
             rows,
@@ -161,7 +173,8 @@ fn batchnorm_forward_eval_odd_shapes() {
         let trm = g.tensor("running_mean", &[c], &rm).unwrap();
         let trv = g.tensor("running_var", &[c], &rv).unwrap();
         let ty = poisoned(g, "y", &[rows, c]);
-        let d = batchnorm_forward_eval(g, &s, &tx, &tg, &tb, &trm, &trv, &ty).unwrap();
+        let d =
+            batchnorm_forward_eval_sized(g, &s, sizing, [&tx, &tg, &tb, &trm, &trv, &ty]).unwrap();
         g.run(&[&d]).unwrap();
         let want = twin::batchnorm_forward_eval(
             rows,
@@ -180,8 +193,14 @@ fn batchnorm_forward_eval_odd_shapes() {
 }
 
 fn backward_case(rows: usize, c: usize, offset: f32) {
+    for sizing in SIZINGS {
+        backward_sized(rows, c, offset, sizing);
+    }
+}
+
+fn backward_sized(rows: usize, c: usize, offset: f32, sizing: BnSizing) {
     let Some(g) = gpu() else { return };
-    let name = format!("batchnorm_backward rows={rows} c={c} offset={offset}");
+    let name = format!("batchnorm_backward {sizing:?} rows={rows} c={c} offset={offset}");
     let mut r = rng(&name);
     let s = BatchNormShape {
         rows,
@@ -216,7 +235,13 @@ fn backward_case(rows: usize, c: usize, offset: f32) {
     let tdx = poisoned(g, "dx", &[rows, c]);
     let tdg = poisoned(g, "dgamma", &[c]);
     let tdb = poisoned(g, "dbeta", &[c]);
-    let ds = batchnorm_backward(g, &s, &tx, &tdy, &tg, &tsm, &tsi, &tdx, &tdg, &tdb).unwrap();
+    let ds = batchnorm_backward_sized(
+        g,
+        &s,
+        sizing,
+        [&tx, &tdy, &tg, &tsm, &tsi, &tdx, &tdg, &tdb],
+    )
+    .unwrap();
     g.run(&ds.iter().collect::<Vec<_>>()).unwrap();
     let (dx, dgamma, dbeta) = twin::batchnorm_backward(
         rows,
@@ -291,7 +316,8 @@ fn batchnorm_rejects_wrong_shapes() {
 }
 
 /// A layer-sized channel count with hundreds of row chunks (20000 rows, 64 channels:
-/// 625 chunks of 32 rows), so every finalize lane merges many partials.
+/// 625 chunks of 32 rows with the GPU sizing), so every finalize lane merges many partials;
+/// the CPU sizing cuts it into 16 chunks of 1250 rows and 313 stripes of 64 rows.
 #[test]
 fn batchnorm_many_chunks() {
     let s = BatchNormShape {
@@ -300,7 +326,12 @@ fn batchnorm_many_chunks() {
         eps: 1e-5,
         momentum: 0.1,
     };
-    assert_eq!(s.chunking(), (32, 625));
+    assert_eq!(s.chunking(BnSizing::Gpu), (32, 625));
+    assert_eq!(s.chunking(BnSizing::Cpu), (1250, 16));
+    assert_eq!(
+        (s.stripes(BnSizing::Gpu), s.stripes(BnSizing::Cpu)),
+        (20_000, 313)
+    );
     forward_train_case(20_000, 64, 3.0, 1);
     backward_case(20_000, 64, 3.0);
 }
