@@ -240,6 +240,9 @@ impl Conv2dKernel {
 const RB: usize = 8;
 /// Channel block of the subgroup kernels (`CB` in `conv2d_subgroup.wgsl`).
 const SG_BLOCK: usize = 16;
+/// Output (forward) or input (data gradient) pixels per lane of the subgroup kernels
+/// (`PPL` in `conv2d_subgroup.wgsl`).
+const SG_PIXELS: usize = 2;
 
 /// Workgroups for the broadcast and subgroup kernels: x over blocks of `kernel.block()`
 /// channels, 64-lane row tiles split over y and z.
@@ -296,7 +299,7 @@ pub fn conv2d_forward_with(
             "conv2d_forward_sg",
             &p,
             &[x, w, y],
-            bcast_grid(gpu, rows, s.cout, kernel),
+            bcast_grid(gpu, rows.div_ceil(SG_PIXELS), s.cout, kernel),
         ),
     }
 }
@@ -351,6 +354,9 @@ pub fn conv2d_backward_data_with(
             gpu.dispatch(&CONV2D, "conv2d_backward_data_bcast", &p, &[dy, w, dx], wg)
         }
         Conv2dKernel::Subgroup => {
+            let g = gpu.grid(phase_rows.div_ceil(64 * SG_PIXELS) as u64);
+            p.zsplit = g[1];
+            let gz = u32::try_from(phases as u64 * g[1] as u64).unwrap_or(u32::MAX);
             let wg = [s.cin.div_ceil(SG_BLOCK) as u32, g[0], gz];
             let entry = "conv2d_backward_data_sg";
             gpu.dispatch(&CONV2D_SUBGROUP, entry, &p, &[dy, w, dx], wg)
