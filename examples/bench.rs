@@ -390,7 +390,10 @@ fn bench_conv(gpu: &Gpu, a: &Args, rng: &mut impl Rng) -> finegrain::Result<()> 
         }
         let gf = s.gflop();
         let bw_name = if bw.len() > 1 {
-            format!("backward_weight (split-K {})", weight_grad_splits(&s))
+            format!(
+                "backward_weight (split-K {})",
+                weight_grad_splits(&s, Conv2dKernel::for_gpu(gpu))
+            )
         } else {
             "backward_weight".to_string()
         };

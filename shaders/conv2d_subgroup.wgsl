@@ -27,7 +27,10 @@
 // Gradients overwrite dst, or add into it when p.accumulate != 0.
 // Dispatch: as the broadcast kernels of conv2d.wgsl, (ceil(channels / 16), gy, gz)
 // workgroups of 64, with tiles of 64 * PPL pixels (forward, backward_data) or 64 weight
-// rows (backward_weight); backward_data splits z by stride phase and p.zsplit. Every
+// rows (backward_weight); backward_data splits z by stride phase and p.zsplit;
+// backward_weight with split-K (p.zsplit > 1 chunks of p.kchunk output rows) takes the
+// chunk from z and writes partial gradients that conv2d.wgsl's conv2d_sum_partials adds
+// up (layers with few weight rows, so that every core gets a share). Every
 // invocation runs the reduction loops to the end, valid or not, so that each
 // subgroupBroadcast has its whole subgroup; shared loads past the end of a block are
 // clamped in range and their results dropped at the store. The launcher picks these
@@ -205,8 +208,16 @@ fn conv2d_backward_weight_sg(
     @builtin(subgroup_size) ss: u32,
 ) {
     let co0 = wg.x * CB;
-    let gr = (wg.z * nwg.y + wg.y) * 64u + lid.x;
+    // Split-K (p.zsplit > 1): workgroup z is the chunk of output rows (n, oy), y the row
+    // tile, and the chunk's partial gradient goes to dst[chunk] (conv2d_sum_partials adds
+    // them up). Otherwise y and z both count row tiles and the chunk is every output row.
+    let split = p.zsplit > 1u;
+    let gr = select(wg.z * nwg.y + wg.y, wg.y, split) * 64u + lid.x;
     let ok = gr < p.rows;
+    let chunk = select(0u, wg.z, split);
+    let out_rows = p.n * p.oh;
+    let r0 = min(chunk * p.kchunk, out_rows);
+    let r1 = select(out_rows, min(r0 + p.kchunk, out_rows), split);
     // A subgroup with no weight row left (a layer with few rows, such as a stem with one
     // input channel) has nothing to compute: it leaves as a whole, so the subgroups that
     // stay are complete.
@@ -220,23 +231,33 @@ fn conv2d_backward_weight_sg(
     let ylast = p.n * p.oh * p.ow * p.cout - 1u;
     var acc: array<f32, CB * PPL>; // one row per lane: the first CB
     // this lane's output gradients: channels co0 + sl and co0 + 8 + sl of each pixel
-    var yr = co0 + sl;
-    for (var n = 0u; n < p.n; n++) {
-        let xb = n * p.h * p.w * p.cin + ci;
-        for (var oy = 0u; oy < p.oh; oy++) {
-            let iy = i32(oy * p.stride) + off_y;
-            let y_ok = ok && iy >= 0 && iy < i32(p.h);
-            let xr = xb + u32(iy) * p.w * p.cin;
-            for (var ox = 0u; ox < p.ow; ox++) {
-                let ix = i32(ox * p.stride) + off_x;
-                let v_ok = y_ok && ix >= 0 && ix < i32(p.w);
-                let xv = select(0.0, src_a[select(0u, xr + u32(ix) * p.cin, v_ok)], v_ok);
-                let d_lo = src_b[min(yr, ylast)];
-                let d_hi = src_b[min(yr + 8u, ylast)];
-                fma_block(&acc, 0u, xv, d_lo, d_hi);
-                yr += p.cout;
+    var yr = r0 * p.ow * p.cout + co0 + sl;
+    for (var orow = r0; orow < r1; orow++) {
+        let n = orow / p.oh;
+        let oy = orow - n * p.oh;
+        let iy = i32(oy * p.stride) + off_y;
+        let y_ok = ok && iy >= 0 && iy < i32(p.h);
+        let xr = (n * p.h + u32(iy)) * p.w * p.cin + ci;
+        for (var ox = 0u; ox < p.ow; ox++) {
+            let ix = i32(ox * p.stride) + off_x;
+            let v_ok = y_ok && ix >= 0 && ix < i32(p.w);
+            let xv = select(0.0, src_a[select(0u, xr + u32(ix) * p.cin, v_ok)], v_ok);
+            let d_lo = src_b[min(yr, ylast)];
+            let d_hi = src_b[min(yr + 8u, ylast)];
+            fma_block(&acc, 0u, xv, d_lo, d_hi);
+            yr += p.cout;
+        }
+    }
+    if (split) {
+        if (ok) {
+            let base = chunk * p.rows * p.cout + gr * p.cout + co0;
+            for (var q = 0u; q < CB; q++) {
+                if (co0 + q < p.cout) {
+                    dst[base + q] = nan_unless_8(acc[q], ss);
+                }
             }
         }
+        return;
     }
     if (ok) {
         for (var q = 0u; q < CB; q++) {

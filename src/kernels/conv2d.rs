@@ -162,7 +162,8 @@ pub struct Conv2dParams {
     /// conv2d_backward_data: workgroups along z per stride phase. conv2d_backward_weight
     /// (tiled) and conv2d_sum_partials: number of reduction chunks (split-K when > 1).
     pub zsplit: u32,
-    /// conv2d_backward_weight with split-K: output pixels per reduction chunk.
+    /// conv2d_backward_weight with split-K: output pixels (tiled) or output rows (n, oy)
+    /// (subgroup) per reduction chunk.
     pub kchunk: u32,
     pub _pad: [u32; 3],
 }
@@ -367,10 +368,10 @@ pub fn conv2d_backward_data_with(
 /// Weight gradient (a GEMM reducing over the N*OH*OW output pixels): x (N,H,W,Cin), dy
 /// (N,OH,OW,Cout) -> dw (KH,KW,Cin,Cout). Overwrites dw, or adds into it when `accumulate`.
 ///
-/// On a GPU the reduction is split into [`weight_grad_splits`] chunks when the gradient has
-/// too few 64 x 64 tiles to fill the device (a 3x3 64->64 layer has 9): each chunk writes a
-/// partial product to a scratch buffer, and a second dispatch sums them in a fixed order
-/// (deterministic). `scratch` is that buffer when given (at least
+/// The reduction is split into [`weight_grad_splits`] chunks when the gradient has too few
+/// workgroups to fill the device (on a GPU, a 3x3 64->64 layer has 9 tiles of 64 x 64; on a
+/// CPU adapter, a grayscale stem has one workgroup): each chunk writes a partial product to
+/// a scratch buffer, and a second dispatch sums them in a fixed order (deterministic). `scratch` is that buffer when given (at least
 /// [`weight_grad_scratch_len`] f32; one buffer can serve every layer of a network, since
 /// each layer's sum consumes it before the next layer writes it), else the returned
 /// dispatches own one of their own. Record the dispatches in order.
@@ -398,33 +399,63 @@ const SPLIT_MAX_PARTIALS: usize = 1 << 22;
 /// Most reduction chunks.
 const SPLIT_MAX: usize = 1024;
 
-/// Reduction chunks the tiled weight gradient of `s` uses on a GPU: enough to reach about
-/// 512 workgroups, at least 256 pixels per chunk, at most 4 Mi floats (16 MiB) of scratch,
-/// at most 1024 chunks. 1 means no split.
-pub fn weight_grad_splits(s: &Conv2dShape) -> usize {
+/// Workgroups the subgroup weight gradient aims for on CPU adapters: enough that a few
+/// cores share a layer evenly (lavapipe hands each thread whole workgroups).
+const SG_SPLIT_TARGET_WORKGROUPS: usize = 16;
+/// Fewest output rows (image row `oy` of sample `n`) one subgroup-kernel chunk handles.
+const SG_SPLIT_MIN_ROWS: usize = 8;
+
+/// Reduction chunks the weight gradient of `s` uses with `kernel`; 1 means no split.
+///
+/// - `Tiled` (GPUs): enough to reach about 512 workgroups, at least 256 pixels per chunk.
+/// - `Subgroup` (CPU adapters): enough to reach about 16 workgroups, at least 8 output rows
+///   per chunk. A layer with few weight rows (a grayscale stem has 9: one workgroup) would
+///   otherwise run on one core.
+/// - `Broadcast`: never split.
+///
+/// Both keep the partials within 4 Mi floats (16 MiB) and at most 1024 chunks. The count
+/// depends only on the shape and the kernel, so results do not depend on the machine.
+pub fn weight_grad_splits(s: &Conv2dShape, kernel: Conv2dKernel) -> usize {
     let rows = s.kh * s.kw * s.cin;
-    let tiles = rows.div_ceil(64) * s.cout.div_ceil(64);
-    let red = s.n * s.oh() * s.ow();
-    SPLIT_TARGET_WORKGROUPS
-        .div_ceil(tiles.max(1))
-        .min(red / SPLIT_MIN_CHUNK)
+    let (target, workgroups, most) = match kernel {
+        Conv2dKernel::Tiled => (
+            SPLIT_TARGET_WORKGROUPS,
+            rows.div_ceil(64) * s.cout.div_ceil(64),
+            s.n * s.oh() * s.ow() / SPLIT_MIN_CHUNK,
+        ),
+        Conv2dKernel::Subgroup => (
+            SG_SPLIT_TARGET_WORKGROUPS,
+            rows.div_ceil(64) * s.cout.div_ceil(SG_BLOCK),
+            s.n * s.oh() / SG_SPLIT_MIN_ROWS,
+        ),
+        Conv2dKernel::Broadcast => return 1,
+    };
+    target
+        .div_ceil(workgroups.max(1))
+        .min(most)
         .min(SPLIT_MAX_PARTIALS / (rows * s.cout).max(1))
         .clamp(1, SPLIT_MAX)
 }
 
-/// Chunk length (a whole number of 16-pixel reduction tiles) and chunk count for a
-/// reduction of `red` pixels asked to split `splits` ways.
-fn split_chunks(red: usize, splits: usize) -> (usize, usize) {
-    let kchunk = red.div_ceil(splits.max(1)).next_multiple_of(16).max(16);
+/// (chunk length, chunk count) of a weight-gradient reduction asked to split `splits` ways:
+/// for `Tiled` the length is in output pixels, a whole number of 16-pixel reduction tiles;
+/// for `Subgroup` in output rows (n, oy).
+fn split_chunks(s: &Conv2dShape, kernel: Conv2dKernel, splits: usize) -> (usize, usize) {
+    let splits = splits.max(1);
+    if kernel == Conv2dKernel::Subgroup {
+        let red = s.n * s.oh();
+        let kchunk = red.div_ceil(splits).max(1);
+        return (kchunk, red.div_ceil(kchunk));
+    }
+    let red = s.n * s.oh() * s.ow();
+    let kchunk = red.div_ceil(splits).next_multiple_of(16).max(16);
     (kchunk, red.div_ceil(kchunk))
 }
 
 /// f32 of scratch that [`conv2d_backward_weight`] needs for `s` on `gpu` (0: no split).
 pub fn weight_grad_scratch_len(gpu: &Gpu, s: &Conv2dShape) -> usize {
-    if Conv2dKernel::for_gpu(gpu) != Conv2dKernel::Tiled {
-        return 0;
-    }
-    let (_, chunks) = split_chunks(s.n * s.oh() * s.ow(), weight_grad_splits(s));
+    let kernel = Conv2dKernel::for_gpu(gpu);
+    let (_, chunks) = split_chunks(s, kernel, weight_grad_splits(s, kernel));
     if chunks <= 1 {
         0
     } else {
@@ -432,8 +463,8 @@ pub fn weight_grad_scratch_len(gpu: &Gpu, s: &Conv2dShape) -> usize {
     }
 }
 
-/// [`conv2d_backward_weight`] with an explicit kernel choice (`Tiled` splits the reduction
-/// by [`weight_grad_splits`]).
+/// [`conv2d_backward_weight`] with an explicit kernel choice (`Tiled` and `Subgroup` split
+/// the reduction by [`weight_grad_splits`]).
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward_weight_with(
     gpu: &Gpu,
@@ -445,25 +476,8 @@ pub fn conv2d_backward_weight_with(
     kernel: Conv2dKernel,
     scratch: Option<&Tensor>,
 ) -> Result<Vec<Dispatch>> {
-    match kernel {
-        Conv2dKernel::Tiled => {
-            let splits = weight_grad_splits(s);
-            conv2d_backward_weight_split(gpu, s, x, dy, dw, accumulate, splits, scratch)
-        }
-        Conv2dKernel::Broadcast | Conv2dKernel::Subgroup => {
-            check_weight_grad(s, x, dy, dw)?;
-            kernel.check(gpu)?;
-            let rows = s.kh * s.kw * s.cin;
-            let p = s.params(rows, s.cout, s.n * s.oh() * s.ow(), accumulate);
-            let (shader, entry) = if kernel == Conv2dKernel::Subgroup {
-                (&CONV2D_SUBGROUP, "conv2d_backward_weight_sg")
-            } else {
-                (&CONV2D, "conv2d_backward_weight_bcast")
-            };
-            let wg = bcast_grid(gpu, rows, s.cout, kernel);
-            Ok(vec![gpu.dispatch(shader, entry, &p, &[x, dy, dw], wg)?])
-        }
-    }
+    let splits = weight_grad_splits(s, kernel);
+    conv2d_backward_weight_split(gpu, s, x, dy, dw, accumulate, kernel, splits, scratch)
 }
 
 fn check_weight_grad(s: &Conv2dShape, x: &Tensor, dy: &Tensor, dw: &Tensor) -> Result<()> {
@@ -473,9 +487,11 @@ fn check_weight_grad(s: &Conv2dShape, x: &Tensor, dy: &Tensor, dw: &Tensor) -> R
     dw.expect_shape(&s.w_shape())
 }
 
-/// The tiled weight gradient with the reduction split into (at most) `splits` chunks; one
-/// dispatch when the split comes to 1, else the chunked GEMM and the sum of its partials
-/// (in `scratch` when given, else in a buffer the dispatches own).
+/// The weight gradient with `kernel` and the reduction split into (at most) `splits`
+/// chunks: one dispatch when the split comes to 1 (or `kernel` is `Broadcast`, which never
+/// splits), else the chunked reduction writing partial gradients and the sum of the
+/// partials in a fixed order (deterministic), in `scratch` when given (at least
+/// [`weight_grad_scratch_len`] f32), else in a buffer the dispatches own.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward_weight_split(
     gpu: &Gpu,
@@ -484,23 +500,43 @@ pub fn conv2d_backward_weight_split(
     dy: &Tensor,
     dw: &Tensor,
     accumulate: bool,
+    kernel: Conv2dKernel,
     splits: usize,
     scratch: Option<&Tensor>,
 ) -> Result<Vec<Dispatch>> {
     check_weight_grad(s, x, dy, dw)?;
+    kernel.check(gpu)?;
     let rows = s.kh * s.kw * s.cin;
-    let red = s.n * s.oh() * s.ow();
-    let mut p = s.params(rows, s.cout, red, accumulate);
-    let (kchunk, chunks) = split_chunks(red, splits);
+    let mut p = s.params(rows, s.cout, s.n * s.oh() * s.ow(), accumulate);
+    let (shader, entry, block, one_grid) = match kernel {
+        Conv2dKernel::Tiled => (
+            &CONV2D,
+            "conv2d_backward_weight",
+            64,
+            tiled_grid(gpu, rows, s.cout),
+        ),
+        Conv2dKernel::Subgroup => (
+            &CONV2D_SUBGROUP,
+            "conv2d_backward_weight_sg",
+            SG_BLOCK,
+            bcast_grid(gpu, rows, s.cout, kernel),
+        ),
+        Conv2dKernel::Broadcast => {
+            let wg = bcast_grid(gpu, rows, s.cout, kernel);
+            let entry = "conv2d_backward_weight_bcast";
+            return Ok(vec![gpu.dispatch(&CONV2D, entry, &p, &[x, dy, dw], wg)?]);
+        }
+    };
+    let (kchunk, chunks) = split_chunks(s, kernel, splits);
     let row_tiles = rows.div_ceil(64);
     let max_dim = gpu.limits.max_compute_workgroups_per_dimension as usize;
     if chunks <= 1 || row_tiles > max_dim || chunks > max_dim {
         return Ok(vec![gpu.dispatch(
-            &CONV2D,
-            "conv2d_backward_weight",
+            shader,
+            entry,
             &p,
             &[x, dy, dw],
-            tiled_grid(gpu, rows, s.cout),
+            one_grid,
         )?]);
     }
     let need = chunks * rows * s.cout;
@@ -522,12 +558,16 @@ pub fn conv2d_backward_weight_split(
     };
     p.zsplit = chunks as u32;
     p.kchunk = kchunk as u32;
-    let gemm = gpu.dispatch(
-        &CONV2D,
-        "conv2d_backward_weight",
+    let partial = gpu.dispatch(
+        shader,
+        entry,
         &p,
         &[x, dy, partials],
-        [s.cout.div_ceil(64) as u32, row_tiles as u32, chunks as u32],
+        [
+            s.cout.div_ceil(block) as u32,
+            row_tiles as u32,
+            chunks as u32,
+        ],
     )?;
     let sum = gpu.dispatch(
         &CONV2D,
@@ -536,7 +576,7 @@ pub fn conv2d_backward_weight_split(
         &[partials, partials, dw],
         gpu.grid_for(rows * s.cout),
     )?;
-    Ok(vec![gemm, sum])
+    Ok(vec![partial, sum])
 }
 
 /// Forward convolution, one thread per output element (the readable fallback and a second

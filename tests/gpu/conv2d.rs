@@ -239,15 +239,25 @@ fn conv2d_backward_weight_matches_twin() {
     }
 }
 
-/// The split-K weight gradient (tiled GEMM over reduction chunks, then the sum of the
-/// partials) against the twin, for chunk counts that leave a short last chunk, with and
-/// without accumulation; repeated runs are bit-identical (fixed summation order).
+/// The split-K weight gradient (the tiled GEMM, or the subgroup kernel where the adapter
+/// has it, over reduction chunks, then the sum of the partials) against the twin, for chunk
+/// counts that leave a short last chunk, with and without accumulation; repeated runs are
+/// bit-identical (fixed summation order).
 #[test]
 fn conv2d_backward_weight_split_k_matches_twin() {
     let Some(g) = gpu() else { return };
-    for (s, splits) in SHAPES.iter().flat_map(|s| [2, 3, 7].map(|k| (s, k))) {
+    let split_kernels: Vec<Conv2dKernel> = kernels(g)
+        .into_iter()
+        .filter(|&k| k != Conv2dKernel::Broadcast)
+        .collect();
+    let sk = &split_kernels;
+    for (s, splits, k) in SHAPES.iter().flat_map(|s| {
+        [2, 3, 7]
+            .into_iter()
+            .flat_map(move |n| sk.iter().map(move |&k| (s, n, k)))
+    }) {
         let mut r = rng(&format!(
-            "conv2d_backward_weight split {} {splits}",
+            "conv2d_backward_weight split {} {splits} {k:?}",
             name(s)
         ));
         let x = uniform(&mut r, numel(s.x_shape()), 1.0);
@@ -260,8 +270,8 @@ fn conv2d_backward_weight_split_k_matches_twin() {
         let tdw_acc = g.tensor("dw_acc", &s.w_shape(), &dw0).unwrap();
         // Its own partials for one, a caller's (larger than needed) scratch for the other.
         let scratch = g.zeros("scratch", &[8 * numel(s.w_shape()) + 5]).unwrap();
-        let d =
-            conv::conv2d_backward_weight_split(g, s, &tx, &tdy, &tdw, false, splits, None).unwrap();
+        let d = conv::conv2d_backward_weight_split(g, s, &tx, &tdy, &tdw, false, k, splits, None)
+            .unwrap();
         let da = conv::conv2d_backward_weight_split(
             g,
             s,
@@ -269,17 +279,23 @@ fn conv2d_backward_weight_split_k_matches_twin() {
             &tdy,
             &tdw_acc,
             true,
+            k,
             splits,
             Some(&scratch),
         )
         .unwrap();
         let red = s.n * s.oh() * s.ow();
-        // A split happens whenever the chunks (multiples of 16 pixels) come to more than one.
-        assert_eq!(d.len(), if red > 16 { 2 } else { 1 }, "{}", name(s));
+        // A split happens whenever the chunks (multiples of 16 pixels for the tiled kernel,
+        // of output rows for the subgroup kernel) come to more than one.
+        let splits_here = match k {
+            Conv2dKernel::Tiled => red > 16,
+            _ => s.n * s.oh() > 1,
+        };
+        assert_eq!(d.len(), if splits_here { 2 } else { 1 }, "{}", name(s));
         g.run(&d.iter().chain(&da).collect::<Vec<_>>()).unwrap();
         let want = twin::conv2d_backward_weight(s, &f64s(&x), &f64s(&dy));
         let want_acc: Vec<f64> = want.iter().zip(&dw0).map(|(a, &b)| a + b as f64).collect();
-        let n = format!("{} splits {splits}", name(s));
+        let n = format!("{} splits {splits} {k:?}", name(s));
         let got = g.download(&tdw).unwrap();
         assert_close(
             &format!("conv2d_backward_weight {n}"),
@@ -310,10 +326,20 @@ fn conv2d_backward_weight_split_k_rejects_small_scratch() {
     let dy = g.zeros("dy", &s.y_shape()).unwrap();
     let dw = g.zeros("dw", &s.w_shape()).unwrap();
     let small = g.zeros("small_scratch", &[numel(s.w_shape())]).unwrap();
-    let e = conv::conv2d_backward_weight_split(g, &s, &x, &dy, &dw, false, 4, Some(&small))
-        .err()
-        .unwrap()
-        .to_string();
+    let e = conv::conv2d_backward_weight_split(
+        g,
+        &s,
+        &x,
+        &dy,
+        &dw,
+        false,
+        Conv2dKernel::Tiled,
+        4,
+        Some(&small),
+    )
+    .err()
+    .unwrap()
+    .to_string();
     assert!(
         e.contains("small_scratch") && e.contains("needs at least"),
         "{e}"
@@ -322,24 +348,35 @@ fn conv2d_backward_weight_split_k_rejects_small_scratch() {
 
 /// The split heuristic: many chunks where the weight gradient has few tiles and a long
 /// reduction (ResNet-50's early layers at 448 px), none where tiles already fill a GPU or
-/// the reduction is short.
+/// the reduction is short. The subgroup kernel (CPU adapters) aims for 16 workgroups: the
+/// tiny model's grayscale stem (one workgroup) is cut into 16 chunks, its 4x4 3x3 64->64
+/// layer (36 workgroups) is not cut. The broadcast kernel never splits.
 #[test]
 fn weight_grad_splits_heuristic() {
+    use Conv2dKernel::{Broadcast, Subgroup, Tiled};
     // 3x3 64->64 at 112x112, batch 16: 9 tiles, 200,704 pixels.
-    assert_eq!(
-        conv::weight_grad_splits(&shape(16, 112, 112, 64, 64, 3, 3, 1, 1)),
-        57
-    );
+    let early = shape(16, 112, 112, 64, 64, 3, 3, 1, 1);
+    assert_eq!(conv::weight_grad_splits(&early, Tiled), 57);
     // 3x3 512->512 at 14x14: 576 tiles already.
-    assert_eq!(
-        conv::weight_grad_splits(&shape(16, 14, 14, 512, 512, 3, 3, 1, 1)),
-        1
-    );
+    let late = shape(16, 14, 14, 512, 512, 3, 3, 1, 1);
+    assert_eq!(conv::weight_grad_splits(&late, Tiled), 1);
     // A tiny layer: the reduction is shorter than two chunks.
-    assert_eq!(conv::weight_grad_splits(&SHAPES[0]), 1);
+    assert_eq!(conv::weight_grad_splits(&SHAPES[0], Tiled), 1);
     // Every split keeps its partials within 16 MiB.
     let s = shape(64, 112, 112, 256, 512, 3, 3, 1, 1);
-    assert!(conv::weight_grad_splits(&s) * 9 * 256 * 512 <= 1 << 22);
+    assert!(conv::weight_grad_splits(&s, Tiled) * 9 * 256 * 512 <= 1 << 22);
+    let stem = shape(32, 28, 28, 1, 16, 3, 3, 1, 1);
+    assert_eq!(conv::weight_grad_splits(&stem, Subgroup), 16);
+    assert_eq!(
+        conv::weight_grad_splits(&shape(32, 4, 4, 64, 64, 3, 3, 1, 1), Subgroup),
+        1
+    );
+    // 3 workgroups; 32 output rows allow only 4 chunks of 8.
+    assert_eq!(
+        conv::weight_grad_splits(&shape(2, 16, 16, 16, 16, 3, 3, 1, 1), Subgroup),
+        4
+    );
+    assert_eq!(conv::weight_grad_splits(&stem, Broadcast), 1);
 }
 
 #[test]
