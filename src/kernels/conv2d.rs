@@ -160,7 +160,8 @@ pub struct Conv2dParams {
     pub red: u32,
     pub accumulate: u32,
     /// conv2d_backward_data: workgroups along z per stride phase. conv2d_backward_weight
-    /// (tiled) and conv2d_sum_partials: number of reduction chunks (split-K when > 1).
+    /// (tiled or subgroup) and conv2d_sum_partials: number of reduction chunks (more than
+    /// one: split-K).
     pub zsplit: u32,
     /// conv2d_backward_weight with split-K: output pixels (tiled) or output rows (n, oy)
     /// (subgroup) per reduction chunk.
@@ -371,10 +372,11 @@ pub fn conv2d_backward_data_with(
 /// The reduction is split into [`weight_grad_splits`] chunks when the gradient has too few
 /// workgroups to fill the device (on a GPU, a 3x3 64->64 layer has 9 tiles of 64 x 64; on a
 /// CPU adapter, a grayscale stem has one workgroup): each chunk writes a partial product to
-/// a scratch buffer, and a second dispatch sums them in a fixed order (deterministic). `scratch` is that buffer when given (at least
-/// [`weight_grad_scratch_len`] f32; one buffer can serve every layer of a network, since
-/// each layer's sum consumes it before the next layer writes it), else the returned
-/// dispatches own one of their own. Record the dispatches in order.
+/// a scratch buffer, and a second dispatch sums them in a fixed order (deterministic).
+/// `scratch` is that buffer when given (at least [`weight_grad_scratch_len`] f32; one buffer
+/// can serve every layer of a network, since each layer's sum consumes it before the next
+/// layer writes it), else the returned dispatches own one of their own. Record the
+/// dispatches in order.
 pub fn conv2d_backward_weight(
     gpu: &Gpu,
     s: &Conv2dShape,
