@@ -31,7 +31,9 @@
 // M2 = sum (M2_k + n_k (m_k - mean)^2). var = M2 / rows (biased, used to normalise);
 // running_var uses M2 / (rows - 1) (unbiased, as PyTorch);
 // r = (1 - momentum) r + momentum * batch_stat.
-// Forward: y = gamma * (x - mean) * invstd + beta, invstd = 1 / sqrt(var + eps).
+// Forward: y = gamma * (x - mean) * invstd + beta, invstd = 1 / sqrt(var + eps); with
+// p.relu != 0 the forward kernels (normalize, eval) write max(y, 0) instead: the ReLU that
+// follows most batch norms, fused so that y is not read and written a second time.
 // Backward: dbeta = sum dy, dgamma = sum dy * xhat, xhat = (x - mean) * invstd,
 // dx = gamma * invstd * (dy - (dbeta + xhat * dgamma) / rows).
 // Element-wise kernels (normalize, eval, dx) run `stripes * C` threads in workgroups of 256
@@ -50,6 +52,10 @@ struct Params {
     momentum: f32,
     inv_rows: f32,
     stripes: u32,
+    relu: u32,
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -96,6 +102,11 @@ fn linear_index(wg: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
 // Distance between the elements of one element-wise thread: a whole number of rows.
 fn stripe_step() -> u32 {
     return p.stripes * p.channels;
+}
+
+// The fused ReLU of the forward kernels.
+fn activate(v: f32) -> f32 {
+    return select(v, max(v, 0.0), p.relu != 0u);
 }
 
 // Partial (mean, M2) of chunk wg.y for 32 channels. x at src, part at dst.
@@ -174,7 +185,7 @@ fn batchnorm_forward_train_finalize(
     }
 }
 
-// y = gamma * (x - mean) * invstd + beta with the batch statistics.
+// y = gamma * (x - mean) * invstd + beta with the batch statistics (then the fused ReLU).
 // x at src, y at dst, gamma b3, beta b4, mean b5, invstd b6.
 @compute @workgroup_size(256, 1, 1)
 fn batchnorm_forward_train_normalize(
@@ -193,11 +204,11 @@ fn batchnorm_forward_train_normalize(
     let beta = b4[c];
     let n = p.rows * p.channels;
     for (var e = t; e < n; e += step) {
-        dst[e] = fma(scale, src[e] - mean, beta);
+        dst[e] = activate(fma(scale, src[e] - mean, beta));
     }
 }
 
-// y = gamma * (x - running_mean) / sqrt(running_var + eps) + beta.
+// y = gamma * (x - running_mean) / sqrt(running_var + eps) + beta (then the fused ReLU).
 // x at src, y at dst, gamma b3, beta b4, running_mean b5, running_var b6.
 @compute @workgroup_size(256, 1, 1)
 fn batchnorm_forward_eval(
@@ -216,7 +227,7 @@ fn batchnorm_forward_eval(
     let beta = b4[c];
     let n = p.rows * p.channels;
     for (var e = t; e < n; e += step) {
-        dst[e] = fma(scale, src[e] - mean, beta);
+        dst[e] = activate(fma(scale, src[e] - mean, beta));
     }
 }
 

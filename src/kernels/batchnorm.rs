@@ -87,6 +87,9 @@ pub struct BatchNormParams {
     pub momentum: f32,
     pub inv_rows: f32,
     pub stripes: u32,
+    /// Forward kernels: nonzero applies the fused ReLU to y.
+    pub relu: u32,
+    pub _pad: [u32; 3],
 }
 
 impl BatchNormShape {
@@ -117,6 +120,8 @@ impl BatchNormShape {
             momentum: self.momentum,
             inv_rows: 1.0 / self.rows.max(1) as f32,
             stripes: self.stripes(sizing) as u32,
+            relu: 0,
+            _pad: [0; 3],
         }
     }
 
@@ -230,6 +235,7 @@ pub fn batchnorm_forward_train(
         gpu,
         s,
         sizing,
+        false,
         [
             x,
             gamma,
@@ -243,12 +249,14 @@ pub fn batchnorm_forward_train(
     )
 }
 
-/// [`batchnorm_forward_train`] with an explicit sizing; the tensors in its argument order
-/// (x, gamma, beta, running_mean, running_var, save_mean, save_invstd, y).
+/// [`batchnorm_forward_train`] with an explicit sizing, and with `relu` a fused ReLU
+/// (`y = max(0, bn(x))`); the tensors in its argument order (x, gamma, beta, running_mean,
+/// running_var, save_mean, save_invstd, y).
 pub fn batchnorm_forward_train_sized(
     gpu: &Gpu,
     s: &BatchNormShape,
     sizing: BnSizing,
+    relu: bool,
     tensors: [&Tensor; 8],
 ) -> Result<Vec<Dispatch>> {
     let [x, gamma, beta, running_mean, running_var, save_mean, save_invstd, y] = tensors;
@@ -267,6 +275,10 @@ pub fn batchnorm_forward_train_sized(
     }
     let p = s.params(sizing);
     let part = s.scratch(gpu, sizing, &format!("{}.bn_stats_partials", x.label))?;
+    let p_norm = BatchNormParams {
+        relu: relu as u32,
+        ..p
+    };
     let stats = gpu.dispatch(
         &BATCHNORM,
         "batchnorm_forward_train_stats",
@@ -284,7 +296,7 @@ pub fn batchnorm_forward_train_sized(
     let normalize = gpu.dispatch(
         &BATCHNORM,
         "batchnorm_forward_train_normalize",
-        &p,
+        &p_norm,
         &[x, y, gamma, beta, save_mean, save_invstd],
         s.elementwise_grid(gpu, sizing),
     )?;
@@ -310,16 +322,18 @@ pub fn batchnorm_forward_eval(
         gpu,
         s,
         sizing,
+        false,
         [x, gamma, beta, running_mean, running_var, y],
     )
 }
 
-/// [`batchnorm_forward_eval`] with an explicit sizing; the tensors in its argument order
-/// (x, gamma, beta, running_mean, running_var, y).
+/// [`batchnorm_forward_eval`] with an explicit sizing, and with `relu` a fused ReLU; the
+/// tensors in its argument order (x, gamma, beta, running_mean, running_var, y).
 pub fn batchnorm_forward_eval_sized(
     gpu: &Gpu,
     s: &BatchNormShape,
     sizing: BnSizing,
+    relu: bool,
     tensors: [&Tensor; 6],
 ) -> Result<Dispatch> {
     let [x, gamma, beta, running_mean, running_var, y] = tensors;
@@ -337,7 +351,10 @@ pub fn batchnorm_forward_eval_sized(
     gpu.dispatch(
         &BATCHNORM,
         "batchnorm_forward_eval",
-        &s.params(sizing),
+        &BatchNormParams {
+            relu: relu as u32,
+            ..s.params(sizing)
+        },
         &[x, y, gamma, beta, running_mean, running_var],
         s.elementwise_grid(gpu, sizing),
     )

@@ -4,8 +4,9 @@
 //! evaluation batch, built once and recorded every step.
 //!
 //! Buffer conventions: activations are NHWC. Each conv+BN unit has its convolution output
-//! `z` and its BN output `y` (ReLU applied in place on `y`; for the last unit of a residual
-//! block `y` becomes the block output `relu(y + shortcut)`), and the gradients `dz`, `dy`.
+//! `z` and its BN output `y` (the unit's ReLU, when it has one, fused into batch norm's last
+//! pass; for the last unit of a residual block `y` becomes the block output
+//! `relu(y + shortcut)`), and the gradients `dz`, `dy`.
 //! In a training network every `z` and `y` has a buffer of its own and the gradients are
 //! views of a few buffers shared by liveness; in an inference network the activations
 //! themselves share buffers (see `Layers::place_activations`). A tensor consumed twice (a
@@ -15,15 +16,14 @@
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Dispatch, Gpu, Tensor};
 use crate::kernels::batchnorm::{
-    batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train, BatchNormShape,
+    batchnorm_backward, batchnorm_forward_eval_sized, batchnorm_forward_train_sized,
+    BatchNormShape, BnSizing,
 };
 use crate::kernels::conv2d::{
     conv2d_backward_data, conv2d_backward_weight, conv2d_forward, weight_grad_scratch_len,
     Conv2dShape,
 };
-use crate::kernels::elementwise::{
-    add_inplace, add_relu_inplace, relu_backward_inplace, relu_forward_inplace,
-};
+use crate::kernels::elementwise::{add_inplace, add_relu_inplace, relu_backward_inplace};
 use crate::kernels::pool::{maxpool_backward, maxpool_forward, MaxPoolShape};
 use crate::kernels::sgd::sgd_step;
 use crate::method::diversify::{
@@ -345,26 +345,33 @@ impl ConvBn {
             &net.state[self.running_mean].value,
             &net.state[self.running_var].value,
         );
+        // The ReLU, when this unit has one, is fused into batch norm's last pass.
+        let sizing = BnSizing::for_gpu(gpu);
         if train {
-            out.extend(batchnorm_forward_train(
+            out.extend(batchnorm_forward_train_sized(
                 gpu,
                 &self.bn,
-                &self.z,
-                gamma,
-                beta,
-                rm,
-                rv,
-                &self.save_mean,
-                &self.save_invstd,
-                &self.y,
+                sizing,
+                self.relu,
+                [
+                    &self.z,
+                    gamma,
+                    beta,
+                    rm,
+                    rv,
+                    &self.save_mean,
+                    &self.save_invstd,
+                    &self.y,
+                ],
             )?);
         } else {
-            out.push(batchnorm_forward_eval(
-                gpu, &self.bn, &self.z, gamma, beta, rm, rv, &self.y,
+            out.push(batchnorm_forward_eval_sized(
+                gpu,
+                &self.bn,
+                sizing,
+                self.relu,
+                [&self.z, gamma, beta, rm, rv, &self.y],
             )?);
-        }
-        if self.relu {
-            out.push(relu_forward_inplace(gpu, &self.y)?);
         }
         Ok(())
     }

@@ -39,15 +39,37 @@ fn poisoned(g: &Gpu, label: &str, shape: &[usize]) -> finegrain::Tensor {
 
 const SIZINGS: [BnSizing; 2] = [BnSizing::Gpu, BnSizing::Cpu];
 
-fn forward_train_case(rows: usize, c: usize, offset: f32, steps: usize) {
-    for sizing in SIZINGS {
-        forward_train_sized(rows, c, offset, steps, sizing);
+/// Each sizing without and with the fused ReLU.
+fn forward_variants() -> impl Iterator<Item = (BnSizing, bool)> {
+    SIZINGS.into_iter().flat_map(|z| [(z, false), (z, true)])
+}
+
+/// The twin's y, through the twin ReLU when the GPU fuses one.
+fn activated(y: Vec<f64>, relu: bool) -> Vec<f64> {
+    if relu {
+        finegrain::reference::elementwise::relu(&y)
+    } else {
+        y
     }
 }
 
-fn forward_train_sized(rows: usize, c: usize, offset: f32, steps: usize, sizing: BnSizing) {
+fn forward_train_case(rows: usize, c: usize, offset: f32, steps: usize) {
+    for (sizing, relu) in forward_variants() {
+        forward_train_sized(rows, c, offset, steps, sizing, relu);
+    }
+}
+
+fn forward_train_sized(
+    rows: usize,
+    c: usize,
+    offset: f32,
+    steps: usize,
+    sizing: BnSizing,
+    relu: bool,
+) {
     let Some(g) = gpu() else { return };
-    let name = format!("batchnorm_forward_train {sizing:?} rows={rows} c={c} offset={offset}");
+    let name =
+        format!("batchnorm_forward_train {sizing:?} relu={relu} rows={rows} c={c} offset={offset}");
     let mut r = rng(&name);
     let s = BatchNormShape {
         rows,
@@ -67,9 +89,14 @@ fn forward_train_sized(rows: usize, c: usize, offset: f32, steps: usize, sizing:
     let tsm = poisoned(g, "save_mean", &[c]);
     let tsi = poisoned(g, "save_invstd", &[c]);
     let ty = poisoned(g, "y", &[rows, c]);
-    let ds =
-        batchnorm_forward_train_sized(g, &s, sizing, [&tx, &tg, &tb, &trm, &trv, &tsm, &tsi, &ty])
-            .unwrap();
+    let ds = batchnorm_forward_train_sized(
+        g,
+        &s,
+        sizing,
+        relu,
+        [&tx, &tg, &tb, &trm, &trv, &tsm, &tsi, &ty],
+    )
+    .unwrap();
     let refs: Vec<_> = ds.iter().collect();
     let (mut rm, mut rv) = (f64s(&rm0), f64s(&rv0));
     for step in 0..steps {
@@ -109,7 +136,7 @@ fn forward_train_sized(rows: usize, c: usize, offset: f32, steps: usize, sizing:
         assert_close(
             &format!("{tag} y"),
             &g.download(&ty).unwrap(),
-            &want.y,
+            &activated(want.y, relu),
             2.0 * ulp * ymax + 1e-6,
             1e-5,
         );
@@ -153,8 +180,11 @@ fn batchnorm_forward_train_running_stats_over_steps() {
 #[test]
 fn batchnorm_forward_eval_odd_shapes() {
     let Some(g) = gpu() else { return };
-    for (&(rows, c), sizing) in SHAPES.iter().flat_map(|s| SIZINGS.map(|z| (s, z))) {
-        let name = format!("batchnorm_forward_eval {sizing:?} rows={rows} c={c}");
+    for (&(rows, c), (sizing, relu)) in SHAPES
+        .iter()
+        .flat_map(|s| forward_variants().map(move |v| (s, v)))
+    {
+        let name = format!("batchnorm_forward_eval {sizing:?} relu={relu} rows={rows} c={c}");
         let mut r = rng(&name);
         let s = BatchNormShape {
             rows,
@@ -173,8 +203,8 @@ fn batchnorm_forward_eval_odd_shapes() {
         let trm = g.tensor("running_mean", &[c], &rm).unwrap();
         let trv = g.tensor("running_var", &[c], &rv).unwrap();
         let ty = poisoned(g, "y", &[rows, c]);
-        let d =
-            batchnorm_forward_eval_sized(g, &s, sizing, [&tx, &tg, &tb, &trm, &trv, &ty]).unwrap();
+        let d = batchnorm_forward_eval_sized(g, &s, sizing, relu, [&tx, &tg, &tb, &trm, &trv, &ty])
+            .unwrap();
         g.run(&[&d]).unwrap();
         let want = twin::batchnorm_forward_eval(
             rows,
@@ -186,6 +216,7 @@ fn batchnorm_forward_eval_odd_shapes() {
             &f64s(&rm),
             &f64s(&rv),
         );
+        let want = activated(want, relu);
         assert_close(&name, &g.download(&ty).unwrap(), &want, 2e-6, 2e-6);
         // The running statistics are only read.
         assert_eq!(g.download(&trv).unwrap(), rv, "{name}: running_var changed");
