@@ -248,26 +248,17 @@ fn conv2d_backward_weight_sg(
             yr += p.cout;
         }
     }
-    if (split) {
-        if (ok) {
-            let base = chunk * p.rows * p.cout + gr * p.cout + co0;
-            for (var q = 0u; q < CB; q++) {
-                if (co0 + q < p.cout) {
-                    dst[base + q] = nan_unless_8(acc[q], ss);
-                }
-            }
-        }
-        return;
-    }
+    // A chunk's partial overwrites its slice; conv2d_sum_partials does the accumulating.
+    let base = select(0u, chunk * p.rows * p.cout, split) + gr * p.cout + co0;
+    let add = p.accumulate != 0u && !split;
     if (ok) {
         for (var q = 0u; q < CB; q++) {
             if (co0 + q < p.cout) {
-                let idx = gr * p.cout + co0 + q;
                 var v = acc[q];
-                if (p.accumulate != 0u) {
-                    v += dst[idx];
+                if (add) {
+                    v += dst[base + q];
                 }
-                dst[idx] = nan_unless_8(v, ss);
+                dst[base + q] = nan_unless_8(v, ss);
             }
         }
     }

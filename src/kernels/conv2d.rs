@@ -339,10 +339,16 @@ pub fn conv2d_backward_data_with(
     dy.expect_shape(&s.y_shape())?;
     w.expect_shape(&s.w_shape())?;
     dx.expect_shape(&s.x_shape())?;
-    // One GEMM per stride phase; size the grid for the largest phase.
+    // One GEMM per stride phase; size the grid for the largest phase. A workgroup covers 64
+    // of its input pixels (SG_PIXELS times that with the subgroup kernel).
     let phases = s.stride * s.stride;
     let phase_rows = s.n * s.h.div_ceil(s.stride) * s.w.div_ceil(s.stride);
-    let g = gpu.grid(phase_rows.div_ceil(64) as u64);
+    let wg_rows = if kernel == Conv2dKernel::Subgroup {
+        64 * SG_PIXELS
+    } else {
+        64
+    };
+    let g = gpu.grid(phase_rows.div_ceil(wg_rows) as u64);
     let mut p = s.params(s.n * s.h * s.w, s.cin, s.kh * s.kw * s.cout, accumulate);
     p.zsplit = g[1];
     let gz = u32::try_from(phases as u64 * g[1] as u64).unwrap_or(u32::MAX);
@@ -356,9 +362,6 @@ pub fn conv2d_backward_data_with(
             gpu.dispatch(&CONV2D, "conv2d_backward_data_bcast", &p, &[dy, w, dx], wg)
         }
         Conv2dKernel::Subgroup => {
-            let g = gpu.grid(phase_rows.div_ceil(64 * SG_PIXELS) as u64);
-            p.zsplit = g[1];
-            let gz = u32::try_from(phases as u64 * g[1] as u64).unwrap_or(u32::MAX);
             let wg = [s.cin.div_ceil(SG_BLOCK) as u32, g[0], gz];
             let entry = "conv2d_backward_data_sg";
             gpu.dispatch(&CONV2D_SUBGROUP, entry, &p, &[dy, w, dx], wg)
