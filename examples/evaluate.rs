@@ -12,8 +12,9 @@
 use clap::{Parser, ValueEnum};
 use finegrain::checkpoint::Checkpoint;
 use finegrain::data::{open_dataset, resolve_fashion_mnist, DataOptions, Dataset, Split};
+use finegrain::fsio::write_csv;
 use finegrain::gpu::{Gpu, GpuOptions};
-use finegrain::train::run::{class_names_of, evaluate_with, preprocessing_of, train_config_of};
+use finegrain::train::run::evaluate_with;
 use finegrain::train::{EvalReport, Predictor};
 use finegrain::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -86,9 +87,10 @@ fn real_main(args: Args) -> Result<()> {
         .weights
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_WEIGHTS));
+    // Opening checks the metadata: class names, preprocessing and model agree.
     let ck = Checkpoint::open(&weights)?;
-    let names = class_names_of(&ck)?;
-    let aug = preprocessing_of(&ck)?;
+    let names = ck.class_names();
+    let aug = ck.preprocessing().clone();
     if aug.height != aug.width {
         return Err(Error::format(
             &weights,
@@ -110,7 +112,7 @@ fn real_main(args: Args) -> Result<()> {
         eval_resize: Some(aug.eval_resize),
         normalize: Some(aug.normalize.clone()),
         // Class folders without train/ and test/ are split as the training run split them.
-        split_seed: train_config_of(&ck).map(|c| c.seed).unwrap_or(0),
+        split_seed: ck.train_config().map(|c| c.seed).unwrap_or(0),
         ..DataOptions::default()
     };
     let split = match args.split {
@@ -118,7 +120,13 @@ fn real_main(args: Args) -> Result<()> {
         SplitArg::Test => Split::Test,
     };
     let data: Arc<dyn Dataset> = Arc::from(open_dataset(&path, split, &dopts)?);
-    check_classes(&path, &data.info().class_names, &names, &weights)?;
+    check_classes(
+        &path,
+        &data.info().class_names,
+        &names,
+        ck.has_class_names(),
+        &weights,
+    )?;
 
     let gopts = GpuOptions::from_env_and_flags(args.backend.as_deref(), args.adapter.as_deref())?;
     let gpu = Gpu::new(&gopts)?;
@@ -162,8 +170,15 @@ fn real_main(args: Args) -> Result<()> {
 }
 
 /// The dataset's classes must be the checkpoint's, in the same order: otherwise every
-/// accuracy would be meaningless.
-fn check_classes(data: &Path, have: &[String], want: &[String], weights: &Path) -> Result<()> {
+/// accuracy would be meaningless. Without recorded names (`named` false, placeholders) only
+/// the count can be compared.
+fn check_classes(
+    data: &Path,
+    have: &[String],
+    want: &[String],
+    named: bool,
+    weights: &Path,
+) -> Result<()> {
     if have.len() != want.len() {
         return Err(Error::format(
             data,
@@ -175,24 +190,17 @@ fn check_classes(data: &Path, have: &[String], want: &[String], weights: &Path) 
             ),
         ));
     }
-    // Checkpoints without class names carry placeholders ("class 0", ...): nothing to match.
-    let placeholders = want
-        .iter()
-        .enumerate()
-        .all(|(i, n)| *n == format!("class {i}"));
-    if !placeholders {
-        if let Some(i) = (0..have.len()).find(|&i| have[i] != want[i]) {
-            return Err(Error::format(
-                data,
-                format!(
-                    "class {i} is `{}`, but in the checkpoint {} it is `{}` (same classes in \
-                     the same order needed)",
-                    have[i],
-                    weights.display(),
-                    want[i]
-                ),
-            ));
-        }
+    if let Some(i) = (0..have.len()).find(|&i| named && have[i] != want[i]) {
+        return Err(Error::format(
+            data,
+            format!(
+                "class {i} is `{}`, but in the checkpoint {} it is `{}` (same classes in the \
+                 same order needed)",
+                have[i],
+                weights.display(),
+                want[i]
+            ),
+        ));
     }
     Ok(())
 }
@@ -222,38 +230,44 @@ fn print_report(r: &EvalReport, names: &[String], skipped: usize, secs: f64) {
     }
 }
 
-/// CSV field: quoted when it holds a comma, quote or newline.
-fn csv(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
+/// A row of `per_class.csv`.
+#[derive(serde::Serialize)]
+struct PerClassRow<'a> {
+    class: usize,
+    name: &'a str,
+    images: usize,
+    top1: f64,
 }
 
+/// `per_class.csv` (class, name, images, top-1) and `confusion.csv` (a header of predicted
+/// classes, then one row per true class), each written atomically.
 fn write_report(dir: &Path, r: &EvalReport, names: &[String]) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let mut per_class = String::from("class,name,images,top1\n");
-    for (i, acc) in r.per_class().iter().enumerate() {
-        let n: usize = r.confusion[i].iter().sum();
-        per_class.push_str(&format!("{i},{},{n},{acc:.6}\n", csv(&names[i])));
-    }
-    let mut confusion = String::from("true\\predicted");
-    for n in names {
-        confusion.push(',');
-        confusion.push_str(&csv(n));
-    }
-    confusion.push('\n');
+    let per_class: Vec<PerClassRow> = r
+        .per_class()
+        .iter()
+        .enumerate()
+        .map(|(i, &acc)| PerClassRow {
+            class: i,
+            name: &names[i],
+            images: r.confusion[i].iter().sum(),
+            // Six decimals are plenty for an accuracy.
+            top1: (acc * 1e6).round() / 1e6,
+        })
+        .collect();
+    write_csv(&dir.join("per_class.csv"), &per_class)?;
+    let mut confusion: Vec<Vec<String>> = Vec::with_capacity(names.len() + 1);
+    confusion.push(
+        std::iter::once("true\\predicted".to_string())
+            .chain(names.iter().cloned())
+            .collect(),
+    );
     for (i, row) in r.confusion.iter().enumerate() {
-        confusion.push_str(&csv(&names[i]));
-        for k in row {
-            confusion.push_str(&format!(",{k}"));
-        }
-        confusion.push('\n');
+        confusion.push(
+            std::iter::once(names[i].clone())
+                .chain(row.iter().map(|k| k.to_string()))
+                .collect(),
+        );
     }
-    for (file, text) in [("per_class.csv", per_class), ("confusion.csv", confusion)] {
-        let p = dir.join(file);
-        finegrain::checkpoint::write_atomic(&p, text.as_bytes())?;
-    }
-    Ok(())
+    write_csv(&dir.join("confusion.csv"), &confusion)
 }

@@ -3,15 +3,22 @@
 //! a 1x1 convolution `(C, D, 1, 1)`), with the model configuration and training state as
 //! JSON strings in the safetensors metadata. Files are written atomically: a temporary file
 //! in the same folder, fsync, rename, so a kill at any moment leaves the previous file intact.
+//!
+//! The metadata is checked against the model and against itself both when a checkpoint is
+//! saved and when it is opened ([`Checkpoint::open`] lists the checks): class names,
+//! evaluation preprocessing, training configuration and progress that disagree are an error
+//! naming the file and the metadata key, never a failure later in inference.
 
+use crate::data::{Augment, Normalize, TrainCrop};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::model::ModelConfig;
 use crate::train::network::{NetMode, Network, ParamLayout};
+use crate::train::run::Progress;
+use crate::train::TrainConfig;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Metadata key holding the model configuration JSON.
 pub const MODEL_KEY: &str = "finegrain.model";
@@ -21,6 +28,15 @@ pub const FORMAT_KEY: &str = "finegrain.format";
 pub const FORMAT: &str = "finegrain-checkpoint-1";
 /// Prefix of optimizer-state tensors.
 pub const MOMENTUM_PREFIX: &str = "optimizer.momentum.";
+/// Metadata key: training configuration JSON (a [`TrainConfig`]).
+pub const TRAIN_KEY: &str = "finegrain.train";
+/// Metadata key: progress JSON (`{"step":..,"epoch":..,"batch":..}`, a [`Progress`]).
+pub const PROGRESS_KEY: &str = "finegrain.progress";
+/// Metadata key: the evaluation preprocessing (an [`Augment`] as JSON), so inference
+/// prepares images exactly as the test set was.
+pub const PREPROCESS_KEY: &str = "finegrain.preprocess";
+/// Metadata key: class names JSON (a list of strings, by label).
+pub const CLASSES_KEY: &str = "finegrain.classes";
 
 /// A parameter in `layout` (GPU) converted to PyTorch's layout, with its PyTorch shape.
 pub fn to_torch(layout: ParamLayout, v: &[f32]) -> (Vec<usize>, Vec<f32>) {
@@ -90,33 +106,16 @@ fn torch_shape(layout: ParamLayout) -> Vec<usize> {
     }
 }
 
-/// Write `bytes` to `path` atomically (temporary file in the same folder, fsync, rename).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let name = path
-        .file_name()
-        .map(|s| s.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let res = (|| {
-        let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
-        f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-        drop(f);
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+/// Write `bytes` to `path` atomically; see [`crate::fsio::write_atomic`].
+pub use crate::fsio::write_atomic;
+
+/// [`write_atomic`] after creating the file's folder: checkpoints and exports go into run
+/// folders that may not exist yet.
+fn write_in_new_folder(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
-    res
+    write_atomic(path, bytes)
 }
 
 /// Save the network's weights, BN statistics and (with `optimizer`) momentum, plus
@@ -134,6 +133,20 @@ pub fn save(
             "an inference network has no optimizer state to save",
         ));
     }
+    let mut meta = metadata.clone();
+    meta.insert(FORMAT_KEY.into(), FORMAT.into());
+    meta.insert(
+        MODEL_KEY.into(),
+        serde_json::to_string(&net.config)
+            .map_err(|e| Error::invalid("model configuration", e.to_string()))?,
+    );
+    // Never write a checkpoint that `Checkpoint::open` would refuse.
+    Metadata::parse(&net.config, &meta).map_err(|m| {
+        Error::format(
+            path,
+            format!("not saved, its metadata is inconsistent: {m}"),
+        )
+    })?;
     let mut tensors: BTreeMap<String, (Vec<usize>, Vec<u8>)> = BTreeMap::new();
     // One readback for everything: values, (momentum), statistics.
     let mut wanted: Vec<&crate::gpu::Tensor> = net.params.iter().map(|p| &p.value).collect();
@@ -164,6 +177,14 @@ pub fn save(
         let (shape, v) = to_torch(p.layout, value);
         tensors.insert(p.name.clone(), (shape, bytemuck::cast_slice(&v).to_vec()));
         if optimizer {
+            if let Some(i) = velocities[pi].iter().position(|x| !x.is_finite()) {
+                return Err(Error::NonFinite(format!(
+                    "not saving {}: the momentum of `{}` holds a non-finite value at {i} \
+                     (training diverged); the previous checkpoint is kept",
+                    path.display(),
+                    p.name
+                )));
+            }
             let (shape, v) = to_torch(p.layout, &velocities[pi]);
             tensors.insert(
                 format!("{MOMENTUM_PREFIX}{}", p.name),
@@ -172,18 +193,17 @@ pub fn save(
         }
     }
     for (s, v) in net.state.iter().zip(&stats) {
+        if let Some(problem) = bad_statistic(&s.name, v) {
+            return Err(Error::NonFinite(format!(
+                "not saving {}: {problem} (training diverged); the previous checkpoint is kept",
+                path.display(),
+            )));
+        }
         tensors.insert(
             s.name.clone(),
             (vec![v.len()], bytemuck::cast_slice(v).to_vec()),
         );
     }
-    let mut meta = metadata.clone();
-    meta.insert(FORMAT_KEY.into(), FORMAT.into());
-    meta.insert(
-        MODEL_KEY.into(),
-        serde_json::to_string(&net.config)
-            .map_err(|e| Error::invalid("model configuration", e.to_string()))?,
-    );
     let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
         .map(|(k, (shape, data))| {
@@ -194,38 +214,353 @@ pub fn save(
         .collect::<Result<_>>()?;
     let bytes = safetensors::serialize(views, Some(meta))
         .map_err(|e| Error::invalid("checkpoint", e.to_string()))?;
-    write_atomic(path, &bytes)
+    write_in_new_folder(path, &bytes)
 }
 
-/// A checkpoint read into memory.
+/// Why a batch-norm statistic cannot be used, if it cannot: a non-finite value anywhere, or
+/// a negative running variance.
+fn bad_statistic(name: &str, v: &[f32]) -> Option<String> {
+    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+        return Some(format!("tensor `{name}` holds a non-finite value at {i}"));
+    }
+    if name.ends_with("running_var") {
+        if let Some(i) = v.iter().position(|&x| x < 0.0) {
+            return Some(format!(
+                "tensor `{name}` holds a negative variance {} at {i}",
+                v[i]
+            ));
+        }
+    }
+    None
+}
+
+/// The metadata of a checkpoint, parsed and checked against its model and against itself.
+#[derive(Clone, Debug)]
+struct Metadata {
+    preprocessing: Augment,
+    class_names: Option<Vec<String>>,
+    train: Option<TrainConfig>,
+    progress: Option<Progress>,
+}
+
+/// The evaluation preprocessing of a checkpoint without [`PREPROCESS_KEY`]: Fashion-MNIST
+/// normalisation at native size for one channel, ImageNet normalisation and a 256/224
+/// resize otherwise.
+fn default_preprocessing(m: &ModelConfig) -> Augment {
+    let normalize = if m.in_channels == 1 {
+        Normalize::fashion_mnist(1)
+    } else {
+        Normalize::imagenet(m.in_channels)
+    };
+    let eval_resize = if m.input_size <= 64 {
+        m.input_size
+    } else {
+        (m.input_size as f64 * 256.0 / 224.0).round() as usize
+    };
+    Augment {
+        height: m.input_size,
+        width: m.input_size,
+        channels: m.in_channels,
+        eval_resize,
+        train_crop: TrainCrop::Center,
+        hflip: false,
+        normalize,
+    }
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(
+    meta: &HashMap<String, String>,
+    key: &str,
+    what: &str,
+) -> std::result::Result<Option<T>, String> {
+    meta.get(key)
+        .map(|s| serde_json::from_str(s))
+        .transpose()
+        .map_err(|e| format!("`{key}` ({what}) cannot be read: {e}"))
+}
+
+/// Checks of the model configuration beyond [`ModelConfig::validate`] that matter to a
+/// checkpoint: what the data pipeline can feed it and batch-norm constants that work.
+fn check_model(m: &ModelConfig) -> std::result::Result<(), String> {
+    let bad = |msg: String| Err(format!("`{MODEL_KEY}` (model configuration): {msg}"));
+    if let Err(e) = m.validate() {
+        return bad(e.to_string());
+    }
+    if m.in_channels != 1 && m.in_channels != 3 {
+        return bad(format!(
+            "in_channels is {}; images are read with 1 or 3 channels",
+            m.in_channels
+        ));
+    }
+    let max = crate::data::MAX_IMAGE_SIZE;
+    if m.input_size == 0 || m.input_size > max {
+        return bad(format!("input_size {} is not in 1..={max}", m.input_size));
+    }
+    if !(m.bn_eps > 0.0 && m.bn_eps.is_finite()) {
+        return bad(format!("bn_eps {} is not a finite number > 0", m.bn_eps));
+    }
+    if !(0.0..=1.0).contains(&m.bn_momentum) {
+        return bad(format!("bn_momentum {} is not in [0, 1]", m.bn_momentum));
+    }
+    Ok(())
+}
+
+impl Metadata {
+    /// Parse and cross-check everything a checkpoint's metadata records; the error is one
+    /// message naming the metadata key (and the field inside it) that disagrees.
+    fn parse(
+        model: &ModelConfig,
+        meta: &HashMap<String, String>,
+    ) -> std::result::Result<Metadata, String> {
+        if let Some(tag) = meta.get(FORMAT_KEY) {
+            if tag != FORMAT {
+                return Err(format!(
+                    "`{FORMAT_KEY}` is `{tag}`; this version of finegrain reads `{FORMAT}`"
+                ));
+            }
+        }
+        check_model(model)?;
+        let pre_key = PREPROCESS_KEY;
+        let preprocessing = match parse_json::<Augment>(meta, pre_key, "evaluation preprocessing")?
+        {
+            Some(a) => a,
+            None => default_preprocessing(model),
+        };
+        preprocessing
+            .validate()
+            .map_err(|e| format!("`{pre_key}` (evaluation preprocessing): {e}"))?;
+        if preprocessing.channels != model.in_channels {
+            return Err(format!(
+                "`{pre_key}` channels is {}, but the model (`{MODEL_KEY}` in_channels) takes {}",
+                preprocessing.channels, model.in_channels
+            ));
+        }
+        if preprocessing.height != model.input_size || preprocessing.width != model.input_size {
+            return Err(format!(
+                "`{pre_key}` height x width is {}x{}, but the model (`{MODEL_KEY}` input_size) \
+                 takes {}x{}",
+                preprocessing.height, preprocessing.width, model.input_size, model.input_size
+            ));
+        }
+        let class_names = parse_json::<Vec<String>>(meta, CLASSES_KEY, "class names")?;
+        if let Some(names) = &class_names {
+            if names.len() != model.num_classes {
+                return Err(format!(
+                    "`{CLASSES_KEY}` has {} class names, but the model (`{MODEL_KEY}` \
+                     num_classes) has {} classes",
+                    names.len(),
+                    model.num_classes
+                ));
+            }
+            if let Some(i) = names.iter().position(|n| n.trim().is_empty()) {
+                return Err(format!("`{CLASSES_KEY}`: class {i} has an empty name"));
+            }
+            let mut seen: HashMap<&str, usize> = HashMap::new();
+            for (i, n) in names.iter().enumerate() {
+                if let Some(j) = seen.insert(n.as_str(), i) {
+                    return Err(format!(
+                        "`{CLASSES_KEY}`: classes {j} and {i} are both named `{n}`"
+                    ));
+                }
+            }
+        }
+        let train = parse_json::<TrainConfig>(meta, TRAIN_KEY, "training configuration")?;
+        if let Some(t) = &train {
+            t.validate()
+                .and_then(|()| t.method(model.num_classes, model.feature_size()))
+                .map_err(|e| format!("`{TRAIN_KEY}` (training configuration): {e}"))?;
+        }
+        let progress = parse_json::<Progress>(meta, PROGRESS_KEY, "training progress")?;
+        if let Some(p) = &progress {
+            let bad = |m: String| Err(format!("`{PROGRESS_KEY}` (training progress): {m}"));
+            if let Some(t) = &train {
+                if p.epoch > t.epochs || (p.epoch == t.epochs && p.batch > 0) {
+                    return bad(format!(
+                        "epoch {} batch {} is past the end of the run (`{TRAIN_KEY}` epochs is {})",
+                        p.epoch, p.batch, t.epochs
+                    ));
+                }
+            }
+            // Every finished epoch took at least one step, and so did every batch of this one.
+            let least = (p.epoch as u64).saturating_add(p.batch as u64);
+            if p.step < least {
+                return bad(format!(
+                    "step {} is less than the {least} steps that epoch {} batch {} needs",
+                    p.step, p.epoch, p.batch
+                ));
+            }
+        }
+        Ok(Metadata {
+            preprocessing,
+            class_names,
+            train,
+            progress,
+        })
+    }
+}
+
+/// Check `metadata` (as [`save`] would write it with `model`) the way [`Checkpoint::open`]
+/// will: the class names, preprocessing, training configuration and progress must agree with
+/// the model and with each other. The error names `path` and the metadata key.
+pub fn check_metadata(
+    path: &Path,
+    model: &ModelConfig,
+    metadata: &HashMap<String, String>,
+) -> Result<()> {
+    Metadata::parse(model, metadata)
+        .map(|_| ())
+        .map_err(|m| Error::format(path, m))
+}
+
+/// The expected shapes of the tensors whose shapes follow from the model configuration
+/// alone (the stem convolution and the class-map head), checked when a checkpoint is opened
+/// so that a model configuration that disagrees with the weights is named at once.
+fn model_tensor_shapes(m: &ModelConfig) -> [(&'static str, Vec<usize>, String); 3] {
+    let (c, d) = (m.num_classes, m.feature_channels());
+    let k = m.stem.kernel;
+    [
+        (
+            "conv1.weight",
+            vec![m.stem.channels, m.in_channels, k, k],
+            format!(
+                "stem channels {}, in_channels {}, stem kernel {k}",
+                m.stem.channels, m.in_channels
+            ),
+        ),
+        (
+            "head.weight",
+            vec![c, d, 1, 1],
+            format!("num_classes {c}, {d} feature channels"),
+        ),
+        ("head.bias", vec![c], format!("num_classes {c}")),
+    ]
+}
+
+/// A checkpoint read into memory, its metadata checked against its model and itself.
 pub struct Checkpoint {
     pub model: ModelConfig,
     pub metadata: HashMap<String, String>,
+    meta: Metadata,
     bytes: Vec<u8>,
-    path: std::path::PathBuf,
+    path: PathBuf,
 }
 
 impl Checkpoint {
-    /// Read and parse the header of a checkpoint written by [`save`].
+    /// Read a checkpoint written by [`save`] and check it. Every problem is an error naming
+    /// the file and the metadata key or tensor:
+    /// - not a safetensors file, or a corrupt one (header, offsets);
+    /// - a format tag other than [`FORMAT`]; no or a bad model configuration ([`MODEL_KEY`]:
+    ///   [`ModelConfig::validate`], 1 or 3 input channels, batch-norm constants);
+    /// - the evaluation preprocessing ([`PREPROCESS_KEY`]): [`Augment::validate`] (a mean and a
+    ///   std > 0 per channel, `eval_resize` at least the size...), its channels and size
+    ///   against the model's;
+    /// - the class names ([`CLASSES_KEY`]): one per class of the model, none empty, no two
+    ///   alike;
+    /// - the training configuration ([`TRAIN_KEY`]): [`TrainConfig::validate`] and its method
+    ///   settings for this model; the progress ([`PROGRESS_KEY`]) within the run;
+    /// - the stem convolution's and the head's tensor shapes against the model.
+    ///
+    /// Tensors' presence, the other shapes and their values are checked by
+    /// [`Checkpoint::load_into`], against the network built from the model.
     pub fn open(path: &Path) -> Result<Checkpoint> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let (_, meta) = SafeTensors::read_metadata(&bytes)
+        let st = SafeTensors::deserialize(&bytes)
             .map_err(|e| Error::format(path, format!("not a safetensors file: {e}")))?;
-        let metadata = meta.metadata().clone().unwrap_or_default();
+        let (_, header) = SafeTensors::read_metadata(&bytes)
+            .map_err(|e| Error::format(path, format!("not a safetensors file: {e}")))?;
+        let metadata = header.metadata().clone().unwrap_or_default();
         let model_json = metadata.get(MODEL_KEY).ok_or_else(|| {
             Error::format(
                 path,
                 format!("no `{MODEL_KEY}` metadata: not a finegrain checkpoint"),
             )
         })?;
-        let model: ModelConfig = serde_json::from_str(model_json)
-            .map_err(|e| Error::format(path, format!("bad model configuration: {e}")))?;
-        model.validate()?;
+        let model: ModelConfig = serde_json::from_str(model_json).map_err(|e| {
+            Error::format(
+                path,
+                format!("`{MODEL_KEY}` (model configuration) cannot be read: {e}"),
+            )
+        })?;
+        let meta = Metadata::parse(&model, &metadata).map_err(|m| Error::format(path, m))?;
+        for (name, want, why) in model_tensor_shapes(&model) {
+            if let Ok(t) = st.tensor(name) {
+                if t.shape() != want.as_slice() {
+                    return Err(Error::format(
+                        path,
+                        format!(
+                            "tensor `{name}` has shape {:?}, but the model (`{MODEL_KEY}`: \
+                             {why}) needs {want:?}",
+                            t.shape()
+                        ),
+                    ));
+                }
+            }
+        }
+        drop(st);
         Ok(Checkpoint {
             model,
             metadata,
+            meta,
             bytes,
             path: path.to_path_buf(),
+        })
+    }
+
+    /// The file this checkpoint was read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The evaluation preprocessing recorded in [`PREPROCESS_KEY`], or, for a checkpoint
+    /// without it, the default for its model: Fashion-MNIST normalisation at native size for
+    /// one channel, ImageNet normalisation and a 256/224 resize otherwise. Its channels and
+    /// size are the model's.
+    pub fn preprocessing(&self) -> &Augment {
+        &self.meta.preprocessing
+    }
+
+    /// The class names recorded in [`CLASSES_KEY`] (one per class, unique, non-empty), or
+    /// `class 0`, `class 1`, ... for a checkpoint without them.
+    pub fn class_names(&self) -> Vec<String> {
+        match &self.meta.class_names {
+            Some(n) => n.clone(),
+            None => (0..self.model.num_classes)
+                .map(|i| format!("class {i}"))
+                .collect(),
+        }
+    }
+
+    /// Whether the checkpoint records its class names (else [`Checkpoint::class_names`]
+    /// makes up placeholders).
+    pub fn has_class_names(&self) -> bool {
+        self.meta.class_names.is_some()
+    }
+
+    /// The training configuration recorded in [`TRAIN_KEY`]; an error naming the file and the
+    /// key when the checkpoint has none (it was saved without a training run).
+    pub fn train_config(&self) -> Result<&TrainConfig> {
+        self.meta.train.as_ref().ok_or_else(|| {
+            Error::format(
+                &self.path,
+                format!(
+                    "has no training configuration (`{TRAIN_KEY}` metadata), so its run cannot \
+                     be resumed"
+                ),
+            )
+        })
+    }
+
+    /// Where the run that wrote it stood ([`PROGRESS_KEY`]); an error naming the file and the
+    /// key when the checkpoint has no progress record.
+    pub fn progress(&self) -> Result<Progress> {
+        self.meta.progress.ok_or_else(|| {
+            Error::format(
+                &self.path,
+                format!(
+                    "has no training progress (`{PROGRESS_KEY}` metadata), so its run cannot be \
+                     resumed"
+                ),
+            )
         })
     }
 
@@ -298,22 +633,36 @@ impl Checkpoint {
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect())
         };
-        for p in &net.params {
-            let v = read(&p.name)?;
-            if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-                return Err(Error::format(
+        let finite = |name: &str, v: Vec<f32>| -> Result<Vec<f32>> {
+            match v.iter().position(|x| !x.is_finite()) {
+                Some(i) => Err(Error::format(
                     &self.path,
-                    format!("tensor `{}` holds a non-finite value at {i}", p.name),
-                ));
+                    format!("tensor `{name}` holds a non-finite value at {i}"),
+                )),
+                None => Ok(v),
             }
-            gpu.upload(&p.value, &from_torch(p.layout, &v))?;
+        };
+        // Read and check everything before uploading anything, so a bad file leaves the
+        // network as it was.
+        let mut uploads: Vec<(&crate::gpu::Tensor, Vec<f32>)> = Vec::new();
+        for p in &net.params {
+            let v = finite(&p.name, read(&p.name)?)?;
+            uploads.push((&p.value, from_torch(p.layout, &v)));
             if optimizer {
-                let m = read(&format!("{MOMENTUM_PREFIX}{}", p.name))?;
-                gpu.upload(&p.velocity, &from_torch(p.layout, &m))?;
+                let name = format!("{MOMENTUM_PREFIX}{}", p.name);
+                let m = finite(&name, read(&name)?)?;
+                uploads.push((&p.velocity, from_torch(p.layout, &m)));
             }
         }
         for s in &net.state {
-            gpu.upload(&s.value, &read(&s.name)?)?;
+            let v = read(&s.name)?;
+            if let Some(problem) = bad_statistic(&s.name, &v) {
+                return Err(Error::format(&self.path, problem));
+            }
+            uploads.push((&s.value, v));
+        }
+        for (t, v) in uploads {
+            gpu.upload(t, &v)?;
         }
         Ok(())
     }
@@ -345,18 +694,6 @@ mod tests {
         let (shape, t) = to_torch(head, &h);
         assert_eq!(shape, vec![3, 4, 1, 1]);
         assert_eq!(from_torch(head, &t), h);
-    }
-
-    #[test]
-    fn atomic_write_replaces_whole_file() {
-        let dir = std::env::temp_dir().join(format!("finegrain-atomic-{}", std::process::id()));
-        let p = dir.join("x.bin");
-        write_atomic(&p, b"first").unwrap();
-        write_atomic(&p, b"second version").unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), b"second version");
-        let leftovers = std::fs::read_dir(&dir).unwrap().count();
-        assert_eq!(leftovers, 1, "temporary files left behind");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
 
@@ -525,5 +862,5 @@ pub fn export_torchvision(gpu: &Gpu, net: &Network, path: &Path) -> Result<()> {
         .collect::<Result<_>>()?;
     let bytes =
         safetensors::serialize(views, None).map_err(|e| Error::invalid("export", e.to_string()))?;
-    write_atomic(path, &bytes)
+    write_in_new_folder(path, &bytes)
 }

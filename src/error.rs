@@ -15,6 +15,17 @@ pub enum Error {
     )]
     NoAdapter { detail: String },
 
+    /// The only adapter found is a software OpenGL one (llvmpipe) and GL was not asked for.
+    #[error(
+        "the only GPU adapter found is {adapter}, a software OpenGL rasteriser, which \
+         finegrain does not use unless asked to: without a GPU, finegrain runs on (and is \
+         tested on) Mesa's software Vulkan driver, lavapipe.\n  Install it: `apt-get install \
+         mesa-vulkan-drivers` (on Debian bookworm run .ci/install-lavapipe.sh for Mesa 25 from \
+         bookworm-backports).\n  To use OpenGL anyway, ask for it: WGPU_BACKEND=gl (or GL in \
+         GpuOptions::backends)."
+    )]
+    SoftwareGl { adapter: String },
+
     /// The adapter refused to create a device.
     #[error("could not create a device on adapter `{adapter}`: {message}")]
     RequestDevice { adapter: String, message: String },

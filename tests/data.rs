@@ -698,3 +698,317 @@ fn loader_is_deterministic_across_threads_and_resumes() {
     l.next().unwrap().unwrap();
     drop(l);
 }
+
+/// Writes a small image at `p` (creating folders), or a few bytes for other extensions.
+fn put(p: &Path) {
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    let ext = p
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase());
+    if matches!(ext.as_deref(), Some("jpg" | "jpeg" | "png")) {
+        rgb_jpeg(p, 8, 8, 1);
+    } else {
+        std::fs::write(p, b"not an image").unwrap();
+    }
+}
+
+/// The folder walk before walkdir (read_dir, hidden entries skipped, `Path::is_dir`, then a
+/// sort by path): the file order `ImageFolder` must keep, so that splits, batches and so
+/// results stay bit-identical.
+fn old_image_walk(dir: &Path) -> Vec<PathBuf> {
+    let hidden = |p: &Path| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.'))
+    };
+    let is_image = |p: &Path| {
+        p.extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png"))
+    };
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| !hidden(p))
+            .collect();
+        entries.sort();
+        for p in entries {
+            if p.is_dir() {
+                stack.push(p);
+            } else if is_image(&p) {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn folder_walk_keeps_the_old_file_order() {
+    let d = tmp();
+    let root = d.path();
+    let files = [
+        "b/z.png",
+        "b/A.PNG",
+        "b/10.jpg",
+        "b/9.jpg",
+        "b/sub/deeper/x.jpeg",
+        "b/sub/a.jpg",
+        "b/sub-x/é.png",
+        "b/sub.x/_.jpg",
+        "b/.hidden/in_hidden.png",
+        "b/.dot.jpg",
+        "b/notes.txt",
+        "b/noext",
+        "a/only.JPG",
+        "a/nested/two.png",
+    ];
+    for f in files {
+        put(&root.join(f));
+    }
+    #[cfg(unix)]
+    {
+        // A linked folder is walked like a real one; a dangling link counts as a (bad) file.
+        std::os::unix::fs::symlink(root.join("a/nested"), root.join("b/linked")).unwrap();
+        std::os::unix::fs::symlink(root.join("gone.png"), root.join("b/dangling.png")).unwrap();
+    }
+    let opts = tree_opts(8);
+    let ds = ImageFolder::open(root, Split::Train, &opts).unwrap();
+    let want: Vec<PathBuf> = ["a", "b"]
+        .iter()
+        .flat_map(|c| old_image_walk(&root.join(c)))
+        .collect();
+    assert_eq!(ds.files(), want.as_slice());
+    assert!(want.iter().all(|p| !p.to_string_lossy().contains("hidden")));
+    assert!(want.iter().any(|p| p.ends_with("b/sub/deeper/x.jpeg")));
+    #[cfg(unix)]
+    {
+        assert!(want.iter().any(|p| p.ends_with("b/linked/two.png")));
+        assert!(want.iter().any(|p| p.ends_with("b/dangling.png")));
+        // A link loop is an error naming it, not an endless walk.
+        std::os::unix::fs::symlink(root.join("a"), root.join("a/nested/loop")).unwrap();
+        let e = err_text(ImageFolder::open(root, Split::Train, &opts));
+        assert!(e.contains("loop"), "{e}");
+    }
+}
+
+#[test]
+fn image_files_takes_files_and_walks_folders() {
+    let d = tmp();
+    let root = d.path();
+    for f in [
+        "pics/b.png",
+        "pics/a.JPEG",
+        "pics/sub/c.jpg",
+        "pics/.h.png",
+        "pics/x.txt",
+    ] {
+        put(&root.join(f));
+    }
+    std::fs::write(root.join("named.webp"), b"x").unwrap();
+    let got = image_files(&[root.join("named.webp"), root.join("pics")]).unwrap();
+    let want: Vec<PathBuf> = ["named.webp", "pics/a.JPEG", "pics/b.png", "pics/sub/c.jpg"]
+        .iter()
+        .map(|f| root.join(f))
+        .collect();
+    assert_eq!(got, want);
+    // Inputs keep their order; a folder's files come sorted.
+    let got = image_files(&[root.join("pics/sub"), root.join("pics/b.png")]).unwrap();
+    assert_eq!(
+        got,
+        vec![root.join("pics/sub/c.jpg"), root.join("pics/b.png")]
+    );
+    // A missing path, a folder without images, no input at all.
+    let e = err_text(image_files(&[root.join("pics"), root.join("nope.png")]));
+    assert!(e.contains("nope.png") && e.contains("no such"), "{e}");
+    std::fs::create_dir_all(root.join("empty/deep")).unwrap();
+    let e = err_text(image_files(&[root.join("empty")]));
+    assert!(e.contains("empty") && e.contains("no PNG or JPEG"), "{e}");
+    let e = err_text(image_files(&[]));
+    assert!(e.contains("none given"), "{e}");
+}
+
+#[test]
+fn data_options_out_of_range_name_the_field() {
+    let base = DataOptions::default();
+    base.validate().unwrap();
+    let cases: Vec<(DataOptions, &[&str])> = vec![
+        (
+            DataOptions {
+                size: Some(0),
+                ..base.clone()
+            },
+            &["size", "0"],
+        ),
+        (
+            DataOptions {
+                size: Some(100_000),
+                ..base.clone()
+            },
+            &["size", "100000", "4096"],
+        ),
+        (
+            DataOptions {
+                channels: Some(2),
+                ..base.clone()
+            },
+            &["channels", "1 or 3"],
+        ),
+        (
+            DataOptions {
+                channels: Some(0),
+                ..base.clone()
+            },
+            &["channels"],
+        ),
+        (
+            DataOptions {
+                test_fraction: 1.0,
+                ..base.clone()
+            },
+            &["test_fraction", "[0, 1)"],
+        ),
+        (
+            DataOptions {
+                test_fraction: -0.1,
+                ..base.clone()
+            },
+            &["test_fraction"],
+        ),
+        (
+            DataOptions {
+                test_fraction: f64::NAN,
+                ..base.clone()
+            },
+            &["test_fraction", "NaN"],
+        ),
+        (
+            DataOptions {
+                size: Some(32),
+                eval_resize: Some(31),
+                ..base.clone()
+            },
+            &["eval_resize", "31", "size 32"],
+        ),
+        (
+            DataOptions {
+                size: Some(32),
+                eval_resize: Some(1000),
+                ..base.clone()
+            },
+            &["eval_resize", "1000", "32..=128"],
+        ),
+        (
+            DataOptions {
+                eval_resize: Some(0),
+                ..base.clone()
+            },
+            &["eval_resize"],
+        ),
+        (
+            DataOptions {
+                channels: Some(3),
+                normalize: Some(Normalize::fashion_mnist(1)),
+                ..base.clone()
+            },
+            &["normalize.mean", "1 values for 3 channels"],
+        ),
+        (
+            DataOptions {
+                channels: Some(1),
+                normalize: Some(Normalize {
+                    mean: vec![0.5],
+                    std: vec![0.0],
+                }),
+                ..base.clone()
+            },
+            &["normalize.std", "> 0"],
+        ),
+    ];
+    let d = tmp();
+    for (opts, want) in cases {
+        for e in [
+            err_text(opts.validate()),
+            // Checked before any file is read.
+            err_text(open_dataset(d.path(), Split::Train, &opts)),
+            err_text(opts.augment(DatasetKind::ImageFolder, 0, 0)),
+        ] {
+            for w in want {
+                assert!(e.contains(w), "{opts:?}: `{w}` missing from: {e}");
+            }
+            assert!(
+                !e.contains("--"),
+                "a command-line flag in a library error: {e}"
+            );
+        }
+    }
+    // Resolved defaults are checked too: a pad shift never reaches the output size.
+    let a = DataOptions {
+        size: Some(1),
+        ..base.clone()
+    }
+    .augment(DatasetKind::Idx, 1, 1)
+    .unwrap();
+    assert_eq!(a.train_crop, TrainCrop::Pad { pad: 0 });
+    let e = err_text(
+        DataOptions {
+            train_crop: Some(TrainCrop::Pad { pad: 9 }),
+            size: Some(8),
+            ..base
+        }
+        .augment(DatasetKind::ImageFolder, 0, 0),
+    );
+    assert!(e.contains("train_crop.pad") && e.contains('9'), "{e}");
+}
+
+#[test]
+fn loader_options_at_zero_name_the_field() {
+    let fm = FashionMnist::open(Path::new(FASHION_MNIST_SUBSET_DIR)).unwrap();
+    let ds: Arc<dyn Dataset> = Arc::new(fm.test);
+    for (opts, field) in [
+        (
+            LoaderOptions {
+                batch: 0,
+                ..LoaderOptions::default()
+            },
+            "batch",
+        ),
+        (
+            LoaderOptions {
+                prefetch: 0,
+                ..LoaderOptions::default()
+            },
+            "prefetch",
+        ),
+        (
+            LoaderOptions {
+                batch: usize::MAX / 2,
+                ..LoaderOptions::default()
+            },
+            "batch",
+        ),
+        (
+            LoaderOptions {
+                start_batch: 1000,
+                ..LoaderOptions::default()
+            },
+            "start_batch",
+        ),
+    ] {
+        let e = err_text(Loader::new(ds.clone(), opts.clone()).map(|_| ()));
+        assert!(e.contains(field), "{opts:?}: {e}");
+        assert!(!e.contains("--"), "{e}");
+    }
+    LoaderOptions::default().validate().unwrap();
+    // threads 0 is the documented inline mode, not an error.
+    LoaderOptions {
+        threads: 0,
+        ..LoaderOptions::default()
+    }
+    .validate()
+    .unwrap();
+}

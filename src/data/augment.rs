@@ -99,6 +99,36 @@ impl Normalize {
     pub fn identity(channels: usize) -> Self {
         Self::uniform(channels, 0.0, 1.0)
     }
+
+    /// Checks that there is one finite mean and one finite std > 0 for each of `channels`
+    /// channels; errors name `normalize.mean` or `normalize.std`.
+    pub fn validate(&self, channels: usize) -> Result<()> {
+        for (what, v) in [("normalize.mean", &self.mean), ("normalize.std", &self.std)] {
+            if v.len() != channels {
+                return Err(Error::invalid(
+                    what,
+                    format!(
+                        "{v:?} has {} values for {channels} channel{}",
+                        v.len(),
+                        if channels == 1 { "" } else { "s" }
+                    ),
+                ));
+            }
+        }
+        if let Some(m) = self.mean.iter().find(|m| !m.is_finite()) {
+            return Err(Error::invalid(
+                "normalize.mean",
+                format!("{:?}: {m} is not a finite number", self.mean),
+            ));
+        }
+        if let Some(s) = self.std.iter().find(|&&s| !(s > 0.0 && s.is_finite())) {
+            return Err(Error::invalid(
+                "normalize.std",
+                format!("{:?}: {s} is not a finite number > 0", self.std),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The complete preprocessing of one sample into `height x width x channels` f32.
@@ -118,52 +148,71 @@ pub struct Augment {
 }
 
 impl Augment {
-    /// Checks every field; called by the dataset openers.
+    /// Checks every field; called by the dataset openers and when a checkpoint is opened.
+    /// Errors name the field (`height`, `eval_resize`, `normalize.std`, ...):
+    /// - `height`, `width`: 1 ..= [`MAX_IMAGE_SIZE`](super::MAX_IMAGE_SIZE);
+    /// - `channels`: 1 or 3;
+    /// - `eval_resize`: from `min(height, width)` to [`MAX_EVAL_RESIZE_FACTOR`](super::MAX_EVAL_RESIZE_FACTOR)
+    ///   times `max(height, width)`;
+    /// - `normalize`: one finite mean and one finite std > 0 per channel;
+    /// - `train_crop`: a random resized crop's scale in (0, 1] and ratio in (0, inf), min <= max;
+    ///   a pad shift smaller than the output size.
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(Error::invalid("augmentation", m));
-        if self.height == 0 || self.width == 0 {
-            return bad(format!(
-                "output size {}x{} must be > 0",
-                self.height, self.width
-            ));
+        let max = super::MAX_IMAGE_SIZE;
+        for (what, v) in [("height", self.height), ("width", self.width)] {
+            if v == 0 || v > max {
+                return Err(Error::invalid(
+                    what,
+                    format!("{v}: the output size must be in 1..={max} pixels"),
+                ));
+            }
         }
         if self.channels != 1 && self.channels != 3 {
-            return bad(format!("channels {} must be 1 or 3", self.channels));
-        }
-        if self.eval_resize < self.height.min(self.width) {
-            return bad(format!(
-                "eval_resize {} is smaller than the output size {}x{}",
-                self.eval_resize, self.height, self.width
+            return Err(Error::invalid(
+                "channels",
+                format!("{}: must be 1 or 3", self.channels),
             ));
         }
-        let n = &self.normalize;
-        if n.mean.len() != self.channels || n.std.len() != self.channels {
-            return bad(format!(
-                "normalisation has {} means and {} stds for {} channels",
-                n.mean.len(),
-                n.std.len(),
-                self.channels
+        let (lo, hi) = (self.height.min(self.width), self.height.max(self.width));
+        let top = hi * super::MAX_EVAL_RESIZE_FACTOR;
+        if self.eval_resize < lo || self.eval_resize > top {
+            return Err(Error::invalid(
+                "eval_resize",
+                format!(
+                    "{}: for a {}x{} output it must be in {lo}..={top} (the shorter image side \
+                     is resized to it before the centre crop)",
+                    self.eval_resize, self.height, self.width
+                ),
             ));
         }
-        if n.std.iter().any(|&s| !(s > 0.0 && s.is_finite()))
-            || n.mean.iter().any(|m| !m.is_finite())
-        {
-            return bad(format!(
-                "normalisation mean {:?} std {:?}: std must be > 0",
-                n.mean, n.std
-            ));
-        }
-        if let TrainCrop::RandomResized { scale, ratio } = self.train_crop {
-            if !(scale.0 > 0.0 && scale.0 <= scale.1 && scale.1 <= 1.0) {
-                return bad(format!(
-                    "random resized crop scale {scale:?}: need 0 < min <= max <= 1"
-                ));
+        self.normalize.validate(self.channels)?;
+        match self.train_crop {
+            TrainCrop::RandomResized { scale, ratio } => {
+                if !(scale.0 > 0.0 && scale.0 <= scale.1 && scale.1 <= 1.0) {
+                    return Err(Error::invalid(
+                        "train_crop.scale",
+                        format!("{scale:?}: need 0 < min <= max <= 1"),
+                    ));
+                }
+                if !(ratio.0 > 0.0 && ratio.0 <= ratio.1 && ratio.1.is_finite()) {
+                    return Err(Error::invalid(
+                        "train_crop.ratio",
+                        format!("{ratio:?}: need 0 < min <= max < inf"),
+                    ));
+                }
             }
-            if !(ratio.0 > 0.0 && ratio.0 <= ratio.1 && ratio.1.is_finite()) {
-                return bad(format!(
-                    "random resized crop ratio {ratio:?}: need 0 < min <= max"
-                ));
+            TrainCrop::Pad { pad } => {
+                if pad >= lo {
+                    return Err(Error::invalid(
+                        "train_crop.pad",
+                        format!(
+                            "{pad}: a shift must be smaller than the {}x{} output",
+                            self.height, self.width
+                        ),
+                    ));
+                }
             }
+            TrainCrop::Center => {}
         }
         Ok(())
     }

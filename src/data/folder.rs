@@ -83,40 +83,96 @@ fn hidden(p: &Path) -> bool {
         .is_some_and(|n| n.starts_with('.'))
 }
 
-fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut v = Vec::new();
-    for e in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
-        let e = e.map_err(|e| Error::io(dir, e))?;
-        let p = e.path();
-        if !hidden(&p) {
-            v.push(p);
+/// The entries below `dir` down to `max_depth` levels (1: its children only), not `dir`
+/// itself, skipping hidden files and never entering hidden folders; symbolic links are
+/// followed (a link loop is an error naming it). Returns (path, is a folder), unsorted. A
+/// dangling link counts as a file, as it did when these walks used `Path::is_dir`.
+fn walk(dir: &Path, max_depth: usize) -> Result<Vec<(PathBuf, bool)>> {
+    let mut out = Vec::new();
+    let walker = walkdir::WalkDir::new(dir)
+        .min_depth(1)
+        .max_depth(max_depth)
+        .follow_links(true)
+        .into_iter()
+        .filter_entry(|e| !hidden(e.path()));
+    for entry in walker {
+        match entry {
+            Ok(e) => out.push((e.path().to_path_buf(), e.file_type().is_dir())),
+            Err(err) => {
+                let path = err.path().unwrap_or(dir).to_path_buf();
+                let dangling = err.loop_ancestor().is_none()
+                    && std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink())
+                    && std::fs::metadata(&path).is_err();
+                if dangling {
+                    if !hidden(&path) {
+                        out.push((path, false));
+                    }
+                    continue;
+                }
+                let msg = err.to_string();
+                let io = err
+                    .into_io_error()
+                    .unwrap_or_else(|| std::io::Error::other(msg));
+                return Err(Error::io(path, io));
+            }
         }
     }
+    Ok(out)
+}
+
+/// The class folders directly inside `dir` (not hidden), sorted by name.
+fn class_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut v: Vec<PathBuf> = walk(dir, 1)?
+        .into_iter()
+        .filter_map(|(p, is_dir)| is_dir.then_some(p))
+        .collect();
     v.sort();
     Ok(v)
 }
 
-fn class_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
-    Ok(read_dir_sorted(dir)?
+/// Image files below `dir` (recursively, hidden entries skipped), sorted by path.
+fn images_below(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out: Vec<PathBuf> = walk(dir, usize::MAX)?
         .into_iter()
-        .filter(|p| p.is_dir())
-        .collect())
+        .filter_map(|(p, is_dir)| (!is_dir && is_image(&p)).then_some(p))
+        .collect();
+    out.sort();
+    Ok(out)
 }
 
-/// Image files below `dir` (recursively), sorted by path.
-fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
+/// The image files named by `paths`, for inference over files and folders: a file is taken
+/// as given (its contents decide whether it decodes); a folder contributes its PNG and JPEG
+/// files (`.png`, `.jpg`, `.jpeg`, any case) found recursively, hidden files and folders
+/// skipped, sorted by path. Inputs keep their order. A path that does not exist is an error
+/// naming it; finding no image at all is an error naming the inputs.
+pub fn image_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for p in read_dir_sorted(&d)? {
-            if p.is_dir() {
-                stack.push(p);
-            } else if is_image(&p) {
-                out.push(p);
-            }
+    for p in paths {
+        if p.is_dir() {
+            out.extend(images_below(p)?);
+        } else if p.exists() {
+            out.push(p.clone());
+        } else {
+            return Err(Error::io(
+                p,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no such image file or folder"),
+            ));
         }
     }
-    out.sort();
+    if out.is_empty() {
+        let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        return Err(Error::invalid(
+            "image paths",
+            if names.is_empty() {
+                "none given: name image files or folders holding PNG or JPEG files".to_string()
+            } else {
+                format!(
+                    "no PNG or JPEG files (.png, .jpg, .jpeg) found in {}",
+                    names.join(", ")
+                )
+            },
+        ));
+    }
     Ok(out)
 }
 
@@ -148,6 +204,7 @@ pub struct ImageFolder {
 impl ImageFolder {
     /// Opens `split` of the tree at `root` (layout in the module docs).
     pub fn open(root: &Path, split: Split, opts: &DataOptions) -> Result<Self> {
+        opts.validate()?;
         if !root.is_dir() {
             if !root.exists() {
                 return Err(Error::io(
@@ -197,7 +254,7 @@ impl ImageFolder {
             for (label, name) in class_names.iter().enumerate() {
                 let d = dir.join(name);
                 let found = if d.is_dir() {
-                    image_files(&d)?
+                    images_below(&d)?
                 } else {
                     Vec::new()
                 };
@@ -211,14 +268,8 @@ impl ImageFolder {
                 files.extend(found);
             }
         } else {
-            if !(0.0..1.0).contains(&opts.test_fraction) {
-                return Err(Error::invalid(
-                    "test_fraction",
-                    format!("{}: must be in [0, 1)", opts.test_fraction),
-                ));
-            }
             for (label, d) in classes.iter().enumerate() {
-                let found = image_files(d)?;
+                let found = images_below(d)?;
                 if found.is_empty() {
                     return Err(Error::format(
                         d,

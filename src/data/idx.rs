@@ -8,7 +8,7 @@
 //! Every error names the file and says what was wrong; nothing here panics on a bad file.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use rand::rngs::StdRng;
@@ -224,26 +224,24 @@ pub fn read_idx_pair(images: &Path, labels: &Path) -> Result<(IdxImages, Vec<u8>
 }
 
 fn write_idx(path: &Path, magic: u32, dims: &[usize], data: &[u8]) -> Result<()> {
-    let io = |e| Error::io(path, e);
     let mut head = magic.to_be_bytes().to_vec();
     for &d in dims {
         let d = u32::try_from(d)
             .map_err(|_| Error::invalid("IDX dimension", format!("{d} does not fit in a u32")))?;
         head.extend_from_slice(&d.to_be_bytes());
     }
-    let file = BufWriter::new(File::create(path).map_err(io)?);
-    if path.extension().is_some_and(|e| e == "gz") {
-        let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::best());
-        gz.write_all(&head).map_err(io)?;
-        gz.write_all(data).map_err(io)?;
-        gz.finish().map_err(io)?.flush().map_err(io)?;
-    } else {
-        let mut file = file;
-        file.write_all(&head).map_err(io)?;
-        file.write_all(data).map_err(io)?;
-        file.flush().map_err(io)?;
-    }
-    Ok(())
+    crate::fsio::write_atomic_with(path, |file| {
+        if path.extension().is_some_and(|e| e == "gz") {
+            let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::best());
+            gz.write_all(&head)?;
+            gz.write_all(data)?;
+            gz.finish()?.flush()
+        } else {
+            file.write_all(&head)?;
+            file.write_all(data)?;
+            file.flush()
+        }
+    })
 }
 
 /// Writes an IDX image file; gzipped when `path` ends in `.gz`.

@@ -60,8 +60,26 @@ pub struct LoaderOptions {
     pub strict: bool,
     /// First batch to produce (resume inside an epoch).
     pub start_batch: usize,
-    /// Batches decoded ahead of the consumer (at least `threads` are used).
+    /// Batches decoded ahead of the consumer (> 0; at least `threads` are used).
     pub prefetch: usize,
+}
+
+impl LoaderOptions {
+    /// Checks the options on their own; errors name the field: `batch` and `prefetch` must
+    /// be at least 1 (`threads` may be 0: decoding then happens inside `next()`).
+    /// [`Loader::new`] also checks them against the dataset.
+    pub fn validate(&self) -> Result<()> {
+        if self.batch == 0 {
+            return Err(Error::invalid("batch", "0: must be at least 1 image"));
+        }
+        if self.prefetch == 0 {
+            return Err(Error::invalid(
+                "prefetch",
+                "0: must be at least 1 batch decoded ahead",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for LoaderOptions {
@@ -294,17 +312,30 @@ pub struct Loader {
 impl Loader {
     /// Starts loading epoch `opts.epoch` of `dataset` from batch `opts.start_batch`.
     pub fn new(dataset: Arc<dyn Dataset>, opts: LoaderOptions) -> Result<Self> {
-        if opts.batch == 0 {
-            return Err(Error::invalid("batch size", "0: must be > 0"));
-        }
+        opts.validate()?;
         if dataset.is_empty() {
             return Err(Error::invalid("dataset", "has no samples"));
+        }
+        let sample = dataset.info().sample_len();
+        if opts
+            .batch
+            .checked_mul(sample)
+            .and_then(|n| n.checked_mul(std::mem::size_of::<f32>()))
+            .is_none_or(|bytes| bytes > isize::MAX as usize)
+        {
+            return Err(Error::invalid(
+                "batch",
+                format!(
+                    "{} images of {sample} values each do not fit in memory",
+                    opts.batch
+                ),
+            ));
         }
         let len = dataset.len();
         let end = num_batches(len, opts.batch, opts.drop_last);
         if opts.start_batch > end {
             return Err(Error::invalid(
-                "start batch",
+                "start_batch",
                 format!("{}: the epoch has {end} batches", opts.start_batch),
             ));
         }

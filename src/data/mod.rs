@@ -23,7 +23,7 @@ use rand::rngs::StdRng;
 
 pub use augment::{Augment, ImageU8, Normalize, TrainCrop};
 pub use cub::{is_cub_dir, Cub};
-pub use folder::{read_image, ImageFolder};
+pub use folder::{image_files, read_image, ImageFolder};
 pub use idx::{
     fashion_mnist_default, is_idx_dir, read_idx_images, read_idx_labels, read_idx_pair,
     resolve_fashion_mnist, write_idx_images, write_idx_labels, FashionMnist, IdxDataset, IdxImages,
@@ -129,10 +129,74 @@ impl Default for DataOptions {
     }
 }
 
+/// Largest output height or width (pixels) a dataset or checkpoint may ask for: far above
+/// any input size these models train at (the paper's largest is 448), and small enough that
+/// one sample's `H * W * C` floats cannot overflow.
+pub const MAX_IMAGE_SIZE: usize = 4096;
+
+/// Largest `eval_resize` as a multiple of the output size: a larger one would crop less than
+/// 1/16 of the shorter side's square, which is never what was meant.
+pub const MAX_EVAL_RESIZE_FACTOR: usize = 4;
+
 impl DataOptions {
+    /// Checks the fields that are given, before any file is read; errors name the field:
+    /// `channels` 1 or 3, `size` in 1..=[`MAX_IMAGE_SIZE`], `eval_resize` from `size` to
+    /// [`MAX_EVAL_RESIZE_FACTOR`] times it, `test_fraction` a number in [0, 1) (0: every image
+    /// trains), `normalize` one finite mean and std > 0 per channel, `train_crop` a valid
+    /// crop for `size`. [`DataOptions::augment`] checks the resolved preprocessing again.
+    pub fn validate(&self) -> Result<()> {
+        if let Some(c) = self.channels {
+            if c != 1 && c != 3 {
+                return Err(Error::invalid("channels", format!("{c}: must be 1 or 3")));
+            }
+        }
+        if let Some(s) = self.size {
+            if s == 0 || s > MAX_IMAGE_SIZE {
+                return Err(Error::invalid(
+                    "size",
+                    format!("{s}: the image size must be in 1..={MAX_IMAGE_SIZE} pixels"),
+                ));
+            }
+        }
+        if let Some(r) = self.eval_resize {
+            let lo = self.size.unwrap_or(1);
+            let hi = self.size.unwrap_or(MAX_IMAGE_SIZE) * MAX_EVAL_RESIZE_FACTOR;
+            if r < lo || r > hi {
+                return Err(Error::invalid(
+                    "eval_resize",
+                    format!(
+                        "{r}: must be in {lo}..={hi}{}",
+                        match self.size {
+                            Some(s) => format!(
+                                " for size {s} (at least the size, at most \
+                                 {MAX_EVAL_RESIZE_FACTOR} times it)"
+                            ),
+                            None => String::new(),
+                        }
+                    ),
+                ));
+            }
+        }
+        if !(self.test_fraction >= 0.0 && self.test_fraction < 1.0) {
+            return Err(Error::invalid(
+                "test_fraction",
+                format!(
+                    "{}: must be a number in [0, 1) (the share of each class held out for \
+                     testing; 0 trains on every image)",
+                    self.test_fraction
+                ),
+            ));
+        }
+        if let (Some(n), Some(c)) = (&self.normalize, self.channels) {
+            n.validate(c)?;
+        }
+        Ok(())
+    }
+
     /// Resolves the preprocessing for a dataset of `kind` whose images are natively
     /// `native_h x native_w` (IDX; pass 0, 0 for variable-size images), and validates it.
     pub fn augment(&self, kind: DatasetKind, native_h: usize, native_w: usize) -> Result<Augment> {
+        self.validate()?;
         let idx = matches!(kind, DatasetKind::Idx | DatasetKind::FashionMnist);
         let channels = self.channels.unwrap_or(if idx { 1 } else { 3 });
         let (height, width) = match self.size {
@@ -147,7 +211,9 @@ impl DataOptions {
         });
         let train_crop = self.train_crop.clone().unwrap_or(if idx {
             TrainCrop::Pad {
-                pad: (height.min(width) / 14).max(1),
+                pad: (height.min(width) / 14)
+                    .max(1)
+                    .min(height.min(width).saturating_sub(1)),
             }
         } else {
             TrainCrop::RANDOM_RESIZED_DEFAULT
@@ -182,6 +248,7 @@ impl DataOptions {
 ///
 /// A path that does not exist is an error naming it.
 pub fn open_dataset(path: &Path, split: Split, opts: &DataOptions) -> Result<Box<dyn Dataset>> {
+    opts.validate()?;
     if !path.exists() {
         return Err(Error::io(
             path,

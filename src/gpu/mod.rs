@@ -29,21 +29,21 @@ pub enum KernelFamily {
     Auto,
     /// The tiled kernels everywhere (how tests on a CPU adapter cover the GPU path).
     Tiled,
-    /// The CPU kernels everywhere: the subgroup convolutions where subgroups are 8 wide,
-    /// else the broadcast ones (see `kernels::conv2d::Conv2dKernel`).
-    Broadcast,
+    /// The CPU adapters' kernels everywhere: the subgroup convolutions where subgroups are
+    /// 8 wide, else the broadcast ones (see `kernels::conv2d::Conv2dKernel`).
+    Cpu,
 }
 
 impl KernelFamily {
-    /// Parse `auto`, `tiled` or `broadcast`; `what` names the flag or variable in errors.
+    /// Parse `auto`, `tiled` or `cpu`; `what` names the flag or variable in errors.
     pub fn parse(what: &str, v: &str) -> Result<Self> {
         match v.trim().to_ascii_lowercase().as_str() {
             "auto" | "" => Ok(KernelFamily::Auto),
             "tiled" => Ok(KernelFamily::Tiled),
-            "broadcast" => Ok(KernelFamily::Broadcast),
+            "cpu" => Ok(KernelFamily::Cpu),
             other => Err(Error::invalid(
                 what,
-                format!("`{other}` is not one of auto, tiled, broadcast"),
+                format!("`{other}` is not one of auto, tiled, cpu"),
             )),
         }
     }
@@ -64,7 +64,7 @@ pub struct GpuOptions {
 impl GpuOptions {
     /// Options from the environment: `WGPU_BACKEND` (vulkan, metal, dx12, gl),
     /// `FINEGRAIN_ADAPTER` (part of an adapter name) and `FINEGRAIN_KERNELS` (auto, tiled,
-    /// broadcast). An unrecognised `FINEGRAIN_KERNELS` is an error.
+    /// cpu). An unrecognised `FINEGRAIN_KERNELS` is an error.
     pub fn from_env() -> Result<Self> {
         let kernels = match std::env::var("FINEGRAIN_KERNELS") {
             Ok(v) => KernelFamily::parse("FINEGRAIN_KERNELS", &v)?,
@@ -102,7 +102,7 @@ impl GpuOptions {
             "auto" | "" => wgpu::Backends::PRIMARY,
             other => {
                 return Err(Error::invalid(
-                    "--backend",
+                    "backend",
                     format!("`{other}` is not one of vulkan, metal, dx12, gl, auto"),
                 ))
             }
@@ -154,6 +154,92 @@ fn backend_rank(b: wgpu::Backend) -> u32 {
     }
 }
 
+/// What [`choose_adapter`] picked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdapterChoice {
+    /// Index into the adapter list it was given.
+    pub index: usize,
+    /// Something to tell the user about the choice (a software OpenGL adapter taken because
+    /// GL was asked for).
+    pub warning: Option<String>,
+}
+
+/// True for Mesa's software OpenGL rasterisers (llvmpipe, softpipe, swrast) and any other
+/// GL adapter that reports a CPU device.
+pub fn is_software_gl(info: &wgpu::AdapterInfo) -> bool {
+    if info.backend != wgpu::Backend::Gl {
+        return false;
+    }
+    let name = info.name.to_ascii_lowercase();
+    info.device_type == wgpu::DeviceType::Cpu
+        || ["llvmpipe", "softpipe", "swrast"]
+            .iter()
+            .any(|s| name.contains(s))
+}
+
+/// Whether `opts` asks for the GL backend explicitly (`GpuOptions::backends` including GL,
+/// as `WGPU_BACKEND=gl` sets it).
+pub fn gl_requested(opts: &GpuOptions) -> bool {
+    opts.backends
+        .is_some_and(|b| b.contains(wgpu::Backends::GL))
+}
+
+/// The adapter-choice rule of [`Gpu::new`], as a pure function of the adapters found
+/// (`infos`, enumerated on `backends`) and the options: drop the no-op backend and those
+/// whose name does not contain `opts.adapter_name` (case-insensitive); then prefer Vulkan,
+/// Metal and DX12 over GL, and discrete over integrated over virtual over other over CPU
+/// devices (first found wins a tie). When the best left is a software OpenGL adapter
+/// ([`is_software_gl`]) it is refused with [`Error::SoftwareGl`] unless GL was asked for
+/// ([`gl_requested`]); when it was, it is taken with a warning.
+pub fn choose_adapter(
+    infos: &[wgpu::AdapterInfo],
+    opts: &GpuOptions,
+    backends: wgpu::Backends,
+) -> Result<AdapterChoice> {
+    let want = opts.adapter_name.as_ref().map(|w| w.to_lowercase());
+    let best = infos
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| i.backend != wgpu::Backend::Noop)
+        .filter(|(_, i)| {
+            want.as_ref()
+                .is_none_or(|w| i.name.to_lowercase().contains(w.as_str()))
+        })
+        .min_by_key(|(k, i)| (backend_rank(i.backend), type_rank(i.device_type), *k));
+    let seen = || {
+        infos
+            .iter()
+            .map(|i| format!("{} ({:?}, {:?})", i.name, i.backend, i.device_type))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let Some((index, info)) = best else {
+        let detail = if infos.is_empty() {
+            format!("backends {backends:?} reported no adapter")
+        } else {
+            format!(
+                "none matched FINEGRAIN_ADAPTER={:?}; available: {}",
+                opts.adapter_name.as_deref().unwrap_or(""),
+                seen()
+            )
+        };
+        return Err(Error::NoAdapter { detail });
+    };
+    let mut warning = None;
+    if is_software_gl(info) {
+        let adapter = format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type);
+        if !gl_requested(opts) {
+            return Err(Error::SoftwareGl { adapter });
+        }
+        warning = Some(format!(
+            "using the software OpenGL adapter {adapter} because the GL backend was asked \
+             for; Mesa's software Vulkan driver (lavapipe, `apt-get install \
+             mesa-vulkan-drivers`) is the CPU adapter finegrain is tested on"
+        ));
+    }
+    Ok(AdapterChoice { index, warning })
+}
+
 impl Gpu {
     /// Choose an adapter from the environment (`WGPU_BACKEND`, `FINEGRAIN_ADAPTER`) and
     /// create a device on it.
@@ -162,7 +248,9 @@ impl Gpu {
     }
 
     /// Choose an adapter (a real GPU before a software one, unless a name is given) and
-    /// create a device asking for the limits and optional features finegrain can use.
+    /// create a device asking for the limits and optional features finegrain can use. A
+    /// software OpenGL adapter (llvmpipe) is refused unless GL was asked for
+    /// ([`choose_adapter`]).
     pub fn new(opts: &GpuOptions) -> Result<Gpu> {
         // Vulkan, Metal, DX12 first; GL only when asked for or when nothing else exists.
         let mut backends = opts.backends.unwrap_or(wgpu::Backends::PRIMARY);
@@ -177,40 +265,12 @@ impl Gpu {
             backends = wgpu::Backends::SECONDARY;
             adapters = enumerate(backends);
         }
-        let mut seen: Vec<String> = Vec::new();
-        let mut candidates: Vec<wgpu::Adapter> = Vec::new();
-        for a in adapters {
-            let info = a.get_info();
-            seen.push(format!(
-                "{} ({:?}, {:?})",
-                info.name, info.backend, info.device_type
-            ));
-            if let Some(want) = &opts.adapter_name {
-                if !info.name.to_lowercase().contains(&want.to_lowercase()) {
-                    continue;
-                }
-            }
-            if info.backend == wgpu::Backend::Noop {
-                continue;
-            }
-            candidates.push(a);
+        let infos: Vec<wgpu::AdapterInfo> = adapters.iter().map(|a| a.get_info()).collect();
+        let choice = choose_adapter(&infos, opts, backends)?;
+        if let Some(w) = &choice.warning {
+            log::warn!("{w}");
         }
-        candidates.sort_by_key(|a| {
-            let i = a.get_info();
-            (backend_rank(i.backend), type_rank(i.device_type))
-        });
-        let Some(adapter) = candidates.into_iter().next() else {
-            let detail = if seen.is_empty() {
-                format!("backends {backends:?} reported no adapter")
-            } else {
-                format!(
-                    "none matched FINEGRAIN_ADAPTER={:?}; available: {}",
-                    opts.adapter_name.as_deref().unwrap_or(""),
-                    seen.join(", ")
-                )
-            };
-            return Err(Error::NoAdapter { detail });
-        };
+        let adapter = adapters.swap_remove(choice.index);
         let mut gpu = Gpu::with_adapter(adapter)?;
         gpu.kernels = opts.kernels;
         Ok(gpu)
@@ -453,5 +513,160 @@ impl Gpu {
     /// Grid for a one-thread-per-element kernel with workgroup size [`WG`].
     pub fn grid_for(&self, elements: usize) -> [u32; 3] {
         self.grid((elements as u64).div_ceil(WG as u64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wgpu::{Backend, Backends, DeviceType};
+
+    fn info(name: &str, backend: Backend, device_type: DeviceType) -> wgpu::AdapterInfo {
+        wgpu::AdapterInfo {
+            name: name.into(),
+            vendor: 0,
+            device: 0,
+            device_type,
+            device_pci_bus_id: String::new(),
+            driver: String::new(),
+            driver_info: String::new(),
+            backend,
+            subgroup_min_size: 0,
+            subgroup_max_size: 0,
+            transient_saves_memory: None,
+            limit_bucket: None,
+        }
+    }
+
+    fn opts(backends: Option<Backends>, name: Option<&str>) -> GpuOptions {
+        GpuOptions {
+            backends,
+            adapter_name: name.map(String::from),
+            kernels: KernelFamily::Auto,
+        }
+    }
+
+    fn llvmpipe_gl() -> wgpu::AdapterInfo {
+        info(
+            "llvmpipe (LLVM 19.1.7, 256 bits)",
+            Backend::Gl,
+            DeviceType::Cpu,
+        )
+    }
+
+    #[test]
+    fn software_gl_alone_is_refused_unless_gl_was_asked_for() {
+        let found = [llvmpipe_gl()];
+        // Nothing asked for (Gpu::new fell back to the secondary backends).
+        let e = choose_adapter(&found, &opts(None, None), Backends::SECONDARY).unwrap_err();
+        assert!(matches!(e, Error::SoftwareGl { .. }), "{e:?}");
+        let msg = e.to_string();
+        for want in [
+            "llvmpipe",
+            "software OpenGL",
+            "apt-get install mesa-vulkan-drivers",
+            ".ci/install-lavapipe.sh",
+            "WGPU_BACKEND=gl",
+        ] {
+            assert!(msg.contains(want), "`{want}` missing from: {msg}");
+        }
+        // Asked for by adapter name only: still refused (the backend was not asked for).
+        let by_name = choose_adapter(&found, &opts(None, Some("llvm")), Backends::SECONDARY);
+        assert!(matches!(by_name, Err(Error::SoftwareGl { .. })));
+        // Asked for through the backend (WGPU_BACKEND=gl, or GL among others): taken, with a
+        // warning that names the adapter and lavapipe.
+        for b in [
+            Backends::GL,
+            Backends::all(),
+            Backends::VULKAN | Backends::GL,
+        ] {
+            let c = choose_adapter(&found, &opts(Some(b), None), b).unwrap();
+            assert_eq!(c.index, 0);
+            let w = c.warning.expect("a warning");
+            assert!(w.contains("llvmpipe") && w.contains("lavapipe"), "{w}");
+        }
+        // A software GL adapter that only says so by its name.
+        let named = [info("softpipe", Backend::Gl, DeviceType::Other)];
+        assert!(matches!(
+            choose_adapter(&named, &opts(None, None), Backends::SECONDARY),
+            Err(Error::SoftwareGl { .. })
+        ));
+    }
+
+    #[test]
+    fn hardware_gl_and_lavapipe_are_taken_without_a_warning() {
+        let gl_gpu = [info(
+            "Mesa Intel(R) UHD 620",
+            Backend::Gl,
+            DeviceType::IntegratedGpu,
+        )];
+        let c = choose_adapter(&gl_gpu, &opts(None, None), Backends::SECONDARY).unwrap();
+        assert_eq!(
+            c,
+            AdapterChoice {
+                index: 0,
+                warning: None
+            }
+        );
+        let lavapipe = [info(
+            "llvmpipe (LLVM 19.1.7, 256 bits)",
+            Backend::Vulkan,
+            DeviceType::Cpu,
+        )];
+        let c = choose_adapter(&lavapipe, &opts(None, None), Backends::PRIMARY).unwrap();
+        assert_eq!(
+            c,
+            AdapterChoice {
+                index: 0,
+                warning: None
+            }
+        );
+        // Vulkan's llvmpipe (lavapipe) beats GL's even when GL is allowed.
+        let both = [llvmpipe_gl(), lavapipe[0].clone()];
+        let all = Backends::all();
+        let c = choose_adapter(&both, &opts(Some(all), None), all).unwrap();
+        assert_eq!(
+            c,
+            AdapterChoice {
+                index: 1,
+                warning: None
+            }
+        );
+    }
+
+    #[test]
+    fn real_gpus_beat_software_and_names_filter() {
+        let found = [
+            info("noop", Backend::Noop, DeviceType::Other),
+            info("llvmpipe", Backend::Vulkan, DeviceType::Cpu),
+            info("Intel Arc", Backend::Vulkan, DeviceType::IntegratedGpu),
+            info("NVIDIA H200", Backend::Vulkan, DeviceType::DiscreteGpu),
+            info("NVIDIA H200", Backend::Gl, DeviceType::DiscreteGpu),
+        ];
+        let all = Backends::all();
+        let pick = |name: Option<&str>| choose_adapter(&found, &opts(Some(all), name), all);
+        assert_eq!(pick(None).unwrap().index, 3);
+        assert_eq!(pick(Some("LLVMPIPE")).unwrap().index, 1);
+        assert_eq!(pick(Some("arc")).unwrap().index, 2);
+        let e = pick(Some("M2 Max")).unwrap_err().to_string();
+        assert!(e.contains("M2 Max") && e.contains("NVIDIA H200"), "{e}");
+        let e = choose_adapter(&[], &opts(None, None), Backends::PRIMARY)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("no adapter") && e.contains("mesa-vulkan-drivers"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn backend_names_parse_and_errors_name_the_field() {
+        assert_eq!(GpuOptions::parse_backend("GL").unwrap(), Backends::GL);
+        assert_eq!(GpuOptions::parse_backend("vk").unwrap(), Backends::VULKAN);
+        let e = GpuOptions::parse_backend("glide").unwrap_err().to_string();
+        assert!(
+            e.contains("backend") && e.contains("glide") && !e.contains("--"),
+            "{e}"
+        );
     }
 }

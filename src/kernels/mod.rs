@@ -57,3 +57,393 @@ pub const ALL_SHADERS: &[ShaderSource] = &[
     POOL,
     SGD,
 ];
+
+/// Every Rust parameter block matches its WGSL `Params` struct: same size, and member by
+/// member the same offset, size, scalar type and name (padding members, named `_...`, may
+/// be named differently). The WGSL side comes from naga's reflection of the shader source
+/// exactly as the launchers compile it (conv2d's with `conv2d_common.wgsl` appended).
+#[cfg(test)]
+mod params_layout {
+    use super::*;
+    use crate::kernels::batchnorm::BatchNormParams;
+    use crate::kernels::conv2d::Conv2dParams;
+    use crate::kernels::elementwise::ElementwiseParams;
+    use crate::kernels::gemm::GemmParams;
+    use crate::kernels::pool::PoolParams;
+    use crate::kernels::sgd::SgdParams;
+    use crate::method::diversify::DiversifyParams;
+    use crate::method::head::HeadParams;
+    use crate::method::loss::LossParams;
+
+    /// One scalar of a parameter block: its name (`field` or `field[i]`), byte offset, size
+    /// and type (`u32`, `i32`, `f32`, `f16`).
+    #[derive(Clone, Debug, PartialEq)]
+    struct Scalar {
+        name: String,
+        offset: usize,
+        size: usize,
+        ty: String,
+    }
+
+    struct Layout {
+        name: String,
+        size: usize,
+        scalars: Vec<Scalar>,
+    }
+
+    /// The type name and size of the field that `get` reaches.
+    fn field_type<S, T>(_get: fn(&S) -> &T) -> (&'static str, usize) {
+        (std::any::type_name::<T>(), std::mem::size_of::<T>())
+    }
+
+    /// A Rust field as scalars: `[u32; 3]` becomes three `u32`s.
+    fn rust_scalars(name: &str, offset: usize, ty: &str, size: usize) -> Vec<Scalar> {
+        let ty = ty.rsplit("::").next().unwrap_or(ty);
+        match ty.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
+            Some(inner) => {
+                let (elem, count) = inner.split_once(';').expect("array type `[T; N]`");
+                let count: usize = count.trim().parse().expect("array length");
+                let step = size / count;
+                (0..count)
+                    .flat_map(|i| {
+                        rust_scalars(&format!("{name}[{i}]"), offset + i * step, elem, step)
+                    })
+                    .collect()
+            }
+            None => vec![Scalar {
+                name: name.to_string(),
+                offset,
+                size,
+                ty: ty.to_string(),
+            }],
+        }
+    }
+
+    /// The layout of a `#[repr(C)]` struct, from `size_of` and `offset_of!`. The pattern
+    /// makes the field list exhaustive: a field added to the struct and not listed here
+    /// does not compile.
+    macro_rules! rust_layout {
+        ($t:ident { $($f:ident),* $(,)? }) => {{
+            #[allow(dead_code)]
+            fn exhaustive(p: $t) {
+                let $t { $($f: _),* } = p;
+            }
+            let mut scalars = Vec::new();
+            $(
+                let (ty, size) = field_type(|p: &$t| &p.$f);
+                scalars.extend(rust_scalars(
+                    stringify!($f),
+                    std::mem::offset_of!($t, $f),
+                    ty,
+                    size,
+                ));
+            )*
+            Layout {
+                name: stringify!($t).to_string(),
+                size: std::mem::size_of::<$t>(),
+                scalars,
+            }
+        }};
+    }
+
+    fn wgsl_scalar(s: naga::Scalar) -> String {
+        match (s.kind, s.width) {
+            (naga::ScalarKind::Uint, 4) => "u32".into(),
+            (naga::ScalarKind::Sint, 4) => "i32".into(),
+            (naga::ScalarKind::Float, 4) => "f32".into(),
+            (naga::ScalarKind::Float, 2) => "f16".into(),
+            (k, w) => format!("{k:?}{}", 8 * w as u32),
+        }
+    }
+
+    /// A WGSL member as scalars (vectors and fixed-size arrays element by element).
+    fn wgsl_scalars(
+        module: &naga::Module,
+        name: &str,
+        offset: usize,
+        ty: naga::Handle<naga::Type>,
+    ) -> Vec<Scalar> {
+        let inner = &module.types[ty].inner;
+        let size = inner.size(module.to_ctx()) as usize;
+        let one = |ty: String| Scalar {
+            name: name.to_string(),
+            offset,
+            size,
+            ty,
+        };
+        match inner {
+            naga::TypeInner::Scalar(s) => vec![one(wgsl_scalar(*s))],
+            naga::TypeInner::Vector { size: n, scalar } => {
+                let w = scalar.width as usize;
+                (0..*n as usize)
+                    .map(|i| Scalar {
+                        name: format!("{name}[{i}]"),
+                        offset: offset + i * w,
+                        size: w,
+                        ty: wgsl_scalar(*scalar),
+                    })
+                    .collect()
+            }
+            naga::TypeInner::Array {
+                base,
+                size: naga::ArraySize::Constant(n),
+                stride,
+            } => (0..n.get() as usize)
+                .flat_map(|i| {
+                    wgsl_scalars(
+                        module,
+                        &format!("{name}[{i}]"),
+                        offset + i * *stride as usize,
+                        *base,
+                    )
+                })
+                .collect(),
+            other => vec![one(format!("{other:?}"))],
+        }
+    }
+
+    /// The uniform block of `shader` (the one `var<uniform>`), as WGSL lays it out.
+    fn wgsl_layout(shader: &ShaderSource) -> Option<Layout> {
+        let module = naga::front::wgsl::parse_str(shader.source)
+            .unwrap_or_else(|e| panic!("{}: {}", shader.name, e.emit_to_string(shader.source)));
+        let uniforms: Vec<_> = module
+            .global_variables
+            .iter()
+            .filter(|(_, v)| v.space == naga::AddressSpace::Uniform)
+            .collect();
+        assert!(
+            uniforms.len() <= 1,
+            "{}: more than one uniform block",
+            shader.name
+        );
+        let (_, var) = uniforms.first()?;
+        let ty = &module.types[var.ty];
+        let naga::TypeInner::Struct { members, span } = &ty.inner else {
+            panic!("{}: the uniform is not a struct", shader.name);
+        };
+        let scalars = members
+            .iter()
+            .flat_map(|m| {
+                wgsl_scalars(
+                    &module,
+                    m.name.as_deref().unwrap_or("?"),
+                    m.offset as usize,
+                    m.ty,
+                )
+            })
+            .collect();
+        Some(Layout {
+            name: format!(
+                "shaders/{}.wgsl struct {}",
+                shader.name,
+                ty.name.as_deref().unwrap_or("?")
+            ),
+            size: *span as usize,
+            scalars,
+        })
+    }
+
+    /// Differences between the two layouts, one line each.
+    fn differences(rust: &Layout, wgsl: &Layout) -> Vec<String> {
+        let mut out = Vec::new();
+        if rust.size != wgsl.size {
+            out.push(format!(
+                "size: {} is {} bytes, {} is {} bytes",
+                rust.name, rust.size, wgsl.name, wgsl.size
+            ));
+        }
+        let n = rust.scalars.len().max(wgsl.scalars.len());
+        for i in 0..n {
+            match (rust.scalars.get(i), wgsl.scalars.get(i)) {
+                (Some(r), Some(w)) => {
+                    let padding = r.name.starts_with('_') && w.name.starts_with('_');
+                    if r.offset != w.offset
+                        || r.size != w.size
+                        || r.ty != w.ty
+                        || (!padding && r.name != w.name)
+                    {
+                        out.push(format!(
+                            "member {i}: Rust `{}: {}` at offset {} ({} bytes), WGSL `{}: {}` \
+                             at offset {} ({} bytes)",
+                            r.name, r.ty, r.offset, r.size, w.name, w.ty, w.offset, w.size
+                        ));
+                    }
+                }
+                (Some(r), None) => out.push(format!(
+                    "member {i}: Rust `{}: {}` at offset {} has no WGSL counterpart",
+                    r.name, r.ty, r.offset
+                )),
+                (None, Some(w)) => out.push(format!(
+                    "member {i}: WGSL `{}: {}` at offset {} has no Rust counterpart",
+                    w.name, w.ty, w.offset
+                )),
+                (None, None) => {}
+            }
+        }
+        out
+    }
+
+    fn rust_layout_for(shader: &str) -> Option<Layout> {
+        Some(match shader {
+            "batchnorm" => rust_layout!(BatchNormParams {
+                rows,
+                channels,
+                chunk_rows,
+                chunks,
+                eps,
+                momentum,
+                inv_rows,
+                stripes,
+                relu,
+                _pad,
+            }),
+            "conv2d" | "conv2d_common" | "conv2d_subgroup" => rust_layout!(Conv2dParams {
+                n,
+                h,
+                w,
+                cin,
+                cout,
+                kh,
+                kw,
+                stride,
+                pad,
+                oh,
+                ow,
+                rows,
+                cols,
+                red,
+                accumulate,
+                zsplit,
+                kchunk,
+                _pad,
+            }),
+            "diversify" => rust_layout!(DiversifyParams {
+                n,
+                h,
+                w,
+                c,
+                grid,
+                patches_x,
+                seed,
+                _pad,
+                p_peak,
+                p_patch,
+                alpha,
+                _pad2,
+            }),
+            "elementwise" => rust_layout!(ElementwiseParams { n }),
+            "gemm" => rust_layout!(GemmParams {
+                m,
+                n,
+                k,
+                a_rs,
+                a_cs,
+                b_rs,
+                b_cs,
+                c_rs,
+                alpha,
+                beta,
+                a_off,
+                b_off,
+                c_off,
+                a_bs,
+                b_bs,
+                c_bs,
+            }),
+            "head" => rust_layout!(HeadParams {
+                rows,
+                cols,
+                accumulate,
+                _pad,
+            }),
+            "loss" => rust_layout!(LossParams {
+                n,
+                c,
+                kp,
+                all,
+                top5,
+                _pad0,
+                _pad1,
+                _pad2,
+            }),
+            "pool" => rust_layout!(PoolParams {
+                n,
+                h,
+                w,
+                c,
+                k,
+                stride,
+                pad,
+                oh,
+                ow,
+                total,
+            }),
+            "sgd" => rust_layout!(SgdParams { n, apply_decay }),
+            _ => return None,
+        })
+    }
+
+    #[test]
+    fn every_params_struct_matches_its_wgsl_struct() {
+        let mut problems = Vec::new();
+        let mut checked = 0;
+        for shader in ALL_SHADERS {
+            match (rust_layout_for(shader.name), wgsl_layout(shader)) {
+                (Some(rust), Some(wgsl)) => {
+                    checked += 1;
+                    for d in differences(&rust, &wgsl) {
+                        problems.push(format!("{} vs {}: {d}", rust.name, wgsl.name));
+                    }
+                }
+                (None, Some(wgsl)) => problems.push(format!(
+                    "{} has no Rust parameter block listed in this test",
+                    wgsl.name
+                )),
+                (Some(rust), None) => problems.push(format!(
+                    "{} is listed for shaders/{}.wgsl, which has no uniform block",
+                    rust.name, shader.name
+                )),
+                (None, None) => {}
+            }
+        }
+        assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+        assert_eq!(
+            checked,
+            ALL_SHADERS.len(),
+            "every shader has a Params block"
+        );
+    }
+
+    #[test]
+    fn a_changed_field_is_reported() {
+        // The comparison itself: a WGSL layout with `eps` as u32 and `_p2` dropped.
+        let rust = rust_layout_for("batchnorm").unwrap();
+        let mut wgsl = wgsl_layout(&BATCHNORM).unwrap();
+        wgsl.scalars[4].ty = "u32".into();
+        wgsl.scalars.pop();
+        wgsl.size -= 4;
+        let d = differences(&rust, &wgsl);
+        assert_eq!(d.len(), 3, "{d:#?}");
+        assert!(d[0].contains("size"), "{d:#?}");
+        assert!(
+            d[1].contains("`eps: f32`") && d[1].contains("`eps: u32`"),
+            "{d:#?}"
+        );
+        assert!(
+            d[2].contains("_pad[2]") && d[2].contains("no WGSL"),
+            "{d:#?}"
+        );
+        // Two fields of the same type swapped are caught by name.
+        let mut swapped = wgsl_layout(&POOL).unwrap();
+        let (a, b) = (
+            swapped.scalars[1].name.clone(),
+            swapped.scalars[2].name.clone(),
+        );
+        swapped.scalars[1].name = b;
+        swapped.scalars[2].name = a;
+        assert_eq!(
+            differences(&rust_layout_for("pool").unwrap(), &swapped).len(),
+            2
+        );
+    }
+}

@@ -15,8 +15,8 @@ use crate::{Error, Result};
 use std::path::Path;
 
 /// Encodes `img` as PNG and writes it to `path` without ever leaving a half-written file
-/// there: the bytes go to a temporary file in the same folder, which is then renamed over
-/// `path`. The parent folder must exist. Errors name `path`.
+/// there ([`crate::fsio::write_atomic`]: a temporary file in the same folder, synced, then
+/// renamed over `path`). Errors name `path`.
 pub fn save_png(path: &Path, img: &image::RgbImage) -> Result<()> {
     let mut bytes = Vec::new();
     img.write_to(
@@ -24,19 +24,5 @@ pub fn save_png(path: &Path, img: &image::RgbImage) -> Result<()> {
         image::ImageFormat::Png,
     )
     .map_err(|e| Error::io(path, std::io::Error::other(e)))?;
-    let name = path.file_name().ok_or_else(|| {
-        Error::io(
-            path,
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file path"),
-        )
-    })?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".{}.tmp", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    let written = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, path));
-    written.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
+    crate::fsio::write_atomic(path, &bytes)
 }
