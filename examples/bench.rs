@@ -1,11 +1,14 @@
 //! Kernel benchmark: validates, then times, the GEMM and the convolution passes at
 //! ResNet-50-at-448px layer shapes, and the share of the method's kernels (diversification
-//! block + loss) in a whole training step. Prints tables of ms and GFLOP/s.
+//! block + loss) in a whole training step. Prints tables of ms and GFLOP/s. With `--memory`,
+//! prints the GPU memory plan of a model instead (see `finegrain::train::memory`).
 //!
 //! cargo run --release --example bench                      # sizes chosen for the adapter
 //! cargo run --release --example bench -- --full            # H200-sized runs on any adapter
 //! cargo run --release --example bench -- --gemm 512,1024 --conv-batch 2 --reps 5
+//! cargo run --release --example bench -- --memory resnet50,448,16,200   # no device needed
 
+use clap::Parser;
 use finegrain::gpu::{Dispatch, Gpu, Profiler};
 use finegrain::kernels::conv2d::{
     conv2d_backward_data, conv2d_backward_data_with, conv2d_backward_weight,
@@ -14,10 +17,55 @@ use finegrain::kernels::conv2d::{
 };
 use finegrain::kernels::gemm::{gemm, GemmSpec};
 use finegrain::model::ModelConfig;
-use finegrain::train::{TrainConfig, Trainer};
+use finegrain::train::memory::{mib, AdapterClass, Category, MemoryPlan};
+use finegrain::train::{NetMode, TrainConfig, Trainer};
 use rand::{Rng, SeedableRng};
 use std::time::Instant;
 
+/// Kernel benchmark (GEMM, convolutions, a whole training step) and memory plans. Sizes
+/// not given follow the adapter: small on a CPU adapter, ResNet-50 at 448 px on a GPU.
+#[derive(Parser, Debug)]
+#[command(name = "bench")]
+struct Cli {
+    /// H200-sized runs on any adapter: GEMM 1024..8192, conv batch 16, the ResNet-50
+    /// 448 px batch 16 200-class training step (flags given explicitly still win).
+    #[arg(long)]
+    full: bool,
+    /// GEMM sizes M = N = K.
+    #[arg(long, value_name = "N,N,..", value_delimiter = ',')]
+    gemm: Option<Vec<usize>>,
+    /// Batch of the ResNet-50 convolution shapes (0 skips them).
+    #[arg(long, value_name = "N")]
+    conv_batch: Option<usize>,
+    /// Batch of the tiny model's convolutions timed with every kernel variant (0 skips).
+    #[arg(long = "tiny-conv", value_name = "BATCH", default_value_t = 32)]
+    tiny_batch: usize,
+    /// Timed repetitions (at least 1).
+    #[arg(long, value_name = "N")]
+    reps: Option<usize>,
+    /// Model of the training-step benchmark.
+    #[arg(long, value_name = "NAME")]
+    step_model: Option<String>,
+    /// Input size of the training step, in pixels.
+    #[arg(long, value_name = "PX")]
+    step_size: Option<usize>,
+    /// Batch of the training step.
+    #[arg(long, value_name = "N")]
+    step_batch: Option<usize>,
+    /// Classes of the training step.
+    #[arg(long, value_name = "C")]
+    step_classes: Option<usize>,
+    /// Print the GPU memory plan of a training and an inference network (bytes by
+    /// category, total, largest buffers) and exit, without opening a device.
+    #[arg(long, value_name = "MODEL,SIZE,BATCH,CLASSES[,CHANNELS]")]
+    memory: Option<String>,
+    /// Adapter class the memory plan is for: gpu (tiled convolutions), cpu-subgroup
+    /// (lavapipe on x86-64) or cpu.
+    #[arg(long, value_name = "CLASS", default_value = "gpu")]
+    memory_adapter: String,
+}
+
+/// The benchmark's sizes, resolved: a flag, else `--full`, else the adapter's default.
 struct Args {
     gemm: Vec<usize>,
     conv_batch: usize,
@@ -29,74 +77,116 @@ struct Args {
     step_classes: usize,
 }
 
-fn parse_args(gpu: &Gpu) -> Result<Args, String> {
-    let cpu = gpu.is_cpu();
-    let mut a = Args {
-        gemm: if cpu {
-            vec![128, 256, 512]
-        } else {
-            vec![1024, 2048, 4096, 8192]
-        },
-        conv_batch: if cpu { 1 } else { 16 },
-        tiny_batch: 32,
-        reps: if cpu { 3 } else { 10 },
-        step_model: if cpu {
-            "tiny".into()
-        } else {
-            "resnet50".into()
-        },
-        step_size: if cpu { 28 } else { 448 },
-        step_batch: if cpu { 32 } else { 16 },
-        step_classes: if cpu { 10 } else { 200 },
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(f) = it.next() {
-        let mut val = || it.next().ok_or_else(|| format!("{f} needs a value"));
-        match f.as_str() {
-            "--full" => {
-                a.gemm = vec![1024, 2048, 4096, 8192];
-                a.conv_batch = 16;
-                a.step_model = "resnet50".into();
-                a.step_size = 448;
-                a.step_batch = 16;
-                a.step_classes = 200;
-            }
-            "--gemm" => {
-                a.gemm = val()?
-                    .split(',')
-                    .map(|s| {
-                        s.trim()
-                            .parse::<usize>()
-                            .map_err(|e| format!("--gemm {s}: {e}"))
-                    })
-                    .collect::<Result<_, _>>()?
-            }
-            "--conv-batch" => {
-                a.conv_batch = val()?.parse().map_err(|e| format!("--conv-batch: {e}"))?
-            }
-            "--tiny-conv" => {
-                a.tiny_batch = val()?.parse().map_err(|e| format!("--tiny-conv: {e}"))?
-            }
-            "--reps" => a.reps = val()?.parse().map_err(|e| format!("--reps: {e}"))?,
-            "--step-model" => a.step_model = val()?,
-            "--step-size" => {
-                a.step_size = val()?.parse().map_err(|e| format!("--step-size: {e}"))?
-            }
-            "--step-batch" => {
-                a.step_batch = val()?.parse().map_err(|e| format!("--step-batch: {e}"))?
-            }
-            "--step-classes" => {
-                a.step_classes = val()?.parse().map_err(|e| format!("--step-classes: {e}"))?
-            }
-            "-h" | "--help" => {
-                println!("options: --full | --gemm N,N,.. | --conv-batch N | --tiny-conv BATCH | --reps N | --step-model NAME --step-size PX --step-batch N --step-classes C");
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown option {other}")),
+impl Args {
+    fn resolve(cli: &Cli, gpu: &Gpu) -> Args {
+        let big = cli.full || !gpu.is_cpu();
+        let pick = |flag: Option<usize>, gpu_value: usize, cpu_value: usize| {
+            flag.unwrap_or(if big { gpu_value } else { cpu_value })
+        };
+        let gemm = match &cli.gemm {
+            Some(g) => g.clone(),
+            None if big => vec![1024, 2048, 4096, 8192],
+            None => vec![128, 256, 512],
+        };
+        let step_model = match &cli.step_model {
+            Some(m) => m.clone(),
+            None if big => "resnet50".into(),
+            None => "tiny".into(),
+        };
+        // `--full` leaves the repetitions to the adapter.
+        let reps = cli.reps.unwrap_or(if gpu.is_cpu() { 3 } else { 10 });
+        Args {
+            gemm,
+            conv_batch: pick(cli.conv_batch, 16, 1),
+            tiny_batch: cli.tiny_batch,
+            reps: reps.max(1),
+            step_model,
+            step_size: pick(cli.step_size, 448, 28),
+            step_batch: pick(cli.step_batch, 16, 32),
+            step_classes: pick(cli.step_classes, 200, 10),
         }
     }
-    a.reps = a.reps.max(1);
-    Ok(a)
+}
+
+/// `--memory MODEL,SIZE,BATCH,CLASSES[,CHANNELS]`: the memory plans of a training network
+/// (with the default recipe's method: diversification block, GCE and its cross-entropy
+/// warm-up list) and of an inference network, from the model alone.
+fn print_memory(spec: &str, class_name: &str) -> finegrain::Result<()> {
+    let bad = |m: String| finegrain::Error::invalid("--memory", m);
+    let parts: Vec<&str> = spec.split(',').map(str::trim).collect();
+    if !(4..=5).contains(&parts.len()) {
+        return Err(bad(format!(
+            "`{spec}`: expected MODEL,SIZE,BATCH,CLASSES[,CHANNELS], e.g. resnet50,448,16,200"
+        )));
+    }
+    let num = |i: usize, what: &str| {
+        parts[i]
+            .parse::<usize>()
+            .map_err(|e| bad(format!("{what} `{}`: {e}", parts[i])))
+    };
+    let (size, batch, classes) = (num(1, "size")?, num(2, "batch")?, num(3, "classes")?);
+    let channels = if parts.len() == 5 {
+        num(4, "channels")?
+    } else {
+        3
+    };
+    let class = AdapterClass::parse(class_name)?;
+    let model = ModelConfig::preset(parts[0], channels, size, classes)?;
+    let (method, _) = TrainConfig {
+        batch,
+        ..TrainConfig::default()
+    }
+    .method(model.num_classes, model.feature_size())?;
+    let train = MemoryPlan::new(&model, batch, NetMode::Train, class, &method)?;
+    let infer = MemoryPlan::new(&model, batch, NetMode::Inference, class, &method)?;
+    println!(
+        "memory plan: {} {size} px x {channels} channels, batch {batch}, {classes} classes; \
+         adapter class {class_name} ({:?} convolutions, {:?} batch-norm sizing); training \
+         with {} dispatch lists (DB + GCE, cross-entropy warm-up)\n",
+        parts[0], class.conv, class.bn, train.lists
+    );
+    println!(
+        "| category | train bytes | train MiB | inference bytes | inference MiB |\n\
+         |---|---:|---:|---:|---:|"
+    );
+    for c in Category::ALL {
+        let (t, i) = (train.category_bytes(c), infer.category_bytes(c));
+        if t + i > 0 {
+            println!(
+                "| {} | {t} | {:.1} | {i} | {:.1} |",
+                c.name(),
+                mib(t),
+                mib(i)
+            );
+        }
+    }
+    let (t, i) = (train.total_bytes(), infer.total_bytes());
+    println!(
+        "| **total** | **{t}** | **{:.1}** ({:.2} GiB) | **{i}** | **{:.1}** ({:.2} GiB) |",
+        mib(t),
+        mib(t) / 1024.0,
+        mib(i),
+        mib(i) / 1024.0
+    );
+    println!(
+        "\n{} buffers in training, {} in inference; not counted: one uniform parameter block \
+         per dispatch (16-80 bytes), host staging buffers, driver overhead.",
+        train.buffers.len(),
+        infer.buffers.len()
+    );
+    for (plan, mode) in [(&train, "training"), (&infer, "inference")] {
+        println!("\n| largest buffers ({mode}) | category | MiB | tensors |\n|---|---|---:|---:|");
+        for b in plan.largest(12) {
+            println!(
+                "| {} | {} | {:.1} | {} |",
+                b.label,
+                b.category.name(),
+                mib(b.bytes()),
+                b.tensors.len()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Median GPU time (ms) of running `ds` together: timestamp queries when the adapter has
@@ -659,6 +749,14 @@ fn bench_step(gpu: &Gpu, a: &Args, rng: &mut impl Rng) -> finegrain::Result<()> 
 }
 
 fn main() {
+    let cli = Cli::parse();
+    if let Some(spec) = &cli.memory {
+        if let Err(e) = print_memory(spec, &cli.memory_adapter) {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+        return;
+    }
     let gpu = match Gpu::from_env() {
         Ok(g) => g,
         Err(e) => {
@@ -666,13 +764,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let args = match parse_args(&gpu) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(2);
-        }
-    };
+    let args = Args::resolve(&cli, &gpu);
     println!("device: {}", gpu.describe());
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let r = bench_gemm(&gpu, &args, &mut rng)

@@ -207,7 +207,7 @@ impl Conv2dKernel {
         };
         match gpu.kernels {
             KernelFamily::Tiled => Conv2dKernel::Tiled,
-            KernelFamily::Broadcast => cpu_kernels,
+            KernelFamily::Cpu => cpu_kernels,
             KernelFamily::Auto if gpu.is_cpu() => cpu_kernels,
             KernelFamily::Auto => Conv2dKernel::Tiled,
         }
@@ -459,7 +459,13 @@ fn split_chunks(s: &Conv2dShape, kernel: Conv2dKernel, splits: usize) -> (usize,
 
 /// f32 of scratch that [`conv2d_backward_weight`] needs for `s` on `gpu` (0: no split).
 pub fn weight_grad_scratch_len(gpu: &Gpu, s: &Conv2dShape) -> usize {
-    let kernel = Conv2dKernel::for_gpu(gpu);
+    weight_grad_scratch_len_with(s, Conv2dKernel::for_gpu(gpu))
+}
+
+/// f32 of scratch that [`conv2d_backward_weight_with`] needs for `s` with `kernel` (0: no
+/// split): a function of the shape and the kernel family only, so a memory plan can be
+/// made without a device.
+pub fn weight_grad_scratch_len_with(s: &Conv2dShape, kernel: Conv2dKernel) -> usize {
     let (_, chunks) = split_chunks(s, kernel, weight_grad_splits(s, kernel));
     if chunks <= 1 {
         0

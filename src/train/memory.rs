@@ -1,0 +1,1041 @@
+//! The memory plan of a [`Network`](super::Network): every GPU buffer it allocates, named,
+//! sized and put in a category, computed from the model, the batch size, the mode and the
+//! adapter class alone (no device). [`ActivationLayout`] is where the activations and
+//! their gradients share storage by liveness; `Network::build` allocates by it, so the
+//! sharing rules live here and only here.
+//!
+//! What the plan counts: every storage buffer the network creates, including the scratch
+//! buffers its kernels' launchers create and keep alive in their bind groups (batch-norm
+//! reduction partials, the loss's per-image statistics, one set per training dispatch
+//! list). What it does not: each dispatch's uniform parameter block (16 to 80 bytes, one
+//! per dispatch: about 0.1 MiB for a ResNet-50 training network; `tests/memory.rs` adds
+//! them from the dispatch lists), host staging buffers made by the trainer, and whatever
+//! the driver adds (pipelines, alignment).
+//!
+//! ```
+//! use finegrain::model::ModelConfig;
+//! use finegrain::train::memory::{AdapterClass, MemoryPlan};
+//! use finegrain::train::NetMode;
+//! use finegrain::train::TrainConfig;
+//!
+//! let model = ModelConfig::preset("resnet18", 3, 224, 200).unwrap();
+//! let (method, _) = TrainConfig::default()
+//!     .method(model.num_classes, model.feature_size())
+//!     .unwrap();
+//! let train = MemoryPlan::new(&model, 8, NetMode::Train, AdapterClass::GPU, &method).unwrap();
+//! let infer = MemoryPlan::new(&model, 8, NetMode::Inference, AdapterClass::GPU, &method).unwrap();
+//! assert!(infer.total_bytes() < train.total_bytes() / 3);
+//! println!("{}", train.markdown_table());
+//! ```
+
+use super::network::params::{grad_label, momentum_label, param_specs};
+use super::network::topology::{Topology, Unit};
+use super::{MethodConfig, NetMode};
+use crate::error::Result;
+use crate::gpu::{DType, Gpu};
+use crate::kernels::batchnorm::{BatchNormShape, BnSizing};
+use crate::kernels::conv2d::{weight_grad_scratch_len_with, Conv2dKernel};
+use crate::method::loss::{LossKind, STATS};
+use crate::model::ModelConfig;
+
+/// The adapter properties that buffer sizes depend on: the convolution kernel family
+/// (the split-K weight gradient's scratch) and the batch-norm sizing (its reduction
+/// partials). [`AdapterClass::of`] reads them from a device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdapterClass {
+    pub conv: Conv2dKernel,
+    pub bn: BnSizing,
+}
+
+impl AdapterClass {
+    /// A GPU: tiled convolutions, GPU batch-norm sizing.
+    pub const GPU: AdapterClass = AdapterClass {
+        conv: Conv2dKernel::Tiled,
+        bn: BnSizing::Gpu,
+    };
+    /// A CPU adapter with 8-wide subgroups (lavapipe on x86-64).
+    pub const CPU_SUBGROUP: AdapterClass = AdapterClass {
+        conv: Conv2dKernel::Subgroup,
+        bn: BnSizing::Cpu,
+    };
+    /// A CPU adapter without 8-wide subgroups.
+    pub const CPU: AdapterClass = AdapterClass {
+        conv: Conv2dKernel::Broadcast,
+        bn: BnSizing::Cpu,
+    };
+
+    /// What `gpu`'s launchers pick.
+    pub fn of(gpu: &Gpu) -> AdapterClass {
+        AdapterClass {
+            conv: Conv2dKernel::for_gpu(gpu),
+            bn: BnSizing::for_gpu(gpu),
+        }
+    }
+
+    /// `gpu`, `cpu-subgroup` or `cpu`.
+    pub fn parse(name: &str) -> Result<AdapterClass> {
+        match name {
+            "gpu" => Ok(AdapterClass::GPU),
+            "cpu-subgroup" => Ok(AdapterClass::CPU_SUBGROUP),
+            "cpu" => Ok(AdapterClass::CPU),
+            other => Err(crate::Error::invalid(
+                "adapter class",
+                format!("`{other}` is not one of gpu, cpu-subgroup, cpu"),
+            )),
+        }
+    }
+}
+
+/// Training dispatch lists a network records: the main phase's, plus a plain
+/// cross-entropy one for the warm-up phase when the main loss is not cross-entropy; none
+/// in an inference network. Each list's launchers own their scratch buffers.
+pub fn training_lists(mode: NetMode, method: &MethodConfig) -> usize {
+    match mode {
+        NetMode::Inference => 0,
+        NetMode::Train if method.loss == LossKind::CrossEntropy => 1,
+        NetMode::Train => 2,
+    }
+}
+
+/// Label of the split-K scratch buffer (the partial weight gradients).
+pub const SPLIT_K_SCRATCH: &str = "conv.weight_grad.partials";
+
+/// f32 of the one split-K scratch buffer a training network of `topo` allocates on an
+/// adapter of class `class` (0: no layer splits): the most any layer's weight gradient
+/// needs, since each layer's sum consumes it before the next layer writes it.
+pub fn split_k_scratch_len(topo: &Topology, class: AdapterClass) -> usize {
+    topo.units()
+        .map(|u| weight_grad_scratch_len_with(&u.conv, class.conv))
+        .max()
+        .unwrap_or(0)
+}
+
+/// One of the few buffers that activations (inference) or activation gradients (training)
+/// share by liveness.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SharedBuffer {
+    /// Every unit's convolution output `z` (inference; batch norm reads it at once) or its
+    /// gradient `dz` (training; written by BN backward, read at once by the convolution's
+    /// two backward passes).
+    ConvOut,
+    /// Block boundaries (the stem output and each block output), alternating between two:
+    /// block b reads its input (gradient: writes its input's gradient) while it writes its
+    /// output (reads its output's gradient).
+    Boundary(usize),
+    /// Outputs inside a block (units before the last) and the stem's output before the max
+    /// pool (inference), or their gradients (training): each is dead before the next is
+    /// written. In both modes also the downsample's output, which the residual join reads
+    /// right after it is written (in training the buffer holds gradients only during the
+    /// backward pass).
+    Inner,
+}
+
+impl SharedBuffer {
+    /// The buffer's label: `grad.shared.*` in a training network, `act.shared.*` in an
+    /// inference one.
+    pub fn label(self, mode: NetMode) -> String {
+        let kind = match mode {
+            NetMode::Train => "grad",
+            NetMode::Inference => "act",
+        };
+        match self {
+            SharedBuffer::ConvOut => format!("{kind}.shared.conv_out"),
+            SharedBuffer::Boundary(i) => format!("{kind}.shared.boundary{i}"),
+            SharedBuffer::Inner => format!("{kind}.shared.inner"),
+        }
+    }
+
+    /// Position in [`SharedBuffer::ALL`].
+    pub fn index(self) -> usize {
+        match self {
+            SharedBuffer::ConvOut => 0,
+            SharedBuffer::Boundary(i) => 1 + i % 2,
+            SharedBuffer::Inner => 3,
+        }
+    }
+
+    /// The three kinds, both boundaries.
+    pub const ALL: [SharedBuffer; 4] = [
+        SharedBuffer::ConvOut,
+        SharedBuffer::Boundary(0),
+        SharedBuffer::Boundary(1),
+        SharedBuffer::Inner,
+    ];
+}
+
+/// Where an activation and its gradient live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// Training: the value has a buffer of its own (the backward pass reads it); the
+    /// gradient is a view of the shared buffer.
+    OwnValue { grad: SharedBuffer },
+    /// The value is a view of the shared buffer; the gradient field aliases the value and
+    /// nothing writes or reads it (inference; a downsample's output, whose backward takes
+    /// the block output's gradient).
+    SharedValue(SharedBuffer),
+}
+
+impl Placement {
+    /// A pair in `shared`: the gradient in training, the value in inference.
+    fn by_mode(mode: NetMode, shared: SharedBuffer) -> Placement {
+        match mode {
+            NetMode::Train => Placement::OwnValue { grad: shared },
+            NetMode::Inference => Placement::SharedValue(shared),
+        }
+    }
+}
+
+/// Placements of one unit's convolution output `z` (with `dz`) and BN output `y` (with
+/// `dy`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnitPlacement {
+    pub z: Placement,
+    pub y: Placement,
+}
+
+/// Placements of one block's units and downsample.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockPlacement {
+    pub units: Vec<UnitPlacement>,
+    pub downsample: Option<UnitPlacement>,
+}
+
+/// Elements of each shared buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SharedSizes {
+    pub conv_out: usize,
+    /// Each of the two boundary buffers.
+    pub boundary: usize,
+    pub inner: usize,
+}
+
+impl SharedSizes {
+    pub fn of(&self, b: SharedBuffer) -> usize {
+        match b {
+            SharedBuffer::ConvOut => self.conv_out,
+            SharedBuffer::Boundary(_) => self.boundary,
+            SharedBuffer::Inner => self.inner,
+        }
+    }
+}
+
+/// Storage of every activation and activation gradient, by liveness.
+///
+/// Training ([`NetMode::Train`]): every forward activation gets a buffer of its own
+/// (backward reads them all); the gradients share the [`SharedBuffer`]s: every `dz` one,
+/// block-boundary gradients alternating between two, the gradients inside a block (and
+/// the stem's before the max pool) one more (a unit's BN backward has consumed its `dy`
+/// before its convolution's data gradient writes the previous unit's). The exception is
+/// a downsample's output, which backward never reads: it lives in the inner buffer (the
+/// residual join reads it right after it is written, and the buffer holds gradients only
+/// during the backward pass); its `dy` is never read.
+///
+/// Inference ([`NetMode::Inference`]): the same sharing applied to the activations
+/// themselves (there is no backward to keep them for); the downsample's output goes to
+/// the inner buffer as in training.
+///
+/// The whole-network gradient test, the PyTorch parity test and the inference-vs-training
+/// test check that nothing live is overwritten.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActivationLayout {
+    pub mode: NetMode,
+    pub sizes: SharedSizes,
+    pub stem: UnitPlacement,
+    /// The max pool's output (and its gradient).
+    pub pool: Option<Placement>,
+    pub blocks: Vec<BlockPlacement>,
+}
+
+impl ActivationLayout {
+    pub fn new(topo: &Topology, mode: NetMode) -> ActivationLayout {
+        let act = |u: &Unit| u.out_len();
+        let mut conv_out = act(&topo.stem);
+        let mut inner = if topo.pool.is_some() {
+            act(&topo.stem)
+        } else {
+            1
+        };
+        let mut boundary: usize = topo.stem_out_shape().iter().product();
+        for b in &topo.blocks {
+            for (i, u) in b.units.iter().enumerate() {
+                conv_out = conv_out.max(act(u));
+                if i + 1 < b.units.len() {
+                    inner = inner.max(act(u));
+                }
+            }
+            if let Some(ds) = &b.downsample {
+                conv_out = conv_out.max(act(ds));
+                inner = inner.max(act(ds));
+            }
+            boundary = boundary.max(act(b.last()));
+        }
+        let pair = |s| Placement::by_mode(mode, s);
+        let z = pair(SharedBuffer::ConvOut);
+        // The stem output is boundary 0; with a max pool, the stem's own output is inner.
+        let (stem_y, pool) = match topo.pool {
+            Some(_) => (
+                pair(SharedBuffer::Inner),
+                Some(pair(SharedBuffer::Boundary(0))),
+            ),
+            None => (pair(SharedBuffer::Boundary(0)), None),
+        };
+        let blocks = topo
+            .blocks
+            .iter()
+            .enumerate()
+            .map(|(bi, b)| BlockPlacement {
+                units: (0..b.units.len())
+                    .map(|i| UnitPlacement {
+                        z,
+                        y: if i + 1 == b.units.len() {
+                            pair(SharedBuffer::Boundary((bi + 1) % 2))
+                        } else {
+                            pair(SharedBuffer::Inner)
+                        },
+                    })
+                    .collect(),
+                // In both modes: the downsample's output is read once, by the residual
+                // join right after it is written (its backward takes the block output's
+                // gradient), and in training the inner buffer holds gradients only during
+                // the backward pass.
+                downsample: b.downsample.as_ref().map(|_| UnitPlacement {
+                    z,
+                    y: Placement::SharedValue(SharedBuffer::Inner),
+                }),
+            })
+            .collect();
+        ActivationLayout {
+            mode,
+            sizes: SharedSizes {
+                conv_out,
+                boundary,
+                inner,
+            },
+            stem: UnitPlacement { z, y: stem_y },
+            pool,
+            blocks,
+        }
+    }
+}
+
+/// What a buffer is for (the rows of [`MemoryPlan::by_category`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Category {
+    /// Trainable values (conv weights, BN gamma/beta, head).
+    Parameters,
+    /// Their gradients.
+    Gradients,
+    /// SGD momentum (velocity).
+    Momentum,
+    /// BN running mean and variance.
+    BnRunningStats,
+    /// BN `save_mean` / `save_invstd` of the last training batch.
+    BnBatchStats,
+    /// Convolution outputs `z`: own buffers in training, the shared `conv_out` in
+    /// inference.
+    ConvOutputs,
+    /// BN (+ ReLU, + residual join) outputs `y` and the max pool's output.
+    BnOutputs,
+    /// The shared activation-gradient buffers (training).
+    ActivationGradients,
+    /// Max-pool argmax indices.
+    PoolIndex,
+    /// Class maps and their gradient.
+    ClassMaps,
+    /// Image scores and their gradient.
+    Scores,
+    /// Diversification-block suppression mask.
+    Mask,
+    /// Input images.
+    Images,
+    /// Labels.
+    Labels,
+    /// Step counter, SGD hyper-parameters, loss statistics.
+    Control,
+    /// Split-K partial weight gradients, one buffer for every layer.
+    SplitKScratch,
+    /// Batch-norm reduction partials, one per BN launch per training list.
+    BnPartials,
+    /// The loss's per-image statistics, one per training list.
+    LossScratch,
+}
+
+impl Category {
+    pub const ALL: [Category; 18] = [
+        Category::Parameters,
+        Category::Gradients,
+        Category::Momentum,
+        Category::BnRunningStats,
+        Category::BnBatchStats,
+        Category::ConvOutputs,
+        Category::BnOutputs,
+        Category::ActivationGradients,
+        Category::PoolIndex,
+        Category::ClassMaps,
+        Category::Scores,
+        Category::Mask,
+        Category::Images,
+        Category::Labels,
+        Category::Control,
+        Category::SplitKScratch,
+        Category::BnPartials,
+        Category::LossScratch,
+    ];
+
+    /// Row name in tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Category::Parameters => "parameters",
+            Category::Gradients => "parameter gradients",
+            Category::Momentum => "SGD momentum",
+            Category::BnRunningStats => "BN running stats",
+            Category::BnBatchStats => "BN save_mean / save_invstd",
+            Category::ConvOutputs => "activations: conv outputs z",
+            Category::BnOutputs => "activations: BN/ReLU/pool outputs y",
+            Category::ActivationGradients => "activation gradients (shared)",
+            Category::PoolIndex => "max-pool index",
+            Category::ClassMaps => "class maps (+ grad)",
+            Category::Scores => "scores (+ grad)",
+            Category::Mask => "DB mask",
+            Category::Images => "images",
+            Category::Labels => "labels",
+            Category::Control => "step / hyper / stats",
+            Category::SplitKScratch => "split-K scratch",
+            Category::BnPartials => "BN reduction partials",
+            Category::LossScratch => "loss per-image scratch",
+        }
+    }
+}
+
+/// One GPU buffer of the plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedBuffer {
+    /// The buffer's label (as the network or the launcher creating it spells it; the
+    /// launchers' scratch buffers of the two training lists share labels).
+    pub label: String,
+    pub category: Category,
+    pub dtype: DType,
+    /// Elements (4 bytes each).
+    pub elements: usize,
+    /// Labels of the tensors that are views of this buffer (the buffer's own label first
+    /// when a tensor of that name uses it; tensors that alias another tensor carry its
+    /// label).
+    pub tensors: Vec<String>,
+}
+
+impl PlannedBuffer {
+    /// Bytes the buffer takes (never fewer than 4, as `Gpu` allocates them).
+    pub fn bytes(&self) -> u64 {
+        (self.elements as u64 * 4).max(4)
+    }
+}
+
+/// Every buffer a network of one model, batch size and mode allocates on one class of
+/// adapter (see the module docs for what is left out).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemoryPlan {
+    pub mode: NetMode,
+    pub batch: usize,
+    pub class: AdapterClass,
+    /// Training dispatch lists ([`training_lists`]).
+    pub lists: usize,
+    pub buffers: Vec<PlannedBuffer>,
+}
+
+impl MemoryPlan {
+    /// The plan of `Network::new(gpu, config, batch, method, _)` ([`NetMode::Train`]) or
+    /// `Network::inference(gpu, config, batch)` on an adapter of class `class`.
+    pub fn new(
+        config: &ModelConfig,
+        batch: usize,
+        mode: NetMode,
+        class: AdapterClass,
+        method: &MethodConfig,
+    ) -> Result<MemoryPlan> {
+        let topo = Topology::new(config, batch)?;
+        MemoryPlan::for_topology(&topo, mode, class, training_lists(mode, method))
+    }
+
+    /// The plan of a network of `topo` with `lists` training dispatch lists (ignored in
+    /// inference, which has none).
+    pub fn for_topology(
+        topo: &Topology,
+        mode: NetMode,
+        class: AdapterClass,
+        lists: usize,
+    ) -> Result<MemoryPlan> {
+        let mut p = Builder::default();
+        let train = mode == NetMode::Train;
+        let lists = if train { lists } else { 0 };
+        let (params, state) = param_specs(topo)?;
+        for spec in &params {
+            let n = spec.layout.numel();
+            p.own(&spec.name, Category::Parameters, n);
+            if train {
+                p.own(&grad_label(&spec.name), Category::Gradients, n);
+                p.own(&momentum_label(&spec.name), Category::Momentum, n);
+            }
+        }
+        for s in &state {
+            p.own(&s.name, Category::BnRunningStats, s.len);
+        }
+        for u in topo.units() {
+            for what in ["save_mean", "save_invstd"] {
+                let label = format!("{}.{what}", u.bn_name);
+                p.own(&label, Category::BnBatchStats, u.channels());
+            }
+        }
+
+        let layout = ActivationLayout::new(topo, mode);
+        p.unit(&topo.stem, &layout.stem);
+        if let (Some(ps), Some(at)) = (&topo.pool, layout.pool) {
+            let len = ps.output_shape().iter().product();
+            p.activation("maxpool.out".into(), len, at, Category::BnOutputs);
+        }
+        for (b, at) in topo.blocks.iter().zip(&layout.blocks) {
+            for (u, a) in b.units.iter().zip(&at.units) {
+                p.unit(u, a);
+            }
+            if let (Some(ds), Some(a)) = (&b.downsample, &at.downsample) {
+                p.unit(ds, a);
+            }
+        }
+        for (i, b) in SharedBuffer::ALL.iter().enumerate() {
+            let cat = match (mode, b) {
+                (NetMode::Train, _) => Category::ActivationGradients,
+                (NetMode::Inference, SharedBuffer::ConvOut) => Category::ConvOutputs,
+                (NetMode::Inference, _) => Category::BnOutputs,
+            };
+            p.buffers.push(PlannedBuffer {
+                label: b.label(mode),
+                category: cat,
+                dtype: DType::F32,
+                elements: layout.sizes.of(*b),
+                tensors: std::mem::take(&mut p.views[i]),
+            });
+        }
+        if let Some(ps) = &topo.pool {
+            let len = ps.output_shape().iter().product();
+            p.own_u32("maxpool.index", Category::PoolIndex, len);
+        }
+
+        let n = topo.batch;
+        let maps: usize = topo.maps_shape().iter().product();
+        let scores = n * topo.classes;
+        p.own("images", Category::Images, topo.input.iter().product());
+        p.own_u32("labels", Category::Labels, n);
+        p.own("class_maps", Category::ClassMaps, maps);
+        p.own("scores", Category::Scores, scores);
+        if train {
+            p.own("class_maps.grad", Category::ClassMaps, maps);
+            p.own("scores.grad", Category::Scores, scores);
+        }
+        p.own_u32("diversify.mask", Category::Mask, maps);
+        p.own_u32("step", Category::Control, 2);
+        p.own("sgd.hyper", Category::Control, 4);
+        p.own("loss.stats", Category::Control, 4);
+
+        let scratch = split_k_scratch_len(topo, class);
+        if train && scratch > 0 {
+            p.own(SPLIT_K_SCRATCH, Category::SplitKScratch, scratch);
+        }
+        for _ in 0..lists {
+            p.training_list_scratch(topo, class.bn);
+        }
+        Ok(MemoryPlan {
+            mode,
+            batch: topo.batch,
+            class,
+            lists,
+            buffers: p.buffers,
+        })
+    }
+
+    /// Bytes of every buffer.
+    pub fn total_bytes(&self) -> u64 {
+        self.buffers.iter().map(|b| b.bytes()).sum()
+    }
+
+    /// Bytes per category, in [`Category::ALL`] order, categories without buffers left out.
+    pub fn by_category(&self) -> Vec<(Category, u64)> {
+        Category::ALL
+            .iter()
+            .filter_map(|&c| {
+                let mut it = self.buffers.iter().filter(|b| b.category == c).peekable();
+                it.peek()?;
+                Some((c, it.map(|b| b.bytes()).sum()))
+            })
+            .collect()
+    }
+
+    /// Bytes of one category (0 when it has no buffers).
+    pub fn category_bytes(&self, c: Category) -> u64 {
+        self.buffers
+            .iter()
+            .filter(|b| b.category == c)
+            .map(|b| b.bytes())
+            .sum()
+    }
+
+    /// The `n` largest buffers, largest first.
+    pub fn largest(&self, n: usize) -> Vec<&PlannedBuffer> {
+        let mut v: Vec<&PlannedBuffer> = self.buffers.iter().collect();
+        v.sort_by(|a, b| b.bytes().cmp(&a.bytes()).then(a.label.cmp(&b.label)));
+        v.truncate(n);
+        v
+    }
+
+    /// The buffer that holds the tensor labelled `label`: a buffer of that label, or the
+    /// shared buffer it is a view of.
+    pub fn buffer_of(&self, label: &str) -> Option<&PlannedBuffer> {
+        self.buffers.iter().find(|b| b.label == label).or_else(|| {
+            self.buffers
+                .iter()
+                .find(|b| b.tensors.iter().any(|t| t == label))
+        })
+    }
+
+    /// A markdown table: category, bytes, MiB, and the total.
+    pub fn markdown_table(&self) -> String {
+        let mut s = String::from("| category | bytes | MiB |\n|---|---:|---:|\n");
+        for (c, b) in self.by_category() {
+            s += &format!("| {} | {b} | {:.1} |\n", c.name(), mib(b));
+        }
+        let t = self.total_bytes();
+        s += &format!("| **total** | **{t}** | **{:.1}** |\n", mib(t));
+        s
+    }
+}
+
+/// Bytes as MiB.
+pub fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 20) as f64
+}
+
+#[derive(Default)]
+struct Builder {
+    buffers: Vec<PlannedBuffer>,
+    /// Tensors in each shared buffer, in [`SharedBuffer::ALL`] order.
+    views: [Vec<String>; 4],
+}
+
+impl Builder {
+    /// An activation of `len` elements placed at `placement`.
+    fn activation(&mut self, label: String, len: usize, at: Placement, category: Category) {
+        match at {
+            Placement::OwnValue { grad } => {
+                self.own(&label, category, len);
+                self.views[grad.index()].push(grad_label(&label));
+            }
+            Placement::SharedValue(b) => self.views[b.index()].push(label),
+        }
+    }
+
+    /// A unit's `z` and `y`.
+    fn unit(&mut self, u: &Unit, at: &UnitPlacement) {
+        self.activation(u.z_label(), u.out_len(), at.z, Category::ConvOutputs);
+        self.activation(u.y_label(), u.out_len(), at.y, Category::BnOutputs);
+    }
+
+    fn push(&mut self, label: &str, category: Category, dtype: DType, elements: usize) {
+        self.buffers.push(PlannedBuffer {
+            label: label.to_string(),
+            category,
+            dtype,
+            elements,
+            tensors: vec![label.to_string()],
+        });
+    }
+
+    fn own(&mut self, label: &str, category: Category, elements: usize) {
+        self.push(label, category, DType::F32, elements);
+    }
+
+    fn own_u32(&mut self, label: &str, category: Category, elements: usize) {
+        self.push(label, category, DType::U32, elements);
+    }
+
+    /// The scratch buffers the launchers of one training list create: per BN, its
+    /// forward's and its backward's reduction partials; the loss's per-image statistics.
+    fn training_list_scratch(&mut self, topo: &Topology, sizing: BnSizing) {
+        let partials = |bn: &BatchNormShape| bn.chunking(sizing).1 * 2 * bn.channels;
+        for u in topo.units() {
+            let label = format!("{}.bn_stats_partials", u.z_label());
+            self.own(&label, Category::BnPartials, partials(&u.bn));
+        }
+        self.own("loss.per_image", Category::LossScratch, topo.batch * STATS);
+        // Backward in reverse; a downsample's BN backward takes the block output's
+        // gradient (the launcher names its partials after that tensor).
+        for b in topo.blocks.iter().rev() {
+            let last = b.last();
+            for u in b.units.iter().rev() {
+                self.own(&bn_grad_partials(u), Category::BnPartials, partials(&u.bn));
+            }
+            if let Some(ds) = &b.downsample {
+                let label = bn_grad_partials(last);
+                self.own(&label, Category::BnPartials, partials(&ds.bn));
+            }
+        }
+        let stem = &topo.stem;
+        self.own(
+            &bn_grad_partials(stem),
+            Category::BnPartials,
+            partials(&stem.bn),
+        );
+    }
+}
+
+fn bn_grad_partials(u: &Unit) -> String {
+    format!("{}.bn_grad_partials", grad_label(&u.y_label()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn tiny() -> Topology {
+        let cfg = ModelConfig::preset("tiny", 1, 12, 3).unwrap();
+        Topology::new(&cfg, 4).unwrap()
+    }
+
+    fn bytes(plan: &MemoryPlan, c: Category) -> u64 {
+        plan.category_bytes(c)
+    }
+
+    /// The tiny model (1 x 12 x 12, 3 classes) at batch 4, counted by hand: stem 3x3 1->16
+    /// at 12x12, then one basic block per stage (16, 32, 64 channels; stride 2: 6x6, 3x3,
+    /// 2x2), each with a 1x1 downsample.
+    #[test]
+    fn tiny_training_plan_counted_by_hand() {
+        let plan = MemoryPlan::for_topology(&tiny(), NetMode::Train, AdapterClass::CPU, 2).unwrap();
+        // conv weights 144 + 2304 + 2304 + 256 + 4608 + 9216 + 512 + 18432 + 36864 + 2048,
+        // BN gamma and beta 2 x 352, head 64 x 3 + 3.
+        let params = (76688 + 704 + 195) * 4;
+        assert_eq!(bytes(&plan, Category::Parameters), params);
+        assert_eq!(bytes(&plan, Category::Gradients), params);
+        assert_eq!(bytes(&plan, Category::Momentum), params);
+        // 352 BN channels: mean + var, save_mean + save_invstd.
+        assert_eq!(bytes(&plan, Category::BnRunningStats), 2 * 352 * 4);
+        assert_eq!(bytes(&plan, Category::BnBatchStats), 2 * 352 * 4);
+        // Every z and y its own: stem 4x12x12x16, then three units of 4x6x6x16,
+        // 4x3x3x32, 4x2x2x64 per stage.
+        let acts = (9216 + 3 * 2304 + 3 * 1152 + 3 * 1024) * 4;
+        assert_eq!(bytes(&plan, Category::ConvOutputs), acts);
+        // ... except the downsample outputs, in the shared inner buffer.
+        let ds = (2304 + 1152 + 1024) * 4;
+        assert_eq!(bytes(&plan, Category::BnOutputs), acts - ds);
+        // conv_out: the largest z; boundaries: the stem output; inner: layer1's conv1.
+        assert_eq!(
+            bytes(&plan, Category::ActivationGradients),
+            (9216 + 2 * 9216 + 2304) * 4
+        );
+        assert_eq!(bytes(&plan, Category::ClassMaps), 2 * 4 * 2 * 2 * 3 * 4);
+        assert_eq!(bytes(&plan, Category::Scores), 2 * 4 * 3 * 4);
+        assert_eq!(bytes(&plan, Category::Mask), 4 * 2 * 2 * 3 * 4);
+        assert_eq!(bytes(&plan, Category::Images), 4 * 144 * 4);
+        assert_eq!(bytes(&plan, Category::Labels), 16);
+        assert_eq!(bytes(&plan, Category::Control), 8 + 16 + 16);
+        assert_eq!(bytes(&plan, Category::PoolIndex), 0);
+        // Broadcast kernels never split the weight gradient.
+        assert_eq!(bytes(&plan, Category::SplitKScratch), 0);
+        // CPU sizing: every BN here has at most 576 rows, one chunk of (2, C) per launch;
+        // a forward and a backward launch per BN, per list.
+        assert_eq!(bytes(&plan, Category::BnPartials), 2 * 2 * 2 * 352 * 4);
+        assert_eq!(bytes(&plan, Category::LossScratch), 2 * 4 * 4 * 4);
+        assert_eq!(plan.total_bytes(), 1_234_236);
+        let sum: u64 = plan.by_category().iter().map(|(_, b)| b).sum();
+        assert_eq!(sum, plan.total_bytes());
+    }
+
+    #[test]
+    fn tiny_inference_plan_counted_by_hand() {
+        let plan =
+            MemoryPlan::for_topology(&tiny(), NetMode::Inference, AdapterClass::CPU, 0).unwrap();
+        assert_eq!(bytes(&plan, Category::Parameters), 77587 * 4);
+        for c in [
+            Category::Gradients,
+            Category::Momentum,
+            Category::ActivationGradients,
+            Category::SplitKScratch,
+            Category::BnPartials,
+            Category::LossScratch,
+        ] {
+            assert_eq!(bytes(&plan, c), 0, "{c:?}");
+        }
+        // The activations live in the four shared buffers only.
+        assert_eq!(bytes(&plan, Category::ConvOutputs), 9216 * 4);
+        assert_eq!(bytes(&plan, Category::BnOutputs), (2 * 9216 + 2304) * 4);
+        assert_eq!(bytes(&plan, Category::ClassMaps), 48 * 4);
+        assert_eq!(plan.total_bytes(), 438_580);
+        assert!(plan
+            .buffers
+            .iter()
+            .all(|b| b.category != Category::Gradients));
+    }
+
+    #[test]
+    fn shared_buffer_views_follow_the_sharing_rules() {
+        let plan = MemoryPlan::for_topology(&tiny(), NetMode::Train, AdapterClass::CPU, 1).unwrap();
+        let views = |label: &str| plan.buffer_of(label).unwrap().tensors.clone();
+        assert_eq!(views("grad.shared.conv_out").len(), 10);
+        assert_eq!(
+            views("grad.shared.boundary0"),
+            ["bn1.out.grad", "layer2.0.bn2.out.grad"]
+        );
+        assert_eq!(
+            views("grad.shared.boundary1"),
+            ["layer1.0.bn2.out.grad", "layer3.0.bn2.out.grad"]
+        );
+        assert_eq!(
+            views("grad.shared.inner"),
+            [
+                "layer1.0.bn1.out.grad",
+                "layer1.0.downsample.1.out",
+                "layer2.0.bn1.out.grad",
+                "layer2.0.downsample.1.out",
+                "layer3.0.bn1.out.grad",
+                "layer3.0.downsample.1.out",
+            ]
+        );
+        assert_eq!(
+            plan.buffer_of("layer2.0.conv1.out.grad").unwrap().label,
+            "grad.shared.conv_out"
+        );
+        // Own buffers carry their own label; buffers the network names are named once.
+        let mut seen = HashMap::new();
+        for b in &plan.buffers {
+            if !matches!(b.category, Category::BnPartials | Category::LossScratch) {
+                assert!(seen.insert(b.label.clone(), ()).is_none(), "{}", b.label);
+            }
+        }
+        let inf =
+            MemoryPlan::for_topology(&tiny(), NetMode::Inference, AdapterClass::CPU, 0).unwrap();
+        assert_eq!(
+            inf.buffer_of("layer1.0.downsample.1.out").unwrap().label,
+            "act.shared.inner"
+        );
+        assert_eq!(
+            inf.buffer_of("bn1.out").unwrap().label,
+            "act.shared.boundary0"
+        );
+    }
+
+    /// Replays the forward (both modes) and the backward (training) in dispatch order on
+    /// the layout's shared buffers and checks that every read finds the tensor it wants,
+    /// for every preset: nothing live is overwritten. (Forward and backward touch disjoint
+    /// tensors of a shared buffer, so they are replayed apart.)
+    #[test]
+    fn no_live_tensor_is_overwritten() {
+        for (name, size) in [
+            ("tiny", 28),
+            ("small", 32),
+            ("resnet18", 64),
+            ("resnet34", 64),
+            ("resnet50", 64),
+        ] {
+            let cfg = ModelConfig::preset(name, 3, size, 5).unwrap();
+            let topo = Topology::new(&cfg, 2).unwrap();
+            let train = ActivationLayout::new(&topo, NetMode::Train);
+            replay_forward(&topo, &ActivationLayout::new(&topo, NetMode::Inference));
+            replay_forward(&topo, &train);
+            replay_backward(&topo, &train);
+        }
+    }
+
+    /// Which tensor each shared buffer holds.
+    struct Replay {
+        holds: HashMap<usize, String>,
+        slot: HashMap<String, Option<usize>>,
+    }
+
+    impl Replay {
+        fn new() -> Self {
+            Replay {
+                holds: HashMap::new(),
+                slot: HashMap::new(),
+            }
+        }
+        /// `t` lives in `b` (None: a buffer of its own).
+        fn place(&mut self, t: &str, b: Option<SharedBuffer>) {
+            self.slot.insert(t.to_string(), b.map(|b| b.index()));
+        }
+        fn write(&mut self, t: &str) {
+            if let Some(Some(b)) = self.slot.get(t) {
+                self.holds.insert(*b, t.to_string());
+            }
+        }
+        fn read(&self, t: &str) {
+            match self.slot.get(t) {
+                Some(Some(b)) => assert_eq!(
+                    self.holds.get(b).map(String::as_str),
+                    Some(t),
+                    "`{t}` was overwritten before it was read"
+                ),
+                Some(None) => {}
+                None => panic!("`{t}` has no placement"),
+            }
+        }
+    }
+
+    fn value_in(p: Placement) -> Option<SharedBuffer> {
+        match p {
+            Placement::SharedValue(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    fn grad_in(p: Placement) -> Option<SharedBuffer> {
+        match p {
+            Placement::OwnValue { grad } => Some(grad),
+            _ => None,
+        }
+    }
+
+    fn replay_forward(topo: &Topology, l: &ActivationLayout) {
+        let mut r = Replay::new();
+        let unit = |r: &mut Replay, u: &Unit, at: &UnitPlacement, x: &str| {
+            r.place(&u.z_label(), value_in(at.z));
+            r.place(&u.y_label(), value_in(at.y));
+            r.read(x);
+            r.write(&u.z_label());
+            r.read(&u.z_label());
+            r.write(&u.y_label());
+        };
+        r.place("images", None);
+        unit(&mut r, &topo.stem, &l.stem, "images");
+        let mut x = topo.stem.y_label();
+        if let Some(p) = l.pool {
+            r.place("maxpool.out", value_in(p));
+            r.read(&x);
+            r.write("maxpool.out");
+            x = "maxpool.out".into();
+        }
+        for (b, at) in topo.blocks.iter().zip(&l.blocks) {
+            let mut inp = x.clone();
+            for (u, ua) in b.units.iter().zip(&at.units) {
+                unit(&mut r, u, ua, &inp);
+                inp = u.y_label();
+            }
+            let short = match (&b.downsample, &at.downsample) {
+                (Some(ds), Some(da)) => {
+                    unit(&mut r, ds, da, &x);
+                    ds.y_label()
+                }
+                _ => x.clone(),
+            };
+            r.read(&inp);
+            r.read(&short);
+            r.write(&inp);
+            x = inp;
+        }
+        r.read(&x); // the head
+    }
+
+    fn replay_backward(topo: &Topology, l: &ActivationLayout) {
+        let mut r = Replay::new();
+        let g = |t: String| grad_label(&t);
+        for (u, at) in topo.units().zip(
+            std::iter::once(&l.stem).chain(
+                l.blocks
+                    .iter()
+                    .flat_map(|b| b.units.iter().chain(&b.downsample)),
+            ),
+        ) {
+            r.place(&g(u.z_label()), grad_in(at.z));
+            r.place(&g(u.y_label()), grad_in(at.y));
+        }
+        if let Some(p) = l.pool {
+            r.place("maxpool.out.grad", grad_in(p));
+        }
+        let stem_out = match l.pool {
+            Some(_) => "maxpool.out.grad".to_string(),
+            None => g(topo.stem.y_label()),
+        };
+        let input_grad = |b: usize| match b {
+            0 => stem_out.clone(),
+            _ => g(topo.blocks[b - 1].last().y_label()),
+        };
+        r.write(&input_grad(topo.blocks.len())); // head backward
+        for (bi, b) in topo.blocks.iter().enumerate().rev() {
+            let dout = g(b.last().y_label());
+            let dx = input_grad(bi);
+            r.read(&dout); // relu backward of the join
+            for i in (0..b.units.len()).rev() {
+                let u = &b.units[i];
+                r.read(&g(u.y_label())); // BN backward
+                r.write(&g(u.z_label()));
+                r.read(&g(u.z_label())); // both convolution gradients
+                r.write(&match i {
+                    0 => dx.clone(),
+                    _ => g(b.units[i - 1].y_label()),
+                });
+            }
+            if let Some(ds) = &b.downsample {
+                r.read(&dout);
+                r.write(&g(ds.z_label()));
+                r.read(&g(ds.z_label()));
+            } else {
+                r.read(&dout);
+            }
+            r.read(&dx); // the shortcut accumulates into it
+        }
+        if topo.pool.is_some() {
+            r.read("maxpool.out.grad");
+            r.write(&g(topo.stem.y_label()));
+        }
+        r.read(&g(topo.stem.y_label()));
+        r.write(&g(topo.stem.z_label()));
+        r.read(&g(topo.stem.z_label()));
+    }
+
+    #[test]
+    fn split_k_scratch_depends_on_the_adapter_class() {
+        let cfg = ModelConfig::preset("resnet18", 3, 64, 10).unwrap();
+        let topo = Topology::new(&cfg, 2).unwrap();
+        let plan = |class| MemoryPlan::for_topology(&topo, NetMode::Train, class, 1).unwrap();
+        let scratch = |p: &MemoryPlan| p.category_bytes(Category::SplitKScratch);
+        assert_eq!(scratch(&plan(AdapterClass::CPU)), 0);
+        let expect = topo
+            .units()
+            .map(|u| weight_grad_scratch_len_with(&u.conv, Conv2dKernel::Tiled))
+            .max()
+            .unwrap() as u64
+            * 4;
+        assert!(expect > 0);
+        assert_eq!(scratch(&plan(AdapterClass::GPU)), expect);
+        let inf = MemoryPlan::for_topology(&topo, NetMode::Inference, AdapterClass::GPU, 0);
+        assert_eq!(scratch(&inf.unwrap()), 0);
+    }
+
+    #[test]
+    fn training_lists_follow_the_loss() {
+        let ce = MethodConfig {
+            diversify: None,
+            loss: LossKind::CrossEntropy,
+        };
+        let gce = MethodConfig {
+            diversify: None,
+            loss: LossKind::Gce { k: 3 },
+        };
+        assert_eq!(training_lists(NetMode::Train, &ce), 1);
+        assert_eq!(training_lists(NetMode::Train, &gce), 2);
+        assert_eq!(training_lists(NetMode::Inference, &gce), 0);
+        let cfg = ModelConfig::preset("tiny", 1, 12, 3).unwrap();
+        let one = MemoryPlan::new(&cfg, 4, NetMode::Train, AdapterClass::CPU, &ce).unwrap();
+        let two = MemoryPlan::new(&cfg, 4, NetMode::Train, AdapterClass::CPU, &gce).unwrap();
+        let list = two.total_bytes() - one.total_bytes();
+        assert_eq!(list, (2 * 2 * 352 + 4 * 4) * 4);
+        assert!(MemoryPlan::new(&cfg, 0, NetMode::Train, AdapterClass::CPU, &ce).is_err());
+    }
+
+    #[test]
+    fn adapter_classes_parse() {
+        assert_eq!(AdapterClass::parse("gpu").unwrap(), AdapterClass::GPU);
+        assert_eq!(
+            AdapterClass::parse("cpu-subgroup").unwrap(),
+            AdapterClass::CPU_SUBGROUP
+        );
+        assert!(AdapterClass::parse("tpu").is_err());
+    }
+}

@@ -1,0 +1,363 @@
+//! The dispatch lists: one training iteration (forward, head, diversification block, loss,
+//! backward in reverse, optimizer) and one evaluation batch, built once from the network's
+//! tensors and recorded every step.
+//!
+//! Which buffers each step overwrites and which it accumulates into: every activation,
+//! activation gradient and parameter gradient is overwritten, except a block input's
+//! gradient, which the main branch overwrites and the shortcut then accumulates into (the
+//! block input feeds both). Running statistics, parameters and momentum are updated in
+//! place.
+
+use super::layers::{ConvBn, Layers};
+use super::params::{Param, ParamId, StateId, StateTensor};
+use super::MethodConfig;
+use crate::error::Result;
+use crate::gpu::{Dispatch, Gpu, Tensor};
+use crate::kernels::batchnorm::{
+    batchnorm_backward_sized, batchnorm_forward_eval_sized, batchnorm_forward_train_sized,
+};
+use crate::kernels::conv2d::{conv2d_backward_data, conv2d_backward_weight_with, conv2d_forward};
+use crate::kernels::elementwise::{add_inplace, add_relu_inplace, relu_backward_inplace};
+use crate::kernels::pool::{maxpool_backward, maxpool_forward};
+use crate::kernels::sgd::sgd_step;
+use crate::method::diversify::{
+    average_scores, average_scores_backward, diversify_backward, diversify_forward, DiversifyConfig,
+};
+use crate::method::head::{head_backward, head_forward};
+use crate::method::loss::{loss_forward_backward, LossKind};
+use crate::train::memory::AdapterClass;
+
+/// The network's tensors outside the backbone.
+pub(super) struct Io {
+    /// Input batch (N, S, S, Cin).
+    pub images: Tensor,
+    /// Labels (N) u32.
+    pub labels: Tensor,
+    /// Class maps (N, h, w, C) and their gradient.
+    pub maps: Tensor,
+    pub dmaps: Tensor,
+    /// Image scores (N, C) and their gradient.
+    pub scores: Tensor,
+    pub dscores: Tensor,
+    /// Suppression mask (N, h, w, C) u32.
+    pub mask: Tensor,
+    /// [step_lo, step_hi] u32.
+    pub step: Tensor,
+    /// [lr, momentum, weight_decay, grad_scale] f32.
+    pub hyper: Tensor,
+    /// [loss sum, top1, top5, non-finite count] f32.
+    pub stats: Tensor,
+}
+
+/// Everything the dispatch lists bind.
+pub(super) struct Recorder<'a> {
+    pub gpu: &'a Gpu,
+    pub class: AdapterClass,
+    pub params: &'a [Param],
+    pub state: &'a [StateTensor],
+    pub layers: &'a Layers,
+    pub io: &'a Io,
+    /// Split-K partials of the weight gradients, shared by every layer and list.
+    pub scratch: Option<&'a Tensor>,
+    /// Batch N, class-map size (h, w), classes C, feature channels D.
+    pub n: usize,
+    pub map: (usize, usize),
+    pub classes: usize,
+    pub features: usize,
+}
+
+impl Recorder<'_> {
+    fn param(&self, id: ParamId) -> &Param {
+        &self.params[id.index()]
+    }
+
+    fn state(&self, id: StateId) -> &Tensor {
+        &self.state[id.index()].value
+    }
+
+    /// One training iteration with `loss` as the loss and `method`'s diversification block.
+    pub fn training_iteration(
+        &self,
+        method: &MethodConfig,
+        loss: LossKind,
+    ) -> Result<Vec<Dispatch>> {
+        let db = method.diversify.as_ref();
+        let mut d = Vec::new();
+        self.backbone_forward(true, &mut d)?;
+        self.head_forward(&mut d)?;
+        self.scores_forward(db, &mut d)?;
+        self.loss(loss, &mut d)?;
+        self.scores_backward(db, &mut d)?;
+        self.head_backward(&mut d)?;
+        self.backbone_backward(&mut d)?;
+        self.optimizer(&mut d)?;
+        Ok(d)
+    }
+
+    /// The evaluation forward: running BN statistics, no masks, plain average of the class
+    /// maps into `scores`.
+    pub fn evaluation(&self) -> Result<Vec<Dispatch>> {
+        let mut d = Vec::new();
+        self.backbone_forward(false, &mut d)?;
+        self.head_forward(&mut d)?;
+        self.scores_forward(None, &mut d)?;
+        Ok(d)
+    }
+
+    /// Image scores from the class maps: the diversification block (suppression mask of
+    /// this step, then the average) when given, else the plain average.
+    fn scores_forward(&self, db: Option<&DiversifyConfig>, out: &mut Vec<Dispatch>) -> Result<()> {
+        let (g, io) = (self.gpu, self.io);
+        let (n, (mh, mw), c) = (self.n, self.map, self.classes);
+        match db {
+            Some(cfg) => out.extend(diversify_forward(
+                g, n, mh, mw, c, cfg, &io.maps, &io.step, &io.mask, &io.scores,
+            )?),
+            None => out.push(average_scores(g, n, mh, mw, c, &io.maps, &io.scores)?),
+        }
+        Ok(())
+    }
+
+    /// Loss statistics of the batch and the scores' gradient.
+    fn loss(&self, loss: LossKind, out: &mut Vec<Dispatch>) -> Result<()> {
+        let io = self.io;
+        out.extend(loss_forward_backward(
+            self.gpu,
+            self.n,
+            self.classes,
+            loss,
+            &io.scores,
+            &io.labels,
+            &io.dscores,
+            &io.stats,
+            false,
+        )?);
+        Ok(())
+    }
+
+    /// The class maps' gradient from the scores' (through the same mask).
+    fn scores_backward(&self, db: Option<&DiversifyConfig>, out: &mut Vec<Dispatch>) -> Result<()> {
+        let (g, io) = (self.gpu, self.io);
+        let (n, (mh, mw), c) = (self.n, self.map, self.classes);
+        out.push(match db {
+            Some(cfg) => {
+                diversify_backward(g, n, mh, mw, c, cfg, &io.dscores, &io.mask, &io.dmaps)?
+            }
+            None => average_scores_backward(g, n, mh, mw, c, &io.dscores, &io.dmaps)?,
+        });
+        Ok(())
+    }
+
+    /// Stem, max pool, then each block: its units, its shortcut, the residual join.
+    fn backbone_forward(&self, train: bool, out: &mut Vec<Dispatch>) -> Result<()> {
+        let l = self.layers;
+        self.unit_forward(&l.stem, &self.io.images, train, out)?;
+        if let Some(p) = &l.pool {
+            out.push(maxpool_forward(
+                self.gpu, &p.shape, &l.stem.y, &p.y, &p.index,
+            )?);
+        }
+        for (b, block) in l.blocks.iter().enumerate() {
+            let (x, _) = l.block_input(b);
+            let mut inp = x;
+            for u in &block.units {
+                self.unit_forward(u, inp, train, out)?;
+                inp = &u.y;
+            }
+            let last = block.last();
+            match &block.downsample {
+                Some(ds) => {
+                    self.unit_forward(ds, x, train, out)?;
+                    out.push(add_relu_inplace(self.gpu, &last.y, &ds.y)?);
+                }
+                None => out.push(add_relu_inplace(self.gpu, &last.y, x)?),
+            }
+        }
+        Ok(())
+    }
+
+    /// Class maps from the backbone features: 1x1 convolution with bias.
+    fn head_forward(&self, out: &mut Vec<Dispatch>) -> Result<()> {
+        let (feat, _) = self.layers.features();
+        let h = self.layers.head;
+        out.extend(head_forward(
+            self.gpu,
+            self.n * self.map.0 * self.map.1,
+            self.features,
+            self.classes,
+            feat,
+            &self.param(h.weight).value,
+            &self.param(h.bias).value,
+            &self.io.maps,
+        )?);
+        Ok(())
+    }
+
+    /// Head gradients and the gradient of the backbone features.
+    fn head_backward(&self, out: &mut Vec<Dispatch>) -> Result<()> {
+        let (feat, dfeat) = self.layers.features();
+        let (w, b) = (
+            self.param(self.layers.head.weight),
+            self.param(self.layers.head.bias),
+        );
+        out.extend(head_backward(
+            self.gpu,
+            self.n * self.map.0 * self.map.1,
+            self.features,
+            self.classes,
+            feat,
+            &w.value,
+            &self.io.dmaps,
+            dfeat,
+            &w.grad,
+            &b.grad,
+        )?);
+        Ok(())
+    }
+
+    /// The blocks in reverse, the max pool, the stem (no data gradient for the images).
+    fn backbone_backward(&self, out: &mut Vec<Dispatch>) -> Result<()> {
+        let l = self.layers;
+        for (b, block) in l.blocks.iter().enumerate().rev() {
+            let (x, dx) = l.block_input(b);
+            let last = block.last();
+            // d(out) -> d(sum) in place: out = relu(main + shortcut).
+            out.push(relu_backward_inplace(self.gpu, &last.y, &last.dy)?);
+            for i in (0..block.units.len()).rev() {
+                let u = &block.units[i];
+                let (ux, udx) = match i.checked_sub(1) {
+                    None => (x, dx),
+                    Some(prev) => (&block.units[prev].y, &block.units[prev].dy),
+                };
+                self.unit_backward(u, ux, &u.dy, Some((udx, false)), out)?;
+            }
+            match &block.downsample {
+                Some(ds) => self.unit_backward(ds, x, &last.dy, Some((dx, true)), out)?,
+                None => out.push(add_inplace(self.gpu, dx, &last.dy)?),
+            }
+        }
+        if let Some(p) = &l.pool {
+            out.push(maxpool_backward(
+                self.gpu, &p.shape, &p.dy, &p.index, &l.stem.dy,
+            )?);
+        }
+        self.unit_backward(&l.stem, &self.io.images, &l.stem.dy, None, out)
+    }
+
+    /// SGD with momentum and weight decay on every parameter, in table order.
+    fn optimizer(&self, out: &mut Vec<Dispatch>) -> Result<()> {
+        for p in self.params {
+            out.push(sgd_step(
+                self.gpu,
+                &p.value,
+                &p.grad,
+                &p.velocity,
+                &self.io.hyper,
+                p.decay,
+            )?);
+        }
+        Ok(())
+    }
+
+    /// Convolution of `x`, then batch norm (batch statistics when `train`, updating the
+    /// running ones; else the running ones), with the unit's ReLU fused into its last pass.
+    fn unit_forward(
+        &self,
+        u: &ConvBn,
+        x: &Tensor,
+        train: bool,
+        out: &mut Vec<Dispatch>,
+    ) -> Result<()> {
+        let g = self.gpu;
+        let p = &u.params;
+        out.push(conv2d_forward(
+            g,
+            &u.conv,
+            x,
+            &self.param(p.weight).value,
+            &u.z,
+        )?);
+        let (gamma, beta) = (&self.param(p.gamma).value, &self.param(p.beta).value);
+        let (rm, rv) = (self.state(p.running_mean), self.state(p.running_var));
+        if train {
+            out.extend(batchnorm_forward_train_sized(
+                g,
+                &u.bn,
+                self.class.bn,
+                u.relu,
+                [
+                    &u.z,
+                    gamma,
+                    beta,
+                    rm,
+                    rv,
+                    &u.save_mean,
+                    &u.save_invstd,
+                    &u.y,
+                ],
+            )?);
+        } else {
+            out.push(batchnorm_forward_eval_sized(
+                g,
+                &u.bn,
+                self.class.bn,
+                u.relu,
+                [&u.z, gamma, beta, rm, rv, &u.y],
+            )?);
+        }
+        Ok(())
+    }
+
+    /// Backward from `dy` (gradient of the unit's output, ReLU not yet applied when
+    /// `u.relu`): overwrites the parameter gradients and `dz`; writes (or accumulates into,
+    /// when its flag is set) `dx` if given.
+    fn unit_backward(
+        &self,
+        u: &ConvBn,
+        x: &Tensor,
+        dy: &Tensor,
+        dx: Option<(&Tensor, bool)>,
+        out: &mut Vec<Dispatch>,
+    ) -> Result<()> {
+        let g = self.gpu;
+        if u.relu {
+            out.push(relu_backward_inplace(g, &u.y, dy)?);
+        }
+        let (w, gamma, beta) = (
+            self.param(u.params.weight),
+            self.param(u.params.gamma),
+            self.param(u.params.beta),
+        );
+        out.extend(batchnorm_backward_sized(
+            g,
+            &u.bn,
+            self.class.bn,
+            [
+                &u.z,
+                dy,
+                &gamma.value,
+                &u.save_mean,
+                &u.save_invstd,
+                &u.dz,
+                &gamma.grad,
+                &beta.grad,
+            ],
+        )?);
+        out.extend(conv2d_backward_weight_with(
+            g,
+            &u.conv,
+            x,
+            &u.dz,
+            &w.grad,
+            false,
+            self.class.conv,
+            self.scratch,
+        )?);
+        if let Some((dx, accumulate)) = dx {
+            out.push(conv2d_backward_data(
+                g, &u.conv, &u.dz, &w.value, dx, accumulate,
+            )?);
+        }
+        Ok(())
+    }
+}

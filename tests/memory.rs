@@ -1,0 +1,94 @@
+//! The memory plan against the buffers a network really allocates: for a few models, batch
+//! sizes, methods and both modes, on the test adapter with its own kernel choice and with
+//! the tiled kernels (which split more weight gradients), the plan's total equals the bytes
+//! the network created (less the dispatches' uniform parameter blocks, which the plan leaves
+//! out), the buffer count matches, and every tensor the network holds is in the plan with
+//! its buffer's size and type. Devices of its own, so the byte counters see only this test.
+
+use finegrain::gpu::{Gpu, GpuOptions, KernelFamily};
+use finegrain::method::diversify::DiversifyConfig;
+use finegrain::method::loss::LossKind;
+use finegrain::model::ModelConfig;
+use finegrain::testing::gpu;
+use finegrain::train::memory::{AdapterClass, MemoryPlan, SPLIT_K_SCRATCH};
+use finegrain::train::network::MethodConfig;
+use finegrain::train::{NetMode, Network};
+
+#[test]
+fn memory_plan_equals_the_bytes_the_network_allocates() {
+    if gpu().is_none() {
+        return;
+    }
+    let methods = [
+        MethodConfig {
+            diversify: Some(DiversifyConfig::default()),
+            loss: LossKind::Gce { k: 2 },
+        },
+        MethodConfig {
+            diversify: None,
+            loss: LossKind::CrossEntropy,
+        },
+    ];
+    let models = [
+        ("tiny", 1, 12, 3, 4),
+        ("tiny", 1, 12, 3, 1),
+        ("resnet18", 3, 32, 4, 2),
+        ("resnet50", 3, 32, 5, 2),
+    ];
+    for kernels in [KernelFamily::Auto, KernelFamily::Tiled] {
+        let opts = GpuOptions {
+            kernels,
+            ..GpuOptions::from_env().unwrap()
+        };
+        let g = &Gpu::new(&opts).unwrap();
+        let class = AdapterClass::of(g);
+        let mut split = false;
+        for (name, ch, size, classes, batch) in models {
+            let model = ModelConfig::preset(name, ch, size, classes).unwrap();
+            for method in &methods {
+                for mode in [NetMode::Train, NetMode::Inference] {
+                    let what =
+                        format!("{name} {size}px batch {batch} {method:?} {mode:?} {class:?}");
+                    let (buffers0, _) = g.created();
+                    let bytes0 = g.bytes_created();
+                    let net = match mode {
+                        NetMode::Train => Network::new(g, &model, batch, method, 1),
+                        NetMode::Inference => Network::inference(g, &model, batch),
+                    }
+                    .unwrap();
+                    let bytes = g.bytes_created() - bytes0;
+                    let buffers = g.created().0 - buffers0;
+                    let dispatches: Vec<_> = net
+                        .train_main
+                        .iter()
+                        .chain(&net.train_ce)
+                        .chain(&net.eval)
+                        .collect();
+                    let uniforms: u64 = dispatches.iter().map(|d| d.params.size()).sum();
+                    let plan = MemoryPlan::new(&model, batch, mode, class, method).unwrap();
+                    assert_eq!(
+                        bytes - uniforms,
+                        plan.total_bytes(),
+                        "{what}: bytes allocated (less {uniforms} of uniforms) vs the plan\n{}",
+                        plan.markdown_table()
+                    );
+                    assert_eq!(
+                        buffers - dispatches.len(),
+                        plan.buffers.len(),
+                        "{what}: buffers created (less one uniform per dispatch) vs the plan"
+                    );
+                    for t in net.tensors() {
+                        let b = plan.buffer_of(&t.label).unwrap_or_else(|| {
+                            panic!("{what}: tensor `{}` is not in the plan", t.label)
+                        });
+                        assert_eq!(t.buffer.size(), b.bytes(), "{what}: `{}`", t.label);
+                        assert_eq!(t.dtype, b.dtype, "{what}: `{}`", t.label);
+                    }
+                    split |= plan.buffer_of(SPLIT_K_SCRATCH).is_some();
+                }
+            }
+        }
+        // Where this adapter's kernels split the weight gradient, the scratch was checked.
+        eprintln!("{class:?}: split-K scratch planned: {split}");
+    }
+}
