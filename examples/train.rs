@@ -1,23 +1,20 @@
 //! The main job: train a fine-grained classifier (class-map head + diversification block +
 //! gradient-boosting cross-entropy) entirely on the GPU.
 //!
-//! With no flags it trains the `tiny` ResNet for 4 epochs on Fashion-MNIST: the full 60k/10k set when
-//! Debian's `dataset-fashion-mnist` is installed, else the 10k/2k subset shipped in `data/`.
+//! With no flags it trains on Fashion-MNIST: the full 60k/10k set when Debian's
+//! `dataset-fashion-mnist` is installed, else the 10k/2k subset shipped in `data/`. Every
+//! default comes from the data through `finegrain::recipe::Recipe`; flags override it.
 //!
 //!     cargo run --release --example train
 //!     cargo run --release --example train -- --data path/to/CUB_200_2011 --model resnet50 --input-size 448
 //!     cargo run --release --example train -- --resume runs/default/last.safetensors
 
 use clap::{Parser, ValueEnum};
-use finegrain::data::{
-    dataset_kind, open_dataset, resolve_fashion_mnist, DataOptions, Dataset, DatasetKind, Split,
-};
 use finegrain::gpu::{Gpu, GpuOptions};
-use finegrain::model::ModelConfig;
-use finegrain::train::run::{run, RunOptions, PREPROCESS_KEY};
-use finegrain::train::{LossChoice, Schedule, TrainConfig};
+use finegrain::recipe::{Choices, Recipe};
+use finegrain::train::observe::{Console, ProgressStyle};
+use finegrain::train::{LossChoice, Run, RunOptions, Schedule};
 use std::path::PathBuf;
-use std::sync::Arc;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum ScheduleArg {
@@ -40,6 +37,7 @@ enum LossArg {
 }
 
 /// Train a fine-grained image classifier on the GPU (WGSL compute shaders through wgpu).
+/// Flags without a default shown take the recipe's choice for the data (printed at start).
 #[derive(Parser, Debug)]
 #[command(version, about, long_about = None)]
 struct Args {
@@ -53,31 +51,32 @@ struct Args {
     /// Use the shipped Fashion-MNIST subset even when the full set is installed.
     #[arg(long)]
     subset: bool,
-    /// Backbone: tiny (28 px grayscale), small, resnet18, resnet34, resnet50.
-    /// Default: tiny for IDX data, resnet50 for image datasets.
+    /// Backbone: tiny, small, resnet18, resnet34, resnet50 (recipe: tiny for images up to
+    /// 64 px, resnet18 up to 160 px, resnet50 for photos).
     #[arg(long)]
     model: Option<String>,
-    /// Input size in pixels (square). Default: 28 for IDX data, 224 for images (the paper: 448).
+    /// Input size in pixels, square (recipe: the images' own size up to 64 px, 224 for
+    /// photos; the paper: 448).
     #[arg(long)]
     input_size: Option<usize>,
-    /// Number of epochs.
-    #[arg(long, default_value_t = 4)]
-    epochs: usize,
-    /// Images per batch.
-    #[arg(long, default_value_t = 32)]
-    batch: usize,
-    /// Base learning rate (SGD with momentum).
-    #[arg(long, default_value_t = 0.1)]
-    lr: f32,
+    /// Number of epochs (recipe: 4 for small images, 30 otherwise, 90 fine-tuning).
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Images per batch (recipe: 32; 16 for photos).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Base learning rate, SGD with momentum (recipe: 0.1; 0.05 for photos; 0.001 fine-tuning).
+    #[arg(long)]
+    lr: Option<f32>,
     /// SGD momentum.
-    #[arg(long, default_value_t = 0.9)]
-    momentum: f32,
+    #[arg(long)]
+    momentum: Option<f32>,
     /// Weight decay on convolution and head weights.
-    #[arg(long, default_value_t = 1e-4)]
-    weight_decay: f32,
-    /// Learning-rate schedule after warm-up.
-    #[arg(long, value_enum, default_value_t = ScheduleArg::Cosine)]
-    schedule: ScheduleArg,
+    #[arg(long)]
+    weight_decay: Option<f32>,
+    /// Learning-rate schedule after warm-up (recipe: cosine; step when fine-tuning).
+    #[arg(long, value_enum)]
+    schedule: Option<ScheduleArg>,
     /// Epochs at which the step schedule multiplies the rate by --gamma (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "30,60")]
     milestones: Vec<usize>,
@@ -85,37 +84,36 @@ struct Args {
     #[arg(long, default_value_t = 0.1)]
     gamma: f32,
     /// Linear learning-rate warm-up in epochs (fractions allowed).
-    #[arg(long, default_value_t = 0.2)]
-    warmup_epochs: f32,
+    #[arg(long)]
+    warmup_epochs: Option<f32>,
     /// Loss: ce (plain cross-entropy) or gce (gradient-boosting cross-entropy).
-    #[arg(long, value_enum, default_value_t = LossArg::Gce)]
-    loss: LossArg,
-    /// GCE's number of negatives k (clamped to classes - 1; the paper: 15 for 200 classes).
-    /// Default: 15, or 3 for 10-class data (where 15 would make GCE equal cross-entropy).
+    #[arg(long, value_enum)]
+    loss: Option<LossArg>,
+    /// GCE's number of negatives k (clamped to classes - 1; recipe: classes / 4 within
+    /// 3..=15, the paper's 15 for 200 classes).
     #[arg(long)]
     k: Option<u32>,
-    /// Train the first N epochs with cross-entropy before switching to GCE.
-    #[arg(long, default_value_t = 1)]
-    ce_warmup_epochs: usize,
+    /// Train the first N epochs with cross-entropy before switching to GCE (recipe: 1).
+    #[arg(long)]
+    ce_warmup_epochs: Option<usize>,
     /// Turn the diversification block off (baseline / ablation).
     #[arg(long)]
     no_db: bool,
     /// Activation suppression factor alpha of the diversification block.
-    #[arg(long, default_value_t = 0.1)]
-    alpha: f32,
+    #[arg(long)]
+    alpha: Option<f32>,
     /// Probability that a class map's peak is suppressed.
-    #[arg(long, default_value_t = 0.5)]
-    p_peak: f32,
+    #[arg(long)]
+    p_peak: Option<f32>,
     /// Probability that each patch of a class map is suppressed.
-    #[arg(long, default_value_t = 0.5)]
-    p_patch: f32,
+    #[arg(long)]
+    p_patch: Option<f32>,
     /// Patch size G of the diversification block; 0 scales it with the class-map size
     /// (3 at 14x14).
-    #[arg(long, default_value_t = 0)]
-    grid: u32,
-    /// Training augmentation (random crop / shift and horizontal flip): auto = off for
-    /// small IDX images such as Fashion-MNIST (short runs learn faster without it), on for
-    /// photographs.
+    #[arg(long)]
+    grid: Option<u32>,
+    /// Training augmentation (random crop / shift and horizontal flip): auto = the recipe's
+    /// (off for images up to 64 px, where short runs learn faster without it; on for photos).
     #[arg(long, value_enum, default_value_t = AugmentArg::Auto)]
     augment: AugmentArg,
     /// Seed for initialisation, data order, augmentation and masks.
@@ -147,14 +145,14 @@ struct Args {
     adapter: Option<String>,
     /// Initialise the backbone from a torchvision/timm ResNet state dict saved as
     /// safetensors (e.g. ImageNet-pretrained resnet50); `fc` initialises the class-map head
-    /// when the class count matches.
+    /// when the class count matches. The recipe then fine-tunes as the paper does.
     #[arg(long)]
     init: Option<PathBuf>,
     /// After training, also export the model as a plain torchvision ResNet state dict
     /// (safetensors; the head becomes `fc`).
     #[arg(long)]
     export_torchvision: Option<PathBuf>,
-    /// No progress bar.
+    /// No progress bar or progress lines (epoch lines only).
     #[arg(long)]
     quiet: bool,
 }
@@ -168,45 +166,87 @@ fn main() {
     }
 }
 
+/// The recipe for the data, with every flag given applied on top.
+fn recipe(args: &Args) -> finegrain::Result<(Recipe, &'static str)> {
+    // A resumed run keeps its checkpoint's model, so the data is prepared at its size.
+    let resumed = match &args.resume {
+        Some(p) => Some(finegrain::checkpoint::Checkpoint::open(p)?.model),
+        None => None,
+    };
+    let choices = Choices {
+        model: args
+            .model
+            .clone()
+            .or(resumed.as_ref().map(|m| m.name.clone())),
+        input_size: args.input_size.or(resumed.as_ref().map(|m| m.input_size)),
+        augment: match args.augment {
+            AugmentArg::Auto => None,
+            AugmentArg::On => Some(true),
+            AugmentArg::Off => Some(false),
+        },
+        pretrained: args.init.clone(),
+        seed: args.seed,
+    };
+    let (mut r, what) = match &args.data {
+        Some(p) if !args.subset => (Recipe::for_data(p, &choices)?, ""),
+        _ => {
+            let r = Recipe::fashion_mnist(args.subset, &choices)?;
+            let what = if r.survey.train_images >= 60_000 {
+                " (full Fashion-MNIST, 60k/10k)"
+            } else {
+                " (shipped Fashion-MNIST subset, 10k/2k)"
+            };
+            (r, what)
+        }
+    };
+    let t = &mut r.train;
+    macro_rules! set {
+        ($($field:ident),*) => { $(if let Some(v) = args.$field { t.$field = v; })* };
+    }
+    set!(
+        epochs,
+        batch,
+        lr,
+        momentum,
+        weight_decay,
+        warmup_epochs,
+        k,
+        ce_warmup_epochs
+    );
+    set!(alpha, p_peak, p_patch, grid);
+    if let Some(s) = args.schedule {
+        t.schedule = match s {
+            ScheduleArg::Cosine => Schedule::Cosine { min_factor: 0.0 },
+            ScheduleArg::Step => Schedule::Step {
+                milestones: args.milestones.clone(),
+                gamma: args.gamma,
+            },
+            ScheduleArg::Constant => Schedule::Constant,
+        };
+    }
+    if let Some(l) = args.loss {
+        t.loss = match l {
+            LossArg::Ce => LossChoice::Ce,
+            LossArg::Gce => LossChoice::Gce,
+        };
+    }
+    if args.no_db {
+        t.diversify = false;
+    }
+    Ok((r, what))
+}
+
 fn real_main(args: Args) -> finegrain::Result<()> {
     let gopts = GpuOptions::from_env_and_flags(args.backend.as_deref(), args.adapter.as_deref())?;
     let gpu = Gpu::new(&gopts)?;
     println!("device: {}", gpu.describe());
-
-    let (path, note) = match &args.data {
-        Some(p) if !args.subset => (p.clone(), None),
-        _ => {
-            let (p, full) = resolve_fashion_mnist(args.data.as_deref(), args.subset)?;
-            let n = if full {
-                "full Fashion-MNIST (60k/10k)"
-            } else {
-                "shipped Fashion-MNIST subset (10k/2k)"
-            };
-            (p, Some(n))
-        }
-    };
-    let mut dopts = DataOptions::default();
-    if let Some(s) = args.input_size {
-        dopts.size = Some(s);
-    }
-    dopts.split_seed = args.seed;
-    let kind = dataset_kind(&path);
-    let augment_off = match args.augment {
-        AugmentArg::On => false,
-        AugmentArg::Off => true,
-        AugmentArg::Auto => matches!(kind, DatasetKind::Idx | DatasetKind::FashionMnist),
-    };
-    if augment_off {
-        dopts.train_crop = Some(finegrain::data::TrainCrop::Center);
-        dopts.hflip = Some(false);
-    }
-    let train: Arc<dyn Dataset> = Arc::from(open_dataset(&path, Split::Train, &dopts)?);
-    let test: Arc<dyn Dataset> = Arc::from(open_dataset(&path, Split::Test, &dopts)?);
+    let (recipe, what) = recipe(&args)?;
+    let train = recipe.open(finegrain::data::Split::Train)?;
+    let test = recipe.open(finegrain::data::Split::Test)?;
     let info = train.info().clone();
     println!(
-        "data: {}{} — {} train / {} test images, {} classes, {}x{}x{}",
-        path.display(),
-        note.map(|n| format!(" ({n})")).unwrap_or_default(),
+        "data: {}{what} — {} train / {} test images, {} classes, {}x{}x{}",
+        recipe.data.display(),
         train.len(),
         test.len(),
         info.num_classes,
@@ -214,88 +254,16 @@ fn real_main(args: Args) -> finegrain::Result<()> {
         info.width,
         info.channels
     );
-    println!(
-        "training augmentation: {}",
-        if augment_off {
-            "off"
-        } else {
-            "random crop/shift + horizontal flip"
-        }
-    );
-    let idx_like = info.height <= 64;
-    let model_name = args.model.clone().unwrap_or_else(|| {
-        if idx_like {
-            "tiny".into()
-        } else {
-            "resnet50".into()
-        }
-    });
-    let model = ModelConfig::preset(&model_name, info.channels, info.height, info.num_classes)?;
-    let k = args
-        .k
-        .unwrap_or(if info.num_classes <= 10 { 3 } else { 15 });
-    let config = TrainConfig {
-        epochs: args.epochs,
-        batch: args.batch,
-        lr: args.lr,
-        momentum: args.momentum,
-        weight_decay: args.weight_decay,
-        schedule: match args.schedule {
-            ScheduleArg::Cosine => Schedule::Cosine { min_factor: 0.0 },
-            ScheduleArg::Step => Schedule::Step {
-                milestones: args.milestones.clone(),
-                gamma: args.gamma,
-            },
-            ScheduleArg::Constant => Schedule::Constant,
-        },
-        warmup_epochs: args.warmup_epochs,
-        loss: match args.loss {
-            LossArg::Ce => LossChoice::Ce,
-            LossArg::Gce => LossChoice::Gce,
-        },
-        k,
-        ce_warmup_epochs: args.ce_warmup_epochs,
-        diversify: !args.no_db,
-        p_peak: args.p_peak,
-        p_patch: args.p_patch,
-        grid: args.grid,
-        alpha: args.alpha,
-        seed: args.seed,
-    };
-    // Record the evaluation preprocessing so `infer` prepares images the same way.
-    let (nh, nw) = if idx_like {
-        (info.height, info.width)
-    } else {
-        (0, 0)
-    };
-    let augment = dopts.augment(kind, nh, nw)?;
-    let mut metadata = std::collections::HashMap::new();
-    metadata.insert(
-        PREPROCESS_KEY.to_string(),
-        serde_json::to_string(&augment)
-            .map_err(|e| finegrain::Error::invalid("preprocessing", e.to_string()))?,
-    );
-    let threads = args.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-    });
-    let opts = RunOptions {
-        out_dir: args.out.clone(),
-        max_steps: args.max_steps,
-        checkpoint_every: args.checkpoint_every,
-        strict: args.strict,
-        threads,
-        progress_bar: !args.quiet,
-        evaluate: true,
-        metadata,
-        init: args.init.clone(),
-    };
+    println!("recipe:");
+    for r in &recipe.reasons {
+        println!("  {r}");
+    }
+    let config = &recipe.train;
     println!(
         "method: {} loss{}, diversification block {}",
         match config.loss {
             LossChoice::Ce => "cross-entropy".to_string(),
-            LossChoice::Gce => format!("GCE (k = {k})"),
+            LossChoice::Gce => format!("GCE (k = {})", config.k),
         },
         if config.ce_warmup_epochs > 0 && config.loss == LossChoice::Gce {
             let e = config.ce_warmup_epochs;
@@ -315,21 +283,37 @@ fn real_main(args: Args) -> finegrain::Result<()> {
             "off".into()
         }
     );
+    let mut opts = RunOptions {
+        out_dir: args.out.clone(),
+        max_steps: args.max_steps,
+        checkpoint_every: args.checkpoint_every,
+        strict: args.strict,
+        preprocessing: Some(recipe.preprocessing()?),
+        init: recipe.pretrained.clone(),
+        ..RunOptions::default()
+    };
+    if let Some(t) = args.threads {
+        opts.threads = t;
+    }
+    let run = match &args.resume {
+        Some(ck) => Run::resume(&gpu, ck, train, Some(test), opts)?,
+        None => {
+            let model = recipe.model_config(info.num_classes)?;
+            Run::new(&gpu, &model, config, train, Some(test), opts)?
+        }
+    };
+    let ck_path = run.checkpoint_path();
+    let mut console = if args.quiet {
+        Console::with_style(ProgressStyle::None)
+    } else {
+        Console::new()
+    };
     let t0 = std::time::Instant::now();
-    let summary = run(
-        &gpu,
-        &model,
-        &config,
-        train,
-        Some(test),
-        args.resume.as_deref(),
-        &opts,
-        &mut |s| println!("{s}"),
-    )?;
+    let summary = run.run(&mut console)?;
     println!(
         "finished in {:.0} s; checkpoint {}",
         t0.elapsed().as_secs_f64(),
-        args.out.join("last.safetensors").display()
+        ck_path.display()
     );
     if !summary.skipped.is_empty() {
         println!("{} unreadable images were skipped:", summary.skipped.len());
@@ -338,7 +322,7 @@ fn real_main(args: Args) -> finegrain::Result<()> {
         }
     }
     if let Some(p) = &args.export_torchvision {
-        let ck = finegrain::checkpoint::Checkpoint::open(&args.out.join("last.safetensors"))?;
+        let ck = finegrain::checkpoint::Checkpoint::open(&ck_path)?;
         let net = finegrain::train::Predictor::from_checkpoint(&gpu, &ck, 1)?.net;
         finegrain::checkpoint::export_torchvision(&gpu, &net, p)?;
         println!("exported a torchvision state dict to {}", p.display());

@@ -6,8 +6,9 @@ use finegrain::checkpoint::Checkpoint;
 use finegrain::data::{open_dataset, DataOptions, Dataset, Split};
 use finegrain::model::ModelConfig;
 use finegrain::testing::gpu;
-use finegrain::train::run::{run, RunOptions};
+use finegrain::train::observe::Event;
 use finegrain::train::{LossChoice, Schedule, TrainConfig, Trainer};
+use finegrain::train::{Run, RunOptions, RunSummary};
 use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -84,11 +85,34 @@ fn opts(out: &Path, max_steps: Option<u64>) -> RunOptions {
         checkpoint_every: None,
         strict: false,
         threads: 2,
-        progress_bar: false,
         evaluate: true,
+        preprocessing: None,
         metadata: Default::default(),
         init: None,
     }
+}
+
+/// A fresh run, or a resumed one when `resume` names a checkpoint; its notes go to `log`.
+#[allow(clippy::too_many_arguments)]
+fn run(
+    g: &finegrain::Gpu,
+    model: &ModelConfig,
+    cfg: &TrainConfig,
+    train: Arc<dyn Dataset>,
+    test: Option<Arc<dyn Dataset>>,
+    resume: Option<&Path>,
+    o: &RunOptions,
+    log: &mut dyn FnMut(&str),
+) -> finegrain::Result<RunSummary> {
+    let r = match resume {
+        Some(ck) => Run::resume(g, ck, train, test, o.clone())?,
+        None => Run::new(g, model, cfg, train, test, o.clone())?,
+    };
+    r.run(&mut |e: &Event| {
+        if let Event::Note(n) = e {
+            log(n)
+        }
+    })
 }
 
 #[test]

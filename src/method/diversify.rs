@@ -1,6 +1,6 @@
 //! The diversification block (DB, training only) and plain global average pooling
 //! (evaluation, and the baseline without DB), on class maps M `(N, H, W, C)` NHWC.
-//! Kernel: `shaders/diversify.wgsl`; twin: [`crate::reference::diversify`].
+//! Kernel: `shaders/diversify.wgsl`; twin: `finegrain::reference::diversify` (feature `testing`).
 //!
 //! Per image b and class c: the peak mask marks every tied maximum of M_c and is drawn
 //! once (`r_peak ~ Bernoulli(p_peak)`); the map is tiled into G x G patches from (0, 0),

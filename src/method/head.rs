@@ -2,7 +2,7 @@
 //! F `(N, H, W, D)` into class maps M `(N, H, W, C)`, viewed as `rows = N * H * W` rows:
 //! `M (rows, C) = F (rows, D) x W (D, C) + b (C)`. The products run on the GEMM launcher
 //! ([`crate::kernels::gemm`]); `shaders/head.wgsl` adds the bias and sums columns (bias
-//! gradient). Twin: [`crate::reference::head`].
+//! gradient). Twin: `finegrain::reference::head` (feature `testing`).
 
 use super::{dims, need};
 use crate::error::Result;

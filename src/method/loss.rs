@@ -1,7 +1,7 @@
 //! Cross-entropy and the gradient-boosting cross-entropy (GCE) on scores `(N, C)` with u32
 //! labels `(N)`, their gradients, and the top-1 / top-5 counts. Kernel: `shaders/loss.wgsl`
 //! (one workgroup per image), then the batch sum of the per-image statistics on
-//! `shaders/head.wgsl`'s `column_sum`. Twin: [`crate::reference::loss`].
+//! `shaders/head.wgsl`'s `column_sum`. Twin: `finegrain::reference::loss` (feature `testing`).
 //!
 //! GCE (METHOD.md): J' = the k' = min(k, C - 1) highest-scoring classes among j != y (ties:
 //! lower class index wins); L = -log softmax over {y} U J' at y, with max subtraction;

@@ -9,7 +9,7 @@
 //!   the top-1 / top-5 counts.
 //!
 //! Every launcher builds its dispatches once (setup); the training loop records them each
-//! step. The f64 twins are in [`crate::reference`] (`head`, `diversify`, `loss`).
+//! step. The f64 twins are in `finegrain::reference` (feature `testing`) (`head`, `diversify`, `loss`).
 //!
 //! Tensor arguments are checked for their element type and for holding at least the
 //! elements of the shape the launcher documents (so a buffer allocated for the largest

@@ -120,7 +120,7 @@ impl ModelConfig {
             ),
             other => {
                 return Err(Error::invalid(
-                    "--model",
+                    "model",
                     format!("`{other}` is not one of tiny, small, resnet18, resnet34, resnet50"),
                 ))
             }

@@ -2,7 +2,9 @@
 //! hyper-parameters and learning-rate schedule, lagged loss readback, evaluation, and the
 //! run configuration stored in checkpoints.
 
+pub mod memory;
 pub mod network;
+pub mod observe;
 pub mod run;
 pub mod schedule;
 
@@ -12,6 +14,8 @@ use crate::method::diversify::DiversifyConfig;
 use crate::method::loss::{effective_k, LossKind};
 use crate::model::ModelConfig;
 pub use network::{MethodConfig, NetMode, Network};
+pub use observe::{Console, Event, Observer};
+pub use run::{EpochSummary, Progress, Run, RunOptions, RunSummary};
 pub use schedule::{LrSchedule, Schedule};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -53,20 +57,22 @@ pub struct TrainConfig {
     pub seed: u64,
 }
 
+/// The recipe for small images with 10 classes (Fashion-MNIST): what
+/// [`crate::recipe::Recipe`] starts from and the train example runs with no flags.
 impl Default for TrainConfig {
     fn default() -> Self {
         let d = DiversifyConfig::default();
         TrainConfig {
-            epochs: 3,
+            epochs: 4,
             batch: 32,
-            lr: 0.05,
+            lr: 0.1,
             momentum: 0.9,
             weight_decay: 1e-4,
             schedule: Schedule::Cosine { min_factor: 0.0 },
             warmup_epochs: 0.2,
             loss: LossChoice::Gce,
-            k: 15,
-            ce_warmup_epochs: 0,
+            k: 3,
+            ce_warmup_epochs: 1,
             diversify: true,
             p_peak: d.p_peak,
             p_patch: d.p_patch,
@@ -122,28 +128,59 @@ impl TrainConfig {
     /// Check ranges before anything is allocated.
     pub fn validate(&self) -> Result<()> {
         if self.epochs == 0 {
-            return Err(Error::invalid("--epochs", "must be at least 1"));
+            return Err(Error::invalid("epochs", "must be at least 1"));
         }
         if self.batch == 0 {
-            return Err(Error::invalid("--batch", "must be at least 1"));
+            return Err(Error::invalid("batch", "must be at least 1"));
         }
         if self.lr.is_nan() || self.lr <= 0.0 || self.lr.is_infinite() {
             return Err(Error::invalid(
-                "--lr",
+                "lr",
                 format!("{} is not a positive number", self.lr),
             ));
         }
         if !(0.0..1.0).contains(&self.momentum) {
             return Err(Error::invalid(
-                "--momentum",
+                "momentum",
                 format!("{} is not in [0, 1)", self.momentum),
             ));
         }
         if self.weight_decay.is_nan() || self.weight_decay < 0.0 {
-            return Err(Error::invalid("--weight-decay", "must be >= 0"));
+            return Err(Error::invalid("weight_decay", "must be >= 0"));
         }
         if self.loss == LossChoice::Gce && self.k == 0 {
-            return Err(Error::invalid("--k", "GCE needs k >= 1"));
+            return Err(Error::invalid("k", "GCE needs k >= 1"));
+        }
+        if !self.warmup_epochs.is_finite() || self.warmup_epochs < 0.0 {
+            return Err(Error::invalid(
+                "warmup_epochs",
+                format!("{} is not a number >= 0", self.warmup_epochs),
+            ));
+        }
+        match &self.schedule {
+            Schedule::Constant => {}
+            Schedule::Step { milestones, gamma } => {
+                if !gamma.is_finite() || *gamma <= 0.0 {
+                    return Err(Error::invalid(
+                        "gamma",
+                        format!("{gamma} is not a positive number"),
+                    ));
+                }
+                if milestones.windows(2).any(|w| w[0] >= w[1]) || milestones.contains(&0) {
+                    return Err(Error::invalid(
+                        "milestones",
+                        format!("{milestones:?}: epochs must be >= 1 and increasing"),
+                    ));
+                }
+            }
+            Schedule::Cosine { min_factor } => {
+                if !(0.0..=1.0).contains(min_factor) {
+                    return Err(Error::invalid(
+                        "cosine min_factor",
+                        format!("{min_factor} is not in [0, 1]"),
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -489,5 +526,185 @@ impl EvalReport {
         v.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)).then(a.1.cmp(&b.1)));
         v.truncate(n);
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every numeric setting at zero or out of range is an error naming the setting.
+    #[test]
+    fn out_of_range_settings_name_themselves() {
+        let d = TrainConfig::default();
+        d.validate().unwrap();
+        let step = |milestones: Vec<usize>, gamma: f32| Schedule::Step { milestones, gamma };
+        let cases: Vec<(TrainConfig, &str)> = vec![
+            (
+                TrainConfig {
+                    epochs: 0,
+                    ..d.clone()
+                },
+                "epochs",
+            ),
+            (
+                TrainConfig {
+                    batch: 0,
+                    ..d.clone()
+                },
+                "batch",
+            ),
+            (
+                TrainConfig {
+                    lr: 0.0,
+                    ..d.clone()
+                },
+                "lr",
+            ),
+            (
+                TrainConfig {
+                    lr: f32::NAN,
+                    ..d.clone()
+                },
+                "lr",
+            ),
+            (
+                TrainConfig {
+                    lr: f32::INFINITY,
+                    ..d.clone()
+                },
+                "lr",
+            ),
+            (
+                TrainConfig {
+                    momentum: 1.0,
+                    ..d.clone()
+                },
+                "momentum",
+            ),
+            (
+                TrainConfig {
+                    momentum: -0.1,
+                    ..d.clone()
+                },
+                "momentum",
+            ),
+            (
+                TrainConfig {
+                    weight_decay: -1.0,
+                    ..d.clone()
+                },
+                "weight_decay",
+            ),
+            (TrainConfig { k: 0, ..d.clone() }, "k"),
+            (
+                TrainConfig {
+                    warmup_epochs: -1.0,
+                    ..d.clone()
+                },
+                "warmup_epochs",
+            ),
+            (
+                TrainConfig {
+                    warmup_epochs: f32::NAN,
+                    ..d.clone()
+                },
+                "warmup_epochs",
+            ),
+            (
+                TrainConfig {
+                    schedule: step(vec![30, 60], 0.0),
+                    ..d.clone()
+                },
+                "gamma",
+            ),
+            (
+                TrainConfig {
+                    schedule: step(vec![60, 30], 0.1),
+                    ..d.clone()
+                },
+                "milestones",
+            ),
+            (
+                TrainConfig {
+                    schedule: step(vec![0], 0.1),
+                    ..d.clone()
+                },
+                "milestones",
+            ),
+            (
+                TrainConfig {
+                    schedule: Schedule::Cosine { min_factor: 2.0 },
+                    ..d.clone()
+                },
+                "min_factor",
+            ),
+        ];
+        for (cfg, name) in cases {
+            let e = cfg.validate().expect_err(name).to_string();
+            assert!(e.contains(name), "{name}: {e}");
+            assert!(
+                !e.contains("--"),
+                "no CLI flag names in library errors: {e}"
+            );
+        }
+        for (cfg, name) in [
+            (
+                TrainConfig {
+                    alpha: 1.5,
+                    ..d.clone()
+                },
+                "alpha",
+            ),
+            (
+                TrainConfig {
+                    p_peak: -0.5,
+                    ..d.clone()
+                },
+                "p_peak",
+            ),
+            (
+                TrainConfig {
+                    p_patch: 2.0,
+                    ..d.clone()
+                },
+                "p_patch",
+            ),
+        ] {
+            let e = cfg.method(10, (4, 4)).expect_err(name).to_string();
+            assert!(e.contains(name), "{name}: {e}");
+        }
+    }
+
+    #[test]
+    fn run_options_reject_zero_counts() {
+        let d = run::RunOptions::default();
+        d.validate().unwrap();
+        for (o, name) in [
+            (
+                run::RunOptions {
+                    threads: 0,
+                    ..d.clone()
+                },
+                "threads",
+            ),
+            (
+                run::RunOptions {
+                    checkpoint_every: Some(0),
+                    ..d.clone()
+                },
+                "checkpoint_every",
+            ),
+            (
+                run::RunOptions {
+                    max_steps: Some(0),
+                    ..d.clone()
+                },
+                "max_steps",
+            ),
+        ] {
+            let e = o.validate().expect_err(name).to_string();
+            assert!(e.contains(name), "{name}: {e}");
+        }
     }
 }

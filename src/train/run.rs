@@ -1,7 +1,8 @@
 //! A whole training run: datasets, network, epochs with background data loading, lagged
-//! statistics, evaluation, metrics, checkpoints and exact resume. The `train` example is a
-//! command-line front end to [`run`]; tests call it directly.
+//! statistics, evaluation, metrics, checkpoints and exact resume ([`Run`]). The `train`
+//! example is a command-line front end to it.
 
+use super::observe::{Event, Observer, RunStart};
 use super::{EvalReport, StepStats, TrainConfig, Trainer};
 use crate::checkpoint::{self, Checkpoint};
 use crate::data::{Dataset, Loader, LoaderOptions};
@@ -9,20 +10,11 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::model::ModelConfig;
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Metadata key: training configuration JSON.
-pub const TRAIN_KEY: &str = "finegrain.train";
-/// Metadata key: progress JSON (`{"step":..,"epoch":..,"batch":..}`).
-pub const PROGRESS_KEY: &str = "finegrain.progress";
-/// Metadata key: the evaluation preprocessing (a [`crate::data::Augment`] as JSON), so
-/// inference prepares images exactly as the test set was.
-pub const PREPROCESS_KEY: &str = "finegrain.preprocess";
-/// Metadata key: class names JSON.
-pub const CLASSES_KEY: &str = "finegrain.classes";
+pub use crate::checkpoint::{CLASSES_KEY, PREPROCESS_KEY, PROGRESS_KEY, TRAIN_KEY};
 
 /// Where a run is and what it has written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -36,6 +28,7 @@ pub struct Progress {
 }
 
 /// Options of a run besides the model and the training configuration.
+#[derive(Clone, Debug)]
 pub struct RunOptions {
     /// Folder for checkpoints (`last.safetensors`), `metrics.csv` and `metrics.png`.
     pub out_dir: PathBuf,
@@ -47,14 +40,52 @@ pub struct RunOptions {
     pub strict: bool,
     /// Decoding threads.
     pub threads: usize,
-    /// Show a progress bar.
-    pub progress_bar: bool,
     /// Evaluate on the test split at each epoch end.
     pub evaluate: bool,
-    /// Extra metadata written into every checkpoint (e.g. [`PREPROCESS_KEY`]).
+    /// The evaluation preprocessing, recorded in every checkpoint so that inference
+    /// prepares images as the test set was ([`Run::from_recipe`] sets it).
+    pub preprocessing: Option<crate::data::Augment>,
+    /// Extra metadata written into every checkpoint.
     pub metadata: HashMap<String, String>,
     /// Initialise the backbone from a torchvision ResNet state dict (ignored on resume).
     pub init: Option<PathBuf>,
+}
+
+impl Default for RunOptions {
+    /// `runs/default`, every core decoding, evaluation at each epoch end, checkpoints at
+    /// epoch ends only.
+    fn default() -> Self {
+        RunOptions {
+            out_dir: PathBuf::from("runs/default"),
+            max_steps: None,
+            checkpoint_every: None,
+            strict: false,
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            evaluate: true,
+            preprocessing: None,
+            metadata: HashMap::new(),
+            init: None,
+        }
+    }
+}
+
+impl RunOptions {
+    /// Check ranges before anything is allocated.
+    pub fn validate(&self) -> Result<()> {
+        if self.threads == 0 {
+            return Err(Error::invalid("threads", "must be at least 1"));
+        }
+        if self.checkpoint_every == Some(0) {
+            return Err(Error::invalid(
+                "checkpoint_every",
+                "must be at least 1 step",
+            ));
+        }
+        if self.max_steps == Some(0) {
+            return Err(Error::invalid("max_steps", "must be at least 1 step"));
+        }
+        Ok(())
+    }
 }
 
 /// Per-step and per-epoch numbers of a finished run.
@@ -71,8 +102,8 @@ pub struct RunSummary {
     pub progress: Option<Progress>,
 }
 
-/// One epoch's line.
-#[derive(Clone, Debug)]
+/// One epoch's numbers: a row of `metrics.csv` (in this field order) and the epoch line.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EpochSummary {
     pub epoch: usize,
     pub step: u64,
@@ -139,341 +170,310 @@ pub fn evaluate_with(
     Ok((report, loader.skipped()))
 }
 
-/// The evaluation preprocessing a checkpoint records ([`PREPROCESS_KEY`]), or, for a
-/// checkpoint without it, the default for its model: Fashion-MNIST normalisation at native
-/// size for one channel, ImageNet normalisation and a 256/224 resize otherwise.
-pub fn preprocessing_of(ck: &Checkpoint) -> Result<crate::data::Augment> {
-    use crate::data::{Augment, Normalize, TrainCrop};
-    if let Some(s) = ck.metadata.get(PREPROCESS_KEY) {
-        return serde_json::from_str(s)
-            .map_err(|e| Error::invalid("checkpoint preprocessing", e.to_string()));
-    }
-    let m = &ck.model;
-    let normalize = if m.in_channels == 1 {
-        Normalize::fashion_mnist(1)
-    } else {
-        Normalize::imagenet(m.in_channels)
-    };
-    let eval_resize = if m.input_size <= 64 {
-        m.input_size
-    } else {
-        (m.input_size as f64 * 256.0 / 224.0).round() as usize
-    };
-    Ok(Augment {
-        height: m.input_size,
-        width: m.input_size,
-        channels: m.in_channels,
-        eval_resize,
-        train_crop: TrainCrop::Center,
-        hflip: false,
-        normalize,
-    })
-}
-
-/// The class names a checkpoint records ([`CLASSES_KEY`]), or `class 0`, `class 1`, ...
-pub fn class_names_of(ck: &Checkpoint) -> Result<Vec<String>> {
-    match ck.metadata.get(CLASSES_KEY) {
-        Some(s) => serde_json::from_str(s)
-            .map_err(|e| Error::invalid("checkpoint class names", e.to_string())),
-        None => Ok((0..ck.model.num_classes)
-            .map(|i| format!("class {i}"))
-            .collect()),
-    }
-}
-
-fn progress_of(ck: &Checkpoint) -> Result<Progress> {
-    let s = ck
-        .metadata
-        .get(PROGRESS_KEY)
-        .ok_or_else(|| Error::invalid("--resume", "checkpoint has no training progress"))?;
-    serde_json::from_str(s)
-        .map_err(|e| Error::invalid("--resume", format!("bad progress record: {e}")))
-}
-
-/// Read the training configuration stored in a checkpoint.
-pub fn train_config_of(ck: &Checkpoint) -> Result<TrainConfig> {
-    let s = ck
-        .metadata
-        .get(TRAIN_KEY)
-        .ok_or_else(|| Error::invalid("--resume", "checkpoint has no training configuration"))?;
-    serde_json::from_str(s)
-        .map_err(|e| Error::invalid("--resume", format!("bad training configuration: {e}")))
-}
-
-fn save_checkpoint(
-    gpu: &Gpu,
-    trainer: &Trainer,
-    path: &Path,
-    progress: Progress,
-    classes: &[String],
-    extra: &HashMap<String, String>,
-) -> Result<()> {
-    let mut meta = extra.clone();
-    meta.insert(
-        TRAIN_KEY.to_string(),
-        serde_json::to_string(&trainer.config)
-            .map_err(|e| Error::invalid("config", e.to_string()))?,
-    );
-    meta.insert(
-        PROGRESS_KEY.to_string(),
-        serde_json::to_string(&progress).map_err(|e| Error::invalid("progress", e.to_string()))?,
-    );
-    meta.insert(
-        CLASSES_KEY.to_string(),
-        serde_json::to_string(classes).map_err(|e| Error::invalid("classes", e.to_string()))?,
-    );
-    checkpoint::save(gpu, &trainer.net, path, &meta, true)
-}
-
-/// Run (or resume) training. `resume`: a checkpoint written by an earlier run; its model,
-/// training configuration and progress replace `model` / `config`.
-#[allow(clippy::too_many_arguments)]
-pub fn run(
-    gpu: &Gpu,
-    model: &ModelConfig,
-    config: &TrainConfig,
+/// A training run (fresh or resumed): its network, data, options and where it stands.
+/// [`Run::run`] trains to the end (or to `max_steps`) and reports through an [`Observer`].
+///
+/// A run checkpoints to `out_dir/last.safetensors` atomically at every epoch end (and every
+/// `checkpoint_every` steps), appends a row per epoch to `metrics.csv` and redraws
+/// `metrics.png`. Resuming from its checkpoint continues with the same batches, masks and
+/// losses as an uninterrupted run.
+pub struct Run<'g> {
+    gpu: &'g Gpu,
+    trainer: Trainer,
     train: Arc<dyn Dataset>,
     test: Option<Arc<dyn Dataset>>,
-    resume: Option<&Path>,
-    opts: &RunOptions,
-    log: &mut dyn FnMut(&str),
-) -> Result<RunSummary> {
-    let (model, config, start, ck) = match resume {
-        Some(p) => {
-            let ck = Checkpoint::open(p)?;
-            let tc = train_config_of(&ck)?;
-            let pr = progress_of(&ck)?;
-            (ck.model.clone(), tc, pr, Some(ck))
+    opts: RunOptions,
+    /// Where the next step is.
+    progress: Progress,
+    /// Metadata written into every checkpoint besides the training state.
+    metadata: HashMap<String, String>,
+    /// Notes from the set-up, sent to the observer when the run starts.
+    notes: Vec<String>,
+}
+
+impl<'g> Run<'g> {
+    /// A fresh run of `model` with `config` on `train`, evaluated on `test` at epoch ends.
+    pub fn new(
+        gpu: &'g Gpu,
+        model: &ModelConfig,
+        config: &TrainConfig,
+        train: Arc<dyn Dataset>,
+        test: Option<Arc<dyn Dataset>>,
+        opts: RunOptions,
+    ) -> Result<Run<'g>> {
+        let start = Progress {
+            step: 0,
+            epoch: 0,
+            batch: 0,
+        };
+        let mut run = Run::build(gpu, model, config, train, test, opts, start)?;
+        if let Some(init) = run.opts.init.clone() {
+            let rep = checkpoint::load_torchvision(gpu, &run.trainer.net, &init)?;
+            run.notes.push(format!(
+                "backbone initialised from {}{}{}",
+                init.display(),
+                if rep.head_from_fc {
+                    "; head from its fc layer"
+                } else {
+                    ""
+                },
+                if rep.ignored.is_empty() {
+                    String::new()
+                } else {
+                    format!("; ignored {}", rep.ignored.join(", "))
+                }
+            ));
         }
-        None => (
-            model.clone(),
-            config.clone(),
-            Progress {
-                step: 0,
-                epoch: 0,
-                batch: 0,
-            },
-            None,
-        ),
-    };
-    let info = train.info().clone();
-    if info.num_classes != model.num_classes {
-        return Err(Error::invalid(
-            "dataset",
-            format!(
-                "the training data has {} classes, the model {}",
-                info.num_classes, model.num_classes
-            ),
-        ));
+        Ok(run)
     }
-    if info.channels != model.in_channels
-        || info.height != model.input_size
-        || info.width != model.input_size
-    {
-        return Err(Error::invalid(
-            "dataset",
-            format!(
-                "samples are {}x{}x{}, the model expects {}x{}x{}",
-                info.height,
-                info.width,
-                info.channels,
-                model.input_size,
-                model.input_size,
-                model.in_channels
-            ),
-        ));
-    }
-    if train.len() < config.batch {
-        return Err(Error::invalid(
-            "--batch",
-            format!(
-                "batch {} is larger than the training set ({} images)",
-                config.batch,
-                train.len()
-            ),
-        ));
-    }
-    let steps_per_epoch = (train.len() / config.batch) as u64;
-    let (mut trainer, note) = Trainer::new(gpu, &model, &config, steps_per_epoch)?;
-    if let Some(n) = note {
-        log(&format!("note: {n}"));
-    }
-    if let (None, Some(init)) = (&ck, &opts.init) {
-        let rep = checkpoint::load_torchvision(gpu, &trainer.net, init)?;
-        log(&format!(
-            "backbone initialised from {}{}{}",
-            init.display(),
-            if rep.head_from_fc {
-                "; head from its fc layer"
-            } else {
-                ""
-            },
-            if rep.ignored.is_empty() {
-                String::new()
-            } else {
-                format!("; ignored {}", rep.ignored.join(", "))
-            }
-        ));
-    }
-    if let Some(ck) = &ck {
-        ck.load_into(gpu, &trainer.net, true)?;
-        trainer.step = start.step;
-        log(&format!(
+
+    /// Continue the run that wrote `checkpoint`: its model, training configuration,
+    /// weights, momentum and progress; its recorded preprocessing is kept unless `opts`
+    /// gives one.
+    pub fn resume(
+        gpu: &'g Gpu,
+        checkpoint: &Path,
+        train: Arc<dyn Dataset>,
+        test: Option<Arc<dyn Dataset>>,
+        mut opts: RunOptions,
+    ) -> Result<Run<'g>> {
+        let ck = Checkpoint::open(checkpoint)?;
+        let config = ck.train_config()?.clone();
+        let start = ck.progress()?;
+        if opts.preprocessing.is_none() && ck.metadata.contains_key(PREPROCESS_KEY) {
+            opts.preprocessing = Some(ck.preprocessing().clone());
+        }
+        let mut run = Run::build(gpu, &ck.model, &config, train, test, opts, start)?;
+        ck.load_into(gpu, &run.trainer.net, true)?;
+        run.trainer.step = start.step;
+        run.notes.push(format!(
             "resumed at step {} (epoch {}, batch {})",
             start.step,
             start.epoch + 1,
             start.batch
         ));
+        Ok(run)
     }
-    std::fs::create_dir_all(&opts.out_dir).map_err(|e| Error::io(&opts.out_dir, e))?;
-    let ck_path = opts.out_dir.join("last.safetensors");
-    let metrics_path = opts.out_dir.join("metrics.csv");
-    let mut metrics = if start.step > 0 && metrics_path.exists() {
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(&metrics_path)
-            .map_err(|e| Error::io(&metrics_path, e))?
-    } else {
-        let mut f =
-            std::fs::File::create(&metrics_path).map_err(|e| Error::io(&metrics_path, e))?;
-        writeln!(f, "epoch,step,lr,train_loss,train_top1,test_loss,test_top1,test_top5,seconds,images_per_s,skipped")
-            .map_err(|e| Error::io(&metrics_path, e))?;
-        f
-    };
-    log(&format!(
-        "model {} ({} parameters), class maps {}x{}, {} classes; {} training images, {} steps per epoch",
-        model.name,
-        trainer.net.num_parameters(),
-        trainer.net.map_size.0,
-        trainer.net.map_size.1,
-        model.num_classes,
-        train.len(),
-        steps_per_epoch
-    ));
-    let mut extra_meta = opts.metadata.clone();
-    if let Some(ck) = &ck {
-        // Keep what the original run recorded (preprocessing) unless given anew.
-        for (k, v) in &ck.metadata {
-            if k == PREPROCESS_KEY && !extra_meta.contains_key(k) {
-                extra_meta.insert(k.clone(), v.clone());
+
+    /// A fresh run of `recipe`: its data (train and test splits), model and training
+    /// configuration, its preprocessing recorded in the checkpoints and its pretrained
+    /// backbone (if any) loaded.
+    pub fn from_recipe(
+        gpu: &'g Gpu,
+        recipe: &crate::recipe::Recipe,
+        mut opts: RunOptions,
+    ) -> Result<Run<'g>> {
+        let train = recipe.open(crate::data::Split::Train)?;
+        let test = recipe.open(crate::data::Split::Test)?;
+        let model = recipe.model_config(train.info().num_classes)?;
+        opts.preprocessing = Some(recipe.preprocessing()?);
+        if opts.init.is_none() {
+            opts.init = recipe.pretrained.clone();
+        }
+        Run::new(gpu, &model, &recipe.train, train, Some(test), opts)
+    }
+
+    fn build(
+        gpu: &'g Gpu,
+        model: &ModelConfig,
+        config: &TrainConfig,
+        train: Arc<dyn Dataset>,
+        test: Option<Arc<dyn Dataset>>,
+        opts: RunOptions,
+        start: Progress,
+    ) -> Result<Run<'g>> {
+        opts.validate()?;
+        config.validate()?;
+        check_data(train.as_ref(), model, "training")?;
+        if let Some(t) = &test {
+            check_data(t.as_ref(), model, "test")?;
+        }
+        if train.len() < config.batch {
+            return Err(Error::invalid(
+                "batch",
+                format!(
+                    "batch {} is larger than the training set ({} images)",
+                    config.batch,
+                    train.len()
+                ),
+            ));
+        }
+        let steps_per_epoch = (train.len() / config.batch) as u64;
+        let (trainer, note) = Trainer::new(gpu, model, config, steps_per_epoch)?;
+        let mut metadata = opts.metadata.clone();
+        if let Some(p) = &opts.preprocessing {
+            metadata.insert(
+                PREPROCESS_KEY.to_string(),
+                serde_json::to_string(p)
+                    .map_err(|e| Error::invalid("preprocessing", e.to_string()))?,
+            );
+        }
+        metadata.insert(
+            CLASSES_KEY.to_string(),
+            serde_json::to_string(&train.info().class_names)
+                .map_err(|e| Error::invalid("class names", e.to_string()))?,
+        );
+        Ok(Run {
+            gpu,
+            trainer,
+            train,
+            test,
+            opts,
+            progress: start,
+            metadata,
+            notes: note.map(|n| format!("note: {n}")).into_iter().collect(),
+        })
+    }
+
+    /// The iteration recorder and its network (weights, buffers).
+    pub fn trainer(&self) -> &Trainer {
+        &self.trainer
+    }
+
+    /// Where the next step is.
+    pub fn progress(&self) -> Progress {
+        self.progress
+    }
+
+    /// The checkpoint this run writes.
+    pub fn checkpoint_path(&self) -> PathBuf {
+        self.opts.out_dir.join("last.safetensors")
+    }
+
+    /// Train to the last epoch (or `max_steps`), reporting to `observer`.
+    pub fn run(mut self, observer: &mut dyn Observer) -> Result<RunSummary> {
+        let out_dir = self.opts.out_dir.clone();
+        std::fs::create_dir_all(&out_dir).map_err(|e| Error::io(&out_dir, e))?;
+        let metrics_path = out_dir.join("metrics.csv");
+        let mut metrics = if self.progress.step > 0 {
+            read_metrics(&metrics_path)?
+        } else {
+            Vec::new()
+        };
+        let config = self.trainer.config.clone();
+        let start = RunStart {
+            model: self.trainer.net.config.clone(),
+            parameters: self.trainer.net.num_parameters(),
+            map_size: self.trainer.net.map_size,
+            train_images: self.train.len(),
+            test_images: self.test.as_ref().map(|t| t.len()),
+            steps_per_epoch: self.trainer.steps_per_epoch,
+            epochs: config.epochs,
+            start: self.progress,
+        };
+        for n in std::mem::take(&mut self.notes) {
+            observer.event(&Event::Note(&n));
+        }
+        observer.event(&Event::Started(&start));
+        let mut summary = RunSummary::default();
+        for epoch in self.progress.epoch..config.epochs {
+            let es = self.epoch(epoch, observer, &mut summary)?;
+            let stopped = es.step < (epoch as u64 + 1) * self.trainer.steps_per_epoch;
+            metrics.push(es.clone());
+            write_metrics(&metrics_path, &metrics)?;
+            observer.event(&Event::EpochEnded(&es));
+            summary.epochs.push(es);
+            if let Err(e) = plot_metrics(&metrics, &out_dir.join("metrics.png")) {
+                observer.event(&Event::Note(&format!(
+                    "warning: could not draw the metrics plot: {e}"
+                )));
+            }
+            if stopped || self.trainer.step >= self.opts.max_steps.unwrap_or(u64::MAX) {
+                break;
             }
         }
+        summary.progress = Some(self.progress);
+        Ok(summary)
     }
-    let mut summary = RunSummary::default();
-    let max_steps = opts.max_steps.unwrap_or(u64::MAX);
-    let mut progress = start;
-    'epochs: for epoch in start.epoch..config.epochs {
-        let first_batch = if epoch == start.epoch { start.batch } else { 0 };
+
+    /// One epoch (from `self.progress.batch` when it is the epoch a resume starts in):
+    /// steps, checkpoints, evaluation. Stops early at `max_steps`.
+    fn epoch(
+        &mut self,
+        epoch: usize,
+        observer: &mut dyn Observer,
+        summary: &mut RunSummary,
+    ) -> Result<EpochSummary> {
+        let gpu = self.gpu;
+        let steps_per_epoch = self.trainer.steps_per_epoch;
+        let first_batch = if epoch == self.progress.epoch {
+            self.progress.batch
+        } else {
+            0
+        };
+        let max_steps = self.opts.max_steps.unwrap_or(u64::MAX);
         let mut loader = Loader::new(
-            train.clone(),
+            self.train.clone(),
             LoaderOptions {
-                batch: config.batch,
+                batch: self.trainer.config.batch,
                 shuffle: true,
                 train: true,
-                seed: config.seed,
+                seed: self.trainer.config.seed,
                 epoch,
                 start_batch: first_batch,
                 drop_last: true,
-                threads: opts.threads,
-                strict: opts.strict,
+                threads: self.opts.threads,
+                strict: self.opts.strict,
                 prefetch: 3,
             },
         )?;
-        let bar = if opts.progress_bar {
-            let b = indicatif::ProgressBar::new(steps_per_epoch);
-            b.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "epoch {prefix} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
-            );
-            b.set_prefix(format!("{}/{}", epoch + 1, config.epochs));
-            b.set_position(first_batch as u64);
-            Some(b)
-        } else {
-            None
-        };
+        observer.event(&Event::EpochStarted {
+            epoch,
+            epochs: self.trainer.config.epochs,
+            steps: steps_per_epoch,
+            first_batch,
+        });
         let t0 = Instant::now();
-        let (mut loss_sum, mut top1_sum, mut seen, mut steps_done) = (0.0f64, 0.0f64, 0usize, 0u64);
-        let mut absorb = |s: StepStats, bar: &Option<indicatif::ProgressBar>| {
-            loss_sum += s.loss as f64;
-            top1_sum += s.top1 as f64;
-            seen += s.images;
-            steps_done += 1;
-            if let Some(b) = bar {
-                b.set_message(format!("loss {:.4}", s.loss));
-            }
-            (s.step, s.loss)
-        };
+        let mut totals = EpochTotals::default();
         let mut batch_index = first_batch;
-        let mut epoch_images = 0usize;
-        let mut stopped = false;
-        while let Some(batch) = loader.next() {
-            if trainer.step >= max_steps {
-                stopped = true;
-                break;
-            }
+        let mut images = 0usize;
+        while self.trainer.step < max_steps {
+            let Some(batch) = loader.next() else { break };
             let b = batch?;
-            let lagged = trainer.step(gpu, &b.images, &b.labels)?;
-            epoch_images += b.len;
+            let lagged = self.trainer.step(gpu, &b.images, &b.labels)?;
+            images += b.len;
             loader.recycle(b);
             batch_index += 1;
-            if let Some(b) = &bar {
-                b.inc(1);
-            }
+            observer.event(&Event::Progress {
+                epoch,
+                done: batch_index,
+                steps: steps_per_epoch,
+            });
             if let Some(s) = lagged {
-                summary.step_losses.push(absorb(s, &bar));
+                totals.add(&s, summary, observer);
             }
-            if let Some(every) = opts.checkpoint_every {
-                if trainer.step % every == 0 {
-                    for s in trainer.drain(gpu)? {
-                        summary.step_losses.push(absorb(s, &bar));
+            if let Some(every) = self.opts.checkpoint_every {
+                if self.trainer.step.is_multiple_of(every) {
+                    for s in self.trainer.drain(gpu)? {
+                        totals.add(&s, summary, observer);
                     }
-                    progress = Progress {
-                        step: trainer.step,
+                    self.progress = Progress {
+                        step: self.trainer.step,
                         epoch,
                         batch: batch_index,
                     };
-                    save_checkpoint(
-                        gpu,
-                        &trainer,
-                        &ck_path,
-                        progress,
-                        &info.class_names,
-                        &extra_meta,
-                    )?;
+                    self.save(observer)?;
                 }
             }
         }
-        for s in trainer.drain(gpu)? {
-            summary.step_losses.push(absorb(s, &bar));
-        }
-        if let Some(b) = &bar {
-            b.finish_and_clear();
+        for s in self.trainer.drain(gpu)? {
+            totals.add(&s, summary, observer);
         }
         let seconds = t0.elapsed().as_secs_f64();
-        let epoch_done = !stopped && batch_index as u64 >= steps_per_epoch;
-        progress = Progress {
-            step: trainer.step,
-            epoch: if epoch_done { epoch + 1 } else { epoch },
-            batch: if epoch_done { 0 } else { batch_index },
+        let done = batch_index as u64 >= steps_per_epoch;
+        self.progress = Progress {
+            step: self.trainer.step,
+            epoch: if done { epoch + 1 } else { epoch },
+            batch: if done { 0 } else { batch_index },
         };
-        save_checkpoint(
-            gpu,
-            &trainer,
-            &ck_path,
-            progress,
-            &info.class_names,
-            &extra_meta,
-        )?;
-        let eval = match (&test, opts.evaluate && (epoch_done || stopped)) {
-            (Some(t), true) => Some(evaluate(
+        self.save(observer)?;
+        let eval = match &self.test {
+            Some(t) if self.opts.evaluate => Some(evaluate(
                 gpu,
-                &trainer,
+                &self.trainer,
                 t.clone(),
-                opts.threads,
-                opts.strict,
+                self.opts.threads,
+                self.opts.strict,
             )?),
             _ => None,
         };
@@ -486,103 +486,144 @@ pub fn run(
         }
         let es = EpochSummary {
             epoch: epoch + 1,
-            step: trainer.step,
-            lr: trainer.schedule.lr(trainer.step.saturating_sub(1)),
-            train_loss: loss_sum / steps_done.max(1) as f64,
-            train_top1: top1_sum / seen.max(1) as f64,
+            step: self.trainer.step,
+            lr: self
+                .trainer
+                .schedule
+                .lr(self.trainer.step.saturating_sub(1)),
+            train_loss: totals.loss / totals.steps.max(1) as f64,
+            train_top1: totals.top1 / totals.images.max(1) as f64,
             test_loss: eval.as_ref().map(|e| e.mean_loss()),
             test_top1: eval.as_ref().map(|e| e.top1_acc()),
             test_top5: eval.as_ref().map(|e| e.top5_acc()),
             seconds,
-            images_per_s: epoch_images as f64 / seconds.max(1e-9),
+            images_per_s: images as f64 / seconds.max(1e-9),
             skipped,
         };
-        let opt = |v: Option<f64>| v.map(|x| format!("{x:.4}")).unwrap_or_default();
-        writeln!(
-            metrics,
-            "{},{},{:.6},{:.5},{:.4},{},{},{},{:.1},{:.1},{}",
-            es.epoch,
-            es.step,
-            es.lr,
-            es.train_loss,
-            es.train_top1,
-            opt(es.test_loss),
-            opt(es.test_top1),
-            opt(es.test_top5),
-            es.seconds,
-            es.images_per_s,
-            es.skipped
-        )
-        .map_err(|e| Error::io(&metrics_path, e))?;
-        log(&format!(
-            "epoch {}/{}: train loss {:.4} top-1 {:.2}%{} | {:.0} s, {:.0} img/s{}",
-            es.epoch,
-            config.epochs,
-            es.train_loss,
-            100.0 * es.train_top1,
-            match (es.test_top1, es.test_top5) {
-                (Some(a), Some(b)) =>
-                    format!(" | test top-1 {:.2}% top-5 {:.2}%", 100.0 * a, 100.0 * b),
-                _ => String::new(),
-            },
-            es.seconds,
-            es.images_per_s,
-            if es.skipped > 0 {
-                format!(" | {} unreadable images skipped", es.skipped)
-            } else {
-                String::new()
-            }
-        ));
-        summary.epochs.push(es);
-        if let Err(e) = plot_csv(&metrics_path, &opts.out_dir.join("metrics.png")) {
-            log(&format!("warning: could not draw the metrics plot: {e}"));
-        }
         if eval.is_some() {
             summary.final_eval = eval;
         }
-        if stopped || trainer.step >= max_steps {
-            break 'epochs;
-        }
+        Ok(es)
     }
-    summary.progress = Some(progress);
-    Ok(summary)
+
+    /// Write the checkpoint (weights, momentum, progress, configuration, metadata).
+    fn save(&self, observer: &mut dyn Observer) -> Result<()> {
+        let mut meta = self.metadata.clone();
+        meta.insert(
+            TRAIN_KEY.to_string(),
+            serde_json::to_string(&self.trainer.config)
+                .map_err(|e| Error::invalid("training configuration", e.to_string()))?,
+        );
+        meta.insert(
+            PROGRESS_KEY.to_string(),
+            serde_json::to_string(&self.progress)
+                .map_err(|e| Error::invalid("progress", e.to_string()))?,
+        );
+        let path = self.checkpoint_path();
+        checkpoint::save(self.gpu, &self.trainer.net, &path, &meta, true)?;
+        observer.event(&Event::Checkpoint {
+            path: &path,
+            progress: self.progress,
+        });
+        Ok(())
+    }
 }
 
-/// Draw `metrics.csv` (all epochs, including those before a resume) as a PNG: losses on the
-/// left axis, top-1 accuracies (%) on the right.
-pub fn plot_csv(csv: &Path, png: &Path) -> Result<()> {
-    let text = std::fs::read_to_string(csv).map_err(|e| Error::io(csv, e))?;
-    let mut cols: [Vec<(f64, f64)>; 4] = Default::default();
-    for line in text.lines().skip(1) {
-        let f: Vec<&str> = line.split(',').collect();
-        if f.len() < 8 {
-            continue;
-        }
-        let Ok(epoch) = f[0].parse::<f64>() else {
-            continue;
-        };
-        for (slot, idx, scale) in [(0, 3, 1.0), (1, 5, 1.0), (2, 4, 100.0), (3, 6, 100.0)] {
-            if let Ok(v) = f[idx].parse::<f64>() {
-                cols[slot].push((epoch, v * scale));
-            }
-        }
+/// Running sums of an epoch's read-back step statistics.
+#[derive(Default)]
+struct EpochTotals {
+    loss: f64,
+    top1: f64,
+    images: usize,
+    steps: u64,
+}
+
+impl EpochTotals {
+    fn add(&mut self, s: &StepStats, summary: &mut RunSummary, observer: &mut dyn Observer) {
+        self.loss += s.loss as f64;
+        self.top1 += s.top1 as f64;
+        self.images += s.images;
+        self.steps += 1;
+        summary.step_losses.push((s.step, s.loss));
+        observer.event(&Event::StepStats(s));
     }
-    let s = |name: &str, i: usize, color: [u8; 3]| crate::viz::Series {
-        name: name.into(),
-        points: cols[i].clone(),
-        color,
-    };
+}
+
+/// A dataset's classes and sample shape must be the model's.
+fn check_data(data: &dyn Dataset, model: &ModelConfig, split: &str) -> Result<()> {
+    let info = data.info();
+    if info.num_classes != model.num_classes {
+        return Err(Error::invalid(
+            format!("{split} data"),
+            format!(
+                "it has {} classes, the model {}",
+                info.num_classes, model.num_classes
+            ),
+        ));
+    }
+    if info.channels != model.in_channels
+        || info.height != model.input_size
+        || info.width != model.input_size
+    {
+        return Err(Error::invalid(
+            format!("{split} data"),
+            format!(
+                "samples are {}x{}x{}, the model expects {}x{}x{}",
+                info.height,
+                info.width,
+                info.channels,
+                model.input_size,
+                model.input_size,
+                model.in_channels
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The rows of a run's `metrics.csv` (empty when there is none yet).
+pub fn read_metrics(path: &Path) -> Result<Vec<EpochSummary>> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let mut r = csv::Reader::from_path(path).map_err(|e| Error::format(path, e.to_string()))?;
+    r.deserialize()
+        .map(|row| row.map_err(|e| Error::format(path, format!("bad metrics row: {e}"))))
+        .collect()
+}
+
+/// Write `metrics.csv` (atomically: a crash never leaves half a row).
+pub fn write_metrics(path: &Path, rows: &[EpochSummary]) -> Result<()> {
+    crate::fsio::write_csv(path, rows)
+}
+
+/// Draw a run's metrics (all epochs, including those before a resume) as a PNG: losses on
+/// the left axis, top-1 accuracies (%) on the right.
+pub fn plot_metrics(rows: &[EpochSummary], png: &Path) -> Result<()> {
+    let series =
+        |name: &str, color: [u8; 3], f: &dyn Fn(&EpochSummary) -> Option<f64>| crate::viz::Series {
+            name: name.into(),
+            points: rows
+                .iter()
+                .filter_map(|r| f(r).map(|v| (r.epoch as f64, v)))
+                .collect(),
+            color,
+        };
     crate::viz::plot_metrics(
         png,
         "finegrain training",
         &[
-            s("train loss", 0, [31, 119, 180]),
-            s("test loss", 1, [255, 127, 14]),
+            series("train loss", [31, 119, 180], &|r| Some(r.train_loss)),
+            series("test loss", [255, 127, 14], &|r| r.test_loss),
         ],
         "loss",
         &[
-            s("train top-1 %", 2, [44, 160, 44]),
-            s("test top-1 %", 3, [214, 39, 40]),
+            series("train top-1 %", [44, 160, 44], &|r| {
+                Some(100.0 * r.train_top1)
+            }),
+            series("test top-1 %", [214, 39, 40], &|r| {
+                r.test_top1.map(|v| 100.0 * v)
+            }),
         ],
         "top-1 %",
         "epoch",

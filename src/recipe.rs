@@ -1,0 +1,525 @@
+//! Training recipes chosen from the data: the one place where finegrain's defaults live.
+//!
+//! [`Recipe::for_data`] looks at a dataset (its layout, class count and the headers of a
+//! sample of its image files) and picks everything a run needs: the backbone and input size,
+//! the channels, the augmentation, GCE's k, the epochs, batch and learning rate. The train
+//! example's flags only override what the recipe chose; a program that calls the library
+//! gets the same choices. Every choice comes with a reason ([`Recipe::reasons`]).
+//!
+//! | the data | model | input | augmentation | epochs, batch, lr |
+//! | --- | --- | --- | --- | --- |
+//! | small images (longest side <= 64 px, e.g. Fashion-MNIST, 28x28 grayscale) | `tiny` | their own size | off (short runs learn faster without it) | 4, 32, 0.1 |
+//! | medium images (65-160 px) | `resnet18` | their size, rounded down to a multiple of 32 | random crop + flip | 30, 32, 0.1 |
+//! | photos (larger) | `resnet50` | 224 (the paper: 448, `input_size`) | random resized crop + flip | 30, 16, 0.05 |
+//! | photos with a pretrained backbone ([`Choices::pretrained`]) | as above | as above | as above | the paper's fine-tuning: 90, 16, 0.001, x0.1 at 30 and 60 |
+//!
+//! Channels: 1 when every sampled image is grayscale (IDX data always), else 3. GCE's k:
+//! `C / 4` clamped to 3..=15 and to C - 1 (3 for 10 classes, the paper's 15 for 200);
+//! cross-entropy for the first epoch, then GCE; the diversification block on (alpha 0.1,
+//! p_peak = p_patch = 0.5).
+//!
+//! ```no_run
+//! use finegrain::recipe::{Choices, Recipe};
+//! let recipe = Recipe::for_data("photos/".as_ref(), &Choices::default())?;
+//! println!("{}: {} at {} px", recipe.data.display(), recipe.model, recipe.input_size);
+//! for r in &recipe.reasons {
+//!     println!("  {r}");
+//! }
+//! # Ok::<(), finegrain::Error>(())
+//! ```
+
+use crate::data::{
+    dataset_kind, open_dataset, resolve_fashion_mnist, Augment, Cub, DataOptions, Dataset,
+    DatasetKind, ImageFolder, Split, TrainCrop,
+};
+use crate::error::{Error, Result};
+use crate::model::ModelConfig;
+use crate::train::{LossChoice, Schedule, TrainConfig};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Longest image side (px) up to which images count as small (Fashion-MNIST, CIFAR-like).
+pub const SMALL_MAX: usize = 64;
+/// Longest image side (px) up to which images count as medium (below photos).
+pub const MEDIUM_MAX: usize = 160;
+/// Image files whose headers [`survey`] reads (spread evenly over the training split).
+pub const SURVEY_SAMPLE: usize = 64;
+
+/// What [`survey`] found out about a dataset without decoding its images.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Survey {
+    pub path: PathBuf,
+    pub kind: DatasetKind,
+    pub num_classes: usize,
+    pub train_images: usize,
+    /// Median width and height of the sampled images.
+    pub width: usize,
+    pub height: usize,
+    /// Whether every sampled image is grayscale.
+    pub grayscale: bool,
+    /// How many image headers were read (0 for IDX data, whose header gives the size).
+    pub sampled: usize,
+}
+
+impl Survey {
+    /// The longer side of the median image.
+    pub fn longest_side(&self) -> usize {
+        self.width.max(self.height)
+    }
+}
+
+/// Look at the dataset at `path`: its layout, classes, training-set size, and the size and
+/// colour of a sample of its images (headers only).
+pub fn survey(path: &Path) -> Result<Survey> {
+    let kind = dataset_kind(path);
+    // The headers are read through the dataset's own file list, so the survey sees exactly
+    // the files training would.
+    let (files, num_classes, train_images, idx_size) = match kind {
+        DatasetKind::Idx | DatasetKind::FashionMnist => {
+            let d = open_dataset(path, Split::Train, &DataOptions::default())?;
+            let i = d.info();
+            (
+                Vec::new(),
+                i.num_classes,
+                d.len(),
+                Some((i.width, i.height)),
+            )
+        }
+        DatasetKind::Cub => {
+            let root = if crate::data::is_cub_dir(path) {
+                path.to_path_buf()
+            } else {
+                path.join("CUB_200_2011")
+            };
+            let d = Cub::open(&root, Split::Train, &DataOptions::default())?;
+            (d.files().to_vec(), d.info().num_classes, d.len(), None)
+        }
+        DatasetKind::ImageFolder => {
+            let d = ImageFolder::open(path, Split::Train, &DataOptions::default())?;
+            (d.files().to_vec(), d.info().num_classes, d.len(), None)
+        }
+    };
+    if let Some((width, height)) = idx_size {
+        return Ok(Survey {
+            path: path.to_path_buf(),
+            kind,
+            num_classes,
+            train_images,
+            width,
+            height,
+            grayscale: true,
+            sampled: 0,
+        });
+    }
+    let step = files.len().div_ceil(SURVEY_SAMPLE).max(1);
+    let (mut widths, mut heights, mut grayscale) = (Vec::new(), Vec::new(), true);
+    let mut unreadable = Vec::new();
+    for f in files.iter().step_by(step) {
+        match image_header(f) {
+            Ok((w, h, gray)) => {
+                widths.push(w);
+                heights.push(h);
+                grayscale &= gray;
+            }
+            Err(e) => unreadable.push(e),
+        }
+    }
+    if widths.is_empty() {
+        return Err(match unreadable.into_iter().next() {
+            Some(e) => e,
+            None => Error::format(path, "the dataset has no image files"),
+        });
+    }
+    let median = |v: &mut Vec<usize>| {
+        v.sort_unstable();
+        v[v.len() / 2]
+    };
+    Ok(Survey {
+        path: path.to_path_buf(),
+        kind,
+        num_classes,
+        train_images,
+        width: median(&mut widths),
+        height: median(&mut heights),
+        grayscale,
+        sampled: widths.len(),
+    })
+}
+
+/// Width, height and whether an image file is grayscale, from its header alone.
+fn image_header(path: &Path) -> Result<(usize, usize, bool)> {
+    use image::ImageDecoder;
+    let decoder = image::ImageReader::open(path)
+        .map_err(|e| Error::io(path, e))?
+        .with_guessed_format()
+        .map_err(|e| Error::io(path, e))?
+        .into_decoder()
+        .map_err(|e| Error::format(path, format!("cannot read the image header: {e}")))?;
+    let (w, h) = decoder.dimensions();
+    let gray = matches!(
+        decoder.color_type(),
+        image::ColorType::L8
+            | image::ColorType::L16
+            | image::ColorType::La8
+            | image::ColorType::La16
+    );
+    Ok((w as usize, h as usize, gray))
+}
+
+/// What the caller fixes before the recipe chooses the rest; `None` leaves it to the data.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Choices {
+    /// A backbone preset (`tiny`, `small`, `resnet18`, `resnet34`, `resnet50`).
+    pub model: Option<String>,
+    /// Square input size in pixels.
+    pub input_size: Option<usize>,
+    /// Training augmentation on or off.
+    pub augment: Option<bool>,
+    /// An ImageNet-pretrained torchvision/timm state dict (safetensors) for the backbone:
+    /// the recipe switches to the paper's fine-tuning schedule.
+    pub pretrained: Option<PathBuf>,
+    /// Seed of the initialisation, data order, augmentation, masks and held-out split.
+    pub seed: u64,
+}
+
+/// Everything a training run needs, chosen from the data (see the module docs); change any
+/// field before training.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Recipe {
+    pub data: PathBuf,
+    pub survey: Survey,
+    /// Backbone preset name ([`ModelConfig::preset`]).
+    pub model: String,
+    pub input_size: usize,
+    pub channels: usize,
+    /// Training augmentation (random crop or shift, horizontal flip).
+    pub augment: bool,
+    /// How the dataset is opened and preprocessed.
+    pub data_options: DataOptions,
+    pub train: TrainConfig,
+    /// Backbone initialisation (torchvision/timm state dict), if any.
+    pub pretrained: Option<PathBuf>,
+    /// One line per choice, saying what was chosen and why.
+    pub reasons: Vec<String>,
+}
+
+/// GCE's k for `classes` classes: `C / 4` clamped to 3..=15, and to `C - 1`.
+pub fn k_for_classes(classes: usize) -> u32 {
+    ((classes / 4)
+        .clamp(3, 15)
+        .min(classes.saturating_sub(1))
+        .max(1)) as u32
+}
+
+impl Recipe {
+    /// The recipe for Fashion-MNIST: the full set when Debian's `dataset-fashion-mnist` is
+    /// installed and `subset` is false, else the 10k/2k subset shipped with the crate. This
+    /// is what `cargo run --example train` trains with no flags.
+    pub fn fashion_mnist(subset: bool, choices: &Choices) -> Result<Recipe> {
+        let (path, _) = resolve_fashion_mnist(None, subset)?;
+        Recipe::for_data(&path, choices)
+    }
+
+    /// The recipe for the dataset at `path` (a CUB-200-2011 folder, an IDX folder or a
+    /// class-per-folder tree), with `choices` fixed.
+    pub fn for_data(path: &Path, choices: &Choices) -> Result<Recipe> {
+        let s = survey(path)?;
+        Recipe::from_survey(s, choices)
+    }
+
+    /// The recipe for a dataset already surveyed (pure: reads no file).
+    pub fn from_survey(s: Survey, choices: &Choices) -> Result<Recipe> {
+        let mut reasons = Vec::new();
+        let side = s.longest_side();
+        let idx = matches!(s.kind, DatasetKind::Idx | DatasetKind::FashionMnist);
+        let looked = if idx {
+            format!("{}x{} IDX images", s.width, s.height)
+        } else {
+            format!(
+                "median image {}x{} {} ({} headers read)",
+                s.width,
+                s.height,
+                if s.grayscale { "grayscale" } else { "colour" },
+                s.sampled
+            )
+        };
+        let channels = if s.grayscale { 1 } else { 3 };
+        reasons.push(format!(
+            "channels {channels}: {}",
+            if s.grayscale {
+                "every sampled image is grayscale"
+            } else {
+                "colour images"
+            }
+        ));
+        let input_size = match choices.input_size {
+            Some(0) => return Err(Error::invalid("input size", "must be at least 1 pixel")),
+            Some(n) => {
+                reasons.push(format!("input {n} px: chosen by the caller"));
+                n
+            }
+            None if side <= SMALL_MAX => {
+                reasons.push(format!("input {side} px: the images' own size ({looked})"));
+                side
+            }
+            None if side <= MEDIUM_MAX => {
+                let n = (side / 32 * 32).max(64);
+                reasons.push(format!(
+                    "input {n} px: the images' size rounded down to a multiple of 32 ({looked})"
+                ));
+                n
+            }
+            None => {
+                reasons.push(format!(
+                    "input 224 px: photos ({looked}); the paper fine-tunes at 448 (input size 448)"
+                ));
+                224
+            }
+        };
+        let model = match &choices.model {
+            Some(m) => {
+                reasons.push(format!("model {m}: chosen by the caller"));
+                m.clone()
+            }
+            None => {
+                let (m, why) = if input_size <= SMALL_MAX {
+                    ("tiny", "small inputs: three 16/32/64-channel stages")
+                } else if input_size <= MEDIUM_MAX {
+                    ("resnet18", "medium inputs")
+                } else {
+                    ("resnet50", "photos: the paper's backbone")
+                };
+                reasons.push(format!("model {m}: {why}"));
+                m.to_string()
+            }
+        };
+        // Validate the model against the input early: a clear error before any file is
+        // decoded or any GPU buffer allocated.
+        ModelConfig::preset(&model, channels, input_size, s.num_classes.max(1))?;
+        let augment = match choices.augment {
+            Some(a) => {
+                reasons.push(format!(
+                    "augmentation {}: chosen by the caller",
+                    if a { "on" } else { "off" }
+                ));
+                a
+            }
+            None if input_size <= SMALL_MAX => {
+                reasons.push(
+                    "augmentation off: small images (on Fashion-MNIST a 4-epoch run reaches \
+                     87.9% without shift + flip, 82.7% with)"
+                        .into(),
+                );
+                false
+            }
+            None => {
+                reasons.push("augmentation on: random (resized) crop + horizontal flip".into());
+                true
+            }
+        };
+        let mut data_options = DataOptions {
+            split_seed: choices.seed,
+            ..DataOptions::default()
+        };
+        if !idx {
+            data_options.channels = Some(channels);
+        }
+        if !idx || choices.input_size.is_some() {
+            data_options.size = Some(input_size);
+        }
+        if !augment {
+            data_options.train_crop = Some(TrainCrop::Center);
+            data_options.hflip = Some(false);
+        }
+        let k = k_for_classes(s.num_classes);
+        reasons.push(format!(
+            "GCE k = {k} for {} classes (C / 4 within 3..=15; the paper: 15 for 200)",
+            s.num_classes
+        ));
+        let mut train = TrainConfig {
+            k,
+            seed: choices.seed,
+            ..TrainConfig::default()
+        };
+        if input_size > SMALL_MAX {
+            train.epochs = 30;
+        }
+        if input_size > MEDIUM_MAX {
+            train.batch = 16;
+            train.lr = 0.05;
+        }
+        if choices.pretrained.is_some() {
+            train.epochs = 90;
+            train.batch = 16;
+            train.lr = 0.001;
+            train.schedule = Schedule::Step {
+                milestones: vec![30, 60],
+                gamma: 0.1,
+            };
+            train.ce_warmup_epochs = 0;
+            reasons.push(
+                "fine-tuning a pretrained backbone: the paper's 90 epochs, batch 16, lr 0.001, \
+                 x0.1 at epochs 30 and 60"
+                    .into(),
+            );
+        } else {
+            reasons.push(format!(
+                "{} epochs, batch {}, lr {} (cosine, {} warm-up epochs), cross-entropy for {} epoch then GCE",
+                train.epochs, train.batch, train.lr, train.warmup_epochs, train.ce_warmup_epochs
+            ));
+        }
+        debug_assert_eq!(train.loss, LossChoice::Gce);
+        Ok(Recipe {
+            data: s.path.clone(),
+            survey: s,
+            model,
+            input_size,
+            channels,
+            augment,
+            data_options,
+            train,
+            pretrained: choices.pretrained.clone(),
+            reasons,
+        })
+    }
+
+    /// Open a split of the dataset with the recipe's preprocessing.
+    pub fn open(&self, split: Split) -> Result<Arc<dyn Dataset>> {
+        Ok(Arc::from(open_dataset(
+            &self.data,
+            split,
+            &self.data_options,
+        )?))
+    }
+
+    /// The model for `num_classes` classes (the dataset's).
+    pub fn model_config(&self, num_classes: usize) -> Result<ModelConfig> {
+        ModelConfig::preset(&self.model, self.channels, self.input_size, num_classes)
+    }
+
+    /// The evaluation preprocessing, recorded in checkpoints so that inference prepares
+    /// images exactly as the test set was.
+    pub fn preprocessing(&self) -> Result<Augment> {
+        let idx = matches!(
+            self.survey.kind,
+            DatasetKind::Idx | DatasetKind::FashionMnist
+        );
+        let (h, w) = if idx {
+            (self.survey.height, self.survey.width)
+        } else {
+            (0, 0)
+        };
+        self.data_options.augment(self.survey.kind, h, w)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn survey_of(kind: DatasetKind, side: usize, gray: bool, classes: usize) -> Survey {
+        Survey {
+            path: PathBuf::from("x"),
+            kind,
+            num_classes: classes,
+            train_images: 1000,
+            width: side,
+            height: side,
+            grayscale: gray,
+            sampled: 10,
+        }
+    }
+
+    #[test]
+    fn small_grayscale_images_get_the_tiny_model_at_their_size() {
+        let r = Recipe::from_survey(
+            survey_of(DatasetKind::ImageFolder, 28, true, 10),
+            &Choices::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            (r.model.as_str(), r.input_size, r.channels),
+            ("tiny", 28, 1)
+        );
+        assert!(!r.augment);
+        assert_eq!(r.train.k, 3);
+        assert_eq!(r.data_options.size, Some(28));
+        assert_eq!(r.data_options.channels, Some(1));
+        assert_eq!(
+            r.train,
+            TrainConfig {
+                k: 3,
+                ..TrainConfig::default()
+            }
+        );
+    }
+
+    #[test]
+    fn photos_get_resnet50_at_224_with_augmentation() {
+        let r = Recipe::from_survey(
+            survey_of(DatasetKind::Cub, 500, false, 200),
+            &Choices::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            (r.model.as_str(), r.input_size, r.channels),
+            ("resnet50", 224, 3)
+        );
+        assert!(r.augment);
+        assert_eq!(r.train.k, 15);
+        assert_eq!(r.train.batch, 16);
+        let p = Recipe::from_survey(
+            survey_of(DatasetKind::Cub, 500, false, 200),
+            &Choices {
+                pretrained: Some("r50.safetensors".into()),
+                input_size: Some(448),
+                ..Choices::default()
+            },
+        )
+        .unwrap();
+        assert_eq!((p.input_size, p.train.epochs, p.train.lr), (448, 90, 0.001));
+    }
+
+    #[test]
+    fn medium_images_round_down_to_a_multiple_of_32() {
+        let r = Recipe::from_survey(
+            survey_of(DatasetKind::ImageFolder, 100, false, 40),
+            &Choices::default(),
+        )
+        .unwrap();
+        assert_eq!((r.model.as_str(), r.input_size), ("resnet18", 96));
+        assert_eq!(r.train.k, 10);
+    }
+
+    #[test]
+    fn k_follows_the_class_count() {
+        assert_eq!(k_for_classes(2), 1);
+        assert_eq!(k_for_classes(3), 2);
+        assert_eq!(k_for_classes(10), 3);
+        assert_eq!(k_for_classes(40), 10);
+        assert_eq!(k_for_classes(200), 15);
+    }
+
+    #[test]
+    fn caller_choices_are_validated() {
+        let s = survey_of(DatasetKind::ImageFolder, 28, true, 10);
+        let e = Recipe::from_survey(
+            s.clone(),
+            &Choices {
+                input_size: Some(0),
+                ..Choices::default()
+            },
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("input size"), "{e}");
+        let e = Recipe::from_survey(
+            s,
+            &Choices {
+                model: Some("resnet9000".into()),
+                ..Choices::default()
+            },
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("resnet9000"), "{e}");
+    }
+}
