@@ -11,14 +11,13 @@
 
 use clap::{Parser, ValueEnum};
 use finegrain::checkpoint::Checkpoint;
-use finegrain::data::{open_dataset, resolve_fashion_mnist, DataOptions, Dataset, Split};
+use finegrain::classify::Classifier;
+use finegrain::data::{resolve_fashion_mnist, Split};
 use finegrain::fsio::write_csv;
 use finegrain::gpu::{Gpu, GpuOptions};
-use finegrain::train::run::evaluate_with;
-use finegrain::train::{EvalReport, Predictor};
+use finegrain::train::EvalReport;
 use finegrain::{Error, Result};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 const DEFAULT_WEIGHTS: &str = concat!(
@@ -80,57 +79,29 @@ fn main() {
 }
 
 fn real_main(args: Args) -> Result<()> {
-    if args.batch == 0 {
-        return Err(Error::invalid("--batch", "must be at least 1"));
+    if args.threads == Some(0) {
+        return Err(Error::invalid("--threads", "must be at least 1"));
     }
     let weights = args
         .weights
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_WEIGHTS));
-    // Opening checks the metadata: class names, preprocessing and model agree.
-    let ck = Checkpoint::open(&weights)?;
-    let names = ck.class_names();
-    let aug = ck.preprocessing().clone();
-    if aug.height != aug.width {
-        return Err(Error::format(
-            &weights,
-            format!(
-                "records a {}x{} input; evaluate supports square inputs",
-                aug.height, aug.width
-            ),
-        ));
-    }
-
-    // The dataset, prepared exactly as the checkpoint's test images were.
     let path = match &args.data {
         Some(p) if !args.subset => p.clone(),
         _ => resolve_fashion_mnist(args.data.as_deref(), args.subset)?.0,
-    };
-    let dopts = DataOptions {
-        channels: Some(aug.channels),
-        size: Some(aug.height),
-        eval_resize: Some(aug.eval_resize),
-        normalize: Some(aug.normalize.clone()),
-        // Class folders without train/ and test/ are split as the training run split them.
-        split_seed: ck.train_config().map(|c| c.seed).unwrap_or(0),
-        ..DataOptions::default()
     };
     let split = match args.split {
         SplitArg::Train => Split::Train,
         SplitArg::Test => Split::Test,
     };
-    let data: Arc<dyn Dataset> = Arc::from(open_dataset(&path, split, &dopts)?);
-    check_classes(
-        &path,
-        &data.info().class_names,
-        &names,
-        ck.has_class_names(),
-        &weights,
-    )?;
-
     let gopts = GpuOptions::from_env_and_flags(args.backend.as_deref(), args.adapter.as_deref())?;
     let gpu = Gpu::new(&gopts)?;
     println!("device: {}", gpu.describe());
+    // Opening checks the metadata (class names, preprocessing and model agree); the data is
+    // prepared as the checkpoint's test images were and must have its classes.
+    let ck = Checkpoint::open(&weights)?;
+    let clf = Classifier::from_checkpoint(&gpu, &ck, args.batch)?;
+    let data = clf.open_data(&path, split)?;
     println!(
         "model: {} ({} classes) from {}",
         ck.model.name,
@@ -143,64 +114,16 @@ fn real_main(args: Args) -> Result<()> {
         split,
         data.len()
     );
-
-    let batch = args.batch.min(data.len().max(1));
-    let predictor = Predictor::from_checkpoint(&gpu, &ck, batch)?;
-    let threads = args.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let t0 = Instant::now();
-    let (report, skipped) = evaluate_with(
-        data.clone(),
-        batch,
-        ck.model.num_classes,
-        threads,
-        args.strict,
-        |images, valid| predictor.scores(&gpu, images, valid),
-    )?;
+    let (report, skipped) = clf.evaluate(&gpu, data, threads, args.strict)?;
     let secs = t0.elapsed().as_secs_f64();
-    print_report(&report, &names, skipped.len(), secs);
+    print_report(&report, clf.classes(), skipped.len(), secs);
     if let Some(dir) = &args.report {
-        write_report(dir, &report, &names)?;
+        write_report(dir, &report, clf.classes())?;
         println!("report written to {}", dir.display());
-    }
-    Ok(())
-}
-
-/// The dataset's classes must be the checkpoint's, in the same order: otherwise every
-/// accuracy would be meaningless. Without recorded names (`named` false, placeholders) only
-/// the count can be compared.
-fn check_classes(
-    data: &Path,
-    have: &[String],
-    want: &[String],
-    named: bool,
-    weights: &Path,
-) -> Result<()> {
-    if have.len() != want.len() {
-        return Err(Error::format(
-            data,
-            format!(
-                "has {} classes; the checkpoint {} was trained on {}",
-                have.len(),
-                weights.display(),
-                want.len()
-            ),
-        ));
-    }
-    if let Some(i) = (0..have.len()).find(|&i| named && have[i] != want[i]) {
-        return Err(Error::format(
-            data,
-            format!(
-                "class {i} is `{}`, but in the checkpoint {} it is `{}` (same classes in the \
-                 same order needed)",
-                have[i],
-                weights.display(),
-                want[i]
-            ),
-        ));
     }
     Ok(())
 }

@@ -21,12 +21,13 @@
 //! ```
 
 use crate::checkpoint::Checkpoint;
-use crate::data::{read_image, Augment, ImageU8};
+use crate::data::{open_dataset, read_image, Augment, DataOptions, Dataset, ImageU8, Split};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::train::Predictor;
+use crate::train::{EvalReport, Predictor};
 use rand::SeedableRng;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// One class of a prediction.
 #[derive(Clone, Debug, PartialEq)]
@@ -60,7 +61,12 @@ pub struct ClassMap {
 pub struct Classifier {
     predictor: Predictor,
     classes: Vec<String>,
+    /// Whether the checkpoint recorded its class names (else `classes` are placeholders).
+    named: bool,
     preprocessing: Augment,
+    /// The training run's seed: class folders without train/ and test/ are split with it.
+    split_seed: u64,
+    path: PathBuf,
 }
 
 impl Classifier {
@@ -75,14 +81,92 @@ impl Classifier {
         if batch == 0 {
             return Err(Error::invalid("batch", "must be at least 1"));
         }
-        let classes = ck.class_names();
         let preprocessing = ck.preprocessing().clone();
+        if preprocessing.height != preprocessing.width {
+            return Err(Error::format(
+                ck.path(),
+                format!(
+                    "records a {}x{} input; only square inputs are supported",
+                    preprocessing.height, preprocessing.width
+                ),
+            ));
+        }
         let predictor = Predictor::from_checkpoint(gpu, ck, batch)?;
         Ok(Classifier {
             predictor,
-            classes,
+            classes: ck.class_names(),
+            named: ck.has_class_names(),
             preprocessing,
+            split_seed: ck.train_config().map(|c| c.seed).unwrap_or(0),
+            path: ck.path().to_path_buf(),
         })
+    }
+
+    /// How to open a labelled dataset so that its images are prepared exactly as the
+    /// checkpoint's test images were (and class folders without train/ and test/ are split
+    /// as the training run split them).
+    pub fn data_options(&self) -> DataOptions {
+        let aug = &self.preprocessing;
+        DataOptions {
+            channels: Some(aug.channels),
+            size: Some(aug.height),
+            eval_resize: Some(aug.eval_resize),
+            normalize: Some(aug.normalize.clone()),
+            split_seed: self.split_seed,
+            ..DataOptions::default()
+        }
+    }
+
+    /// Open `split` of the labelled dataset at `path` with [`Classifier::data_options`],
+    /// checking that its classes are the checkpoint's, in the same order (without recorded
+    /// names only the count can be compared).
+    pub fn open_data(&self, path: &Path, split: Split) -> Result<Arc<dyn Dataset>> {
+        let data: Arc<dyn Dataset> = Arc::from(open_dataset(path, split, &self.data_options())?);
+        let (have, want) = (&data.info().class_names, &self.classes);
+        if have.len() != want.len() {
+            return Err(Error::format(
+                path,
+                format!(
+                    "has {} classes; the checkpoint {} was trained on {}",
+                    have.len(),
+                    self.path.display(),
+                    want.len()
+                ),
+            ));
+        }
+        if let Some(i) = (0..have.len()).find(|&i| self.named && have[i] != want[i]) {
+            return Err(Error::format(
+                path,
+                format!(
+                    "class {i} is `{}`, but in the checkpoint {} it is `{}` (same classes in \
+                     the same order needed)",
+                    have[i],
+                    self.path.display(),
+                    want[i]
+                ),
+            ));
+        }
+        Ok(data)
+    }
+
+    /// Evaluate on a labelled dataset (opened with [`Classifier::open_data`]): top-1,
+    /// top-5, mean loss, confusion matrix, and the files skipped as unreadable (file,
+    /// reason); `strict` makes the first unreadable file an error.
+    pub fn evaluate(
+        &self,
+        gpu: &Gpu,
+        data: Arc<dyn Dataset>,
+        threads: usize,
+        strict: bool,
+    ) -> Result<(EvalReport, Vec<(String, String)>)> {
+        crate::train::run::evaluate_with(
+            data,
+            self.batch(),
+            self.classes.len(),
+            threads,
+            strict,
+            |images, valid| self.predictor.scores(gpu, images, valid),
+        )
     }
 
     /// Class names, by label.
