@@ -133,6 +133,13 @@ fn recipe_train_and_classify_through_the_public_api() {
             p.top[0].score
         );
     }
+    // Evaluation through the classifier gives the run's own last evaluation.
+    let test = clf.open_data(&data, finegrain::data::Split::Test).unwrap();
+    let (report, skipped) = clf.evaluate(gpu, test, 2, false).unwrap();
+    let last = summary.final_eval.as_ref().expect("evaluated at the last epoch");
+    assert!(skipped.is_empty());
+    assert_eq!(report.confusion, last.confusion);
+    assert!((report.mean_loss() - last.mean_loss()).abs() < 1e-4);
     let cam = clf.cam_image(&inputs[..clf.input_len()], &with_maps[0].0, &with_maps[0].1);
     assert!(cam.width() >= SIZE && cam.height() >= SIZE);
 }
