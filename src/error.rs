@@ -38,12 +38,17 @@ pub enum Error {
     #[error("GPU error in {context}: {message}")]
     Gpu { context: String, message: String },
 
-    /// A tensor has the wrong shape.
-    #[error("tensor `{tensor}`: expected shape {expected:?}, found {found:?}")]
+    /// A tensor has the wrong shape or element type: `context` names who checked it (a
+    /// launcher and the tensor's role in it, e.g. `batchnorm_forward_train gamma`),
+    /// `tensor` is its label, `expected` says what was needed ("shape [3]", "at least 30
+    /// elements", "U32 elements").
+    #[error("{context}: tensor `{tensor}` needs {expected}, found shape {found:?} ({dtype})")]
     ShapeMismatch {
+        context: String,
         tensor: String,
-        expected: Vec<usize>,
+        expected: String,
         found: Vec<usize>,
+        dtype: String,
     },
 
     /// A configuration value or argument is out of range.

@@ -233,9 +233,11 @@ impl Augment {
         let (h, w, c) = (self.height, self.width, self.channels);
         if out.len() != h * w * c {
             return Err(Error::ShapeMismatch {
-                tensor: "augmentation output".into(),
-                expected: vec![h, w, c],
+                context: "augmentation".into(),
+                tensor: "output".into(),
+                expected: format!("{} values (shape {:?})", h * w * c, [h, w, c]),
                 found: vec![out.len()],
+                dtype: "f32".into(),
             });
         }
         if src.width == 0 || src.height == 0 {

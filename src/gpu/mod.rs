@@ -10,7 +10,7 @@ mod tensor;
 pub use pipeline::{Dispatch, ShaderSource};
 pub use profiler::{ProfileRow, Profiler};
 pub(crate) use tensor::map_read;
-pub use tensor::{DType, Tensor};
+pub use tensor::{DType, Size, Tensor};
 
 use crate::error::{Error, Result};
 use std::collections::HashMap;

@@ -53,17 +53,44 @@ impl Tensor {
         })
     }
 
-    /// Error unless the shape is `expected`.
-    pub fn expect_shape(&self, expected: &[usize]) -> Result<()> {
-        if self.shape != expected {
-            return Err(Error::ShapeMismatch {
-                tensor: self.label.clone(),
-                expected: expected.to_vec(),
-                found: self.shape.clone(),
-            });
+    /// The one check launchers make of their tensors: error ([`Error::ShapeMismatch`],
+    /// naming `launcher`, the tensor's `role` in it and its label) unless it holds `dtype`
+    /// elements and `size` fits.
+    pub fn check(&self, launcher: &str, role: &str, dtype: DType, size: Size<'_>) -> Result<()> {
+        let numel = self.numel();
+        let fits = match size {
+            Size::Shape(s) => self.shape == s,
+            Size::Len(n) => numel == n,
+            Size::AtLeast(n) => numel >= n,
+        };
+        if fits && self.dtype == dtype {
+            return Ok(());
         }
-        Ok(())
+        let count = match size {
+            Size::Shape(s) => format!("shape {s:?}"),
+            Size::Len(n) => format!("{n} elements"),
+            Size::AtLeast(n) => format!("at least {n} elements"),
+        };
+        Err(Error::ShapeMismatch {
+            context: format!("{launcher} {role}"),
+            tensor: self.label.clone(),
+            expected: format!("{count} of {dtype:?}"),
+            found: self.shape.clone(),
+            dtype: format!("{:?}", self.dtype),
+        })
     }
+}
+
+/// What [`Tensor::check`] asks of a tensor's size.
+#[derive(Clone, Copy, Debug)]
+pub enum Size<'a> {
+    /// Exactly this shape.
+    Shape(&'a [usize]),
+    /// Exactly this many elements, in any shape.
+    Len(usize),
+    /// At least this many elements (a buffer sized for the largest case serving a smaller
+    /// one).
+    AtLeast(usize),
 }
 
 impl Gpu {

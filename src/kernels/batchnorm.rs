@@ -9,7 +9,7 @@
 
 use super::BATCHNORM;
 use crate::error::{Error, Result};
-use crate::gpu::{Dispatch, Gpu, Tensor};
+use crate::gpu::{DType, Dispatch, Gpu, Size, Tensor};
 
 /// Channels per workgroup of the reduction kernels (`CB` in the shader).
 const CB: usize = 32;
@@ -66,13 +66,60 @@ impl BnSizing {
     }
 }
 
-/// Batch-norm problem: `rows` = N * H * W, `channels` = C, PyTorch's `eps` and `momentum`.
-#[derive(Clone, Copy, Debug)]
+/// Geometry of one batch norm: `rows` = N * H * W, `channels` = C. The launchers read it
+/// from their input `x` ([`BatchNormShape::of`]); the memory plan computes it from the
+/// topology.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BatchNormShape {
     pub rows: usize,
     pub channels: usize,
+}
+
+/// How a batch norm runs: PyTorch's `eps` and `momentum`, the fused ReLU on `y` (forward
+/// kernels), and the work sizing. [`Default`] is PyTorch's `eps = 1e-5`, `momentum = 0.1`,
+/// no ReLU, [`BnSizing::Gpu`]; [`BatchNormOptions::for_gpu`] sizes for an adapter.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchNormOptions {
     pub eps: f32,
     pub momentum: f32,
+    /// Forward: `y = max(0, bn(x))`. The backward ignores it (apply the ReLU's backward to
+    /// `dy` first).
+    pub relu: bool,
+    pub sizing: BnSizing,
+}
+
+impl Default for BatchNormOptions {
+    fn default() -> Self {
+        BatchNormOptions {
+            eps: 1e-5,
+            momentum: 0.1,
+            relu: false,
+            sizing: BnSizing::Gpu,
+        }
+    }
+}
+
+impl BatchNormOptions {
+    /// The defaults, sized for `gpu` ([`BnSizing::for_gpu`]).
+    pub fn for_gpu(gpu: &Gpu) -> Self {
+        BatchNormOptions {
+            sizing: BnSizing::for_gpu(gpu),
+            ..Default::default()
+        }
+    }
+
+    fn validate(&self, launcher: &str) -> Result<()> {
+        if self.eps.is_nan() || self.eps <= 0.0 || !(0.0..=1.0).contains(&self.momentum) {
+            return Err(Error::invalid(
+                format!("{launcher} options"),
+                format!(
+                    "eps {} must be > 0 and momentum {} in [0, 1]",
+                    self.eps, self.momentum
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Parameter block of `shaders/batchnorm.wgsl`.
@@ -108,57 +155,75 @@ impl BatchNormShape {
         self.rows.max(1).div_ceil(sizing.rows_per_thread())
     }
 
-    /// The shader's parameter block.
-    pub fn params(&self, sizing: BnSizing) -> BatchNormParams {
-        let (chunk_rows, chunks) = self.chunking(sizing);
+    /// The shader's parameter block (without the ReLU flag).
+    pub fn params(&self, o: &BatchNormOptions) -> BatchNormParams {
+        let (chunk_rows, chunks) = self.chunking(o.sizing);
         BatchNormParams {
             rows: self.rows as u32,
             channels: self.channels as u32,
             chunk_rows: chunk_rows as u32,
             chunks: chunks as u32,
-            eps: self.eps,
-            momentum: self.momentum,
+            eps: o.eps,
+            momentum: o.momentum,
             inv_rows: 1.0 / self.rows.max(1) as f32,
-            stripes: self.stripes(sizing) as u32,
+            stripes: self.stripes(o.sizing) as u32,
             relu: 0,
             _pad: [0; 3],
         }
     }
 
-    fn validate(&self, train: bool) -> Result<()> {
-        if self.rows == 0 || self.channels == 0 {
+    /// The shape of a `(rows, C)` view of the NHWC activation `x`: C its last dimension.
+    /// Error when that leaves no rows or channels, a single row in training (`train`), or
+    /// more elements than the kernels' u32 indexing reaches.
+    pub fn of(launcher: &str, x: &Tensor, train: bool) -> Result<BatchNormShape> {
+        let channels = x.shape.last().copied().unwrap_or(0);
+        let s = BatchNormShape {
+            rows: x.numel().checked_div(channels).unwrap_or(0),
+            channels,
+        };
+        let what = || format!("{launcher} input x (`{}`, shape {:?})", x.label, x.shape);
+        if s.rows == 0 || s.channels == 0 {
             return Err(Error::invalid(
-                "batch-norm shape",
+                what(),
                 format!(
                     "rows {} and channels {} must be positive",
-                    self.rows, self.channels
+                    s.rows, s.channels
                 ),
             ));
         }
-        if train && self.rows < 2 {
+        if train && s.rows < 2 {
             return Err(Error::invalid(
-                "batch-norm shape",
+                what(),
                 "training mode needs more than 1 value per channel (rows = N * H * W >= 2)",
             ));
         }
         // The element-wise kernels' index runs one stripe past the last element.
-        if 2 * (self.rows as u64) * (self.channels as u64) > u32::MAX as u64 {
+        if 2 * (s.rows as u64) * (s.channels as u64) > u32::MAX as u64 {
             return Err(Error::invalid(
-                "batch-norm shape",
+                what(),
                 format!(
                     "rows * channels = {} must be at most 2^31 - 1 (u32 indexing)",
-                    self.rows * self.channels
+                    s.rows * s.channels
                 ),
             ));
         }
-        if self.eps.is_nan() || self.eps <= 0.0 || !(0.0..=1.0).contains(&self.momentum) {
-            return Err(Error::invalid(
-                "batch-norm shape",
-                format!(
-                    "eps {} must be > 0 and momentum {} in [0, 1]",
-                    self.eps, self.momentum
-                ),
-            ));
+        Ok(s)
+    }
+
+    /// Error unless every tensor of `acts` has `x`'s shape and every one of `chans` holds
+    /// C f32.
+    fn check(
+        &self,
+        launcher: &str,
+        x: &Tensor,
+        acts: &[(&Tensor, &str)],
+        chans: &[(&Tensor, &str)],
+    ) -> Result<()> {
+        for (t, role) in acts {
+            t.check(launcher, role, DType::F32, Size::Shape(&x.shape))?;
+        }
+        for (t, role) in chans {
+            t.check(launcher, role, DType::F32, Size::Len(self.channels))?;
         }
         Ok(())
     }
@@ -183,253 +248,196 @@ impl BatchNormShape {
     }
 }
 
-fn expect_numel(t: &Tensor, need: usize, what: &str) -> Result<()> {
-    if t.numel() != need {
-        return Err(Error::invalid(
-            format!("batch-norm {what} (`{}`)", t.label),
-            format!(
-                "needs {need} elements, has {} (shape {:?})",
-                t.numel(),
-                t.shape
-            ),
-        ));
-    }
-    Ok(())
+/// Tensors of [`batchnorm_forward_train`]: `x`, `y` (rows, C) (any NHWC shape, C last);
+/// the rest (C).
+pub struct BatchNormTrain<'a> {
+    pub x: &'a Tensor,
+    pub gamma: &'a Tensor,
+    pub beta: &'a Tensor,
+    pub running_mean: &'a Tensor,
+    pub running_var: &'a Tensor,
+    pub save_mean: &'a Tensor,
+    pub save_invstd: &'a Tensor,
+    pub y: &'a Tensor,
 }
 
-fn check_activation(s: &BatchNormShape, t: &Tensor, what: &str) -> Result<()> {
-    expect_numel(t, s.rows * s.channels, what)?;
-    if t.shape.len() > 1 && t.shape.last() != Some(&s.channels) {
-        return Err(Error::invalid(
-            format!("batch-norm {what} (`{}`)", t.label),
-            format!(
-                "last dimension must be C = {} (NHWC), shape is {:?}",
-                s.channels, t.shape
-            ),
-        ));
-    }
-    Ok(())
+/// Tensors of [`batchnorm_forward_eval`]: `x`, `y` (rows, C); the rest (C).
+pub struct BatchNormEval<'a> {
+    pub x: &'a Tensor,
+    pub gamma: &'a Tensor,
+    pub beta: &'a Tensor,
+    pub running_mean: &'a Tensor,
+    pub running_var: &'a Tensor,
+    pub y: &'a Tensor,
+}
+
+/// Tensors of [`batchnorm_backward`]: `x`, `dy`, `dx` (rows, C); the rest (C).
+pub struct BatchNormBackward<'a> {
+    pub x: &'a Tensor,
+    pub dy: &'a Tensor,
+    pub gamma: &'a Tensor,
+    pub save_mean: &'a Tensor,
+    pub save_invstd: &'a Tensor,
+    pub dx: &'a Tensor,
+    pub dgamma: &'a Tensor,
+    pub dbeta: &'a Tensor,
 }
 
 /// Training-mode forward: batch mean and biased variance over the rows normalise `x`,
-/// `y = gamma * (x - mean) * invstd + beta`, `invstd = 1 / sqrt(var + eps)`.
+/// `y = gamma * (x - mean) * invstd + beta`, `invstd = 1 / sqrt(var + eps)`, then
+/// `max(0, y)` when `o.relu`. The shape comes from `x` (C its last dimension).
 /// Overwrites `y` (rows, C), `save_mean` (C) and `save_invstd` (C); updates `running_mean`
 /// and `running_var` (C) in place: `r = (1 - momentum) r + momentum * batch_stat`, with the
 /// unbiased variance for `running_var` (as PyTorch). Three dispatches (stats, finalize,
-/// normalize), to be recorded in order. Sized for the adapter ([`BnSizing::for_gpu`]).
-#[allow(clippy::too_many_arguments)]
+/// normalize), to be recorded in order.
 pub fn batchnorm_forward_train(
     gpu: &Gpu,
-    s: &BatchNormShape,
-    x: &Tensor,
-    gamma: &Tensor,
-    beta: &Tensor,
-    running_mean: &Tensor,
-    running_var: &Tensor,
-    save_mean: &Tensor,
-    save_invstd: &Tensor,
-    y: &Tensor,
+    t: &BatchNormTrain,
+    o: &BatchNormOptions,
 ) -> Result<Vec<Dispatch>> {
-    let sizing = BnSizing::for_gpu(gpu);
-    batchnorm_forward_train_sized(
-        gpu,
-        s,
-        sizing,
-        false,
-        [
-            x,
-            gamma,
-            beta,
-            running_mean,
-            running_var,
-            save_mean,
-            save_invstd,
-            y,
+    const L: &str = "batchnorm_forward_train";
+    o.validate(L)?;
+    let s = BatchNormShape::of(L, t.x, true)?;
+    s.check(
+        L,
+        t.x,
+        &[(t.x, "x"), (t.y, "y")],
+        &[
+            (t.gamma, "gamma"),
+            (t.beta, "beta"),
+            (t.running_mean, "running_mean"),
+            (t.running_var, "running_var"),
+            (t.save_mean, "save_mean"),
+            (t.save_invstd, "save_invstd"),
         ],
-    )
-}
-
-/// [`batchnorm_forward_train`] with an explicit sizing, and with `relu` a fused ReLU
-/// (`y = max(0, bn(x))`); the tensors in its argument order (x, gamma, beta, running_mean,
-/// running_var, save_mean, save_invstd, y).
-pub fn batchnorm_forward_train_sized(
-    gpu: &Gpu,
-    s: &BatchNormShape,
-    sizing: BnSizing,
-    relu: bool,
-    tensors: [&Tensor; 8],
-) -> Result<Vec<Dispatch>> {
-    let [x, gamma, beta, running_mean, running_var, save_mean, save_invstd, y] = tensors;
-    s.validate(true)?;
-    check_activation(s, x, "input x")?;
-    check_activation(s, y, "output y")?;
-    for (t, what) in [
-        (gamma, "gamma"),
-        (beta, "beta"),
-        (running_mean, "running_mean"),
-        (running_var, "running_var"),
-        (save_mean, "save_mean"),
-        (save_invstd, "save_invstd"),
-    ] {
-        expect_numel(t, s.channels, what)?;
-    }
-    let p = s.params(sizing);
-    let part = s.scratch(gpu, sizing, &format!("{}.bn_stats_partials", x.label))?;
+    )?;
+    let sizing = o.sizing;
+    let p = s.params(o);
+    let part = s.scratch(gpu, sizing, &format!("{}.bn_stats_partials", t.x.label))?;
     let p_norm = BatchNormParams {
-        relu: relu as u32,
+        relu: o.relu as u32,
         ..p
     };
     let stats = gpu.dispatch(
         &BATCHNORM,
         "batchnorm_forward_train_stats",
         &p,
-        &[x, &part],
+        &[t.x, &part],
         s.reduce_grid(sizing),
     )?;
     let finalize = gpu.dispatch(
         &BATCHNORM,
         "batchnorm_forward_train_finalize",
         &p,
-        &[&part, save_mean, save_invstd, running_mean, running_var],
+        &[
+            &part,
+            t.save_mean,
+            t.save_invstd,
+            t.running_mean,
+            t.running_var,
+        ],
         s.finalize_grid(),
     )?;
     let normalize = gpu.dispatch(
         &BATCHNORM,
         "batchnorm_forward_train_normalize",
         &p_norm,
-        &[x, y, gamma, beta, save_mean, save_invstd],
+        &[t.x, t.y, t.gamma, t.beta, t.save_mean, t.save_invstd],
         s.elementwise_grid(gpu, sizing),
     )?;
     Ok(vec![stats, finalize, normalize])
 }
 
 /// Eval-mode forward with the running statistics:
-/// `y = gamma * (x - running_mean) / sqrt(running_var + eps) + beta`. Overwrites `y`.
-/// Sized for the adapter ([`BnSizing::for_gpu`]).
-#[allow(clippy::too_many_arguments)]
+/// `y = gamma * (x - running_mean) / sqrt(running_var + eps) + beta`, then `max(0, y)`
+/// when `o.relu`. Overwrites `y`. `o.momentum` only travels in the parameter block.
 pub fn batchnorm_forward_eval(
     gpu: &Gpu,
-    s: &BatchNormShape,
-    x: &Tensor,
-    gamma: &Tensor,
-    beta: &Tensor,
-    running_mean: &Tensor,
-    running_var: &Tensor,
-    y: &Tensor,
+    t: &BatchNormEval,
+    o: &BatchNormOptions,
 ) -> Result<Dispatch> {
-    let sizing = BnSizing::for_gpu(gpu);
-    batchnorm_forward_eval_sized(
-        gpu,
-        s,
-        sizing,
-        false,
-        [x, gamma, beta, running_mean, running_var, y],
-    )
-}
-
-/// [`batchnorm_forward_eval`] with an explicit sizing, and with `relu` a fused ReLU; the
-/// tensors in its argument order (x, gamma, beta, running_mean, running_var, y).
-pub fn batchnorm_forward_eval_sized(
-    gpu: &Gpu,
-    s: &BatchNormShape,
-    sizing: BnSizing,
-    relu: bool,
-    tensors: [&Tensor; 6],
-) -> Result<Dispatch> {
-    let [x, gamma, beta, running_mean, running_var, y] = tensors;
-    s.validate(false)?;
-    check_activation(s, x, "input x")?;
-    check_activation(s, y, "output y")?;
-    for (t, what) in [
-        (gamma, "gamma"),
-        (beta, "beta"),
-        (running_mean, "running_mean"),
-        (running_var, "running_var"),
-    ] {
-        expect_numel(t, s.channels, what)?;
-    }
+    const L: &str = "batchnorm_forward_eval";
+    o.validate(L)?;
+    let s = BatchNormShape::of(L, t.x, false)?;
+    s.check(
+        L,
+        t.x,
+        &[(t.x, "x"), (t.y, "y")],
+        &[
+            (t.gamma, "gamma"),
+            (t.beta, "beta"),
+            (t.running_mean, "running_mean"),
+            (t.running_var, "running_var"),
+        ],
+    )?;
     gpu.dispatch(
         &BATCHNORM,
         "batchnorm_forward_eval",
         &BatchNormParams {
-            relu: relu as u32,
-            ..s.params(sizing)
+            relu: o.relu as u32,
+            ..s.params(o)
         },
-        &[x, y, gamma, beta, running_mean, running_var],
-        s.elementwise_grid(gpu, sizing),
+        &[t.x, t.y, t.gamma, t.beta, t.running_mean, t.running_var],
+        s.elementwise_grid(gpu, o.sizing),
     )
 }
 
-/// Backward of the training-mode forward, from the saved batch statistics:
-/// `dbeta = sum dy`, `dgamma = sum dy * xhat`,
+/// Backward of the training-mode forward (before its ReLU: `o.relu` is ignored), from the
+/// saved batch statistics: `dbeta = sum dy`, `dgamma = sum dy * xhat`,
 /// `dx = gamma * invstd / rows * (rows * dy - dbeta - xhat * dgamma)`.
 /// Overwrites `dx` (rows, C), `dgamma` (C) and `dbeta` (C). Three dispatches (reduce,
-/// finalize, dx), to be recorded in order. Sized for the adapter ([`BnSizing::for_gpu`]).
-#[allow(clippy::too_many_arguments)]
+/// finalize, dx), to be recorded in order.
 pub fn batchnorm_backward(
     gpu: &Gpu,
-    s: &BatchNormShape,
-    x: &Tensor,
-    dy: &Tensor,
-    gamma: &Tensor,
-    save_mean: &Tensor,
-    save_invstd: &Tensor,
-    dx: &Tensor,
-    dgamma: &Tensor,
-    dbeta: &Tensor,
+    t: &BatchNormBackward,
+    o: &BatchNormOptions,
 ) -> Result<Vec<Dispatch>> {
-    let sizing = BnSizing::for_gpu(gpu);
-    batchnorm_backward_sized(
-        gpu,
-        s,
-        sizing,
-        [x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta],
-    )
-}
-
-/// [`batchnorm_backward`] with an explicit sizing; the tensors in its argument order
-/// (x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta).
-pub fn batchnorm_backward_sized(
-    gpu: &Gpu,
-    s: &BatchNormShape,
-    sizing: BnSizing,
-    tensors: [&Tensor; 8],
-) -> Result<Vec<Dispatch>> {
-    let [x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta] = tensors;
-    s.validate(true)?;
-    check_activation(s, x, "input x")?;
-    check_activation(s, dy, "gradient dy")?;
-    check_activation(s, dx, "gradient dx")?;
-    for (t, what) in [
-        (gamma, "gamma"),
-        (save_mean, "save_mean"),
-        (save_invstd, "save_invstd"),
-        (dgamma, "dgamma"),
-        (dbeta, "dbeta"),
-    ] {
-        expect_numel(t, s.channels, what)?;
-    }
-    let p = s.params(sizing);
-    let part = s.scratch(gpu, sizing, &format!("{}.bn_grad_partials", dy.label))?;
+    const L: &str = "batchnorm_backward";
+    o.validate(L)?;
+    let s = BatchNormShape::of(L, t.x, true)?;
+    s.check(
+        L,
+        t.x,
+        &[(t.x, "x"), (t.dy, "dy"), (t.dx, "dx")],
+        &[
+            (t.gamma, "gamma"),
+            (t.save_mean, "save_mean"),
+            (t.save_invstd, "save_invstd"),
+            (t.dgamma, "dgamma"),
+            (t.dbeta, "dbeta"),
+        ],
+    )?;
+    let sizing = o.sizing;
+    let p = s.params(o);
+    let part = s.scratch(gpu, sizing, &format!("{}.bn_grad_partials", t.dy.label))?;
     let reduce = gpu.dispatch(
         &BATCHNORM,
         "batchnorm_backward_reduce",
         &p,
-        &[x, &part, dy, save_mean, save_invstd],
+        &[t.x, &part, t.dy, t.save_mean, t.save_invstd],
         s.reduce_grid(sizing),
     )?;
     let finalize = gpu.dispatch(
         &BATCHNORM,
         "batchnorm_backward_finalize",
         &p,
-        &[&part, dbeta, dgamma],
+        &[&part, t.dbeta, t.dgamma],
         s.finalize_grid(),
     )?;
     let dxd = gpu.dispatch(
         &BATCHNORM,
         "batchnorm_backward_dx",
         &p,
-        &[x, dx, dy, save_mean, save_invstd, gamma, dbeta, dgamma],
+        &[
+            t.x,
+            t.dx,
+            t.dy,
+            t.save_mean,
+            t.save_invstd,
+            t.gamma,
+            t.dbeta,
+            t.dgamma,
+        ],
         s.elementwise_grid(gpu, sizing),
     )?;
     Ok(vec![reduce, finalize, dxd])

@@ -6,7 +6,7 @@
 
 use super::{CONV2D, CONV2D_SUBGROUP};
 use crate::error::{Error, Result};
-use crate::gpu::{DType, Dispatch, Gpu, KernelFamily, Tensor};
+use crate::gpu::{DType, Dispatch, Gpu, KernelFamily, Size, Tensor};
 
 /// Geometry of one convolution: input (n, h, w, cin), kernel (kh, kw), cout output channels,
 /// the same stride and zero padding on both spatial axes.
@@ -103,6 +103,16 @@ impl Conv2dShape {
                 what(),
                 "too large for 32-bit indexing; split the batch",
             ));
+        }
+        Ok(())
+    }
+
+    /// Error unless the tensors, (x, w, y) or their gradients, have the shapes (N, H, W, Cin),
+    /// (KH, KW, Cin, Cout), (N, OH, OW, Cout) and hold f32.
+    fn check(&self, launcher: &str, tensors: [(&Tensor, &str); 3]) -> Result<()> {
+        let shapes = [self.x_shape(), self.w_shape(), self.y_shape()];
+        for ((t, role), shape) in tensors.into_iter().zip(shapes) {
+            t.check(launcher, role, DType::F32, Size::Shape(&shape))?;
         }
         Ok(())
     }
@@ -276,9 +286,7 @@ pub fn conv2d_forward_with(
 ) -> Result<Dispatch> {
     s.validate()?;
     kernel.check(gpu)?;
-    x.expect_shape(&s.x_shape())?;
-    w.expect_shape(&s.w_shape())?;
-    y.expect_shape(&s.y_shape())?;
+    s.check("conv2d_forward", [(x, "x"), (w, "w"), (y, "y")])?;
     let rows = s.n * s.oh() * s.ow();
     let p = s.params(rows, s.cout, s.kh * s.kw * s.cin, false);
     match kernel {
@@ -336,9 +344,7 @@ pub fn conv2d_backward_data_with(
 ) -> Result<Dispatch> {
     s.validate()?;
     kernel.check(gpu)?;
-    dy.expect_shape(&s.y_shape())?;
-    w.expect_shape(&s.w_shape())?;
-    dx.expect_shape(&s.x_shape())?;
+    s.check("conv2d_backward_data", [(dx, "dx"), (w, "w"), (dy, "dy")])?;
     // One GEMM per stride phase; size the grid for the largest phase. A workgroup covers 64
     // of its input pixels (SG_PIXELS times that with the subgroup kernel).
     let phases = s.stride * s.stride;
@@ -493,9 +499,7 @@ pub fn conv2d_backward_weight_with(
 
 fn check_weight_grad(s: &Conv2dShape, x: &Tensor, dy: &Tensor, dw: &Tensor) -> Result<()> {
     s.validate()?;
-    x.expect_shape(&s.x_shape())?;
-    dy.expect_shape(&s.y_shape())?;
-    dw.expect_shape(&s.w_shape())
+    s.check("conv2d_backward_weight", [(x, "x"), (dw, "dw"), (dy, "dy")])
 }
 
 /// The weight gradient with `kernel` and the reduction split into (at most) `splits`
@@ -554,12 +558,12 @@ pub fn conv2d_backward_weight_split(
     let own;
     let partials = match scratch {
         Some(t) => {
-            if t.dtype != DType::F32 || t.numel() < need {
-                return Err(Error::invalid(
-                    format!("split-K scratch `{}`", t.label),
-                    format!("needs at least {need} f32, has {} {:?}", t.numel(), t.dtype),
-                ));
-            }
+            t.check(
+                "conv2d_backward_weight",
+                "split-K scratch",
+                DType::F32,
+                Size::AtLeast(need),
+            )?;
             t
         }
         None => {
@@ -600,9 +604,7 @@ pub fn conv2d_direct(
     y: &Tensor,
 ) -> Result<Dispatch> {
     s.validate()?;
-    x.expect_shape(&s.x_shape())?;
-    w.expect_shape(&s.w_shape())?;
-    y.expect_shape(&s.y_shape())?;
+    s.check("conv2d_direct", [(x, "x"), (w, "w"), (y, "y")])?;
     let rows = s.n * s.oh() * s.ow();
     let p = s.params(rows, s.cout, s.kh * s.kw * s.cin, false);
     gpu.dispatch(

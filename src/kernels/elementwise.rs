@@ -3,7 +3,7 @@
 
 use super::ELEMENTWISE;
 use crate::error::{Error, Result};
-use crate::gpu::{Dispatch, Gpu, Tensor};
+use crate::gpu::{DType, Dispatch, Gpu, Size, Tensor};
 
 /// Parameter block of `shaders/elementwise.wgsl`.
 #[repr(C)]
@@ -12,27 +12,11 @@ pub struct ElementwiseParams {
     pub n: u32,
 }
 
-fn same_numel(op: &str, a: &Tensor, b: &Tensor) -> Result<()> {
-    if a.numel() != b.numel() {
-        return Err(Error::invalid(
-            format!("{op} operand `{}`", b.label),
-            format!(
-                "needs {} elements like `{}` (shape {:?}), has {} (shape {:?})",
-                a.numel(),
-                a.label,
-                a.shape,
-                b.numel(),
-                b.shape
-            ),
-        ));
-    }
-    Ok(())
-}
-
 fn launch(gpu: &Gpu, entry: &'static str, tensors: &[&Tensor]) -> Result<Dispatch> {
     let n = tensors[0].numel();
-    for t in &tensors[1..] {
-        same_numel(entry, tensors[0], t)?;
+    for (i, t) in tensors.iter().enumerate() {
+        let role = format!("operand {i}");
+        t.check(entry, &role, DType::F32, Size::Len(n))?;
     }
     if n > u32::MAX as usize {
         return Err(Error::invalid(

@@ -1,8 +1,8 @@
 //! `gemm`: C = alpha * op(A) x op(B) + beta * C with strides (see `shaders/gemm.wgsl`).
 
 use super::GEMM;
-use crate::error::{Error, Result};
-use crate::gpu::{Dispatch, Gpu, Tensor};
+use crate::error::Result;
+use crate::gpu::{DType, Dispatch, Gpu, Size, Tensor};
 
 /// Parameter block of `shaders/gemm.wgsl`.
 #[repr(C)]
@@ -80,26 +80,12 @@ impl GemmSpec {
     }
 }
 
-fn check_len(t: &Tensor, need: usize, what: &str) -> Result<()> {
-    if t.numel() < need {
-        return Err(Error::invalid(
-            format!("gemm operand {what} (`{}`)", t.label),
-            format!(
-                "needs at least {need} elements, has {} (shape {:?})",
-                t.numel(),
-                t.shape
-            ),
-        ));
-    }
-    Ok(())
-}
-
 /// Build the dispatch for C = alpha * op(A) x op(B) + beta * C. Overwrites C (beta = 0) or
 /// accumulates into it (beta = 1).
 pub fn gemm(gpu: &Gpu, spec: &GemmSpec, a: &Tensor, b: &Tensor, c: &Tensor) -> Result<Dispatch> {
-    check_len(a, spec.m * spec.k, "A")?;
-    check_len(b, spec.k * spec.n, "B")?;
-    check_len(c, spec.m * spec.n, "C")?;
+    a.check("gemm", "A", DType::F32, Size::AtLeast(spec.m * spec.k))?;
+    b.check("gemm", "B", DType::F32, Size::AtLeast(spec.k * spec.n))?;
+    c.check("gemm", "C", DType::F32, Size::AtLeast(spec.m * spec.n))?;
     gemm_raw(gpu, &spec.params(), 1, a, b, c)
 }
 

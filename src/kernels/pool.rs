@@ -3,7 +3,7 @@
 
 use super::POOL;
 use crate::error::{Error, Result};
-use crate::gpu::{Dispatch, Gpu, Tensor};
+use crate::gpu::{DType, Dispatch, Gpu, Size, Tensor};
 
 /// Max-pool problem: input (n, h, w, c), square window `k`, `stride`, `pad` (PyTorch's
 /// MaxPool2d without dilation or ceil mode; padding never wins).
@@ -37,6 +37,14 @@ impl MaxPoolShape {
     /// Output shape (n, oh, ow, c).
     pub fn output_shape(&self) -> [usize; 4] {
         [self.n, self.oh(), self.ow(), self.c]
+    }
+
+    fn input_len(&self) -> usize {
+        self.input_shape().iter().product()
+    }
+
+    fn output_len(&self) -> usize {
+        self.output_shape().iter().product()
     }
 
     fn validate(&self) -> Result<()> {
@@ -95,20 +103,6 @@ pub struct PoolParams {
     pub total: u32,
 }
 
-fn expect_numel(t: &Tensor, shape: &[usize], what: &str) -> Result<()> {
-    let need: usize = shape.iter().product();
-    if t.numel() != need {
-        return Err(Error::invalid(
-            format!("{what} (`{}`)", t.label),
-            format!(
-                "needs shape {shape:?} ({need} elements), has shape {:?}",
-                t.shape
-            ),
-        ));
-    }
-    Ok(())
-}
-
 /// Max pooling: `y` (N, OH, OW, C) and `idx` (u32, N, OH, OW, C) = the flat position
 /// `h * W + w` of each max within its image (first max in row-major window order wins;
 /// padding never wins). Overwrites `y` and `idx`.
@@ -119,10 +113,11 @@ pub fn maxpool_forward(
     y: &Tensor,
     idx: &Tensor,
 ) -> Result<Dispatch> {
+    const L: &str = "maxpool_forward";
     s.validate()?;
-    expect_numel(x, &s.input_shape(), "maxpool_forward input x")?;
-    expect_numel(y, &s.output_shape(), "maxpool_forward output y")?;
-    expect_numel(idx, &s.output_shape(), "maxpool_forward indices idx")?;
+    x.check(L, "x", DType::F32, Size::Len(s.input_len()))?;
+    y.check(L, "y", DType::F32, Size::Len(s.output_len()))?;
+    idx.check(L, "idx", DType::U32, Size::Len(s.output_len()))?;
     let total = s.output_shape().iter().product();
     gpu.dispatch(
         &POOL,
@@ -142,10 +137,11 @@ pub fn maxpool_backward(
     idx: &Tensor,
     dx: &Tensor,
 ) -> Result<Dispatch> {
+    const L: &str = "maxpool_backward";
     s.validate()?;
-    expect_numel(dy, &s.output_shape(), "maxpool_backward gradient dy")?;
-    expect_numel(idx, &s.output_shape(), "maxpool_backward indices idx")?;
-    expect_numel(dx, &s.input_shape(), "maxpool_backward gradient dx")?;
+    dy.check(L, "dy", DType::F32, Size::Len(s.output_len()))?;
+    idx.check(L, "idx", DType::U32, Size::Len(s.output_len()))?;
+    dx.check(L, "dx", DType::F32, Size::Len(s.input_len()))?;
     let total = s.input_shape().iter().product();
     gpu.dispatch(
         &POOL,
@@ -183,9 +179,10 @@ pub fn global_avgpool_forward(
     x: &Tensor,
     y: &Tensor,
 ) -> Result<Dispatch> {
-    let p = gap_params(n, hw, c, n * c, "global_avgpool_forward shape")?;
-    expect_numel(x, &[n, hw, c], "global_avgpool_forward input x")?;
-    expect_numel(y, &[n, c], "global_avgpool_forward output y")?;
+    const L: &str = "global_avgpool_forward";
+    let p = gap_params(n, hw, c, n * c, L)?;
+    x.check(L, "x", DType::F32, Size::Len(n * hw * c))?;
+    y.check(L, "y", DType::F32, Size::Len(n * c))?;
     gpu.dispatch(
         &POOL,
         "global_avgpool_forward",
@@ -205,9 +202,10 @@ pub fn global_avgpool_backward(
     dy: &Tensor,
     dx: &Tensor,
 ) -> Result<Dispatch> {
-    let p = gap_params(n, hw, c, n * hw * c, "global_avgpool_backward shape")?;
-    expect_numel(dy, &[n, c], "global_avgpool_backward gradient dy")?;
-    expect_numel(dx, &[n, hw, c], "global_avgpool_backward gradient dx")?;
+    const L: &str = "global_avgpool_backward";
+    let p = gap_params(n, hw, c, n * hw * c, L)?;
+    dy.check(L, "dy", DType::F32, Size::Len(n * c))?;
+    dx.check(L, "dx", DType::F32, Size::Len(n * hw * c))?;
     gpu.dispatch(
         &POOL,
         "global_avgpool_backward",

@@ -3,7 +3,7 @@
 
 use super::SGD;
 use crate::error::{Error, Result};
-use crate::gpu::{Dispatch, Gpu, Tensor};
+use crate::gpu::{DType, Dispatch, Gpu, Size, Tensor};
 
 /// Parameter block of `shaders/sgd.wgsl`.
 #[repr(C)]
@@ -35,18 +35,11 @@ pub fn sgd_step(
     apply_decay: bool,
 ) -> Result<Dispatch> {
     let n = param.numel();
-    for t in [grad, velocity] {
-        if t.numel() != n {
-            return Err(Error::invalid(
-                format!("sgd_step tensor `{}`", t.label),
-                format!(
-                    "needs {n} elements like parameter `{}` (shape {:?}), has shape {:?}",
-                    param.label, param.shape, t.shape
-                ),
-            ));
-        }
-    }
-    hyper.expect_shape(&[HYPER_LEN])?;
+    const L: &str = "sgd_step";
+    param.check(L, "param", DType::F32, Size::Len(n))?;
+    grad.check(L, "grad", DType::F32, Size::Len(n))?;
+    velocity.check(L, "velocity", DType::F32, Size::Len(n))?;
+    hyper.check(L, "hyper", DType::F32, Size::Shape(&[HYPER_LEN]))?;
     if n > u32::MAX as usize {
         return Err(Error::invalid(
             format!("sgd_step parameter `{}`", param.label),

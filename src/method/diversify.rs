@@ -15,9 +15,9 @@
 //! lives in a 2-element u32 tensor `[step_lo, step_hi]` (see [`step_words`]) that the
 //! trainer rewrites each step, so the dispatch is built once.
 
-use super::{dims, need};
+use super::dims_of;
 use crate::error::{Error, Result};
-use crate::gpu::{DType, Dispatch, Gpu, Tensor};
+use crate::gpu::{DType, Dispatch, Gpu, Size, Tensor};
 use crate::kernels::DIVERSIFY;
 
 /// Settings of the diversification block (METHOD.md defaults: 0.5, 0.5, G = 3, 0.1).
@@ -138,15 +138,8 @@ pub struct DiversifyParams {
     pub _pad2: u32,
 }
 
-fn params(
-    what: &str,
-    n: usize,
-    h: usize,
-    w: usize,
-    c: usize,
-    cfg: Option<&DiversifyConfig>,
-) -> Result<DiversifyParams> {
-    dims(what, &[("N", n), ("H", h), ("W", w), ("C", c)])?;
+fn params(shape: [usize; 4], cfg: Option<&DiversifyConfig>) -> Result<DiversifyParams> {
+    let [n, h, w, c] = shape;
     let mut p = DiversifyParams {
         n: n as u32,
         h: h as u32,
@@ -166,99 +159,98 @@ fn params(
     Ok(p)
 }
 
+/// `(N, H, W, C)` of the class maps (or their gradient) `t`.
+fn map_dims(launcher: &str, role: &str, t: &Tensor) -> Result<[usize; 4]> {
+    dims_of(launcher, role, t, DType::F32, ["N", "H", "W", "C"])
+}
+
+/// Tensors of [`diversify_forward`]: `maps (N, H, W, C)` (read), `step` = `[step_lo,
+/// step_hi]` u32 (read), `mask (N, H, W, C)` u32 and `scores (N, C)` (written).
+pub struct DiversifyForward<'a> {
+    pub maps: &'a Tensor,
+    pub step: &'a Tensor,
+    pub mask: &'a Tensor,
+    pub scores: &'a Tensor,
+}
+
+/// Tensors of [`diversify_backward`]: `dscores (N, C)` and `mask (N, H, W, C)` u32 (read),
+/// `dmaps (N, H, W, C)` (written).
+pub struct DiversifyBackward<'a> {
+    pub dscores: &'a Tensor,
+    pub mask: &'a Tensor,
+    pub dmaps: &'a Tensor,
+}
+
 /// Training forward of the DB: per (b, c) peak mask and patch mask from (`cfg.seed`, the
-/// step in `step` = `[step_lo, step_hi]` u32, b, c), suppression by `alpha`, mean over
-/// H x W. `maps (N, H, W, C)` -> `scores (N, C)`. Overwrites `scores` and `mask`
-/// `(N, H, W, C)` u32 (1 = suppressed; read by [`diversify_backward`]). One dispatch.
-#[allow(clippy::too_many_arguments)]
+/// step in `step`, b, c), suppression by `alpha`, mean over H x W. `maps (N, H, W, C)` ->
+/// `scores (N, C)`; the sizes come from `maps`. Overwrites `scores` and `mask`
+/// (1 = suppressed; read by [`diversify_backward`]). One dispatch.
 pub fn diversify_forward(
     gpu: &Gpu,
-    n: usize,
-    h: usize,
-    w: usize,
-    c: usize,
     cfg: &DiversifyConfig,
-    maps: &Tensor,
-    step: &Tensor,
-    mask: &Tensor,
-    scores: &Tensor,
+    t: &DiversifyForward,
 ) -> Result<Vec<Dispatch>> {
-    let p = params("diversify_forward", n, h, w, c, Some(cfg))?;
-    need(maps, DType::F32, &[n, h, w, c])?;
-    need(step, DType::U32, &[2])?;
-    need(mask, DType::U32, &[n, h, w, c])?;
-    need(scores, DType::F32, &[n, c])?;
+    const L: &str = "diversify_forward";
+    let shape = map_dims(L, "maps", t.maps)?;
+    let [n, _, _, c] = shape;
+    let p = params(shape, Some(cfg))?;
+    t.step.check(L, "step", DType::U32, Size::Shape(&[2]))?;
+    t.mask.check(L, "mask", DType::U32, Size::Shape(&shape))?;
+    t.scores
+        .check(L, "scores", DType::F32, Size::Shape(&[n, c]))?;
     let wg = [c.div_ceil(32) as u32, n as u32, 1];
     Ok(vec![gpu.dispatch(
         &DIVERSIFY,
         "diversify_forward",
         &p,
-        &[maps, scores, mask, step],
+        &[t.maps, t.scores, t.mask, t.step],
         wg,
     )?])
 }
 
-/// Backward of the DB: `dmaps (N, H, W, C) = dscores (N, C) * (mask ? alpha : 1) / (H * W)`.
-/// Overwrites `dmaps`.
-#[allow(clippy::too_many_arguments)]
+/// Backward of the DB: `dmaps (N, H, W, C) = dscores (N, C) * (mask ? alpha : 1) / (H * W)`;
+/// the sizes come from `dmaps`. Overwrites `dmaps`.
 pub fn diversify_backward(
     gpu: &Gpu,
-    n: usize,
-    h: usize,
-    w: usize,
-    c: usize,
     cfg: &DiversifyConfig,
-    dscores: &Tensor,
-    mask: &Tensor,
-    dmaps: &Tensor,
+    t: &DiversifyBackward,
 ) -> Result<Dispatch> {
-    let p = params("diversify_backward", n, h, w, c, Some(cfg))?;
-    need(dscores, DType::F32, &[n, c])?;
-    need(mask, DType::U32, &[n, h, w, c])?;
-    need(dmaps, DType::F32, &[n, h, w, c])?;
+    const L: &str = "diversify_backward";
+    let shape = map_dims(L, "dmaps", t.dmaps)?;
+    let [n, h, w, c] = shape;
+    let p = params(shape, Some(cfg))?;
+    t.dscores
+        .check(L, "dscores", DType::F32, Size::Shape(&[n, c]))?;
+    t.mask.check(L, "mask", DType::U32, Size::Shape(&shape))?;
     gpu.dispatch(
         &DIVERSIFY,
         "diversify_backward",
         &p,
-        &[dscores, dmaps, mask],
+        &[t.dscores, t.dmaps, t.mask],
         gpu.grid_for(n * h * w * c),
     )
 }
 
 /// Evaluation (and the baseline without DB): `scores (N, C)` = mean over H x W of
-/// `maps (N, H, W, C)`. Overwrites `scores`.
-#[allow(clippy::too_many_arguments)]
-pub fn average_scores(
-    gpu: &Gpu,
-    n: usize,
-    h: usize,
-    w: usize,
-    c: usize,
-    maps: &Tensor,
-    scores: &Tensor,
-) -> Result<Dispatch> {
-    let p = params("average_scores", n, h, w, c, None)?;
-    need(maps, DType::F32, &[n, h, w, c])?;
-    need(scores, DType::F32, &[n, c])?;
+/// `maps (N, H, W, C)` (the sizes come from `maps`). Overwrites `scores`.
+pub fn average_scores(gpu: &Gpu, maps: &Tensor, scores: &Tensor) -> Result<Dispatch> {
+    const L: &str = "average_scores";
+    let shape = map_dims(L, "maps", maps)?;
+    let [n, _, _, c] = shape;
+    let p = params(shape, None)?;
+    scores.check(L, "scores", DType::F32, Size::Shape(&[n, c]))?;
     let wg = [c.div_ceil(32) as u32, n as u32, 1];
     gpu.dispatch(&DIVERSIFY, "average_scores", &p, &[maps, scores], wg)
 }
 
-/// Backward of [`average_scores`]: `dmaps (N, H, W, C) = dscores (N, C) / (H * W)`.
-/// Overwrites `dmaps`.
-#[allow(clippy::too_many_arguments)]
-pub fn average_scores_backward(
-    gpu: &Gpu,
-    n: usize,
-    h: usize,
-    w: usize,
-    c: usize,
-    dscores: &Tensor,
-    dmaps: &Tensor,
-) -> Result<Dispatch> {
-    let p = params("average_scores_backward", n, h, w, c, None)?;
-    need(dscores, DType::F32, &[n, c])?;
-    need(dmaps, DType::F32, &[n, h, w, c])?;
+/// Backward of [`average_scores`]: `dmaps (N, H, W, C) = dscores (N, C) / (H * W)` (the
+/// sizes come from `dmaps`). Overwrites `dmaps`.
+pub fn average_scores_backward(gpu: &Gpu, dscores: &Tensor, dmaps: &Tensor) -> Result<Dispatch> {
+    const L: &str = "average_scores_backward";
+    let shape = map_dims(L, "dmaps", dmaps)?;
+    let [n, h, w, c] = shape;
+    let p = params(shape, None)?;
+    dscores.check(L, "dscores", DType::F32, Size::Shape(&[n, c]))?;
     gpu.dispatch(
         &DIVERSIFY,
         "average_scores_backward",

@@ -4,9 +4,9 @@
 //! ([`crate::kernels::gemm`]); `shaders/head.wgsl` adds the bias and sums columns (bias
 //! gradient). Twin: `finegrain::reference::head` (feature `testing`).
 
-use super::{dims, need};
-use crate::error::Result;
-use crate::gpu::{DType, Dispatch, Gpu, Tensor};
+use super::{dims, dims_of};
+use crate::error::{Error, Result};
+use crate::gpu::{DType, Dispatch, Gpu, Size, Tensor};
 use crate::kernels::gemm::{gemm, GemmSpec};
 use crate::kernels::HEAD;
 
@@ -21,42 +21,88 @@ pub struct HeadParams {
     pub _pad: u32,
 }
 
-/// Forward: `maps (rows, C) = feat (rows, D) x weight (D, C) + bias (C)`.
-/// Two dispatches (GEMM, bias add), to be recorded in order. Overwrites `maps`.
-#[allow(clippy::too_many_arguments)]
-pub fn head_forward(
-    gpu: &Gpu,
-    rows: usize,
-    d: usize,
-    c: usize,
+/// Tensors of [`head_forward`]: `feat (rows, D)` and `maps (rows, C)` (any shapes ending in
+/// D and C with the same leading dimensions, e.g. `(N, H, W, D)`), `weight (D, C)`,
+/// `bias (C)`.
+pub struct HeadForward<'a> {
+    pub feat: &'a Tensor,
+    pub weight: &'a Tensor,
+    pub bias: &'a Tensor,
+    pub maps: &'a Tensor,
+}
+
+/// Tensors of [`head_backward`]: as [`HeadForward`], with the gradients `dmaps` (read),
+/// `dfeat`, `dweight` and `dbias` (written) in the shapes of `maps`, `feat`, `weight` and
+/// `bias`.
+pub struct HeadBackward<'a> {
+    pub feat: &'a Tensor,
+    pub weight: &'a Tensor,
+    pub dmaps: &'a Tensor,
+    pub dfeat: &'a Tensor,
+    pub dweight: &'a Tensor,
+    pub dbias: &'a Tensor,
+}
+
+/// `t`'s shape with its last dimension replaced by `last`.
+fn with_last(t: &Tensor, last: usize) -> Vec<usize> {
+    let mut s = t.shape.clone();
+    if let Some(l) = s.last_mut() {
+        *l = last;
+    }
+    s
+}
+
+/// Rows of the `(rows, cols)` view of `t`: error unless `t` holds f32 with `cols` its last
+/// dimension, and at least one row.
+fn rows_of(launcher: &str, role: &str, t: &Tensor, cols: usize) -> Result<usize> {
+    if t.shape.len() < 2 || t.shape.last() != Some(&cols) {
+        return Err(Error::ShapeMismatch {
+            context: format!("{launcher} {role}"),
+            tensor: t.label.clone(),
+            expected: format!("rows x {cols} (a last dimension of {cols})"),
+            found: t.shape.clone(),
+            dtype: format!("{:?}", t.dtype),
+        });
+    }
+    t.check(launcher, role, DType::F32, Size::Len(t.numel()))?;
+    let rows = t.numel() / cols;
+    dims(launcher, &[("rows", rows), ("cols", cols)])?;
+    Ok(rows)
+}
+
+/// (rows, D, C) of the head: D and C from `weight (D, C)`, rows from `feat (rows, D)`; and
+/// error unless `bias` is (C) and `maps` has `feat`'s shape with C last.
+fn head_dims(
+    launcher: &str,
     feat: &Tensor,
     weight: &Tensor,
     bias: &Tensor,
-    maps: &Tensor,
-) -> Result<Vec<Dispatch>> {
-    dims("head_forward", &[("rows", rows), ("D", d)])?;
-    dims("head_forward", &[("rows", rows), ("C", c)])?;
-    dims("head_forward", &[("D", d), ("C", c)])?;
-    need(feat, DType::F32, &[rows, d])?;
-    need(weight, DType::F32, &[d, c])?;
-    need(bias, DType::F32, &[c])?;
-    need(maps, DType::F32, &[rows, c])?;
-    let product = gemm(gpu, &GemmSpec::new(rows, c, d), feat, weight, maps)?;
-    let add = head_bias_add(gpu, rows, c, bias, maps)?;
+    maps: (&Tensor, &str),
+) -> Result<(usize, usize, usize)> {
+    let [d, c] = dims_of(launcher, "weight", weight, DType::F32, ["D", "C"])?;
+    let rows = rows_of(launcher, "feat", feat, d)?;
+    dims(launcher, &[("rows", rows), ("C", c)])?;
+    bias.check(launcher, "bias", DType::F32, Size::Shape(&[c]))?;
+    let (m, role) = maps;
+    m.check(launcher, role, DType::F32, Size::Shape(&with_last(feat, c)))?;
+    Ok((rows, d, c))
+}
+
+/// Forward: `maps (rows, C) = feat (rows, D) x weight (D, C) + bias (C)`.
+/// Two dispatches (GEMM, bias add), to be recorded in order. Overwrites `maps`.
+pub fn head_forward(gpu: &Gpu, t: &HeadForward) -> Result<Vec<Dispatch>> {
+    let (rows, d, c) = head_dims("head_forward", t.feat, t.weight, t.bias, (t.maps, "maps"))?;
+    let product = gemm(gpu, &GemmSpec::new(rows, c, d), t.feat, t.weight, t.maps)?;
+    let add = head_bias_add(gpu, t.bias, t.maps)?;
     Ok(vec![product, add])
 }
 
-/// `maps (rows, C) += bias (C)` broadcast over rows. Accumulates into `maps`.
-pub fn head_bias_add(
-    gpu: &Gpu,
-    rows: usize,
-    c: usize,
-    bias: &Tensor,
-    maps: &Tensor,
-) -> Result<Dispatch> {
-    dims("head_bias_add", &[("rows", rows), ("C", c)])?;
-    need(bias, DType::F32, &[c])?;
-    need(maps, DType::F32, &[rows, c])?;
+/// `maps (rows, C) += bias (C)` broadcast over rows (C from `bias`). Accumulates into
+/// `maps`.
+pub fn head_bias_add(gpu: &Gpu, bias: &Tensor, maps: &Tensor) -> Result<Dispatch> {
+    const L: &str = "head_bias_add";
+    let [c] = dims_of(L, "bias", bias, DType::F32, ["C"])?;
+    let rows = rows_of(L, "maps", maps, c)?;
     let p = HeadParams {
         rows: rows as u32,
         cols: c as u32,
@@ -75,28 +121,13 @@ pub fn head_bias_add(
 /// `dfeat (rows, D) = dmaps x weight^T`, `dweight (D, C) = feat^T x dmaps`,
 /// `dbias (C) = sum over rows of dmaps`. Three dispatches (independent of each other).
 /// Overwrites `dfeat`, `dweight` and `dbias`.
-#[allow(clippy::too_many_arguments)]
-pub fn head_backward(
-    gpu: &Gpu,
-    rows: usize,
-    d: usize,
-    c: usize,
-    feat: &Tensor,
-    weight: &Tensor,
-    dmaps: &Tensor,
-    dfeat: &Tensor,
-    dweight: &Tensor,
-    dbias: &Tensor,
-) -> Result<Vec<Dispatch>> {
-    dims("head_backward", &[("rows", rows), ("D", d)])?;
-    dims("head_backward", &[("rows", rows), ("C", c)])?;
-    dims("head_backward", &[("D", d), ("C", c)])?;
-    need(feat, DType::F32, &[rows, d])?;
-    need(weight, DType::F32, &[d, c])?;
-    need(dmaps, DType::F32, &[rows, c])?;
-    need(dfeat, DType::F32, &[rows, d])?;
-    need(dweight, DType::F32, &[d, c])?;
-    need(dbias, DType::F32, &[c])?;
+pub fn head_backward(gpu: &Gpu, t: &HeadBackward) -> Result<Vec<Dispatch>> {
+    const L: &str = "head_backward";
+    let (rows, d, c) = head_dims(L, t.feat, t.weight, t.dbias, (t.dmaps, "dmaps"))?;
+    t.dfeat
+        .check(L, "dfeat", DType::F32, Size::Shape(&t.feat.shape))?;
+    t.dweight
+        .check(L, "dweight", DType::F32, Size::Shape(&[d, c]))?;
     // weight (D, C) is B stored (n, k) = (D, C), used transposed.
     let data = GemmSpec {
         trans_b: true,
@@ -108,26 +139,20 @@ pub fn head_backward(
         ..GemmSpec::new(d, c, rows)
     };
     Ok(vec![
-        gemm(gpu, &data, dmaps, weight, dfeat)?,
-        gemm(gpu, &wgrad, feat, dmaps, dweight)?,
-        column_sum(gpu, rows, c, dmaps, dbias, false)?,
+        gemm(gpu, &data, t.dmaps, t.weight, t.dfeat)?,
+        gemm(gpu, &wgrad, t.feat, t.dmaps, t.dweight)?,
+        column_sum(gpu, t.dmaps, t.dbias, false)?,
     ])
 }
 
 /// `dst (cols) = (accumulate ? dst : 0) + sum over r of src (rows, cols)[r, :]`, summed in
-/// a fixed order (deterministic). Used for the head's bias gradient and for the batch sum
-/// of the loss statistics. Overwrites `dst`, or adds into it when `accumulate`.
-pub fn column_sum(
-    gpu: &Gpu,
-    rows: usize,
-    cols: usize,
-    src: &Tensor,
-    dst: &Tensor,
-    accumulate: bool,
-) -> Result<Dispatch> {
-    dims("column_sum", &[("rows", rows), ("cols", cols)])?;
-    need(src, DType::F32, &[rows, cols])?;
-    need(dst, DType::F32, &[cols])?;
+/// a fixed order (deterministic); cols from `dst`, rows from `src` (any shape ending in
+/// cols). Used for the head's bias gradient and for the batch sum of the loss statistics.
+/// Overwrites `dst`, or adds into it when `accumulate`.
+pub fn column_sum(gpu: &Gpu, src: &Tensor, dst: &Tensor, accumulate: bool) -> Result<Dispatch> {
+    const L: &str = "column_sum";
+    let [cols] = dims_of(L, "dst", dst, DType::F32, ["cols"])?;
+    let rows = rows_of(L, "src", src, cols)?;
     let p = HeadParams {
         rows: rows as u32,
         cols: cols as u32,

@@ -19,9 +19,9 @@
 //! as WebGPU specifies), so the API stays a plain `Vec<Dispatch>`.
 
 use super::head::column_sum;
-use super::{dims, need};
+use super::{dims, dims_of};
 use crate::error::{Error, Result};
-use crate::gpu::{DType, Dispatch, Gpu, Tensor};
+use crate::gpu::{DType, Dispatch, Gpu, Size, Tensor};
 use crate::kernels::LOSS;
 
 /// Index in the stats tensor: sum over images of the per-image loss (skipped images, see
@@ -95,87 +95,85 @@ pub fn loss_params(n: usize, c: usize, kind: LossKind) -> Result<LossParams> {
     })
 }
 
-#[allow(clippy::too_many_arguments)]
+/// How the loss launchers run: which loss, and whether `stats` is overwritten or added
+/// into (evaluation accumulates over batches and reads once).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LossOptions {
+    pub kind: LossKind,
+    pub accumulate: bool,
+}
+
+impl LossOptions {
+    /// `kind`, overwriting `stats`.
+    pub fn new(kind: LossKind) -> Self {
+        LossOptions {
+            kind,
+            accumulate: false,
+        }
+    }
+}
+
+/// Tensors of [`loss_forward_backward`]: `scores (N, C)` and `labels (N)` u32 (read),
+/// `dscores (N, C)` and `stats (4)` (written).
+pub struct LossForwardBackward<'a> {
+    pub scores: &'a Tensor,
+    pub labels: &'a Tensor,
+    pub dscores: &'a Tensor,
+    pub stats: &'a Tensor,
+}
+
+/// Tensors of [`loss_eval`]: `scores (N, C)` and `labels (N)` u32 (read), `stats (4)`.
+pub struct LossEval<'a> {
+    pub scores: &'a Tensor,
+    pub labels: &'a Tensor,
+    pub stats: &'a Tensor,
+}
+
 fn build(
     gpu: &Gpu,
     entry: &'static str,
-    n: usize,
-    c: usize,
-    kind: LossKind,
-    scores: &Tensor,
-    labels: &Tensor,
+    o: &LossOptions,
+    t: &LossEval,
     dscores: Option<&Tensor>,
-    stats: &Tensor,
-    accumulate: bool,
 ) -> Result<Vec<Dispatch>> {
-    let p = loss_params(n, c, kind)?;
-    need(scores, DType::F32, &[n, c])?;
-    need(labels, DType::U32, &[n])?;
-    need(stats, DType::F32, &[STATS])?;
-    let per_image = gpu.zeros("loss.per_image", &[n, STATS])?;
-    let mut bound = vec![scores, labels, &per_image];
+    let [n, c] = dims_of(entry, "scores", t.scores, DType::F32, ["N", "C"])?;
+    let p = loss_params(n, c, o.kind)?;
+    t.labels
+        .check(entry, "labels", DType::U32, Size::Shape(&[n]))?;
+    t.stats
+        .check(entry, "stats", DType::F32, Size::Shape(&[STATS]))?;
     if let Some(d) = dscores {
-        need(d, DType::F32, &[n, c])?;
+        d.check(entry, "dscores", DType::F32, Size::Shape(&[n, c]))?;
+    }
+    let per_image = gpu.zeros("loss.per_image", &[n, STATS])?;
+    let mut bound = vec![t.scores, t.labels, &per_image];
+    if let Some(d) = dscores {
         bound.push(d);
     }
     let image = gpu.dispatch(&LOSS, entry, &p, &bound, gpu.grid(n as u64))?;
-    let batch = column_sum(gpu, n, STATS, &per_image, stats, accumulate)?;
+    let batch = column_sum(gpu, &per_image, t.stats, o.accumulate)?;
     Ok(vec![image, batch])
 }
 
-/// Loss, gradient and accuracy counts for a batch: `scores (N, C)`, `labels (N)` u32 ->
-/// `dscores (N, C)`, overwritten with dL/ds of the batch-mean loss (1/N included; exactly
-/// 0 outside {y} U J' for GCE), and `stats (4)` (see [`STATS`]), overwritten, or added
-/// into when `accumulate`. Two dispatches, to be recorded in order.
-#[allow(clippy::too_many_arguments)]
+/// Loss, gradient and accuracy counts for a batch (N and C from `scores`): `dscores`,
+/// overwritten with dL/ds of the batch-mean loss (1/N included; exactly 0 outside
+/// {y} U J' for GCE), and `stats (4)` (see [`STATS`]), overwritten, or added into when
+/// `o.accumulate`. Two dispatches, to be recorded in order.
 pub fn loss_forward_backward(
     gpu: &Gpu,
-    n: usize,
-    c: usize,
-    kind: LossKind,
-    scores: &Tensor,
-    labels: &Tensor,
-    dscores: &Tensor,
-    stats: &Tensor,
-    accumulate: bool,
+    o: &LossOptions,
+    t: &LossForwardBackward,
 ) -> Result<Vec<Dispatch>> {
-    build(
-        gpu,
-        "loss_forward_backward",
-        n,
-        c,
-        kind,
-        scores,
-        labels,
-        Some(dscores),
-        stats,
-        accumulate,
-    )
+    let eval = LossEval {
+        scores: t.scores,
+        labels: t.labels,
+        stats: t.stats,
+    };
+    build(gpu, "loss_forward_backward", o, &eval, Some(t.dscores))
 }
 
-/// Statistics only (evaluation): `stats (4)` overwritten, or added into when `accumulate`
-/// (evaluation accumulates over batches and reads once). Two dispatches, in order.
-#[allow(clippy::too_many_arguments)]
-pub fn loss_eval(
-    gpu: &Gpu,
-    n: usize,
-    c: usize,
-    kind: LossKind,
-    scores: &Tensor,
-    labels: &Tensor,
-    stats: &Tensor,
-    accumulate: bool,
-) -> Result<Vec<Dispatch>> {
-    build(
-        gpu,
-        "loss_eval",
-        n,
-        c,
-        kind,
-        scores,
-        labels,
-        None,
-        stats,
-        accumulate,
-    )
+/// Statistics only (evaluation): `stats (4)` overwritten, or added into when
+/// `o.accumulate`. Two dispatches, in order.
+pub fn loss_eval(gpu: &Gpu, o: &LossOptions, t: &LossEval) -> Result<Vec<Dispatch>> {
+    build(gpu, "loss_eval", o, t, None)
 }

@@ -11,37 +11,45 @@
 //! Every launcher builds its dispatches once (setup); the training loop records them each
 //! step. The f64 twins are in `finegrain::reference` (feature `testing`) (`head`, `diversify`, `loss`).
 //!
-//! Tensor arguments are checked for their element type and for holding at least the
-//! elements of the shape the launcher documents (so a buffer allocated for the largest
-//! batch can serve a smaller last batch, with dispatches built for that `n`).
+//! Launchers take their tensors in named structs and read every size from them (the batch
+//! N from `scores (N, C)`, the map size from `maps (N, H, W, C)`, D and C from the head's
+//! weight). Each tensor is checked with [`Tensor::check`] for its element type and exact
+//! shape: to run a smaller last batch on buffers allocated for the largest, pass views
+//! ([`Tensor::view`]) of the smaller shape.
 
 pub mod diversify;
 pub mod head;
 pub mod loss;
 
 use crate::error::{Error, Result};
-use crate::gpu::{DType, Tensor};
+use crate::gpu::{DType, Size, Tensor};
 
-/// Error unless `t` holds `dtype` elements and at least the elements of `shape`.
-pub(crate) fn need(t: &Tensor, dtype: DType, shape: &[usize]) -> Result<()> {
-    if t.dtype != dtype {
-        return Err(Error::invalid(
-            format!("tensor `{}`", t.label),
-            format!(
-                "expected {dtype:?} elements (shape {shape:?}), found {:?}",
-                t.dtype
-            ),
-        ));
-    }
-    let want: usize = shape.iter().product();
-    if t.numel() < want {
-        return Err(Error::ShapeMismatch {
-            tensor: t.label.clone(),
-            expected: shape.to_vec(),
-            found: t.shape.clone(),
-        });
-    }
-    Ok(())
+/// The `R` dimensions of `t` (the launcher's `role` tensor), after checking its element
+/// type, that it has rank `R` (names: `names`), every size is at least 1 and the element
+/// count indexes within u32 (the shaders index with u32).
+pub(crate) fn dims_of<const R: usize>(
+    launcher: &str,
+    role: &str,
+    t: &Tensor,
+    dtype: DType,
+    names: [&str; R],
+) -> Result<[usize; R]> {
+    let shape: [usize; R] = match t.shape.as_slice().try_into() {
+        Ok(s) => s,
+        Err(_) => {
+            return Err(Error::ShapeMismatch {
+                context: format!("{launcher} {role}"),
+                tensor: t.label.clone(),
+                expected: format!("{R} dimensions ({})", names.join(", ")),
+                found: t.shape.clone(),
+                dtype: format!("{:?}", t.dtype),
+            })
+        }
+    };
+    t.check(launcher, role, dtype, Size::Shape(&shape))?;
+    let sizes: Vec<(&str, usize)> = names.iter().copied().zip(shape).collect();
+    dims(&format!("{launcher} {role} (`{}`)", t.label), &sizes)?;
+    Ok(shape)
 }
 
 /// Error unless every size is at least 1 and their product indexes within u32 (the

@@ -138,7 +138,7 @@ impl Network {
         let mut table = ParamTable::new(gpu, mode, seed);
         let (unit_params, head) = params::declare(&topo, &mut table)?;
         let layout = ActivationLayout::new(&topo, mode);
-        let layers = Layers::allocate(gpu, &topo, &layout, &unit_params, head)?;
+        let layers = Layers::allocate(gpu, class.bn, &topo, &layout, &unit_params, head)?;
         let io = Network::io(gpu, &topo, mode)?;
         let scratch_len = split_k_scratch_len(&topo, class);
         let scratch = if scratch_len > 0 && mode == NetMode::Train {
@@ -156,10 +156,6 @@ impl Network {
             layers: &layers,
             io: &io,
             scratch: scratch.as_ref(),
-            n: batch,
-            map: topo.map,
-            classes: topo.classes,
-            features: topo.features,
         };
         let lists = training_lists(mode, method);
         let train_main = match lists {

@@ -1,6 +1,6 @@
 use finegrain::kernels::batchnorm::{
-    batchnorm_backward_sized, batchnorm_forward_eval, batchnorm_forward_eval_sized,
-    batchnorm_forward_train, batchnorm_forward_train_sized, BatchNormShape, BnSizing,
+    batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train, BatchNormBackward,
+    BatchNormEval, BatchNormOptions, BatchNormShape, BatchNormTrain, BnSizing,
 };
 use finegrain::reference::batchnorm as twin;
 use finegrain::testing::{assert_close, f64s, gpu, rng, uniform};
@@ -71,11 +71,11 @@ fn forward_train_sized(
     let name =
         format!("batchnorm_forward_train {sizing:?} relu={relu} rows={rows} c={c} offset={offset}");
     let mut r = rng(&name);
-    let s = BatchNormShape {
-        rows,
-        channels: c,
+    let o = BatchNormOptions {
         eps: 1e-5,
         momentum: 0.1,
+        relu,
+        sizing,
     };
     let gamma = uniform(&mut r, c, 1.5);
     let beta = uniform(&mut r, c, 1.0);
@@ -89,14 +89,17 @@ fn forward_train_sized(
     let tsm = poisoned(g, "save_mean", &[c]);
     let tsi = poisoned(g, "save_invstd", &[c]);
     let ty = poisoned(g, "y", &[rows, c]);
-    let ds = batchnorm_forward_train_sized(
-        g,
-        &s,
-        sizing,
-        relu,
-        [&tx, &tg, &tb, &trm, &trv, &tsm, &tsi, &ty],
-    )
-    .unwrap();
+    let t = BatchNormTrain {
+        x: &tx,
+        gamma: &tg,
+        beta: &tb,
+        running_mean: &trm,
+        running_var: &trv,
+        save_mean: &tsm,
+        save_invstd: &tsi,
+        y: &ty,
+    };
+    let ds = batchnorm_forward_train(g, &t, &o).unwrap();
     let refs: Vec<_> = ds.iter().collect();
     let (mut rm, mut rv) = (f64s(&rm0), f64s(&rv0));
     for step in 0..steps {
@@ -186,11 +189,11 @@ fn batchnorm_forward_eval_odd_shapes() {
     {
         let name = format!("batchnorm_forward_eval {sizing:?} relu={relu} rows={rows} c={c}");
         let mut r = rng(&name);
-        let s = BatchNormShape {
-            rows,
-            channels: c,
+        let o = BatchNormOptions {
             eps: 1e-5,
             momentum: 0.1,
+            relu,
+            sizing,
         };
         let x = activations(&mut r, rows, c, 0.0);
         let gamma = uniform(&mut r, c, 1.5);
@@ -203,8 +206,15 @@ fn batchnorm_forward_eval_odd_shapes() {
         let trm = g.tensor("running_mean", &[c], &rm).unwrap();
         let trv = g.tensor("running_var", &[c], &rv).unwrap();
         let ty = poisoned(g, "y", &[rows, c]);
-        let d = batchnorm_forward_eval_sized(g, &s, sizing, relu, [&tx, &tg, &tb, &trm, &trv, &ty])
-            .unwrap();
+        let t = BatchNormEval {
+            x: &tx,
+            gamma: &tg,
+            beta: &tb,
+            running_mean: &trm,
+            running_var: &trv,
+            y: &ty,
+        };
+        let d = batchnorm_forward_eval(g, &t, &o).unwrap();
         g.run(&[&d]).unwrap();
         let want = twin::batchnorm_forward_eval(
             rows,
@@ -233,11 +243,11 @@ fn backward_sized(rows: usize, c: usize, offset: f32, sizing: BnSizing) {
     let Some(g) = gpu() else { return };
     let name = format!("batchnorm_backward {sizing:?} rows={rows} c={c} offset={offset}");
     let mut r = rng(&name);
-    let s = BatchNormShape {
-        rows,
-        channels: c,
+    let o = BatchNormOptions {
         eps: 1e-5,
         momentum: 0.1,
+        relu: false,
+        sizing,
     };
     let x = activations(&mut r, rows, c, offset);
     let dy = uniform(&mut r, rows * c, 1.0);
@@ -266,13 +276,17 @@ fn backward_sized(rows: usize, c: usize, offset: f32, sizing: BnSizing) {
     let tdx = poisoned(g, "dx", &[rows, c]);
     let tdg = poisoned(g, "dgamma", &[c]);
     let tdb = poisoned(g, "dbeta", &[c]);
-    let ds = batchnorm_backward_sized(
-        g,
-        &s,
-        sizing,
-        [&tx, &tdy, &tg, &tsm, &tsi, &tdx, &tdg, &tdb],
-    )
-    .unwrap();
+    let t = BatchNormBackward {
+        x: &tx,
+        dy: &tdy,
+        gamma: &tg,
+        save_mean: &tsm,
+        save_invstd: &tsi,
+        dx: &tdx,
+        dgamma: &tdg,
+        dbeta: &tdb,
+    };
+    let ds = batchnorm_backward(g, &t, &o).unwrap();
     g.run(&ds.iter().collect::<Vec<_>>()).unwrap();
     let (dx, dgamma, dbeta) = twin::batchnorm_backward(
         rows,
@@ -327,23 +341,36 @@ fn batchnorm_backward_large_mean() {
 #[test]
 fn batchnorm_rejects_wrong_shapes() {
     let Some(g) = gpu() else { return };
-    let s = BatchNormShape {
-        rows: 10,
-        channels: 3,
-        eps: 1e-5,
-        momentum: 0.1,
-    };
+    let o = BatchNormOptions::for_gpu(g);
     let x = g.zeros("x", &[10, 3]).unwrap();
     let c = g.zeros("c", &[3]).unwrap();
     let c4 = g.zeros("gamma4", &[4]).unwrap();
     let y = g.zeros("y", &[10, 4]).unwrap();
-    let e = batchnorm_forward_train(g, &s, &x, &c4, &c, &c, &c, &c, &c, &x)
+    let train = |x, gamma, y| BatchNormTrain {
+        x,
+        gamma,
+        beta: &c,
+        running_mean: &c,
+        running_var: &c,
+        save_mean: &c,
+        save_invstd: &c,
+        y,
+    };
+    let e = batchnorm_forward_train(g, &train(&x, &c4, &x), &o)
         .err()
         .unwrap();
     assert!(e.to_string().contains("gamma4"), "{e}");
-    assert!(batchnorm_forward_eval(g, &s, &x, &c, &c, &c, &c, &y).is_err());
-    let one = BatchNormShape { rows: 1, ..s };
-    assert!(batchnorm_forward_train(g, &one, &c, &c, &c, &c, &c, &c, &c, &c).is_err());
+    let eval = BatchNormEval {
+        x: &x,
+        gamma: &c,
+        beta: &c,
+        running_mean: &c,
+        running_var: &c,
+        y: &y,
+    };
+    assert!(batchnorm_forward_eval(g, &eval, &o).is_err());
+    // One row (x = (3)): no batch statistics.
+    assert!(batchnorm_forward_train(g, &train(&c, &c, &c), &o).is_err());
 }
 
 /// A layer-sized channel count with hundreds of row chunks (20000 rows, 64 channels:
@@ -354,8 +381,6 @@ fn batchnorm_many_chunks() {
     let s = BatchNormShape {
         rows: 20_000,
         channels: 64,
-        eps: 1e-5,
-        momentum: 0.1,
     };
     assert_eq!(s.chunking(BnSizing::Gpu), (32, 625));
     assert_eq!(s.chunking(BnSizing::Cpu), (1250, 16));

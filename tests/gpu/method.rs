@@ -3,10 +3,13 @@
 
 use finegrain::method::diversify::{
     average_scores, average_scores_backward, diversify_backward, diversify_forward, step_words,
-    DiversifyConfig,
+    DiversifyBackward, DiversifyConfig, DiversifyForward,
 };
-use finegrain::method::head::{column_sum, head_backward, head_forward};
-use finegrain::method::loss::{effective_k, loss_eval, loss_forward_backward, LossKind, STATS};
+use finegrain::method::head::{column_sum, head_backward, head_forward, HeadBackward, HeadForward};
+use finegrain::method::loss::{
+    effective_k, loss_eval, loss_forward_backward, LossEval, LossForwardBackward, LossKind,
+    LossOptions, STATS,
+};
 use finegrain::reference::{diversify as rdiv, head as rhead, loss as rloss};
 use finegrain::testing::{assert_close, check_grad, f64s, gpu, rng, uniform};
 use finegrain::Gpu;
@@ -34,9 +37,26 @@ fn head_case(g: &Gpu, n: usize, h: usize, w: usize, d: usize, c: usize) {
     for t in [&t_maps, &t_dfeat, &t_dweight, &t_dbias] {
         g.fill(t, f32::NAN).unwrap();
     }
-    let fwd = head_forward(g, rows, d, c, &t_feat, &t_weight, &t_bias, &t_maps).unwrap();
+    let fwd = head_forward(
+        g,
+        &HeadForward {
+            feat: &t_feat,
+            weight: &t_weight,
+            bias: &t_bias,
+            maps: &t_maps,
+        },
+    )
+    .unwrap();
     let bwd = head_backward(
-        g, rows, d, c, &t_feat, &t_weight, &t_dmaps, &t_dfeat, &t_dweight, &t_dbias,
+        g,
+        &HeadBackward {
+            feat: &t_feat,
+            weight: &t_weight,
+            dmaps: &t_dmaps,
+            dfeat: &t_dfeat,
+            dweight: &t_dweight,
+            dbias: &t_dbias,
+        },
     )
     .unwrap();
     let all: Vec<_> = fwd.iter().chain(bwd.iter()).collect();
@@ -101,7 +121,7 @@ fn column_sum_matches_twin() {
         let want = rhead::column_sum(rows, cols, &f64s(&src));
         let tol = 4e-6 * (rows as f64).sqrt() + 1e-6;
         g.fill(&t_dst, f32::NAN).unwrap();
-        g.run(&[&column_sum(g, rows, cols, &t_src, &t_dst, false).unwrap()])
+        g.run(&[&column_sum(g, &t_src, &t_dst, false).unwrap()])
             .unwrap();
         assert_close(
             &format!("column_sum {rows}x{cols}"),
@@ -111,7 +131,7 @@ fn column_sum_matches_twin() {
             1e-5,
         );
         g.upload(&t_dst, &init).unwrap();
-        g.run(&[&column_sum(g, rows, cols, &t_src, &t_dst, true).unwrap()])
+        g.run(&[&column_sum(g, &t_src, &t_dst, true).unwrap()])
             .unwrap();
         let want_acc: Vec<f64> = want.iter().zip(&init).map(|(a, &b)| a + b as f64).collect();
         assert_close(
@@ -153,8 +173,27 @@ fn db_gpu(
     let t_dscores = g.tensor("dscores", &[n, c], dscores).unwrap();
     let t_dmaps = g.zeros("dmaps", &[n, h, w, c]).unwrap();
     // Built once; only the step tensor changes between runs.
-    let fwd = diversify_forward(g, n, h, w, c, cfg, &t_maps, &t_step, &t_mask, &t_scores).unwrap();
-    let bwd = diversify_backward(g, n, h, w, c, cfg, &t_dscores, &t_mask, &t_dmaps).unwrap();
+    let fwd = diversify_forward(
+        g,
+        cfg,
+        &DiversifyForward {
+            maps: &t_maps,
+            step: &t_step,
+            mask: &t_mask,
+            scores: &t_scores,
+        },
+    )
+    .unwrap();
+    let bwd = diversify_backward(
+        g,
+        cfg,
+        &DiversifyBackward {
+            dscores: &t_dscores,
+            mask: &t_mask,
+            dmaps: &t_dmaps,
+        },
+    )
+    .unwrap();
     steps
         .iter()
         .map(|&s| {
@@ -425,8 +464,8 @@ fn average_scores_and_backward_match_twin() {
         let t_dmaps = g.zeros("dmaps", &[n, h, w, c]).unwrap();
         g.fill(&t_scores, f32::NAN).unwrap();
         g.fill(&t_dmaps, f32::NAN).unwrap();
-        let f = average_scores(g, n, h, w, c, &t_maps, &t_scores).unwrap();
-        let b = average_scores_backward(g, n, h, w, c, &t_dscores, &t_dmaps).unwrap();
+        let f = average_scores(g, &t_maps, &t_scores).unwrap();
+        let b = average_scores_backward(g, &t_dscores, &t_dmaps).unwrap();
         g.run(&[&f, &b]).unwrap();
         let want = rdiv::average_scores(n, h, w, c, &f64s(&maps));
         assert_close(&name, &g.download(&t_scores).unwrap(), &want, 1e-6, 1e-5);
@@ -486,8 +525,28 @@ fn loss_gpu(
     g.fill(&t_d, f32::NAN).unwrap();
     g.fill(&t_st, f32::NAN).unwrap();
     g.fill(&t_ev, f32::NAN).unwrap();
-    let fb = loss_forward_backward(g, n, c, kind, &t_s, &t_l, &t_d, &t_st, false).unwrap();
-    let ev = loss_eval(g, n, c, kind, &t_s, &t_l, &t_ev, false).unwrap();
+    let o = LossOptions::new(kind);
+    let fb = loss_forward_backward(
+        g,
+        &o,
+        &LossForwardBackward {
+            scores: &t_s,
+            labels: &t_l,
+            dscores: &t_d,
+            stats: &t_st,
+        },
+    )
+    .unwrap();
+    let ev = loss_eval(
+        g,
+        &o,
+        &LossEval {
+            scores: &t_s,
+            labels: &t_l,
+            stats: &t_ev,
+        },
+    )
+    .unwrap();
     let all: Vec<_> = fb.iter().chain(ev.iter()).collect();
     g.run(&all).unwrap();
     LossRun {
@@ -702,7 +761,16 @@ fn loss_stats_accumulate_over_batches() {
         if batch == 0 {
             g.fill(&t_st, f32::NAN).unwrap(); // overwritten by the first batch
         }
-        let d = loss_eval(g, n, c, kind, &t_s, &t_l, &t_st, batch > 0).unwrap();
+        let o = LossOptions {
+            kind,
+            accumulate: batch > 0,
+        };
+        let t = LossEval {
+            scores: &t_s,
+            labels: &t_l,
+            stats: &t_st,
+        };
+        let d = loss_eval(g, &o, &t).unwrap();
         g.run(&d.iter().collect::<Vec<_>>()).unwrap();
         let st = rloss::loss(n, c, kind, &f64s(&scores), &labels).stats();
         for i in 0..4 {

@@ -11,7 +11,7 @@ use super::params::{grad_label, HeadParams, UnitParams};
 use super::topology::{Topology, Unit};
 use crate::error::Result;
 use crate::gpu::{Gpu, Tensor};
-use crate::kernels::batchnorm::BatchNormShape;
+use crate::kernels::batchnorm::{BatchNormOptions, BnSizing};
 use crate::kernels::conv2d::Conv2dShape;
 use crate::kernels::pool::MaxPoolShape;
 use crate::train::memory::{ActivationLayout, Placement, SharedBuffer, UnitPlacement};
@@ -20,8 +20,8 @@ use crate::train::NetMode;
 /// One convolution followed by batch norm (and optionally ReLU).
 pub(super) struct ConvBn {
     pub conv: Conv2dShape,
-    pub bn: BatchNormShape,
-    pub relu: bool,
+    /// eps, momentum, the fused ReLU (`bn.relu`) and the adapter's sizing.
+    pub bn: BatchNormOptions,
     pub params: UnitParams,
     pub save_mean: Tensor,   // (Cout)
     pub save_invstd: Tensor, // (Cout)
@@ -64,6 +64,7 @@ pub(super) struct Layers {
 /// Allocates by an [`ActivationLayout`].
 struct Alloc<'a> {
     gpu: &'a Gpu,
+    sizing: BnSizing,
     shared: Vec<Tensor>,
 }
 
@@ -90,8 +91,7 @@ impl Alloc<'_> {
         let c = u.channels();
         Ok(ConvBn {
             conv: u.conv,
-            bn: u.bn,
-            relu: u.relu,
+            bn: u.bn_options(self.sizing),
             params,
             save_mean: self.gpu.zeros(&format!("{}.save_mean", u.bn_name), &[c])?,
             save_invstd: self
@@ -106,9 +106,11 @@ impl Alloc<'_> {
 }
 
 impl Layers {
-    /// Every unit's tensors; `units` are the units' parameters in [`Topology::units`] order.
+    /// Every unit's tensors; `units` are the units' parameters in [`Topology::units`] order;
+    /// `sizing` is the batch-norm sizing the dispatches will use.
     pub fn allocate(
         gpu: &Gpu,
+        sizing: BnSizing,
         topo: &Topology,
         layout: &ActivationLayout,
         units: &[UnitParams],
@@ -119,7 +121,11 @@ impl Layers {
             .iter()
             .map(|b| gpu.zeros(&b.label(mode), &[layout.sizes.of(*b)]))
             .collect::<Result<Vec<_>>>()?;
-        let a = Alloc { gpu, shared };
+        let a = Alloc {
+            gpu,
+            sizing,
+            shared,
+        };
         let mut ids = units.iter().copied();
         let mut next = || {
             ids.next().ok_or_else(|| {

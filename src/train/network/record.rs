@@ -14,17 +14,19 @@ use super::MethodConfig;
 use crate::error::Result;
 use crate::gpu::{Dispatch, Gpu, Tensor};
 use crate::kernels::batchnorm::{
-    batchnorm_backward_sized, batchnorm_forward_eval_sized, batchnorm_forward_train_sized,
+    batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train, BatchNormBackward,
+    BatchNormEval, BatchNormTrain,
 };
 use crate::kernels::conv2d::{conv2d_backward_data, conv2d_backward_weight_with, conv2d_forward};
 use crate::kernels::elementwise::{add_inplace, add_relu_inplace, relu_backward_inplace};
 use crate::kernels::pool::{maxpool_backward, maxpool_forward};
 use crate::kernels::sgd::sgd_step;
 use crate::method::diversify::{
-    average_scores, average_scores_backward, diversify_backward, diversify_forward, DiversifyConfig,
+    average_scores, average_scores_backward, diversify_backward, diversify_forward,
+    DiversifyBackward, DiversifyConfig, DiversifyForward,
 };
-use crate::method::head::{head_backward, head_forward};
-use crate::method::loss::{loss_forward_backward, LossKind};
+use crate::method::head::{head_backward, head_forward, HeadBackward, HeadForward};
+use crate::method::loss::{loss_forward_backward, LossForwardBackward, LossKind, LossOptions};
 use crate::train::memory::AdapterClass;
 
 /// The network's tensors outside the backbone.
@@ -59,11 +61,6 @@ pub(super) struct Recorder<'a> {
     pub io: &'a Io,
     /// Split-K partials of the weight gradients, shared by every layer and list.
     pub scratch: Option<&'a Tensor>,
-    /// Batch N, class-map size (h, w), classes C, feature channels D.
-    pub n: usize,
-    pub map: (usize, usize),
-    pub classes: usize,
-    pub features: usize,
 }
 
 impl Recorder<'_> {
@@ -108,12 +105,17 @@ impl Recorder<'_> {
     /// this step, then the average) when given, else the plain average.
     fn scores_forward(&self, db: Option<&DiversifyConfig>, out: &mut Vec<Dispatch>) -> Result<()> {
         let (g, io) = (self.gpu, self.io);
-        let (n, (mh, mw), c) = (self.n, self.map, self.classes);
         match db {
-            Some(cfg) => out.extend(diversify_forward(
-                g, n, mh, mw, c, cfg, &io.maps, &io.step, &io.mask, &io.scores,
-            )?),
-            None => out.push(average_scores(g, n, mh, mw, c, &io.maps, &io.scores)?),
+            Some(cfg) => {
+                let t = DiversifyForward {
+                    maps: &io.maps,
+                    step: &io.step,
+                    mask: &io.mask,
+                    scores: &io.scores,
+                };
+                out.extend(diversify_forward(g, cfg, &t)?)
+            }
+            None => out.push(average_scores(g, &io.maps, &io.scores)?),
         }
         Ok(())
     }
@@ -121,16 +123,16 @@ impl Recorder<'_> {
     /// Loss statistics of the batch and the scores' gradient.
     fn loss(&self, loss: LossKind, out: &mut Vec<Dispatch>) -> Result<()> {
         let io = self.io;
+        let t = LossForwardBackward {
+            scores: &io.scores,
+            labels: &io.labels,
+            dscores: &io.dscores,
+            stats: &io.stats,
+        };
         out.extend(loss_forward_backward(
             self.gpu,
-            self.n,
-            self.classes,
-            loss,
-            &io.scores,
-            &io.labels,
-            &io.dscores,
-            &io.stats,
-            false,
+            &LossOptions::new(loss),
+            &t,
         )?);
         Ok(())
     }
@@ -138,12 +140,16 @@ impl Recorder<'_> {
     /// The class maps' gradient from the scores' (through the same mask).
     fn scores_backward(&self, db: Option<&DiversifyConfig>, out: &mut Vec<Dispatch>) -> Result<()> {
         let (g, io) = (self.gpu, self.io);
-        let (n, (mh, mw), c) = (self.n, self.map, self.classes);
         out.push(match db {
             Some(cfg) => {
-                diversify_backward(g, n, mh, mw, c, cfg, &io.dscores, &io.mask, &io.dmaps)?
+                let t = DiversifyBackward {
+                    dscores: &io.dscores,
+                    mask: &io.mask,
+                    dmaps: &io.dmaps,
+                };
+                diversify_backward(g, cfg, &t)?
             }
-            None => average_scores_backward(g, n, mh, mw, c, &io.dscores, &io.dmaps)?,
+            None => average_scores_backward(g, &io.dscores, &io.dmaps)?,
         });
         Ok(())
     }
@@ -180,16 +186,13 @@ impl Recorder<'_> {
     fn head_forward(&self, out: &mut Vec<Dispatch>) -> Result<()> {
         let (feat, _) = self.layers.features();
         let h = self.layers.head;
-        out.extend(head_forward(
-            self.gpu,
-            self.n * self.map.0 * self.map.1,
-            self.features,
-            self.classes,
+        let t = HeadForward {
             feat,
-            &self.param(h.weight).value,
-            &self.param(h.bias).value,
-            &self.io.maps,
-        )?);
+            weight: &self.param(h.weight).value,
+            bias: &self.param(h.bias).value,
+            maps: &self.io.maps,
+        };
+        out.extend(head_forward(self.gpu, &t)?);
         Ok(())
     }
 
@@ -200,18 +203,15 @@ impl Recorder<'_> {
             self.param(self.layers.head.weight),
             self.param(self.layers.head.bias),
         );
-        out.extend(head_backward(
-            self.gpu,
-            self.n * self.map.0 * self.map.1,
-            self.features,
-            self.classes,
+        let t = HeadBackward {
             feat,
-            &w.value,
-            &self.io.dmaps,
+            weight: &w.value,
+            dmaps: &self.io.dmaps,
             dfeat,
-            &w.grad,
-            &b.grad,
-        )?);
+            dweight: &w.grad,
+            dbias: &b.grad,
+        };
+        out.extend(head_backward(self.gpu, &t)?);
         Ok(())
     }
 
@@ -280,30 +280,27 @@ impl Recorder<'_> {
         let (gamma, beta) = (&self.param(p.gamma).value, &self.param(p.beta).value);
         let (rm, rv) = (self.state(p.running_mean), self.state(p.running_var));
         if train {
-            out.extend(batchnorm_forward_train_sized(
-                g,
-                &u.bn,
-                self.class.bn,
-                u.relu,
-                [
-                    &u.z,
-                    gamma,
-                    beta,
-                    rm,
-                    rv,
-                    &u.save_mean,
-                    &u.save_invstd,
-                    &u.y,
-                ],
-            )?);
+            let t = BatchNormTrain {
+                x: &u.z,
+                gamma,
+                beta,
+                running_mean: rm,
+                running_var: rv,
+                save_mean: &u.save_mean,
+                save_invstd: &u.save_invstd,
+                y: &u.y,
+            };
+            out.extend(batchnorm_forward_train(g, &t, &u.bn)?);
         } else {
-            out.push(batchnorm_forward_eval_sized(
-                g,
-                &u.bn,
-                self.class.bn,
-                u.relu,
-                [&u.z, gamma, beta, rm, rv, &u.y],
-            )?);
+            let t = BatchNormEval {
+                x: &u.z,
+                gamma,
+                beta,
+                running_mean: rm,
+                running_var: rv,
+                y: &u.y,
+            };
+            out.push(batchnorm_forward_eval(g, &t, &u.bn)?);
         }
         Ok(())
     }
@@ -320,7 +317,7 @@ impl Recorder<'_> {
         out: &mut Vec<Dispatch>,
     ) -> Result<()> {
         let g = self.gpu;
-        if u.relu {
+        if u.bn.relu {
             out.push(relu_backward_inplace(g, &u.y, dy)?);
         }
         let (w, gamma, beta) = (
@@ -328,21 +325,17 @@ impl Recorder<'_> {
             self.param(u.params.gamma),
             self.param(u.params.beta),
         );
-        out.extend(batchnorm_backward_sized(
-            g,
-            &u.bn,
-            self.class.bn,
-            [
-                &u.z,
-                dy,
-                &gamma.value,
-                &u.save_mean,
-                &u.save_invstd,
-                &u.dz,
-                &gamma.grad,
-                &beta.grad,
-            ],
-        )?);
+        let t = BatchNormBackward {
+            x: &u.z,
+            dy,
+            gamma: &gamma.value,
+            save_mean: &u.save_mean,
+            save_invstd: &u.save_invstd,
+            dx: &u.dz,
+            dgamma: &gamma.grad,
+            dbeta: &beta.grad,
+        };
+        out.extend(batchnorm_backward(g, &t, &u.bn)?);
         out.extend(conv2d_backward_weight_with(
             g,
             &u.conv,

@@ -1,10 +1,10 @@
 //! The network's topology as plain data: every conv + BN unit and residual block that a
 //! [`ModelConfig`] describes, with its shapes and its parameter names, for a given batch
-//! size. No GPU: the memory plan ([`crate::train::memory`]) and [`super::Network::build`]
+//! size. No GPU: the memory plan ([`crate::train::memory`]) and `Network::build`
 //! both start from it.
 
 use crate::error::{Error, Result};
-use crate::kernels::batchnorm::BatchNormShape;
+use crate::kernels::batchnorm::{BatchNormOptions, BatchNormShape, BnSizing};
 use crate::kernels::conv2d::Conv2dShape;
 use crate::kernels::pool::MaxPoolShape;
 use crate::model::{BlockKind, ModelConfig};
@@ -19,7 +19,11 @@ pub struct Unit {
     /// torchvision name of the batch norm, e.g. `layer1.0.bn1`.
     pub bn_name: String,
     pub conv: Conv2dShape,
+    /// The batch norm's (rows, C) view of `z`.
     pub bn: BatchNormShape,
+    /// PyTorch's batch-norm `eps` and `momentum` (from the [`ModelConfig`]).
+    pub bn_eps: f32,
+    pub bn_momentum: f32,
     pub relu: bool,
 }
 
@@ -32,6 +36,16 @@ impl Unit {
     /// Elements of `z` (and of `y`).
     pub fn out_len(&self) -> usize {
         self.out_shape().iter().product()
+    }
+
+    /// The batch norm's options with the given work sizing (the unit's ReLU fused).
+    pub fn bn_options(&self, sizing: BnSizing) -> BatchNormOptions {
+        BatchNormOptions {
+            eps: self.bn_eps,
+            momentum: self.bn_momentum,
+            relu: self.relu,
+            sizing,
+        }
     }
 
     /// Output channels.
@@ -60,14 +74,14 @@ impl Unit {
         let bn = BatchNormShape {
             rows: conv.n * conv.oh() * conv.ow(),
             channels: conv.cout,
-            eps: config.bn_eps,
-            momentum: config.bn_momentum,
         };
         Ok(Unit {
             conv_name,
             bn_name,
             conv,
             bn,
+            bn_eps: config.bn_eps,
+            bn_momentum: config.bn_momentum,
             relu,
         })
     }
@@ -115,7 +129,7 @@ impl Topology {
     pub fn new(config: &ModelConfig, batch: usize) -> Result<Topology> {
         config.validate()?;
         if batch == 0 {
-            return Err(Error::invalid("--batch", "batch size must be at least 1"));
+            return Err(Error::invalid("batch", "must be at least 1"));
         }
         let n = batch;
         let s = config.input_size;
