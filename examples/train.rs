@@ -295,6 +295,10 @@ fn real_main(args: Args) -> finegrain::Result<()> {
     if let Some(t) = args.threads {
         opts.threads = t;
     }
+    // Ctrl-C / SIGTERM: finish the step, write the checkpoint, say how to resume; a second
+    // signal exits at once (the last checkpoint is never half-written).
+    let stop = finegrain::train::StopFlag::on_signals()?;
+    opts.stop = Some(stop.clone());
     let run = match &args.resume {
         Some(ck) => Run::resume(&gpu, ck, train, Some(test), opts)?,
         None => {
@@ -310,6 +314,25 @@ fn real_main(args: Args) -> finegrain::Result<()> {
     };
     let t0 = std::time::Instant::now();
     let summary = run.run(&mut console)?;
+    if summary.interrupted {
+        let p = summary.progress.unwrap_or_default();
+        println!(
+            "interrupted after step {} (epoch {}, batch {}); checkpoint {} written. Resume with:\n  \
+             cargo run --release --example train -- --resume {} --out {}{}",
+            p.step,
+            p.epoch + 1,
+            p.batch,
+            ck_path.display(),
+            ck_path.display(),
+            args.out.display(),
+            match &args.data {
+                Some(d) => format!(" --data {}", d.display()),
+                None if args.subset => " --subset".to_string(),
+                None => String::new(),
+            }
+        );
+        std::process::exit(stop.exit_status());
+    }
     println!(
         "finished in {:.0} s; checkpoint {}",
         t0.elapsed().as_secs_f64(),

@@ -6,6 +6,10 @@ use std::path::PathBuf;
 /// Everything that can go wrong in finegrain.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The stop-on-signal handlers could not be installed.
+    #[error("signal handling: {message}")]
+    Signal { message: String },
+
     /// No usable GPU adapter (not even a software one).
     #[error(
         "no GPU adapter found ({detail}).\n  On Linux without a GPU install Mesa's software Vulkan \

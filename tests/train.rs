@@ -89,6 +89,7 @@ fn opts(out: &Path, max_steps: Option<u64>) -> RunOptions {
         preprocessing: None,
         metadata: Default::default(),
         init: None,
+        stop: None,
     }
 }
 

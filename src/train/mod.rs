@@ -7,6 +7,7 @@ pub mod network;
 pub mod observe;
 pub mod run;
 pub mod schedule;
+pub mod stop;
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -19,6 +20,7 @@ pub use run::{EpochSummary, Progress, Run, RunOptions, RunSummary};
 pub use schedule::{LrSchedule, Schedule};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
+pub use stop::StopFlag;
 
 /// Which loss the main phase trains with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

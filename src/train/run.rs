@@ -3,7 +3,7 @@
 //! example is a command-line front end to it.
 
 use super::observe::{Event, Observer, RunStart};
-use super::{EvalReport, StepStats, TrainConfig, Trainer};
+use super::{EvalReport, StepStats, StopFlag, TrainConfig, Trainer};
 use crate::checkpoint::{self, Checkpoint};
 use crate::data::{Dataset, Loader, LoaderOptions};
 use crate::error::{Error, Result};
@@ -17,7 +17,7 @@ use std::time::Instant;
 pub use crate::checkpoint::{CLASSES_KEY, PREPROCESS_KEY, PROGRESS_KEY, TRAIN_KEY};
 
 /// Where a run is and what it has written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Progress {
     /// Global step of the next iteration.
     pub step: u64,
@@ -49,6 +49,10 @@ pub struct RunOptions {
     pub metadata: HashMap<String, String>,
     /// Initialise the backbone from a torchvision ResNet state dict (ignored on resume).
     pub init: Option<PathBuf>,
+    /// Checked after every step: when set, the run finishes that step, writes its
+    /// checkpoint and returns with [`RunSummary::interrupted`] ([`StopFlag::on_signals`]
+    /// sets it on Ctrl-C / SIGTERM).
+    pub stop: Option<StopFlag>,
 }
 
 impl Default for RunOptions {
@@ -65,6 +69,7 @@ impl Default for RunOptions {
             preprocessing: None,
             metadata: HashMap::new(),
             init: None,
+            stop: None,
         }
     }
 }
@@ -100,6 +105,9 @@ pub struct RunSummary {
     /// Images skipped as unreadable: (file, reason).
     pub skipped: Vec<(String, String)>,
     pub progress: Option<Progress>,
+    /// The run stopped early because its [`RunOptions::stop`] flag was set; its checkpoint
+    /// holds where it stopped, so resuming continues exactly.
+    pub interrupted: bool,
 }
 
 /// One epoch's numbers: a row of `metrics.csv` (in this field order) and the epoch line.
@@ -346,7 +354,10 @@ impl<'g> Run<'g> {
         std::fs::create_dir_all(&out_dir).map_err(|e| Error::io(&out_dir, e))?;
         let metrics_path = out_dir.join("metrics.csv");
         let mut metrics = if self.progress.step > 0 {
-            read_metrics(&metrics_path)?
+            // Rows of epochs not finished before the resume point are written again.
+            let mut m = read_metrics(&metrics_path)?;
+            m.retain(|r| r.epoch <= self.progress.epoch);
+            m
         } else {
             Vec::new()
         };
@@ -378,7 +389,10 @@ impl<'g> Run<'g> {
                     "warning: could not draw the metrics plot: {e}"
                 )));
             }
-            if stopped || self.trainer.step >= self.opts.max_steps.unwrap_or(u64::MAX) {
+            if stopped
+                || summary.interrupted
+                || self.trainer.step >= self.opts.max_steps.unwrap_or(u64::MAX)
+            {
                 break;
             }
         }
@@ -442,6 +456,10 @@ impl<'g> Run<'g> {
             if let Some(s) = lagged {
                 totals.add(&s, summary, observer);
             }
+            if self.opts.stop.as_ref().is_some_and(|s| s.is_requested()) {
+                summary.interrupted = true;
+                break;
+            }
             if let Some(every) = self.opts.checkpoint_every {
                 if self.trainer.step.is_multiple_of(every) {
                     for s in self.trainer.drain(gpu)? {
@@ -468,7 +486,8 @@ impl<'g> Run<'g> {
         };
         self.save(observer)?;
         let eval = match &self.test {
-            Some(t) if self.opts.evaluate => Some(evaluate(
+            // An interrupted run stops as soon as its checkpoint is written.
+            Some(t) if self.opts.evaluate && !summary.interrupted => Some(evaluate(
                 gpu,
                 &self.trainer,
                 t.clone(),

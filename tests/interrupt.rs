@@ -1,0 +1,263 @@
+//! Ctrl-C / SIGTERM during training, in a child process (this test binary run again in
+//! child mode): the run finishes its step, writes its checkpoint and exits with 128 +
+//! the signal; resuming from that checkpoint reproduces an uninterrupted run's losses bit
+//! for bit. A second signal exits at once and leaves the last checkpoint loadable.
+#![cfg(unix)]
+
+use finegrain::checkpoint::Checkpoint;
+use finegrain::data::{open_dataset, DataOptions, Dataset, Split};
+use finegrain::model::ModelConfig;
+use finegrain::train::observe::Event;
+use finegrain::train::{LossChoice, Run, RunOptions, StopFlag, TrainConfig};
+use rand::{Rng, SeedableRng};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+const SIZE: usize = 12;
+/// 9 steps per epoch.
+const EPOCHS: usize = 16;
+const CHILD_ENV: &str = "FINEGRAIN_INTERRUPT_CHILD";
+
+fn write_dataset(root: &Path) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    for (c, name) in ["left", "top", "checker"].iter().enumerate() {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..12 {
+            let img = image::GrayImage::from_fn(SIZE as u32, SIZE as u32, |x, y| {
+                let on = match c {
+                    0 => x < SIZE as u32 / 2,
+                    1 => y < SIZE as u32 / 2,
+                    _ => (x / 2 + y / 2) % 2 == 0,
+                };
+                let base: f32 = if on { 200.0 } else { 40.0 };
+                image::Luma([(base + rng.random_range(-30.0..30.0)).clamp(0.0, 255.0) as u8])
+            });
+            img.save(dir.join(format!("{i}.png"))).unwrap();
+        }
+    }
+}
+
+fn train_data(root: &Path) -> Arc<dyn Dataset> {
+    let opts = DataOptions {
+        channels: Some(1),
+        size: Some(SIZE),
+        test_fraction: 0.0,
+        ..DataOptions::default()
+    };
+    Arc::from(open_dataset(root, Split::Train, &opts).unwrap())
+}
+
+/// 9 steps per epoch (36 images, batch 4), [`EPOCHS`] epochs: long enough that a signal sent
+/// after the first steps arrives well before the end.
+fn config() -> TrainConfig {
+    TrainConfig {
+        epochs: EPOCHS,
+        batch: 4,
+        lr: 0.02,
+        warmup_epochs: 0.5,
+        loss: LossChoice::Gce,
+        k: 1,
+        ce_warmup_epochs: 1,
+        seed: 5,
+        ..TrainConfig::default()
+    }
+}
+
+fn opts(out: &Path) -> RunOptions {
+    RunOptions {
+        out_dir: out.to_path_buf(),
+        threads: 1,
+        evaluate: false,
+        ..RunOptions::default()
+    }
+}
+
+fn model() -> ModelConfig {
+    ModelConfig::preset("tiny", 1, SIZE, 3).unwrap()
+}
+
+/// Child mode: train with the signal handlers, print every step's loss bits, exit with
+/// the stop flag's status when interrupted.
+#[test]
+#[ignore = "runs only as the child process of the tests below"]
+fn interrupt_child() {
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let dir = Path::new(&dir);
+    let gpu = finegrain::Gpu::from_env().unwrap();
+    let stop = StopFlag::on_signals().unwrap();
+    let mut o = opts(&dir.join("out"));
+    o.stop = Some(stop.clone());
+    o.checkpoint_every = std::env::var("CHECKPOINT_EVERY")
+        .ok()
+        .and_then(|s| s.parse().ok());
+    let run = Run::new(
+        &gpu,
+        &model(),
+        &config(),
+        train_data(&dir.join("data")),
+        None,
+        o,
+    )
+    .unwrap();
+    let summary = run
+        .run(&mut |e: &Event| {
+            if let Event::StepStats(s) = e {
+                println!("STEP {} {}", s.step, s.loss.to_bits());
+            }
+        })
+        .unwrap();
+    println!("DONE interrupted={}", summary.interrupted);
+    if summary.interrupted {
+        std::process::exit(stop.exit_status());
+    }
+}
+
+/// Run the child until it has printed `after` steps, send it `signals` SIGTERMs, and return
+/// its (step, loss bits) lines and exit code.
+fn child_interrupted(
+    dir: &Path,
+    after: u64,
+    signals: usize,
+    extra: &[(&str, &str)],
+) -> (Vec<(u64, u32)>, i32) {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--exact",
+        "interrupt_child",
+        "--ignored",
+        "--nocapture",
+        "--test-threads",
+        "1",
+    ])
+    .env(CHILD_ENV, dir)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let out = BufReader::new(child.stdout.take().unwrap());
+    let mut steps = Vec::new();
+    let mut sent = false;
+    for line in out.lines() {
+        let line = line.unwrap();
+        // The harness prints `test interrupt_child ... ` without a newline before the first
+        // step's line.
+        if let Some(rest) = line.find("STEP ").map(|i| &line[i + 5..]) {
+            let mut f = rest.split(' ');
+            let step: u64 = f.next().unwrap().parse().unwrap();
+            let bits: u32 = f.next().unwrap().parse().unwrap();
+            steps.push((step, bits));
+            if step + 1 >= after && !sent {
+                sent = true;
+                for i in 0..signals {
+                    if i > 0 {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                    }
+                    let ok = Command::new("kill")
+                        .args(["-TERM", &child.id().to_string()])
+                        .status()
+                        .unwrap();
+                    assert!(ok.success());
+                }
+            }
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(
+        sent,
+        "the child finished before it was signalled: {steps:?}"
+    );
+    (steps, status.code().unwrap_or(-1))
+}
+
+#[test]
+fn sigterm_checkpoints_and_the_resumed_run_matches_an_uninterrupted_one() {
+    let Some(g) = finegrain::testing::gpu() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(&dir.path().join("data"));
+    let (child_steps, code) = child_interrupted(dir.path(), 5, 1, &[]);
+    assert_eq!(code, 128 + 15, "exit status 128 + SIGTERM");
+    let ck_path = dir.path().join("out/last.safetensors");
+    let ck = Checkpoint::open(&ck_path).unwrap();
+    let progress = ck.progress().unwrap();
+    assert!(
+        progress.step >= 5,
+        "stopped after the steps it ran: {progress:?}"
+    );
+    assert!(
+        progress.step < 9 * EPOCHS as u64,
+        "stopped early: {progress:?}"
+    );
+    assert_eq!(
+        child_steps.len() as u64,
+        progress.step,
+        "every step the child ran was read back before it stopped: {child_steps:?}"
+    );
+
+    // Resume in this process, and compare with a run never interrupted.
+    let data = train_data(&dir.path().join("data"));
+    let resumed = Run::resume(
+        g,
+        &ck_path,
+        data.clone(),
+        None,
+        opts(&dir.path().join("out")),
+    )
+    .unwrap()
+    .run(&mut |_: &Event| {})
+    .unwrap();
+    let straight = Run::new(
+        g,
+        &model(),
+        &config(),
+        data,
+        None,
+        opts(&dir.path().join("straight")),
+    )
+    .unwrap()
+    .run(&mut |_: &Event| {})
+    .unwrap();
+    let joined: Vec<(u64, u32)> = child_steps
+        .into_iter()
+        .chain(resumed.step_losses.iter().map(|&(s, l)| (s, l.to_bits())))
+        .collect();
+    let want: Vec<(u64, u32)> = straight
+        .step_losses
+        .iter()
+        .map(|&(s, l)| (s, l.to_bits()))
+        .collect();
+    assert_eq!(joined.len(), want.len());
+    for (a, b) in joined.iter().zip(&want) {
+        assert_eq!(a, b, "step {}: interrupted + resumed vs straight", b.0);
+    }
+    let rows = finegrain::train::run::read_metrics(&dir.path().join("out/metrics.csv")).unwrap();
+    let epochs: Vec<usize> = rows.iter().map(|r| r.epoch).collect();
+    assert_eq!(
+        epochs,
+        (1..=EPOCHS).collect::<Vec<_>>(),
+        "one metrics row per epoch"
+    );
+}
+
+#[test]
+fn a_second_sigterm_exits_at_once_and_keeps_the_last_checkpoint() {
+    let Some(_) = finegrain::testing::gpu() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(&dir.path().join("data"));
+    let (steps, code) = child_interrupted(dir.path(), 6, 2, &[("CHECKPOINT_EVERY", "2")]);
+    assert_eq!(code, 128 + 15, "exit status 128 + SIGTERM");
+    assert!((steps.len() as u64) < 9 * EPOCHS as u64);
+    // Whatever the second signal interrupted, the checkpoint is a complete, loadable one.
+    let ck = Checkpoint::open(&dir.path().join("out/last.safetensors")).unwrap();
+    assert!(ck.progress().unwrap().step >= 2);
+}
