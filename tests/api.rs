@@ -136,7 +136,10 @@ fn recipe_train_and_classify_through_the_public_api() {
     // Evaluation through the classifier gives the run's own last evaluation.
     let test = clf.open_data(&data, finegrain::data::Split::Test).unwrap();
     let (report, skipped) = clf.evaluate(gpu, test, 2, false).unwrap();
-    let last = summary.final_eval.as_ref().expect("evaluated at the last epoch");
+    let last = summary
+        .final_eval
+        .as_ref()
+        .expect("evaluated at the last epoch");
     assert!(skipped.is_empty());
     assert_eq!(report.confusion, last.confusion);
     assert!((report.mean_loss() - last.mean_loss()).abs() < 1e-4);
