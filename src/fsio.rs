@@ -50,6 +50,10 @@ pub fn write_atomic_with(
     })?;
     let mut w = std::io::BufWriter::new(tmp);
     write(&mut w).map_err(|e| Error::io(path, e))?;
+    #[cfg(feature = "testing")]
+    if let Some(e) = fault::injected(path) {
+        return Err(Error::io(path, e));
+    }
     let tmp = w
         .into_inner()
         .map_err(|e| Error::io(path, e.into_error()))?;
@@ -57,6 +61,44 @@ pub fn write_atomic_with(
     // On failure the temporary file is handed back inside the error and removed on drop.
     tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
     sync_dir(dir)
+}
+
+/// Injected write failures, for testing what a full disk does to a run (feature `testing`).
+#[cfg(feature = "testing")]
+pub mod fault {
+    use std::path::Path;
+    use std::sync::Mutex;
+
+    /// (file name, writes of it to let through before failing).
+    static PLAN: Mutex<Option<(String, usize)>> = Mutex::new(None);
+
+    /// Let `ok` more writes of files named `name` succeed, then fail every later one with
+    /// "no space left on device" after its bytes reached the temporary file (the moment a
+    /// full disk fails a write). Global to the process: use it in a test binary of its own.
+    pub fn fail_writes_of(name: &str, ok: usize) {
+        *PLAN.lock().unwrap_or_else(|e| e.into_inner()) = Some((name.to_string(), ok));
+    }
+
+    /// Stop injecting failures.
+    pub fn clear() {
+        *PLAN.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    pub(super) fn injected(path: &Path) -> Option<std::io::Error> {
+        let mut plan = PLAN.lock().unwrap_or_else(|e| e.into_inner());
+        let (name, ok) = plan.as_mut()?;
+        if path.file_name()? != std::ffi::OsStr::new(name.as_str()) {
+            return None;
+        }
+        if *ok > 0 {
+            *ok -= 1;
+            return None;
+        }
+        Some(std::io::Error::new(
+            std::io::ErrorKind::StorageFull,
+            "No space left on device (injected by fsio::fault)",
+        ))
+    }
 }
 
 /// Make a rename inside `dir` durable (unix); a filesystem that cannot sync folders is not

@@ -539,7 +539,20 @@ impl<'g> Run<'g> {
                 .map_err(|e| Error::invalid("progress", e.to_string()))?,
         );
         let path = self.checkpoint_path();
-        checkpoint::save(self.gpu, &self.trainer.net, &path, &meta, true)?;
+        checkpoint::save(self.gpu, &self.trainer.net, &path, &meta, true).map_err(|e| match e {
+            Error::Io { path, source } => Error::io(
+                path,
+                std::io::Error::new(
+                    source.kind(),
+                    format!(
+                        "writing the checkpoint at step {} failed: {source}; the previous \
+                         checkpoint there is unchanged",
+                        self.progress.step
+                    ),
+                ),
+            ),
+            other => other,
+        })?;
         observer.event(&Event::Checkpoint {
             path: &path,
             progress: self.progress,
@@ -613,7 +626,19 @@ pub fn read_metrics(path: &Path) -> Result<Vec<EpochSummary>> {
 
 /// Write `metrics.csv` (atomically: a crash never leaves half a row).
 pub fn write_metrics(path: &Path, rows: &[EpochSummary]) -> Result<()> {
-    crate::fsio::write_csv(path, rows)
+    crate::fsio::write_csv(path, rows).map_err(|e| match e {
+        Error::Io { path, source } => Error::io(
+            path,
+            std::io::Error::new(
+                source.kind(),
+                format!(
+                    "writing the metrics failed: {source}; the epoch's checkpoint is written \
+                     and the previous metrics file is unchanged"
+                ),
+            ),
+        ),
+        other => other,
+    })
 }
 
 /// Draw a run's metrics (all epochs, including those before a resume) as a PNG: losses on

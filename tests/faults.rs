@@ -1,0 +1,113 @@
+//! A full disk during a run (an injected write failure, `fsio::fault`): the run stops with
+//! an error that says what failed, and the previous checkpoint stays intact and loadable.
+//! One test in this binary: the injection is global to the process.
+
+use finegrain::checkpoint::Checkpoint;
+use finegrain::data::{open_dataset, DataOptions, Dataset, Split};
+use finegrain::fsio::fault;
+use finegrain::model::ModelConfig;
+use finegrain::train::observe::Event;
+use finegrain::train::{Run, RunOptions, TrainConfig};
+use rand::{Rng, SeedableRng};
+use std::path::Path;
+use std::sync::Arc;
+
+const SIZE: usize = 12;
+
+fn data(root: &Path) -> Arc<dyn Dataset> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+    for (c, name) in ["dark", "light"].iter().enumerate() {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..8 {
+            let img = image::GrayImage::from_fn(SIZE as u32, SIZE as u32, |_, _| {
+                image::Luma([(60.0 + 120.0 * c as f32 + rng.random_range(-20.0..20.0)) as u8])
+            });
+            img.save(dir.join(format!("{i}.png"))).unwrap();
+        }
+    }
+    let opts = DataOptions {
+        channels: Some(1),
+        size: Some(SIZE),
+        test_fraction: 0.0,
+        ..DataOptions::default()
+    };
+    Arc::from(open_dataset(root, Split::Train, &opts).unwrap())
+}
+
+fn run(g: &finegrain::Gpu, train: Arc<dyn Dataset>, out: &Path) -> finegrain::Result<()> {
+    let model = ModelConfig::preset("tiny", 1, SIZE, 2).unwrap();
+    let cfg = TrainConfig {
+        epochs: 3,
+        batch: 4,
+        k: 1,
+        ..TrainConfig::default()
+    };
+    let opts = RunOptions {
+        out_dir: out.to_path_buf(),
+        checkpoint_every: Some(1),
+        threads: 1,
+        evaluate: false,
+        ..RunOptions::default()
+    };
+    Run::new(g, &model, &cfg, train, None, opts)?.run(&mut |_: &Event| {})?;
+    Ok(())
+}
+
+/// Only the run's own files, no temporary leftovers.
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_full_disk_stops_the_run_with_the_file_named_and_keeps_the_last_checkpoint() {
+    let Some(g) = finegrain::testing::gpu() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let train = data(&dir.path().join("data"));
+
+    // The disk fills up at the 6th checkpoint write: 4 steps per epoch, one every step, and
+    // one more at the end of the epoch (step 4 twice), so the write of step 5 fails.
+    let out = dir.path().join("ck");
+    fault::fail_writes_of("last.safetensors", 5);
+    let err = run(g, train.clone(), &out).unwrap_err().to_string();
+    fault::clear();
+    assert!(
+        err.contains("last.safetensors")
+            && err.contains("No space left on device")
+            && err.contains("step 5")
+            && err.contains("previous checkpoint"),
+        "{err}"
+    );
+    let ck = Checkpoint::open(&out.join("last.safetensors")).unwrap();
+    assert_eq!(ck.progress().unwrap().step, 4, "the last good checkpoint");
+    assert_eq!(
+        files_in(&out),
+        ["last.safetensors", "metrics.csv", "metrics.png"],
+        "no temporary file left behind"
+    );
+
+    // The metrics file of the second epoch cannot be written: the epoch's checkpoint is.
+    let out = dir.path().join("metrics");
+    fault::fail_writes_of("metrics.csv", 1);
+    let err = run(g, train, &out).unwrap_err().to_string();
+    fault::clear();
+    assert!(
+        err.contains("metrics.csv") && err.contains("No space left on device"),
+        "{err}"
+    );
+    let ck = Checkpoint::open(&out.join("last.safetensors")).unwrap();
+    assert_eq!(
+        ck.progress().unwrap().step,
+        8,
+        "the second epoch's checkpoint"
+    );
+    let rows = finegrain::train::run::read_metrics(&out.join("metrics.csv")).unwrap();
+    assert_eq!(rows.len(), 1, "the first epoch's metrics, whole");
+}
