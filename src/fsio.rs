@@ -63,6 +63,37 @@ pub fn write_atomic_with(
     sync_dir(dir)
 }
 
+/// Remove the temporary files that [`write_atomic`] left next to `path` when the process was
+/// killed in the middle of a write (`.NAME.XXXXXX.tmp`); returns how many were removed.
+/// Only call this when no other process writes `path`.
+pub fn remove_stale_temporaries(path: &Path) -> Result<usize> {
+    let (Some(name), Some(dir)) = (path.file_name(), path.parent()) else {
+        return Ok(0);
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(name);
+    prefix.push(".");
+    let (prefix, mut removed) = (prefix.to_string_lossy().to_string(), 0);
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    for e in entries.flatten() {
+        let n = e.file_name().to_string_lossy().to_string();
+        if n.starts_with(&prefix) && n.ends_with(".tmp") && e.path().is_file() {
+            std::fs::remove_file(e.path()).map_err(|err| Error::io(e.path(), err))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 /// Injected write failures, for testing what a full disk does to a run (feature `testing`).
 #[cfg(feature = "testing")]
 pub mod fault {

@@ -261,3 +261,60 @@ fn a_second_sigterm_exits_at_once_and_keeps_the_last_checkpoint() {
     let ck = Checkpoint::open(&dir.path().join("out/last.safetensors")).unwrap();
     assert!(ck.progress().unwrap().step >= 2);
 }
+
+/// `kill -9` at 20 random moments of a run that checkpoints every step: each time the
+/// newest checkpoint is complete, loads, and resumes; the temporary file a killed write
+/// leaves behind is cleaned up by the next run.
+#[test]
+fn kill_9_at_random_moments_always_leaves_a_checkpoint_that_resumes() {
+    let Some(g) = finegrain::testing::gpu() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(&dir.path().join("data"));
+    let data = train_data(&dir.path().join("data"));
+    let mut rng = finegrain::testing::rng("kill_9");
+    let out = dir.path().join("out");
+    let mut last_step = 0;
+    for trial in 0..20 {
+        let _ = std::fs::remove_dir_all(&out);
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "interrupt_child", "--ignored", "--nocapture"])
+            .env(CHILD_ENV, dir.path())
+            .env("CHECKPOINT_EVERY", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Once step 1 is read back, the checkpoint of step 1 is complete (each step is read
+        // back before the next checkpoint); then kill at a random moment.
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let started = lines.any(|l| l.is_ok_and(|l| l.contains("STEP 1 ")));
+        assert!(started, "trial {trial}: the child ran no steps");
+        std::thread::sleep(std::time::Duration::from_millis(rng.random_range(0..400)));
+        child.kill().unwrap();
+        let status = child.wait().unwrap();
+        assert!(!status.success(), "trial {trial}: killed before the end");
+        let ck_path = out.join("last.safetensors");
+        let ck = Checkpoint::open(&ck_path)
+            .unwrap_or_else(|e| panic!("trial {trial}: the newest checkpoint: {e}"));
+        let p = ck.progress().unwrap();
+        assert!(p.step >= 1, "trial {trial}: {p:?}");
+        last_step = last_step.max(p.step);
+        // It resumes (two more steps), and the next run removes what a killed write left.
+        let mut o = opts(&out);
+        o.max_steps = Some(p.step + 2);
+        let s = Run::resume(g, &ck_path, data.clone(), None, o)
+            .unwrap()
+            .run(&mut |_: &Event| {})
+            .unwrap();
+        assert_eq!(s.progress.unwrap().step, p.step + 2, "trial {trial}");
+        let leftovers: Vec<_> = std::fs::read_dir(&out)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "trial {trial}: {leftovers:?}");
+    }
+    assert!(last_step > 1, "the kills landed at different moments");
+}

@@ -353,6 +353,15 @@ impl<'g> Run<'g> {
         let out_dir = self.opts.out_dir.clone();
         std::fs::create_dir_all(&out_dir).map_err(|e| Error::io(&out_dir, e))?;
         let metrics_path = out_dir.join("metrics.csv");
+        // A run killed in the middle of a write (kill -9, power cut) leaves its temporary
+        // file behind; the file it was replacing is intact.
+        for f in [
+            self.checkpoint_path(),
+            metrics_path.clone(),
+            out_dir.join("metrics.png"),
+        ] {
+            crate::fsio::remove_stale_temporaries(&f)?;
+        }
         let mut metrics = if self.progress.step > 0 {
             // Rows of epochs not finished before the resume point are written again.
             let mut m = read_metrics(&metrics_path)?;
