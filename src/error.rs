@@ -59,6 +59,10 @@ pub enum Error {
     #[error("invalid {what}: {message}")]
     Invalid { what: String, message: String },
 
+    /// A network does not fit the adapter (a buffer over its binding limit, or out of memory).
+    #[error("{what} does not fit this GPU: {detail}")]
+    DoesNotFit { what: String, detail: String },
+
     /// A tensor is too large for one storage binding on this adapter.
     #[error(
         "tensor `{tensor}` needs {bytes} bytes, more than this adapter's storage binding limit of \

@@ -7,7 +7,7 @@ use finegrain::data::{open_dataset, DataOptions, Dataset, Split};
 use finegrain::model::ModelConfig;
 use finegrain::testing::gpu;
 use finegrain::train::observe::Event;
-use finegrain::train::{LossChoice, Schedule, TrainConfig, Trainer};
+use finegrain::train::{LossChoice, NetMode, Schedule, TrainConfig, Trainer};
 use finegrain::train::{Run, RunOptions, RunSummary};
 use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
@@ -502,4 +502,49 @@ fn inference_network_matches_training_network_in_less_memory() {
     assert!(err.contains("inference network"), "{err}");
     assert!(ck.load_into(g, &p.net, true).is_err());
     std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// A network whose buffers exceed the adapter's binding limit is refused before anything is
+/// allocated, naming its largest buffers and the largest batch that fits.
+#[test]
+fn a_network_too_large_for_the_adapter_names_its_buffers_and_a_batch_that_fits() {
+    use finegrain::train::memory::{AdapterClass, MemoryPlan};
+    let Some(g) = gpu() else { return };
+    let model = ModelConfig::preset("resnet18", 3, 448, 3).unwrap();
+    let cfg = TrainConfig {
+        batch: 64,
+        ..config()
+    };
+    let limit = g
+        .limits
+        .max_storage_buffer_binding_size
+        .min(g.limits.max_buffer_size);
+    // (Refused before allocating: the check runs on the memory plan; bytes_created cannot
+    // show it here, other tests allocate on the same adapter concurrently.)
+    let err = match Trainer::new(g, &model, &cfg, 10) {
+        Ok(_) => panic!("64 x 224 x 224 x 64 floats cannot fit one binding of {limit} bytes"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("does not fit") && err.contains("conv1.out"),
+        "{err}"
+    );
+    let fits: usize = err
+        .split("batch ")
+        .last()
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("a batch that fits: {err}"));
+    let (method, _) = cfg.method(3, model.feature_size()).unwrap();
+    let ok = |b: usize| {
+        MemoryPlan::new(&model, b, NetMode::Train, AdapterClass::of(g), &method)
+            .unwrap()
+            .buffers
+            .iter()
+            .all(|x| x.bytes() <= limit)
+    };
+    assert!(
+        ok(fits) && !ok(fits + 1),
+        "batch {fits} is the largest that fits"
+    );
 }

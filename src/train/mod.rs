@@ -188,6 +188,93 @@ impl TrainConfig {
     }
 }
 
+/// Before allocating: every buffer of the network's memory plan must fit this adapter's
+/// largest storage binding, else an error names the largest buffers and the largest batch
+/// that fits.
+fn check_fits(
+    gpu: &Gpu,
+    model: &ModelConfig,
+    batch: usize,
+    mode: NetMode,
+    method: &MethodConfig,
+) -> Result<()> {
+    let class = memory::AdapterClass::of(gpu);
+    let limit = gpu
+        .limits
+        .max_storage_buffer_binding_size
+        .min(gpu.limits.max_buffer_size);
+    let plan = memory::MemoryPlan::new(model, batch, mode, class, method)?;
+    let fits = |p: &memory::MemoryPlan| p.buffers.iter().all(|b| b.bytes() <= limit);
+    if fits(&plan) {
+        return Ok(());
+    }
+    // Activations grow with the batch: the largest batch that fits, by bisection.
+    let (mut lo, mut hi) = (0usize, batch);
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        match memory::MemoryPlan::new(model, mid, mode, class, method) {
+            Ok(p) if fits(&p) => lo = mid,
+            _ => hi = mid,
+        }
+    }
+    let largest: Vec<String> = plan
+        .largest(3)
+        .iter()
+        .map(|b| format!("`{}` {:.1} MiB", b.label, memory::mib(b.bytes())))
+        .collect();
+    Err(Error::DoesNotFit {
+        what: format!(
+            "the {} network of {} at {} px, batch {batch}",
+            if mode == NetMode::Train {
+                "training"
+            } else {
+                "inference"
+            },
+            model.name,
+            model.input_size
+        ),
+        detail: format!(
+            "its largest buffers ({}) exceed this adapter's storage binding limit of {:.1} MiB; {}",
+            largest.join(", "),
+            memory::mib(limit),
+            if lo > 0 {
+                format!("batch {lo} fits")
+            } else {
+                "even batch 1 does not fit: use a smaller input size".to_string()
+            }
+        ),
+    })
+}
+
+/// After allocating: a device that ran out of memory says so with the plan's total and its
+/// largest buffers, and suggests half the batch.
+fn allocated(
+    gpu: &Gpu,
+    model: &ModelConfig,
+    batch: usize,
+    mode: NetMode,
+    method: &MethodConfig,
+) -> Result<()> {
+    let Err(e) = gpu.check("allocating the network") else {
+        return Ok(());
+    };
+    let plan = memory::MemoryPlan::new(model, batch, mode, memory::AdapterClass::of(gpu), method)?;
+    let largest: Vec<String> = plan
+        .largest(3)
+        .iter()
+        .map(|b| format!("`{}` {:.1} MiB", b.label, memory::mib(b.bytes())))
+        .collect();
+    Err(Error::DoesNotFit {
+        what: format!("the network of {} at batch {batch}", model.name),
+        detail: format!(
+            "allocating its {:.1} MiB of buffers failed ({e}); the largest: {}; try batch {}",
+            memory::mib(plan.total_bytes()),
+            largest.join(", "),
+            (batch / 2).max(1)
+        ),
+    })
+}
+
 /// Statistics of one training step, read back a few steps late.
 #[derive(Clone, Copy, Debug)]
 pub struct StepStats {
@@ -228,7 +315,9 @@ impl Trainer {
         config.validate()?;
         model.validate()?;
         let (method, note) = config.method(model.num_classes, model.feature_size())?;
+        check_fits(gpu, model, config.batch, NetMode::Train, &method)?;
         let net = Network::new(gpu, model, config.batch, &method, config.seed)?;
+        allocated(gpu, model, config.batch, NetMode::Train, &method)?;
         let spe = steps_per_epoch.max(1);
         let schedule = LrSchedule {
             base_lr: config.lr,
@@ -412,7 +501,13 @@ impl Predictor {
     /// An inference network for `model` at batch size `batch` (weights from seed 0: load a
     /// checkpoint with [`Predictor::from_checkpoint`] or `Checkpoint::load_into`).
     pub fn new(gpu: &Gpu, model: &ModelConfig, batch: usize) -> Result<Predictor> {
+        let method = MethodConfig {
+            diversify: None,
+            loss: LossKind::CrossEntropy,
+        };
+        check_fits(gpu, model, batch, NetMode::Inference, &method)?;
         let net = Network::inference(gpu, model, batch)?;
+        allocated(gpu, model, batch, NetMode::Inference, &method)?;
         let scores_staging = gpu.staging_buffer("scores.staging", net.scores.bytes());
         Ok(Predictor {
             net,
