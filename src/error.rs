@@ -59,6 +59,15 @@ pub enum Error {
     #[error("invalid {what}: {message}")]
     Invalid { what: String, message: String },
 
+    /// The GPU device was lost (driver reset, GPU removed or hung, device destroyed).
+    #[error(
+        "the GPU device was lost while {context}: {reason}. Nothing more can run on it; the \
+         last checkpoint written is intact: restart the program and resume from it (the train \
+         example: --resume DIR/last.safetensors). If it happens again, the driver may be \
+         resetting a hung GPU: try a smaller batch"
+    )]
+    DeviceLost { context: String, reason: String },
+
     /// A network does not fit the adapter (a buffer over its binding limit, or out of memory).
     #[error("{what} does not fit this GPU: {detail}")]
     DoesNotFit { what: String, detail: String },

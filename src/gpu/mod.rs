@@ -132,6 +132,8 @@ pub struct Gpu {
     modules: Mutex<HashMap<&'static str, Arc<wgpu::ShaderModule>>>,
     pipelines: Mutex<HashMap<(&'static str, &'static str), Arc<wgpu::ComputePipeline>>>,
     errors: Arc<Mutex<Vec<String>>>,
+    /// Set by the device-lost callback: why the device was lost.
+    lost: Arc<Mutex<Option<String>>>,
     buffers_created: AtomicUsize,
     bytes_created: AtomicU64,
     bind_groups_created: AtomicUsize,
@@ -329,6 +331,16 @@ impl Gpu {
                 v.push(e.to_string());
             }
         }));
+        let lost: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+        let lost_sink = lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            if let Ok(mut l) = lost_sink.lock() {
+                *l = Some(match reason {
+                    wgpu::DeviceLostReason::Destroyed => format!("destroyed ({message})"),
+                    _ => message,
+                });
+            }
+        });
         Ok(Gpu {
             adapter,
             device,
@@ -340,6 +352,7 @@ impl Gpu {
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
             errors,
+            lost,
             buffers_created: AtomicUsize::new(0),
             bytes_created: AtomicU64::new(0),
             bind_groups_created: AtomicUsize::new(0),
@@ -438,6 +451,7 @@ impl Gpu {
 
     /// Return (and clear) GPU errors raised outside error scopes.
     pub fn check(&self, context: &str) -> Result<()> {
+        self.check_lost(context)?;
         let mut v = self.errors.lock().map_err(|_| Error::Gpu {
             context: context.into(),
             message: "error sink poisoned".into(),
@@ -451,6 +465,17 @@ impl Gpu {
                 context: context.into(),
                 message,
             })
+        }
+    }
+
+    /// An error when the device has been lost (driver reset, GPU removed, `destroy`).
+    pub fn check_lost(&self, context: &str) -> Result<()> {
+        match self.lost.lock().ok().and_then(|l| l.clone()) {
+            Some(reason) => Err(Error::DeviceLost {
+                context: context.to_string(),
+                reason,
+            }),
+            None => Ok(()),
         }
     }
 

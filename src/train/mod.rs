@@ -412,9 +412,17 @@ impl Trainer {
                 submission_index: Some(idx),
                 timeout: None,
             })
-            .map_err(|e| Error::Gpu {
-                context: "waiting for a training step".into(),
-                message: e.to_string(),
+            .map_err(|e| {
+                // A poll that fails on a lost device says so rather than what it waited for.
+                // A step that was submitted but never ran: the device is gone (wgpu drops
+                // submissions to a lost or destroyed device), unless the error sink or the
+                // device-lost callback says more.
+                gpu.check("waiting for a training step")
+                    .err()
+                    .unwrap_or_else(|| Error::DeviceLost {
+                        context: format!("waiting for training step {step}"),
+                        reason: format!("its submission never ran ({e})"),
+                    })
             })?;
         gpu.check("training step")?;
         rx.recv()
