@@ -11,11 +11,11 @@
 use clap::Parser;
 use finegrain::gpu::{Dispatch, Gpu, Profiler};
 use finegrain::kernels::conv2d::{
-    conv2d_backward_data, conv2d_backward_data_with, conv2d_backward_weight,
-    conv2d_backward_weight_with, conv2d_forward, conv2d_forward_with, weight_grad_splits,
-    Conv2dKernel, Conv2dShape,
+    conv2d_backward_data, conv2d_backward_weight, conv2d_forward, weight_grad_splits,
+    Conv2dBackwardData, Conv2dBackwardWeight, Conv2dForward, Conv2dKernel, Conv2dOptions,
+    Conv2dShape,
 };
-use finegrain::kernels::gemm::{gemm, GemmSpec};
+use finegrain::kernels::gemm::{gemm, Gemm, GemmOptions, GemmSpec};
 use finegrain::model::ModelConfig;
 use finegrain::train::memory::{mib, AdapterClass, Category, MemoryPlan};
 use finegrain::train::{NetMode, TrainConfig, Trainer};
@@ -241,7 +241,12 @@ fn bench_gemm(gpu: &Gpu, a: &Args, rng: &mut impl Rng) -> finegrain::Result<()> 
         let tb = gpu.tensor("b", &[n, n], &bv)?;
         let tc = gpu.zeros("c", &[n, n])?;
         let spec = GemmSpec::new(n, n, n);
-        let d = gemm(gpu, &spec, &ta, &tb, &tc)?;
+        let t = Gemm {
+            a: &ta,
+            b: &tb,
+            c: &tc,
+        };
+        let d = gemm(gpu, &t, &GemmOptions::default())?;
         gpu.run(&[&d])?;
         let c = gpu.download(&tc)?;
         for _ in 0..32 {
@@ -394,9 +399,29 @@ fn bench_conv(gpu: &Gpu, a: &Args, rng: &mut impl Rng) -> finegrain::Result<()> 
         let dy = gpu.tensor("dy", &[s.n, s.oh(), s.ow(), s.cout], &dyv)?;
         let dx = gpu.zeros("dx", &[s.n, s.h, s.w, s.cin])?;
         let dw = gpu.zeros("dw", &[s.kh, s.kw, s.cin, s.cout])?;
-        let fwd = conv2d_forward(gpu, &s, &x, &w, &y)?;
-        let bd = conv2d_backward_data(gpu, &s, &dy, &w, &dx, false)?;
-        let bw = conv2d_backward_weight(gpu, &s, &x, &dy, &dw, false, None)?;
+        let (g, o) = (s.geometry(), Conv2dOptions::default());
+        let fwd = conv2d_forward(
+            gpu,
+            &Conv2dForward {
+                x: &x,
+                w: &w,
+                y: &y,
+            },
+            g,
+            &o,
+        )?;
+        let t = Conv2dBackwardData {
+            dy: &dy,
+            w: &w,
+            dx: &dx,
+        };
+        let bd = conv2d_backward_data(gpu, &t, g, &o)?;
+        let t = Conv2dBackwardWeight {
+            x: &x,
+            dy: &dy,
+            dw: &dw,
+        };
+        let bw = conv2d_backward_weight(gpu, &t, g, &o)?;
         let mut all = vec![&fwd, &bd];
         all.extend(&bw);
         gpu.run(&all)?;
@@ -565,13 +590,20 @@ fn bench_tiny_conv(gpu: &Gpu, a: &Args, rng: &mut impl Rng) -> finegrain::Result
             let y = gpu.zeros("y", &s.y_shape())?;
             let dx = gpu.zeros("dx", &s.x_shape())?;
             let dw = gpu.zeros("dw", &s.w_shape())?;
-            ds[0].push(conv2d_forward_with(gpu, s, x, w, &y, k)?);
+            let (g, o) = (
+                s.geometry(),
+                Conv2dOptions {
+                    kernel: Some(k),
+                    ..Default::default()
+                },
+            );
+            ds[0].push(conv2d_forward(gpu, &Conv2dForward { x, w, y: &y }, g, &o)?);
             if *data_grad {
-                ds[1].push(conv2d_backward_data_with(gpu, s, dy, w, &dx, false, k)?);
+                let t = Conv2dBackwardData { dy, w, dx: &dx };
+                ds[1].push(conv2d_backward_data(gpu, &t, g, &o)?);
             }
-            ds[2].extend(conv2d_backward_weight_with(
-                gpu, s, x, dy, &dw, false, k, None,
-            )?);
+            let t = Conv2dBackwardWeight { x, dy, dw: &dw };
+            ds[2].extend(conv2d_backward_weight(gpu, &t, g, &o)?);
             outs.extend([y, dx, dw]);
         }
         let all: Vec<&Dispatch> = ds.iter().flatten().collect();

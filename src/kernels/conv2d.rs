@@ -263,30 +263,151 @@ fn bcast_grid(gpu: &Gpu, rows: usize, chans: usize, kernel: Conv2dKernel) -> [u3
     [chans.div_ceil(kernel.block()) as u32, g[0], g[1]]
 }
 
-/// Forward convolution as an implicit GEMM: x (N,H,W,Cin), w (KH,KW,Cin,Cout) -> y
-/// (N,OH,OW,Cout). Overwrites y. Uses [`Conv2dKernel::for_gpu`].
-pub fn conv2d_forward(
-    gpu: &Gpu,
-    s: &Conv2dShape,
-    x: &Tensor,
-    w: &Tensor,
-    y: &Tensor,
-) -> Result<Dispatch> {
-    conv2d_forward_with(gpu, s, x, w, y, Conv2dKernel::for_gpu(gpu))
+/// What a convolution's tensors do not say: the stride and the zero padding, the same on
+/// both spatial axes. N, H, W and Cin come from the input (x, or dx for the data gradient),
+/// KH, KW and Cout from the weight (w, or dw for the weight gradient).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dGeometry {
+    pub stride: usize,
+    pub pad: usize,
 }
 
-/// [`conv2d_forward`] with an explicit kernel choice.
-pub fn conv2d_forward_with(
+impl Conv2dShape {
+    /// The stride and padding of this shape.
+    pub fn geometry(&self) -> Conv2dGeometry {
+        Conv2dGeometry {
+            stride: self.stride,
+            pad: self.pad,
+        }
+    }
+
+    /// The shape of a convolution with input `input` (N, H, W, Cin) and weight `weight`
+    /// (KH, KW, Cin, Cout) (each with its role in `launcher`), validated
+    /// ([`Conv2dShape::validate`]). The launchers then check every tensor's exact shape.
+    pub fn of(
+        launcher: &str,
+        input: (&Tensor, &str),
+        weight: (&Tensor, &str),
+        g: Conv2dGeometry,
+    ) -> Result<Conv2dShape> {
+        let [n, h, w, cin] = rank4(launcher, input, "(N, H, W, Cin)")?;
+        let [kh, kw, _, cout] = rank4(launcher, weight, "(KH, KW, Cin, Cout)")?;
+        let s = Conv2dShape {
+            n,
+            h,
+            w,
+            cin,
+            cout,
+            kh,
+            kw,
+            stride: g.stride,
+            pad: g.pad,
+        };
+        s.validate()?;
+        Ok(s)
+    }
+}
+
+/// The four dimensions of `t` (named `names`), or a shape mismatch.
+fn rank4(launcher: &str, (t, role): (&Tensor, &str), names: &str) -> Result<[usize; 4]> {
+    t.shape
+        .as_slice()
+        .try_into()
+        .map_err(|_| Error::ShapeMismatch {
+            context: format!("{launcher} {role}"),
+            tensor: t.label.clone(),
+            expected: format!("4 dimensions {names}"),
+            found: t.shape.clone(),
+            dtype: format!("{:?}", t.dtype),
+        })
+}
+
+/// Tensors of [`conv2d_forward`] and [`conv2d_direct`]: `x` (N, H, W, Cin) and `w`
+/// (KH, KW, Cin, Cout) read, `y` (N, OH, OW, Cout) written.
+pub struct Conv2dForward<'a> {
+    pub x: &'a Tensor,
+    pub w: &'a Tensor,
+    pub y: &'a Tensor,
+}
+
+/// Tensors of [`conv2d_backward_data`]: `dy` (N, OH, OW, Cout) and `w` (KH, KW, Cin, Cout)
+/// read, `dx` (N, H, W, Cin) written.
+pub struct Conv2dBackwardData<'a> {
+    pub dy: &'a Tensor,
+    pub w: &'a Tensor,
+    pub dx: &'a Tensor,
+}
+
+/// Tensors of [`conv2d_backward_weight`]: `x` (N, H, W, Cin) and `dy` (N, OH, OW, Cout)
+/// read, `dw` (KH, KW, Cin, Cout) written.
+pub struct Conv2dBackwardWeight<'a> {
+    pub x: &'a Tensor,
+    pub dy: &'a Tensor,
+    pub dw: &'a Tensor,
+}
+
+/// How a convolution pass runs. [`Default`]: the adapter's kernel family
+/// ([`Conv2dKernel::for_gpu`]), overwrite the output, the weight gradient's split from
+/// [`weight_grad_splits`] with partials in a buffer of the dispatches' own.
+#[derive(Clone, Copy, Default)]
+pub struct Conv2dOptions<'a> {
+    /// Kernel family; `None`: [`Conv2dKernel::for_gpu`].
+    pub kernel: Option<Conv2dKernel>,
+    /// Backward passes: add into `dx` / `dw` instead of overwriting them. The forward
+    /// passes refuse it.
+    pub accumulate: bool,
+    /// Weight gradient: split the reduction into (at most) this many chunks; `None`:
+    /// [`weight_grad_splits`]. Ignored by `Broadcast`, which never splits; refused by the
+    /// other passes.
+    pub splits: Option<usize>,
+    /// Weight gradient: the split-K partials buffer, at least [`weight_grad_scratch_len`]
+    /// f32 (one buffer can serve every layer of a network, since each layer's sum consumes
+    /// it before the next layer writes it); `None`: the dispatches own one. Refused by the
+    /// other passes.
+    pub scratch: Option<&'a Tensor>,
+}
+
+impl Conv2dOptions<'_> {
+    /// The kernel family these options pick on `gpu`, after checking that `gpu` runs it
+    /// and that the pass (`launcher`) takes every option set: `accumulate` only the
+    /// backward passes, `splits` and `scratch` only the weight gradient.
+    fn kernel(
+        &self,
+        gpu: &Gpu,
+        launcher: &str,
+        backward: bool,
+        weight: bool,
+    ) -> Result<Conv2dKernel> {
+        let refused = [
+            ("accumulate", self.accumulate && !backward),
+            ("splits", self.splits.is_some() && !weight),
+            ("scratch", self.scratch.is_some() && !weight),
+        ];
+        if let Some((name, _)) = refused.iter().find(|(_, set)| *set) {
+            return Err(Error::invalid(
+                format!("{launcher} options"),
+                format!("this pass does not take `{name}`"),
+            ));
+        }
+        let kernel = self.kernel.unwrap_or_else(|| Conv2dKernel::for_gpu(gpu));
+        kernel.check(gpu)?;
+        Ok(kernel)
+    }
+}
+
+/// Forward convolution as an implicit GEMM: x (N,H,W,Cin), w (KH,KW,Cin,Cout) -> y
+/// (N,OH,OW,Cout), with `o.kernel`. Overwrites y.
+pub fn conv2d_forward(
     gpu: &Gpu,
-    s: &Conv2dShape,
-    x: &Tensor,
-    w: &Tensor,
-    y: &Tensor,
-    kernel: Conv2dKernel,
+    t: &Conv2dForward,
+    g: Conv2dGeometry,
+    o: &Conv2dOptions,
 ) -> Result<Dispatch> {
-    s.validate()?;
-    kernel.check(gpu)?;
-    s.check("conv2d_forward", [(x, "x"), (w, "w"), (y, "y")])?;
+    const L: &str = "conv2d_forward";
+    let s = Conv2dShape::of(L, (t.x, "x"), (t.w, "w"), g)?;
+    let kernel = o.kernel(gpu, L, false, false)?;
+    s.check(L, [(t.x, "x"), (t.w, "w"), (t.y, "y")])?;
+    let (x, w, y) = (t.x, t.w, t.y);
     let rows = s.n * s.oh() * s.ow();
     let p = s.params(rows, s.cout, s.kh * s.kw * s.cin, false);
     match kernel {
@@ -315,7 +436,8 @@ pub fn conv2d_forward_with(
 }
 
 /// Data gradient (a transposed convolution as an implicit GEMM): dy (N,OH,OW,Cout), w
-/// (KH,KW,Cin,Cout) -> dx (N,H,W,Cin). Overwrites dx, or adds into it when `accumulate`.
+/// (KH,KW,Cin,Cout) -> dx (N,H,W,Cin), with `o.kernel`. Overwrites dx, or adds into it when
+/// `o.accumulate`.
 ///
 /// The GEMM is split into stride^2 phases, each reducing over only the taps that reach it,
 /// so stride 2 costs no more than stride 1. Cin is the 64-wide column tile: with Cin = 3 (the
@@ -323,28 +445,15 @@ pub fn conv2d_forward_with(
 /// not build this dispatch for the stem.
 pub fn conv2d_backward_data(
     gpu: &Gpu,
-    s: &Conv2dShape,
-    dy: &Tensor,
-    w: &Tensor,
-    dx: &Tensor,
-    accumulate: bool,
+    t: &Conv2dBackwardData,
+    g: Conv2dGeometry,
+    o: &Conv2dOptions,
 ) -> Result<Dispatch> {
-    conv2d_backward_data_with(gpu, s, dy, w, dx, accumulate, Conv2dKernel::for_gpu(gpu))
-}
-
-/// [`conv2d_backward_data`] with an explicit kernel choice.
-pub fn conv2d_backward_data_with(
-    gpu: &Gpu,
-    s: &Conv2dShape,
-    dy: &Tensor,
-    w: &Tensor,
-    dx: &Tensor,
-    accumulate: bool,
-    kernel: Conv2dKernel,
-) -> Result<Dispatch> {
-    s.validate()?;
-    kernel.check(gpu)?;
-    s.check("conv2d_backward_data", [(dx, "dx"), (w, "w"), (dy, "dy")])?;
+    const L: &str = "conv2d_backward_data";
+    let s = Conv2dShape::of(L, (t.dx, "dx"), (t.w, "w"), g)?;
+    let kernel = o.kernel(gpu, L, true, false)?;
+    s.check(L, [(t.dx, "dx"), (t.w, "w"), (t.dy, "dy")])?;
+    let (dy, w, dx) = (t.dy, t.w, t.dx);
     // One GEMM per stride phase; size the grid for the largest phase. A workgroup covers 64
     // of its input pixels (SG_PIXELS times that with the subgroup kernel).
     let phases = s.stride * s.stride;
@@ -355,7 +464,7 @@ pub fn conv2d_backward_data_with(
         64
     };
     let g = gpu.grid(phase_rows.div_ceil(wg_rows) as u64);
-    let mut p = s.params(s.n * s.h * s.w, s.cin, s.kh * s.kw * s.cout, accumulate);
+    let mut p = s.params(s.n * s.h * s.w, s.cin, s.kh * s.kw * s.cout, o.accumulate);
     p.zsplit = g[1];
     let gz = u32::try_from(phases as u64 * g[1] as u64).unwrap_or(u32::MAX);
     match kernel {
@@ -375,30 +484,6 @@ pub fn conv2d_backward_data_with(
     }
 }
 
-/// Weight gradient (a GEMM reducing over the N*OH*OW output pixels): x (N,H,W,Cin), dy
-/// (N,OH,OW,Cout) -> dw (KH,KW,Cin,Cout). Overwrites dw, or adds into it when `accumulate`.
-///
-/// The reduction is split into [`weight_grad_splits`] chunks when the gradient has too few
-/// workgroups to fill the device (on a GPU, a 3x3 64->64 layer has 9 tiles of 64 x 64; on a
-/// CPU adapter, a grayscale stem has one workgroup): each chunk writes a partial product to
-/// a scratch buffer, and a second dispatch sums them in a fixed order (deterministic).
-/// `scratch` is that buffer when given (at least [`weight_grad_scratch_len`] f32; one buffer
-/// can serve every layer of a network, since each layer's sum consumes it before the next
-/// layer writes it), else the returned dispatches own one of their own. Record the
-/// dispatches in order.
-pub fn conv2d_backward_weight(
-    gpu: &Gpu,
-    s: &Conv2dShape,
-    x: &Tensor,
-    dy: &Tensor,
-    dw: &Tensor,
-    accumulate: bool,
-    scratch: Option<&Tensor>,
-) -> Result<Vec<Dispatch>> {
-    let kernel = Conv2dKernel::for_gpu(gpu);
-    conv2d_backward_weight_with(gpu, s, x, dy, dw, accumulate, kernel, scratch)
-}
-
 /// Workgroups the split-K weight gradient aims for: several per compute unit on the largest
 /// GPUs (an H100/H200 has 132), so that no layer leaves most of the device idle.
 const SPLIT_TARGET_WORKGROUPS: usize = 512;
@@ -416,7 +501,8 @@ const SG_SPLIT_TARGET_WORKGROUPS: usize = 16;
 /// Fewest output rows (image row `oy` of sample `n`) one subgroup-kernel chunk handles.
 const SG_SPLIT_MIN_ROWS: usize = 8;
 
-/// Reduction chunks the weight gradient of `s` uses with `kernel`; 1 means no split.
+/// Reduction chunks the weight gradient of `s` uses with `kernel` by default; 1 means no
+/// split.
 ///
 /// - `Tiled` (GPUs): enough to reach about 512 workgroups, at least 256 pixels per chunk.
 /// - `Subgroup` (CPU adapters): enough to reach about 16 workgroups, at least 8 output rows
@@ -463,15 +549,10 @@ fn split_chunks(s: &Conv2dShape, kernel: Conv2dKernel, splits: usize) -> (usize,
     (kchunk, red.div_ceil(kchunk))
 }
 
-/// f32 of scratch that [`conv2d_backward_weight`] needs for `s` on `gpu` (0: no split).
-pub fn weight_grad_scratch_len(gpu: &Gpu, s: &Conv2dShape) -> usize {
-    weight_grad_scratch_len_with(s, Conv2dKernel::for_gpu(gpu))
-}
-
-/// f32 of scratch that [`conv2d_backward_weight_with`] needs for `s` with `kernel` (0: no
-/// split): a function of the shape and the kernel family only, so a memory plan can be
-/// made without a device.
-pub fn weight_grad_scratch_len_with(s: &Conv2dShape, kernel: Conv2dKernel) -> usize {
+/// f32 of scratch that [`conv2d_backward_weight`] needs for `s` with `kernel` and the
+/// default split (0: no split): a function of the shape and the kernel family only, so a
+/// memory plan can be made without a device.
+pub fn weight_grad_scratch_len(s: &Conv2dShape, kernel: Conv2dKernel) -> usize {
     let (_, chunks) = split_chunks(s, kernel, weight_grad_splits(s, kernel));
     if chunks <= 1 {
         0
@@ -480,49 +561,30 @@ pub fn weight_grad_scratch_len_with(s: &Conv2dShape, kernel: Conv2dKernel) -> us
     }
 }
 
-/// [`conv2d_backward_weight`] with an explicit kernel choice (`Tiled` and `Subgroup` split
-/// the reduction by [`weight_grad_splits`]).
-#[allow(clippy::too_many_arguments)]
-pub fn conv2d_backward_weight_with(
+/// Weight gradient (a GEMM reducing over the N*OH*OW output pixels): x (N,H,W,Cin), dy
+/// (N,OH,OW,Cout) -> dw (KH,KW,Cin,Cout), with `o.kernel`. Overwrites dw, or adds into it
+/// when `o.accumulate`.
+///
+/// `Tiled` and `Subgroup` split the reduction into `o.splits` chunks (default
+/// [`weight_grad_splits`]) when the gradient has too few workgroups to fill the device (on
+/// a GPU, a 3x3 64->64 layer has 9 tiles of 64 x 64; on a CPU adapter, a grayscale stem
+/// has one workgroup): each chunk writes a partial product to a scratch buffer
+/// (`o.scratch`, or one the dispatches own), and a second dispatch sums them in a fixed
+/// order (deterministic). One dispatch when the split comes to 1 (or `Broadcast`, which
+/// never splits). Record the dispatches in order.
+pub fn conv2d_backward_weight(
     gpu: &Gpu,
-    s: &Conv2dShape,
-    x: &Tensor,
-    dy: &Tensor,
-    dw: &Tensor,
-    accumulate: bool,
-    kernel: Conv2dKernel,
-    scratch: Option<&Tensor>,
+    t: &Conv2dBackwardWeight,
+    g: Conv2dGeometry,
+    o: &Conv2dOptions,
 ) -> Result<Vec<Dispatch>> {
-    let splits = weight_grad_splits(s, kernel);
-    conv2d_backward_weight_split(gpu, s, x, dy, dw, accumulate, kernel, splits, scratch)
-}
-
-fn check_weight_grad(s: &Conv2dShape, x: &Tensor, dy: &Tensor, dw: &Tensor) -> Result<()> {
-    s.validate()?;
-    s.check("conv2d_backward_weight", [(x, "x"), (dw, "dw"), (dy, "dy")])
-}
-
-/// The weight gradient with `kernel` and the reduction split into (at most) `splits`
-/// chunks: one dispatch when the split comes to 1 (or `kernel` is `Broadcast`, which never
-/// splits), else the chunked reduction writing partial gradients and the sum of the
-/// partials in a fixed order (deterministic), in `scratch` when given (at least
-/// [`weight_grad_scratch_len`] f32), else in a buffer the dispatches own.
-#[allow(clippy::too_many_arguments)]
-pub fn conv2d_backward_weight_split(
-    gpu: &Gpu,
-    s: &Conv2dShape,
-    x: &Tensor,
-    dy: &Tensor,
-    dw: &Tensor,
-    accumulate: bool,
-    kernel: Conv2dKernel,
-    splits: usize,
-    scratch: Option<&Tensor>,
-) -> Result<Vec<Dispatch>> {
-    check_weight_grad(s, x, dy, dw)?;
-    kernel.check(gpu)?;
+    const L: &str = "conv2d_backward_weight";
+    let s = Conv2dShape::of(L, (t.x, "x"), (t.dw, "dw"), g)?;
+    s.check(L, [(t.x, "x"), (t.dw, "dw"), (t.dy, "dy")])?;
+    let kernel = o.kernel(gpu, L, true, true)?;
+    let (x, dy, dw) = (t.x, t.dy, t.dw);
     let rows = s.kh * s.kw * s.cin;
-    let mut p = s.params(rows, s.cout, s.n * s.oh() * s.ow(), accumulate);
+    let mut p = s.params(rows, s.cout, s.n * s.oh() * s.ow(), o.accumulate);
     let (shader, entry, block, one_grid) = match kernel {
         Conv2dKernel::Tiled => (
             &CONV2D,
@@ -542,7 +604,8 @@ pub fn conv2d_backward_weight_split(
             return Ok(vec![gpu.dispatch(&CONV2D, entry, &p, &[x, dy, dw], wg)?]);
         }
     };
-    let (kchunk, chunks) = split_chunks(s, kernel, splits);
+    let splits = o.splits.unwrap_or_else(|| weight_grad_splits(&s, kernel));
+    let (kchunk, chunks) = split_chunks(&s, kernel, splits);
     let row_tiles = rows.div_ceil(64);
     let max_dim = gpu.limits.max_compute_workgroups_per_dimension as usize;
     if chunks <= 1 || row_tiles > max_dim || chunks > max_dim {
@@ -556,14 +619,9 @@ pub fn conv2d_backward_weight_split(
     }
     let need = chunks * rows * s.cout;
     let own;
-    let partials = match scratch {
+    let partials = match o.scratch {
         Some(t) => {
-            t.check(
-                "conv2d_backward_weight",
-                "split-K scratch",
-                DType::F32,
-                Size::AtLeast(need),
-            )?;
+            t.check(L, "split-K scratch", DType::F32, Size::AtLeast(need))?;
             t
         }
         None => {
@@ -596,22 +654,17 @@ pub fn conv2d_backward_weight_split(
 
 /// Forward convolution, one thread per output element (the readable fallback and a second
 /// opinion for the tiled kernel). Same contract as [`conv2d_forward`]: overwrites y.
-pub fn conv2d_direct(
-    gpu: &Gpu,
-    s: &Conv2dShape,
-    x: &Tensor,
-    w: &Tensor,
-    y: &Tensor,
-) -> Result<Dispatch> {
-    s.validate()?;
-    s.check("conv2d_direct", [(x, "x"), (w, "w"), (y, "y")])?;
+pub fn conv2d_direct(gpu: &Gpu, t: &Conv2dForward, g: Conv2dGeometry) -> Result<Dispatch> {
+    const L: &str = "conv2d_direct";
+    let s = Conv2dShape::of(L, (t.x, "x"), (t.w, "w"), g)?;
+    s.check(L, [(t.x, "x"), (t.w, "w"), (t.y, "y")])?;
     let rows = s.n * s.oh() * s.ow();
     let p = s.params(rows, s.cout, s.kh * s.kw * s.cin, false);
     gpu.dispatch(
         &CONV2D,
         "conv2d_direct",
         &p,
-        &[x, w, y],
+        &[t.x, t.w, t.y],
         gpu.grid_for(rows * s.cout),
     )
 }

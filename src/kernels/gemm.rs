@@ -1,8 +1,9 @@
 //! `gemm`: C = alpha * op(A) x op(B) + beta * C with strides (see `shaders/gemm.wgsl`).
 
 use super::GEMM;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::{DType, Dispatch, Gpu, Size, Tensor};
+use crate::method::dims;
 
 /// Parameter block of `shaders/gemm.wgsl`.
 #[repr(C)]
@@ -26,7 +27,41 @@ pub struct GemmParams {
     pub c_bs: u32,
 }
 
-/// A matrix operand: a tensor viewed as rows x cols, optionally transposed.
+/// Tensors of [`gemm`], each viewed as a row-major matrix `(rows, cols)` with `cols` its
+/// last dimension (so `(N, H, W, D)` is `(N * H * W, D)`): `a` (M, K), or (K, M) used
+/// transposed; `b` (K, N), or (N, K) used transposed; `c` (M, N).
+pub struct Gemm<'a> {
+    pub a: &'a Tensor,
+    pub b: &'a Tensor,
+    pub c: &'a Tensor,
+}
+
+/// How [`gemm`] combines its operands. [`Default`]: `C = A x B` (no transposes, alpha 1,
+/// beta 0).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GemmOptions {
+    /// A is stored (K, M) row-major and used transposed.
+    pub trans_a: bool,
+    /// B is stored (N, K) row-major and used transposed.
+    pub trans_b: bool,
+    pub alpha: f32,
+    /// 0 overwrites C; 1 accumulates into C.
+    pub beta: f32,
+}
+
+impl Default for GemmOptions {
+    fn default() -> Self {
+        GemmOptions {
+            trans_a: false,
+            trans_b: false,
+            alpha: 1.0,
+            beta: 0.0,
+        }
+    }
+}
+
+/// The sizes of one GEMM and how it combines them ([`GemmSpec::of`] reads them from the
+/// tensors).
 #[derive(Clone, Copy, Debug)]
 pub struct GemmSpec {
     pub m: usize,
@@ -41,6 +76,30 @@ pub struct GemmSpec {
     pub beta: f32,
 }
 
+/// `(rows, cols)` of the matrix view of `t` (its `role` in the GEMM): error unless it holds
+/// f32 in at least 2 dimensions, every size at least 1 and within u32 indexing.
+fn matrix(role: &str, t: &Tensor) -> Result<(usize, usize)> {
+    let cols = match t.shape.as_slice() {
+        [.., _, last] => *last,
+        _ => {
+            return Err(Error::ShapeMismatch {
+                context: format!("gemm {role}"),
+                tensor: t.label.clone(),
+                expected: "at least 2 dimensions (rows, ..., cols)".into(),
+                found: t.shape.clone(),
+                dtype: format!("{:?}", t.dtype),
+            })
+        }
+    };
+    t.check("gemm", role, DType::F32, Size::Len(t.numel()))?;
+    let rows = t.numel().checked_div(cols).unwrap_or(0);
+    dims(
+        &format!("gemm {role} (`{}`)", t.label),
+        &[("rows", rows), ("cols", cols)],
+    )?;
+    Ok((rows, cols))
+}
+
 impl GemmSpec {
     /// Plain C[m, n] = A[m, k] x B[k, n].
     pub fn new(m: usize, n: usize, k: usize) -> Self {
@@ -53,6 +112,43 @@ impl GemmSpec {
             alpha: 1.0,
             beta: 0.0,
         }
+    }
+
+    /// M, N, K from the tensors of `t` (M and K from `a`, N from `b`), with `o`; error
+    /// unless `b` has K and `c` is (M, N).
+    pub fn of(t: &Gemm, o: &GemmOptions) -> Result<GemmSpec> {
+        let (ar, ac) = matrix("A", t.a)?;
+        let (m, k) = if o.trans_a { (ac, ar) } else { (ar, ac) };
+        let (br, bc) = matrix("B", t.b)?;
+        let (bk, n) = if o.trans_b { (bc, br) } else { (br, bc) };
+        let want_b = if o.trans_b { [n, k] } else { [k, n] };
+        if bk != k {
+            return Err(Error::ShapeMismatch {
+                context: "gemm B".into(),
+                tensor: t.b.label.clone(),
+                expected: format!("{} x {} (K = {k} from A)", want_b[0], want_b[1]),
+                found: t.b.shape.clone(),
+                dtype: format!("{:?}", t.b.dtype),
+            });
+        }
+        if matrix("C", t.c)? != (m, n) {
+            return Err(Error::ShapeMismatch {
+                context: "gemm C".into(),
+                tensor: t.c.label.clone(),
+                expected: format!("{m} x {n}"),
+                found: t.c.shape.clone(),
+                dtype: format!("{:?}", t.c.dtype),
+            });
+        }
+        Ok(GemmSpec {
+            m,
+            n,
+            k,
+            trans_a: o.trans_a,
+            trans_b: o.trans_b,
+            alpha: o.alpha,
+            beta: o.beta,
+        })
     }
 
     pub fn params(&self) -> GemmParams {
@@ -80,25 +176,10 @@ impl GemmSpec {
     }
 }
 
-/// Build the dispatch for C = alpha * op(A) x op(B) + beta * C. Overwrites C (beta = 0) or
-/// accumulates into it (beta = 1).
-pub fn gemm(gpu: &Gpu, spec: &GemmSpec, a: &Tensor, b: &Tensor, c: &Tensor) -> Result<Dispatch> {
-    a.check("gemm", "A", DType::F32, Size::AtLeast(spec.m * spec.k))?;
-    b.check("gemm", "B", DType::F32, Size::AtLeast(spec.k * spec.n))?;
-    c.check("gemm", "C", DType::F32, Size::AtLeast(spec.m * spec.n))?;
-    gemm_raw(gpu, &spec.params(), 1, a, b, c)
-}
-
-/// Build a dispatch from raw parameters (strides, offsets, batch count); the caller is
-/// responsible for the bounds.
-pub fn gemm_raw(
-    gpu: &Gpu,
-    p: &GemmParams,
-    batch: u32,
-    a: &Tensor,
-    b: &Tensor,
-    c: &Tensor,
-) -> Result<Dispatch> {
-    let wg = [p.n.div_ceil(64), p.m.div_ceil(64), batch];
-    gpu.dispatch(&GEMM, "gemm", p, &[a, b, c], wg)
+/// Build the dispatch for C = alpha * op(A) x op(B) + beta * C, the sizes read from the
+/// tensors ([`GemmSpec::of`]). Overwrites C (beta = 0) or accumulates into it (beta = 1).
+pub fn gemm(gpu: &Gpu, t: &Gemm, o: &GemmOptions) -> Result<Dispatch> {
+    let p = GemmSpec::of(t, o)?.params();
+    let wg = [p.n.div_ceil(64), p.m.div_ceil(64), 1];
+    gpu.dispatch(&GEMM, "gemm", &p, &[t.a, t.b, t.c], wg)
 }

@@ -4,6 +4,7 @@
 use super::POOL;
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Dispatch, Gpu, Size, Tensor};
+use crate::method::{dims, dims_of};
 
 /// Max-pool problem: input (n, h, w, c), square window `k`, `stride`, `pad` (PyTorch's
 /// MaxPool2d without dilation or ceil mode; padding never wins).
@@ -103,113 +104,158 @@ pub struct PoolParams {
     pub total: u32,
 }
 
+/// What a max pool's tensors do not say: the square window `k`, the stride and the
+/// padding. N, H, W and C come from the input (x, or dx for the backward).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MaxPoolWindow {
+    pub k: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+impl MaxPoolShape {
+    /// The window, stride and padding of this shape.
+    pub fn window(&self) -> MaxPoolWindow {
+        MaxPoolWindow {
+            k: self.k,
+            stride: self.stride,
+            pad: self.pad,
+        }
+    }
+
+    /// The shape of a max pool of `input` (N, H, W, C) (its role in `launcher`), validated.
+    pub fn of(launcher: &str, input: (&Tensor, &str), win: MaxPoolWindow) -> Result<MaxPoolShape> {
+        let (t, role) = input;
+        let [n, h, w, c] = dims_of(launcher, role, t, DType::F32, ["N", "H", "W", "C"])?;
+        let s = MaxPoolShape {
+            n,
+            h,
+            w,
+            c,
+            k: win.k,
+            stride: win.stride,
+            pad: win.pad,
+        };
+        s.validate()?;
+        Ok(s)
+    }
+}
+
+/// Tensors of [`maxpool_forward`]: `x` (N, H, W, C) read, `y` (N, OH, OW, C) and `idx`
+/// (u32, N, OH, OW, C) written.
+pub struct MaxPoolForward<'a> {
+    pub x: &'a Tensor,
+    pub y: &'a Tensor,
+    pub idx: &'a Tensor,
+}
+
+/// Tensors of [`maxpool_backward`]: `dy` (N, OH, OW, C) and `idx` (u32, as
+/// [`MaxPoolForward`] wrote it) read, `dx` (N, H, W, C) written.
+pub struct MaxPoolBackward<'a> {
+    pub dy: &'a Tensor,
+    pub idx: &'a Tensor,
+    pub dx: &'a Tensor,
+}
+
 /// Max pooling: `y` (N, OH, OW, C) and `idx` (u32, N, OH, OW, C) = the flat position
 /// `h * W + w` of each max within its image (first max in row-major window order wins;
-/// padding never wins). Overwrites `y` and `idx`.
-pub fn maxpool_forward(
-    gpu: &Gpu,
-    s: &MaxPoolShape,
-    x: &Tensor,
-    y: &Tensor,
-    idx: &Tensor,
-) -> Result<Dispatch> {
+/// padding never wins). The shape comes from `x`. Overwrites `y` and `idx`.
+pub fn maxpool_forward(gpu: &Gpu, t: &MaxPoolForward, win: MaxPoolWindow) -> Result<Dispatch> {
     const L: &str = "maxpool_forward";
-    s.validate()?;
-    x.check(L, "x", DType::F32, Size::Len(s.input_len()))?;
-    y.check(L, "y", DType::F32, Size::Len(s.output_len()))?;
-    idx.check(L, "idx", DType::U32, Size::Len(s.output_len()))?;
-    let total = s.output_shape().iter().product();
+    let s = MaxPoolShape::of(L, (t.x, "x"), win)?;
+    let out = s.output_shape();
+    t.y.check(L, "y", DType::F32, Size::Shape(&out))?;
+    t.idx.check(L, "idx", DType::U32, Size::Shape(&out))?;
+    let total = s.output_len();
     gpu.dispatch(
         &POOL,
         "maxpool_forward",
         &s.params(total),
-        &[y, x, idx],
+        &[t.y, t.x, t.idx],
         gpu.grid_for(total),
     )
 }
 
 /// Max-pool backward as a gather: `dx[n, h, w, c]` = sum of `dy` over the outputs whose
-/// window holds (h, w) and whose `idx` points at it. Overwrites `dx` (N, H, W, C).
-pub fn maxpool_backward(
-    gpu: &Gpu,
-    s: &MaxPoolShape,
-    dy: &Tensor,
-    idx: &Tensor,
-    dx: &Tensor,
-) -> Result<Dispatch> {
+/// window holds (h, w) and whose `idx` points at it. The shape comes from `dx`.
+/// Overwrites `dx` (N, H, W, C).
+pub fn maxpool_backward(gpu: &Gpu, t: &MaxPoolBackward, win: MaxPoolWindow) -> Result<Dispatch> {
     const L: &str = "maxpool_backward";
-    s.validate()?;
-    dy.check(L, "dy", DType::F32, Size::Len(s.output_len()))?;
-    idx.check(L, "idx", DType::U32, Size::Len(s.output_len()))?;
-    dx.check(L, "dx", DType::F32, Size::Len(s.input_len()))?;
-    let total = s.input_shape().iter().product();
+    let s = MaxPoolShape::of(L, (t.dx, "dx"), win)?;
+    let out = s.output_shape();
+    t.dy.check(L, "dy", DType::F32, Size::Shape(&out))?;
+    t.idx.check(L, "idx", DType::U32, Size::Shape(&out))?;
+    let total = s.input_len();
     gpu.dispatch(
         &POOL,
         "maxpool_backward",
         &s.params(total),
-        &[dx, dy, idx],
+        &[t.dx, t.dy, t.idx],
         gpu.grid_for(total),
     )
 }
 
-fn gap_params(n: usize, hw: usize, c: usize, total: usize, what: &str) -> Result<PoolParams> {
-    if n == 0 || hw == 0 || c == 0 || n * hw * c > u32::MAX as usize {
-        return Err(Error::invalid(
-            what,
-            format!("n {n}, hw {hw}, c {c} must be positive and n * hw * c fit in u32"),
-        ));
+/// (N, HW, C) of a global average pool over `map` (N, ..., C) (any rank of at least 2;
+/// HW the product of the middle dimensions) to `vec` (N, C): N and C from `vec`; error
+/// unless `map` starts with N and ends with C.
+fn gap_dims(
+    launcher: &str,
+    map: (&Tensor, &str),
+    vec: (&Tensor, &str),
+) -> Result<(usize, usize, usize)> {
+    let [n, c] = dims_of(launcher, vec.1, vec.0, DType::F32, ["N", "C"])?;
+    let (t, role) = map;
+    let ends = t.shape.len() >= 2 && t.shape.first() == Some(&n) && t.shape.last() == Some(&c);
+    if !ends {
+        return Err(Error::ShapeMismatch {
+            context: format!("{launcher} {role}"),
+            tensor: t.label.clone(),
+            expected: format!("(N = {n}, ..., C = {c})"),
+            found: t.shape.clone(),
+            dtype: format!("{:?}", t.dtype),
+        });
     }
-    Ok(PoolParams {
+    let hw = t.numel() / (n * c);
+    t.check(launcher, role, DType::F32, Size::Len(n * hw * c))?;
+    dims(
+        &format!("{launcher} {role} (`{}`)", t.label),
+        &[("N", n), ("HW", hw), ("C", c)],
+    )?;
+    Ok((n, hw, c))
+}
+
+fn gap_params(n: usize, hw: usize, c: usize, total: usize) -> PoolParams {
+    PoolParams {
         n: n as u32,
         h: hw as u32,
         w: 1,
         c: c as u32,
         total: total as u32,
         ..Default::default()
-    })
+    }
 }
 
-/// Global average pooling: `x` (N, HW, C) -> `y` (N, C), mean over the HW positions.
-/// Overwrites `y`.
-pub fn global_avgpool_forward(
-    gpu: &Gpu,
-    n: usize,
-    hw: usize,
-    c: usize,
-    x: &Tensor,
-    y: &Tensor,
-) -> Result<Dispatch> {
-    const L: &str = "global_avgpool_forward";
-    let p = gap_params(n, hw, c, n * c, L)?;
-    x.check(L, "x", DType::F32, Size::Len(n * hw * c))?;
-    y.check(L, "y", DType::F32, Size::Len(n * c))?;
+/// Global average pooling: `x` (N, HW, C) (or (N, H, W, C)) -> `y` (N, C), mean over the
+/// HW positions. Overwrites `y`.
+pub fn global_avgpool_forward(gpu: &Gpu, x: &Tensor, y: &Tensor) -> Result<Dispatch> {
+    let (n, hw, c) = gap_dims("global_avgpool_forward", (x, "x"), (y, "y"))?;
     gpu.dispatch(
         &POOL,
         "global_avgpool_forward",
-        &p,
+        &gap_params(n, hw, c, n * c),
         &[y, x],
         gpu.grid_for(n * c),
     )
 }
 
 /// Global average pooling backward: `dx[n, p, c] = dy[n, c] / HW`. Overwrites `dx`
-/// (N, HW, C).
-pub fn global_avgpool_backward(
-    gpu: &Gpu,
-    n: usize,
-    hw: usize,
-    c: usize,
-    dy: &Tensor,
-    dx: &Tensor,
-) -> Result<Dispatch> {
-    const L: &str = "global_avgpool_backward";
-    let p = gap_params(n, hw, c, n * hw * c, L)?;
-    dy.check(L, "dy", DType::F32, Size::Len(n * c))?;
-    dx.check(L, "dx", DType::F32, Size::Len(n * hw * c))?;
+/// (N, HW, C) (or (N, H, W, C)).
+pub fn global_avgpool_backward(gpu: &Gpu, dy: &Tensor, dx: &Tensor) -> Result<Dispatch> {
+    let (n, hw, c) = gap_dims("global_avgpool_backward", (dx, "dx"), (dy, "dy"))?;
     gpu.dispatch(
         &POOL,
         "global_avgpool_backward",
-        &p,
+        &gap_params(n, hw, c, n * hw * c),
         &[dx, dy],
         gpu.grid_for(n * hw * c),
     )

@@ -21,40 +21,57 @@ pub const HYPER_GRAD_SCALE: usize = 3;
 /// Length of the `hyper` tensor.
 pub const HYPER_LEN: usize = 4;
 
-/// One SGD step on `param`: with `hyper` = `[lr, momentum, weight_decay, grad_scale]` (f32 x 4,
-/// written by the trainer once per step and shared by all parameters),
-/// `v = momentum * v + (grad * grad_scale + weight_decay * param)`, `param -= lr * v`.
-/// `apply_decay = false` drops the weight-decay term for this tensor (biases, batch-norm
-/// affine parameters). Updates `param` and `velocity` in place; reads `grad` and `hyper`.
-pub fn sgd_step(
-    gpu: &Gpu,
-    param: &Tensor,
-    grad: &Tensor,
-    velocity: &Tensor,
-    hyper: &Tensor,
-    apply_decay: bool,
-) -> Result<Dispatch> {
-    let n = param.numel();
+/// Tensors of [`sgd_step`]: `param`, `grad` and `velocity` of one parameter (equal element
+/// counts, any shape), `hyper` = `[lr, momentum, weight_decay, grad_scale]` (f32 x 4,
+/// written by the trainer once per step and shared by all parameters).
+pub struct SgdStep<'a> {
+    pub param: &'a Tensor,
+    pub grad: &'a Tensor,
+    pub velocity: &'a Tensor,
+    pub hyper: &'a Tensor,
+}
+
+/// How [`sgd_step`] treats one parameter. [`Default`]: with weight decay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SgdOptions {
+    /// `false` drops the weight-decay term for this tensor (biases, batch-norm affine
+    /// parameters).
+    pub apply_decay: bool,
+}
+
+impl Default for SgdOptions {
+    fn default() -> Self {
+        SgdOptions { apply_decay: true }
+    }
+}
+
+/// One SGD step on `param`:
+/// `v = momentum * v + (grad * grad_scale + weight_decay * param)`, `param -= lr * v`
+/// (without the `weight_decay` term unless `o.apply_decay`). Updates `param` and
+/// `velocity` in place; reads `grad` and `hyper`.
+pub fn sgd_step(gpu: &Gpu, t: &SgdStep, o: &SgdOptions) -> Result<Dispatch> {
+    let n = t.param.numel();
     const L: &str = "sgd_step";
-    param.check(L, "param", DType::F32, Size::Len(n))?;
-    grad.check(L, "grad", DType::F32, Size::Len(n))?;
-    velocity.check(L, "velocity", DType::F32, Size::Len(n))?;
-    hyper.check(L, "hyper", DType::F32, Size::Shape(&[HYPER_LEN]))?;
+    t.param.check(L, "param", DType::F32, Size::Len(n))?;
+    t.grad.check(L, "grad", DType::F32, Size::Len(n))?;
+    t.velocity.check(L, "velocity", DType::F32, Size::Len(n))?;
+    t.hyper
+        .check(L, "hyper", DType::F32, Size::Shape(&[HYPER_LEN]))?;
     if n > u32::MAX as usize {
         return Err(Error::invalid(
-            format!("sgd_step parameter `{}`", param.label),
+            format!("sgd_step parameter `{}`", t.param.label),
             format!("{n} elements exceed u32 indexing"),
         ));
     }
     let p = SgdParams {
         n: n as u32,
-        apply_decay: apply_decay as u32,
+        apply_decay: o.apply_decay as u32,
     };
     gpu.dispatch(
         &SGD,
         "sgd_step",
         &p,
-        &[param, velocity, grad, hyper],
+        &[t.param, t.velocity, t.grad, t.hyper],
         gpu.grid_for(n),
     )
 }

@@ -7,7 +7,7 @@
 use super::{dims, dims_of};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Dispatch, Gpu, Size, Tensor};
-use crate::kernels::gemm::{gemm, GemmSpec};
+use crate::kernels::gemm::{gemm, Gemm, GemmOptions};
 use crate::kernels::HEAD;
 
 /// Parameter block of `shaders/head.wgsl`.
@@ -91,8 +91,16 @@ fn head_dims(
 /// Forward: `maps (rows, C) = feat (rows, D) x weight (D, C) + bias (C)`.
 /// Two dispatches (GEMM, bias add), to be recorded in order. Overwrites `maps`.
 pub fn head_forward(gpu: &Gpu, t: &HeadForward) -> Result<Vec<Dispatch>> {
-    let (rows, d, c) = head_dims("head_forward", t.feat, t.weight, t.bias, (t.maps, "maps"))?;
-    let product = gemm(gpu, &GemmSpec::new(rows, c, d), t.feat, t.weight, t.maps)?;
+    head_dims("head_forward", t.feat, t.weight, t.bias, (t.maps, "maps"))?;
+    let product = gemm(
+        gpu,
+        &Gemm {
+            a: t.feat,
+            b: t.weight,
+            c: t.maps,
+        },
+        &GemmOptions::default(),
+    )?;
     let add = head_bias_add(gpu, t.bias, t.maps)?;
     Ok(vec![product, add])
 }
@@ -123,24 +131,36 @@ pub fn head_bias_add(gpu: &Gpu, bias: &Tensor, maps: &Tensor) -> Result<Dispatch
 /// Overwrites `dfeat`, `dweight` and `dbias`.
 pub fn head_backward(gpu: &Gpu, t: &HeadBackward) -> Result<Vec<Dispatch>> {
     const L: &str = "head_backward";
-    let (rows, d, c) = head_dims(L, t.feat, t.weight, t.dbias, (t.dmaps, "dmaps"))?;
+    let (_, d, c) = head_dims(L, t.feat, t.weight, t.dbias, (t.dmaps, "dmaps"))?;
     t.dfeat
         .check(L, "dfeat", DType::F32, Size::Shape(&t.feat.shape))?;
     t.dweight
         .check(L, "dweight", DType::F32, Size::Shape(&[d, c]))?;
-    // weight (D, C) is B stored (n, k) = (D, C), used transposed.
-    let data = GemmSpec {
-        trans_b: true,
-        ..GemmSpec::new(rows, d, c)
+    // dfeat (rows, D) = dmaps (rows, C) x weight^T: weight (D, C) is B stored (n, k),
+    // used transposed.
+    let data = Gemm {
+        a: t.dmaps,
+        b: t.weight,
+        c: t.dfeat,
     };
-    // feat (rows, D) is A stored (k, m) = (rows, D), used transposed.
-    let wgrad = GemmSpec {
+    let data_o = GemmOptions {
+        trans_b: true,
+        ..Default::default()
+    };
+    // dweight (D, C) = feat^T x dmaps (rows, C): feat (rows, D) is A stored (k, m), used
+    // transposed.
+    let wgrad = Gemm {
+        a: t.feat,
+        b: t.dmaps,
+        c: t.dweight,
+    };
+    let wgrad_o = GemmOptions {
         trans_a: true,
-        ..GemmSpec::new(d, c, rows)
+        ..Default::default()
     };
     Ok(vec![
-        gemm(gpu, &data, t.dmaps, t.weight, t.dfeat)?,
-        gemm(gpu, &wgrad, t.feat, t.dmaps, t.dweight)?,
+        gemm(gpu, &data, &data_o)?,
+        gemm(gpu, &wgrad, &wgrad_o)?,
         column_sum(gpu, t.dmaps, t.dbias, false)?,
     ])
 }

@@ -34,7 +34,7 @@ use super::{MethodConfig, NetMode};
 use crate::error::Result;
 use crate::gpu::{DType, Gpu};
 use crate::kernels::batchnorm::{BatchNormShape, BnSizing};
-use crate::kernels::conv2d::{weight_grad_scratch_len_with, Conv2dKernel};
+use crate::kernels::conv2d::{weight_grad_scratch_len, Conv2dKernel};
 use crate::method::loss::{LossKind, STATS};
 use crate::model::ModelConfig;
 
@@ -105,7 +105,7 @@ pub const SPLIT_K_SCRATCH: &str = "conv.weight_grad.partials";
 /// needs, since each layer's sum consumes it before the next layer writes it.
 pub fn split_k_scratch_len(topo: &Topology, class: AdapterClass) -> usize {
     topo.units()
-        .map(|u| weight_grad_scratch_len_with(&u.conv, class.conv))
+        .map(|u| weight_grad_scratch_len(&u.conv, class.conv))
         .max()
         .unwrap_or(0)
 }
@@ -998,7 +998,7 @@ mod tests {
         assert_eq!(scratch(&plan(AdapterClass::CPU)), 0);
         let expect = topo
             .units()
-            .map(|u| weight_grad_scratch_len_with(&u.conv, Conv2dKernel::Tiled))
+            .map(|u| weight_grad_scratch_len(&u.conv, Conv2dKernel::Tiled))
             .max()
             .unwrap() as u64
             * 4;

@@ -2,7 +2,10 @@
 //! twins' gradients against central finite differences of the forward twin, and shape checks.
 
 use finegrain::error::Error;
-use finegrain::kernels::conv2d::{self as conv, Conv2dKernel, Conv2dShape};
+use finegrain::kernels::conv2d::{
+    self as conv, Conv2dBackwardData, Conv2dBackwardWeight, Conv2dForward, Conv2dKernel,
+    Conv2dOptions, Conv2dShape,
+};
 use finegrain::reference::conv2d as twin;
 use finegrain::testing::{assert_close, check_grad, f64s, gpu, rng, uniform};
 use rand::Rng;
@@ -29,6 +32,14 @@ const fn shape(
         kw,
         stride,
         pad,
+    }
+}
+
+/// Options running kernel family `k`.
+fn with(k: Conv2dKernel) -> Conv2dOptions<'static> {
+    Conv2dOptions {
+        kernel: Some(k),
+        ..Default::default()
     }
 }
 
@@ -96,7 +107,17 @@ fn conv2d_forward_matches_twin() {
         let tw = g.tensor("w", &s.w_shape(), &w).unwrap();
         let ty = g.zeros("y", &s.y_shape()).unwrap();
         g.fill(&ty, f32::NAN).unwrap();
-        let d = conv::conv2d_forward_with(g, s, &tx, &tw, &ty, k).unwrap();
+        let d = conv::conv2d_forward(
+            g,
+            &Conv2dForward {
+                x: &tx,
+                w: &tw,
+                y: &ty,
+            },
+            s.geometry(),
+            &with(k),
+        )
+        .unwrap();
         g.run(&[&d]).unwrap();
         let want = twin::conv2d_forward(s, &f64s(&x), &f64s(&w));
         let red = s.kh * s.kw * s.cin;
@@ -117,7 +138,16 @@ fn subgroup_kernels_where_subgroups_are_8_wide() {
     let x = g.zeros("x", &s.x_shape()).unwrap();
     let w = g.zeros("w", &s.w_shape()).unwrap();
     let y = g.zeros("y", &s.y_shape()).unwrap();
-    let r = conv::conv2d_forward_with(g, &s, &x, &w, &y, Conv2dKernel::Subgroup);
+    let r = conv::conv2d_forward(
+        g,
+        &Conv2dForward {
+            x: &x,
+            w: &w,
+            y: &y,
+        },
+        s.geometry(),
+        &with(Conv2dKernel::Subgroup),
+    );
     println!("adapter {}: {}", g.info.name, g.subgroup_sizes());
     if g.subgroups_of_8() {
         assert!(r.is_ok(), "{:?}", r.err());
@@ -144,7 +174,16 @@ fn conv2d_direct_matches_twin() {
         let tw = g.tensor("w", &s.w_shape(), &w).unwrap();
         let ty = g.zeros("y", &s.y_shape()).unwrap();
         g.fill(&ty, f32::NAN).unwrap();
-        let d = conv::conv2d_direct(g, s, &tx, &tw, &ty).unwrap();
+        let d = conv::conv2d_direct(
+            g,
+            &Conv2dForward {
+                x: &tx,
+                w: &tw,
+                y: &ty,
+            },
+            s.geometry(),
+        )
+        .unwrap();
         g.run(&[&d]).unwrap();
         let want = twin::conv2d_forward(s, &f64s(&x), &f64s(&w));
         let red = s.kh * s.kw * s.cin;
@@ -174,8 +213,22 @@ fn conv2d_backward_data_matches_twin() {
         let tdx = g.zeros("dx", &s.x_shape()).unwrap();
         g.fill(&tdx, f32::NAN).unwrap();
         let tdx_acc = g.tensor("dx_acc", &s.x_shape(), &dx0).unwrap();
-        let d = conv::conv2d_backward_data_with(g, s, &tdy, &tw, &tdx, false, k).unwrap();
-        let da = conv::conv2d_backward_data_with(g, s, &tdy, &tw, &tdx_acc, true, k).unwrap();
+        let t = Conv2dBackwardData {
+            dy: &tdy,
+            w: &tw,
+            dx: &tdx,
+        };
+        let d = conv::conv2d_backward_data(g, &t, s.geometry(), &with(k)).unwrap();
+        let t = Conv2dBackwardData {
+            dy: &tdy,
+            w: &tw,
+            dx: &tdx_acc,
+        };
+        let acc = Conv2dOptions {
+            accumulate: true,
+            ..with(k)
+        };
+        let da = conv::conv2d_backward_data(g, &t, s.geometry(), &acc).unwrap();
         g.run(&[&d, &da]).unwrap();
         let want = twin::conv2d_backward_data(s, &f64s(&dy), &f64s(&w));
         let want_acc: Vec<f64> = want.iter().zip(&dx0).map(|(a, &b)| a + b as f64).collect();
@@ -214,9 +267,22 @@ fn conv2d_backward_weight_matches_twin() {
         let tdw = g.zeros("dw", &s.w_shape()).unwrap();
         g.fill(&tdw, f32::NAN).unwrap();
         let tdw_acc = g.tensor("dw_acc", &s.w_shape(), &dw0).unwrap();
-        let d = conv::conv2d_backward_weight_with(g, s, &tx, &tdy, &tdw, false, k, None).unwrap();
-        let da =
-            conv::conv2d_backward_weight_with(g, s, &tx, &tdy, &tdw_acc, true, k, None).unwrap();
+        let t = Conv2dBackwardWeight {
+            x: &tx,
+            dy: &tdy,
+            dw: &tdw,
+        };
+        let d = conv::conv2d_backward_weight(g, &t, s.geometry(), &with(k)).unwrap();
+        let t = Conv2dBackwardWeight {
+            x: &tx,
+            dy: &tdy,
+            dw: &tdw_acc,
+        };
+        let acc = Conv2dOptions {
+            accumulate: true,
+            ..with(k)
+        };
+        let da = conv::conv2d_backward_weight(g, &t, s.geometry(), &acc).unwrap();
         g.run(&d.iter().chain(&da).collect::<Vec<_>>()).unwrap();
         let want = twin::conv2d_backward_weight(s, &f64s(&x), &f64s(&dy));
         let want_acc: Vec<f64> = want.iter().zip(&dw0).map(|(a, &b)| a + b as f64).collect();
@@ -270,20 +336,27 @@ fn conv2d_backward_weight_split_k_matches_twin() {
         let tdw_acc = g.tensor("dw_acc", &s.w_shape(), &dw0).unwrap();
         // Its own partials for one, a caller's (larger than needed) scratch for the other.
         let scratch = g.zeros("scratch", &[8 * numel(s.w_shape()) + 5]).unwrap();
-        let d = conv::conv2d_backward_weight_split(g, s, &tx, &tdy, &tdw, false, k, splits, None)
-            .unwrap();
-        let da = conv::conv2d_backward_weight_split(
-            g,
-            s,
-            &tx,
-            &tdy,
-            &tdw_acc,
-            true,
-            k,
-            splits,
-            Some(&scratch),
-        )
-        .unwrap();
+        let split = Conv2dOptions {
+            splits: Some(splits),
+            ..with(k)
+        };
+        let t = Conv2dBackwardWeight {
+            x: &tx,
+            dy: &tdy,
+            dw: &tdw,
+        };
+        let d = conv::conv2d_backward_weight(g, &t, s.geometry(), &split).unwrap();
+        let t = Conv2dBackwardWeight {
+            x: &tx,
+            dy: &tdy,
+            dw: &tdw_acc,
+        };
+        let acc = Conv2dOptions {
+            accumulate: true,
+            scratch: Some(&scratch),
+            ..split
+        };
+        let da = conv::conv2d_backward_weight(g, &t, s.geometry(), &acc).unwrap();
         let red = s.n * s.oh() * s.ow();
         // A split happens whenever the chunks (multiples of 16 pixels for the tiled kernel,
         // of output rows for the subgroup kernel) come to more than one.
@@ -326,20 +399,20 @@ fn conv2d_backward_weight_split_k_rejects_small_scratch() {
     let dy = g.zeros("dy", &s.y_shape()).unwrap();
     let dw = g.zeros("dw", &s.w_shape()).unwrap();
     let small = g.zeros("small_scratch", &[numel(s.w_shape())]).unwrap();
-    let e = conv::conv2d_backward_weight_split(
-        g,
-        &s,
-        &x,
-        &dy,
-        &dw,
-        false,
-        Conv2dKernel::Tiled,
-        4,
-        Some(&small),
-    )
-    .err()
-    .unwrap()
-    .to_string();
+    let o = Conv2dOptions {
+        splits: Some(4),
+        scratch: Some(&small),
+        ..with(Conv2dKernel::Tiled)
+    };
+    let t = Conv2dBackwardWeight {
+        x: &x,
+        dy: &dy,
+        dw: &dw,
+    };
+    let e = conv::conv2d_backward_weight(g, &t, s.geometry(), &o)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(
         e.contains("small_scratch") && e.contains("needs at least"),
         "{e}"
@@ -389,28 +462,65 @@ fn conv2d_launchers_reject_wrong_shapes() {
     let bad = g
         .zeros("y_bad", &[s.n, s.oh() + 1, s.ow(), s.cout])
         .unwrap();
-    let e = conv::conv2d_forward(g, &s, &x, &w, &bad).err().unwrap();
+    let e = conv::conv2d_forward(
+        g,
+        &Conv2dForward {
+            x: &x,
+            w: &w,
+            y: &bad,
+        },
+        s.geometry(),
+        &Conv2dOptions::default(),
+    )
+    .err()
+    .unwrap();
     assert!(
         matches!(e, Error::ShapeMismatch { ref tensor, .. } if tensor == "y_bad"),
         "{e}"
     );
-    let e = conv::conv2d_backward_data(g, &s, &bad, &w, &x, false)
-        .err()
-        .unwrap();
+    let e = conv::conv2d_backward_data(
+        g,
+        &Conv2dBackwardData {
+            dy: &bad,
+            w: &w,
+            dx: &x,
+        },
+        s.geometry(),
+        &Conv2dOptions::default(),
+    )
+    .err()
+    .unwrap();
     assert!(
         matches!(e, Error::ShapeMismatch { ref tensor, .. } if tensor == "y_bad"),
         "{e}"
     );
-    let e = conv::conv2d_backward_weight(g, &s, &x, &y, &y, false, None)
-        .err()
-        .unwrap();
+    let e = conv::conv2d_backward_weight(
+        g,
+        &Conv2dBackwardWeight {
+            x: &x,
+            dy: &y,
+            dw: &y,
+        },
+        s.geometry(),
+        &Conv2dOptions::default(),
+    )
+    .err()
+    .unwrap();
     assert!(
         matches!(e, Error::ShapeMismatch { ref tensor, .. } if tensor == "y"),
         "{e}"
     );
-    let e = conv::conv2d_direct(g, &Conv2dShape { stride: 0, ..s }, &x, &w, &y)
-        .err()
-        .unwrap();
+    let e = conv::conv2d_direct(
+        g,
+        &Conv2dForward {
+            x: &x,
+            w: &w,
+            y: &y,
+        },
+        Conv2dShape { stride: 0, ..s }.geometry(),
+    )
+    .err()
+    .unwrap();
     assert!(matches!(e, Error::Invalid { .. }), "{e}");
 }
 

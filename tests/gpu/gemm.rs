@@ -1,4 +1,4 @@
-use finegrain::kernels::gemm::{gemm, GemmSpec};
+use finegrain::kernels::gemm::{gemm, Gemm, GemmOptions};
 use finegrain::reference;
 use finegrain::testing::{assert_close, f64s, gpu, rng, uniform};
 
@@ -12,17 +12,24 @@ fn run_case(m: usize, n: usize, k: usize, ta: bool, tb: bool, beta: f32) {
     } else {
         vec![f32::NAN; m * n]
     };
-    let ta_ = g.tensor("a", &[m * k], &a).unwrap();
-    let tb_ = g.tensor("b", &[k * n], &b).unwrap();
-    let tc = g.tensor("c", &[m * n], &c0).unwrap();
-    let spec = GemmSpec {
+    // The shapes say M, N, K: A (M, K) or (K, M) transposed, B (K, N) or (N, K).
+    let a_shape = if ta { [k, m] } else { [m, k] };
+    let b_shape = if tb { [n, k] } else { [k, n] };
+    let ta_ = g.tensor("a", &a_shape, &a).unwrap();
+    let tb_ = g.tensor("b", &b_shape, &b).unwrap();
+    let tc = g.tensor("c", &[m, n], &c0).unwrap();
+    let o = GemmOptions {
         trans_a: ta,
         trans_b: tb,
         alpha: 0.5,
         beta,
-        ..GemmSpec::new(m, n, k)
     };
-    let d = gemm(g, &spec, &ta_, &tb_, &tc).unwrap();
+    let t = Gemm {
+        a: &ta_,
+        b: &tb_,
+        c: &tc,
+    };
+    let d = gemm(g, &t, &o).unwrap();
     g.run(&[&d]).unwrap();
     let got = g.download(&tc).unwrap();
     let mut want = if beta != 0.0 {

@@ -1,6 +1,6 @@
 use finegrain::kernels::pool::{
     global_avgpool_backward, global_avgpool_forward, maxpool_backward, maxpool_forward,
-    MaxPoolShape,
+    MaxPoolBackward, MaxPoolForward, MaxPoolShape,
 };
 use finegrain::reference::pool as twin;
 use finegrain::testing::{assert_close, f64s, gpu, rng, uniform};
@@ -40,7 +40,16 @@ fn check_forward(s: &MaxPoolShape, x: &[f32], tag: &str) -> Option<Vec<u32>> {
     let ti = g
         .tensor_u32("idx", &s.output_shape(), &vec![u32::MAX; ty.numel()])
         .unwrap();
-    let d = maxpool_forward(g, s, &tx, &ty, &ti).unwrap();
+    let d = maxpool_forward(
+        g,
+        &MaxPoolForward {
+            x: &tx,
+            y: &ty,
+            idx: &ti,
+        },
+        s.window(),
+    )
+    .unwrap();
     g.run(&[&d]).unwrap();
     let (want_y, want_i) = twin::maxpool_forward(s, &f64s(x));
     assert_close(
@@ -98,7 +107,16 @@ fn maxpool_backward_odd_shapes() {
         let ti = g.tensor_u32("idx", &s.output_shape(), &idx).unwrap();
         let tdx = g.zeros("dx", &s.input_shape()).unwrap();
         g.fill(&tdx, f32::NAN).unwrap();
-        let d = maxpool_backward(g, &s, &tdy, &ti, &tdx).unwrap();
+        let d = maxpool_backward(
+            g,
+            &MaxPoolBackward {
+                dy: &tdy,
+                idx: &ti,
+                dx: &tdx,
+            },
+            s.window(),
+        )
+        .unwrap();
         g.run(&[&d]).unwrap();
         let want = twin::maxpool_backward(&s, &f64s(&dy), &idx);
         // At most ceil(k / stride)^2 = 4 terms per input (9 for stride 1).
@@ -120,10 +138,29 @@ fn maxpool_rejects_bad_shapes() {
     let y = g.zeros("y_wrong", &[1, 3, 4, 3]).unwrap();
     let i = g.zeros_u32("idx", &s.output_shape()).unwrap();
     assert_eq!((s.oh(), s.ow()), (4, 5));
-    let e = maxpool_forward(g, &s, &x, &y, &i).err().unwrap();
+    let e = maxpool_forward(
+        g,
+        &MaxPoolForward {
+            x: &x,
+            y: &y,
+            idx: &i,
+        },
+        s.window(),
+    )
+    .err()
+    .unwrap();
     assert!(e.to_string().contains("y_wrong"), "{e}");
     let bad = mp(1, 7, 9, 3, 3, 2, 2);
-    assert!(maxpool_forward(g, &bad, &x, &y, &i).is_err());
+    assert!(maxpool_forward(
+        g,
+        &MaxPoolForward {
+            x: &x,
+            y: &y,
+            idx: &i
+        },
+        bad.window()
+    )
+    .is_err());
 }
 
 #[test]
@@ -140,8 +177,8 @@ fn global_avgpool_forward_and_backward() {
         let tdy = g.tensor("dy", &[n, c], &dy).unwrap();
         let tdx = g.zeros("dx", &[n, hw, c]).unwrap();
         g.fill(&tdx, f32::NAN).unwrap();
-        let fwd = global_avgpool_forward(g, n, hw, c, &tx, &ty).unwrap();
-        let bwd = global_avgpool_backward(g, n, hw, c, &tdy, &tdx).unwrap();
+        let fwd = global_avgpool_forward(g, &tx, &ty).unwrap();
+        let bwd = global_avgpool_backward(g, &tdy, &tdx).unwrap();
         g.run(&[&fwd, &bwd]).unwrap();
         let want_y = twin::global_avgpool_forward(n, hw, c, &f64s(&x));
         let want_dx = twin::global_avgpool_backward(n, hw, c, &f64s(&dy));

@@ -1,4 +1,4 @@
-use finegrain::kernels::sgd::sgd_step;
+use finegrain::kernels::sgd::{sgd_step, SgdOptions, SgdStep};
 use finegrain::reference::sgd as twin;
 use finegrain::testing::{assert_close, f64s, gpu, rng, uniform};
 
@@ -16,7 +16,17 @@ fn sgd_step_with_and_without_decay() {
             let tv = g.zeros("velocity", &[n]).unwrap();
             let tg = g.zeros("grad", &[n]).unwrap();
             let th = g.zeros("hyper", &[4]).unwrap();
-            let d = sgd_step(g, &tp, &tg, &tv, &th, decay).unwrap();
+            let d = sgd_step(
+                g,
+                &SgdStep {
+                    param: &tp,
+                    grad: &tg,
+                    velocity: &tv,
+                    hyper: &th,
+                },
+                &SgdOptions { apply_decay: decay },
+            )
+            .unwrap();
             let (mut p, mut v) = (f64s(&p0), vec![0.0; n]);
             for step in 0..4 {
                 let grad = uniform(&mut r, n, 2.0);
@@ -57,8 +67,29 @@ fn sgd_step_rejects_mismatched_tensors() {
     let p = g.zeros("param", &[10]).unwrap();
     let v = g.zeros("velocity_short", &[9]).unwrap();
     let h = g.zeros("hyper", &[4]).unwrap();
-    let e = sgd_step(g, &p, &p, &v, &h, true).err().unwrap();
+    let e = sgd_step(
+        g,
+        &SgdStep {
+            param: &p,
+            grad: &p,
+            velocity: &v,
+            hyper: &h,
+        },
+        &SgdOptions::default(),
+    )
+    .err()
+    .unwrap();
     assert!(e.to_string().contains("velocity_short"), "{e}");
     let h5 = g.zeros("hyper5", &[5]).unwrap();
-    assert!(sgd_step(g, &p, &p, &p, &h5, true).is_err());
+    assert!(sgd_step(
+        g,
+        &SgdStep {
+            param: &p,
+            grad: &p,
+            velocity: &p,
+            hyper: &h5
+        },
+        &SgdOptions::default()
+    )
+    .is_err());
 }

@@ -17,10 +17,13 @@ use crate::kernels::batchnorm::{
     batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train, BatchNormBackward,
     BatchNormEval, BatchNormTrain,
 };
-use crate::kernels::conv2d::{conv2d_backward_data, conv2d_backward_weight_with, conv2d_forward};
+use crate::kernels::conv2d::{
+    conv2d_backward_data, conv2d_backward_weight, conv2d_forward, Conv2dBackwardData,
+    Conv2dBackwardWeight, Conv2dForward, Conv2dOptions,
+};
 use crate::kernels::elementwise::{add_inplace, add_relu_inplace, relu_backward_inplace};
-use crate::kernels::pool::{maxpool_backward, maxpool_forward};
-use crate::kernels::sgd::sgd_step;
+use crate::kernels::pool::{maxpool_backward, maxpool_forward, MaxPoolBackward, MaxPoolForward};
+use crate::kernels::sgd::{sgd_step, SgdOptions, SgdStep};
 use crate::method::diversify::{
     average_scores, average_scores_backward, diversify_backward, diversify_forward,
     DiversifyBackward, DiversifyConfig, DiversifyForward,
@@ -159,9 +162,12 @@ impl Recorder<'_> {
         let l = self.layers;
         self.unit_forward(&l.stem, &self.io.images, train, out)?;
         if let Some(p) = &l.pool {
-            out.push(maxpool_forward(
-                self.gpu, &p.shape, &l.stem.y, &p.y, &p.index,
-            )?);
+            let t = MaxPoolForward {
+                x: &l.stem.y,
+                y: &p.y,
+                idx: &p.index,
+            };
+            out.push(maxpool_forward(self.gpu, &t, p.shape.window())?);
         }
         for (b, block) in l.blocks.iter().enumerate() {
             let (x, _) = l.block_input(b);
@@ -237,9 +243,12 @@ impl Recorder<'_> {
             }
         }
         if let Some(p) = &l.pool {
-            out.push(maxpool_backward(
-                self.gpu, &p.shape, &p.dy, &p.index, &l.stem.dy,
-            )?);
+            let t = MaxPoolBackward {
+                dy: &p.dy,
+                idx: &p.index,
+                dx: &l.stem.dy,
+            };
+            out.push(maxpool_backward(self.gpu, &t, p.shape.window())?);
         }
         self.unit_backward(&l.stem, &self.io.images, &l.stem.dy, None, out)
     }
@@ -247,14 +256,16 @@ impl Recorder<'_> {
     /// SGD with momentum and weight decay on every parameter, in table order.
     fn optimizer(&self, out: &mut Vec<Dispatch>) -> Result<()> {
         for p in self.params {
-            out.push(sgd_step(
-                self.gpu,
-                &p.value,
-                &p.grad,
-                &p.velocity,
-                &self.io.hyper,
-                p.decay,
-            )?);
+            let t = SgdStep {
+                param: &p.value,
+                grad: &p.grad,
+                velocity: &p.velocity,
+                hyper: &self.io.hyper,
+            };
+            let o = SgdOptions {
+                apply_decay: p.decay,
+            };
+            out.push(sgd_step(self.gpu, &t, &o)?);
         }
         Ok(())
     }
@@ -270,13 +281,16 @@ impl Recorder<'_> {
     ) -> Result<()> {
         let g = self.gpu;
         let p = &u.params;
-        out.push(conv2d_forward(
-            g,
-            &u.conv,
+        let t = Conv2dForward {
             x,
-            &self.param(p.weight).value,
-            &u.z,
-        )?);
+            w: &self.param(p.weight).value,
+            y: &u.z,
+        };
+        let o = Conv2dOptions {
+            kernel: Some(self.class.conv),
+            ..Default::default()
+        };
+        out.push(conv2d_forward(g, &t, u.conv.geometry(), &o)?);
         let (gamma, beta) = (&self.param(p.gamma).value, &self.param(p.beta).value);
         let (rm, rv) = (self.state(p.running_mean), self.state(p.running_var));
         if train {
@@ -336,20 +350,29 @@ impl Recorder<'_> {
             dbeta: &beta.grad,
         };
         out.extend(batchnorm_backward(g, &t, &u.bn)?);
-        out.extend(conv2d_backward_weight_with(
-            g,
-            &u.conv,
+        let t = Conv2dBackwardWeight {
             x,
-            &u.dz,
-            &w.grad,
-            false,
-            self.class.conv,
-            self.scratch,
-        )?);
+            dy: &u.dz,
+            dw: &w.grad,
+        };
+        let o = Conv2dOptions {
+            kernel: Some(self.class.conv),
+            scratch: self.scratch,
+            ..Default::default()
+        };
+        out.extend(conv2d_backward_weight(g, &t, u.conv.geometry(), &o)?);
         if let Some((dx, accumulate)) = dx {
-            out.push(conv2d_backward_data(
-                g, &u.conv, &u.dz, &w.value, dx, accumulate,
-            )?);
+            let t = Conv2dBackwardData {
+                dy: &u.dz,
+                w: &w.value,
+                dx,
+            };
+            let o = Conv2dOptions {
+                kernel: Some(self.class.conv),
+                accumulate,
+                ..Default::default()
+            };
+            out.push(conv2d_backward_data(g, &t, u.conv.geometry(), &o)?);
         }
         Ok(())
     }
