@@ -1,5 +1,6 @@
 // conv2d: 2-D convolution (no bias), its data gradient and its weight gradient, as tiled
-// implicit GEMMs; plus a one-thread-per-output direct forward kernel (readable fallback).
+// implicit GEMMs; plus a one-thread-per-output direct forward kernel (conv2d_direct, kept as
+// the readable reference and fallback; tests/gpu/conv2d.rs checks it against the tiled ones).
 //
 // Layouts: x (N, H, W, Cin), w (KH, KW, Cin, Cout), y (N, OH, OW, Cout), all f32, row-major.
 // OH = (H + 2 pad - KH) / stride + 1, OW likewise. Padding reads as zero.

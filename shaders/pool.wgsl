@@ -1,14 +1,11 @@
-// pool: max pooling (k x k window, stride, zero-free padding) and global average pooling,
-// forward and backward, NHWC f32.
+// pool: max pooling (k x k window, stride, zero-free padding), forward and backward, NHWC
+// f32. (Global average pooling is `average_scores` in diversify.wgsl.)
 //
 // Bindings (binding 0 = uniform Params; the slots are shared by the entry points):
 //   1 `dst` read_write f32   2 `src` read f32   3 `arg` read_write u32
 // Entry point              1 (dst)           2 (src)          3 (arg)
 // maxpool_forward          y (N,OH,OW,C)     x (N,H,W,C)      idx (N,OH,OW,C), written
 // maxpool_backward         dx (N,H,W,C)      dy (N,OH,OW,C)   idx (N,OH,OW,C), read
-// global_avgpool_forward   y (N,C)           x (N,HW,C)
-// global_avgpool_backward  dx (N,HW,C)       dy (N,C)
-// (for the global pool, h = HW and w = 1.)
 //
 // Max pool: output (n, oh, ow, c) looks at input rows oh * stride - pad + kh and columns
 // ow * stride - pad + kw, kh, kw in [0, k), in row-major order; positions outside the image
@@ -19,8 +16,6 @@
 // Max pool backward is a gather: input (n, ih, iw, c) sums dy over the outputs whose window
 // holds it (oh in [ceil((ih + pad - k + 1) / stride), (ih + pad) / stride], same for ow) and
 // whose idx equals ih * W + iw, in ascending (oh, ow) order. No atomics.
-// Global average pool: y[n, c] = sum_p x[n, p, c] / HW (one thread per (n, c), walking p;
-// consecutive threads read consecutive channels); backward dx[n, p, c] = dy[n, c] / HW.
 // Dispatch: one thread per output element (forward) or input element (backward), in
 // workgroups of 256 on a 2-D grid (gpu.grid_for(total)), linear index
 // (wg.y * nwg.x + wg.x) * 256 + lid.x, bounds-checked against `total`.
@@ -127,39 +122,4 @@ fn maxpool_backward(
         }
     }
     dst[e] = acc;
-}
-
-@compute @workgroup_size(256, 1, 1)
-fn global_avgpool_forward(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_id) lid: vec3<u32>,
-) {
-    let e = linear_index(wg, nwg, lid);
-    if (e >= p.total) {
-        return;
-    }
-    let c = e % p.c;
-    let n = e / p.c;
-    let hw = p.h;
-    var s = 0.0;
-    for (var q = 0u; q < hw; q++) {
-        s += src[(n * hw + q) * p.c + c];
-    }
-    dst[e] = s / f32(hw);
-}
-
-@compute @workgroup_size(256, 1, 1)
-fn global_avgpool_backward(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_id) lid: vec3<u32>,
-) {
-    let e = linear_index(wg, nwg, lid);
-    if (e >= p.total) {
-        return;
-    }
-    let c = e % p.c;
-    let n = e / (p.h * p.c);
-    dst[e] = src[n * p.c + c] / f32(p.h);
 }

@@ -1,6 +1,6 @@
 //! `conv2d`: 2-D convolution without bias (BatchNorm follows in ResNet), its data gradient and
 //! its weight gradient, as tiled implicit GEMMs, plus a direct forward kernel kept as the
-//! readable fallback (see `shaders/conv2d.wgsl`).
+//! readable reference and fallback (see `shaders/conv2d.wgsl`).
 //!
 //! Layouts: x (N, H, W, Cin), w (KH, KW, Cin, Cout), y (N, OH, OW, Cout), f32, contiguous.
 
@@ -652,8 +652,10 @@ pub fn conv2d_backward_weight(
     Ok(vec![partial, sum])
 }
 
-/// Forward convolution, one thread per output element (the readable fallback and a second
-/// opinion for the tiled kernel). Same contract as [`conv2d_forward`]: overwrites y.
+/// Forward convolution, one thread per output element. No training path calls it: it is kept
+/// as the readable reference kernel (the plain sum of `shaders/conv2d.wgsl`'s header) and a
+/// fallback, and `tests/gpu/conv2d.rs` checks it against the f64 twin and every tiled family
+/// of [`conv2d_forward`] on the same inputs. Same contract as [`conv2d_forward`]: overwrites y.
 pub fn conv2d_direct(gpu: &Gpu, t: &Conv2dForward, g: Conv2dGeometry) -> Result<Dispatch> {
     const L: &str = "conv2d_direct";
     let s = Conv2dShape::of(L, (t.x, "x"), (t.w, "w"), g)?;

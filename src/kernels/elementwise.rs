@@ -1,4 +1,4 @@
-//! ReLU forward/backward and residual adds on flat f32 tensors (see
+//! ReLU backward (in place) and residual adds on flat f32 tensors (see
 //! `shaders/elementwise.wgsl`). Shapes only need equal element counts.
 
 use super::ELEMENTWISE;
@@ -26,21 +26,6 @@ fn launch(gpu: &Gpu, entry: &'static str, tensors: &[&Tensor]) -> Result<Dispatc
     }
     let p = ElementwiseParams { n: n as u32 };
     gpu.dispatch(&ELEMENTWISE, entry, &p, tensors, gpu.grid_for(n))
-}
-
-/// `y = max(x, 0)`. Overwrites `y`.
-pub fn relu_forward(gpu: &Gpu, x: &Tensor, y: &Tensor) -> Result<Dispatch> {
-    launch(gpu, "relu_forward", &[y, x])
-}
-
-/// `x = max(x, 0)` in place.
-pub fn relu_forward_inplace(gpu: &Gpu, x: &Tensor) -> Result<Dispatch> {
-    launch(gpu, "relu_forward_inplace", &[x])
-}
-
-/// `dx = dy * (y > 0)` with `y` the ReLU output. Overwrites `dx`.
-pub fn relu_backward(gpu: &Gpu, y: &Tensor, dy: &Tensor, dx: &Tensor) -> Result<Dispatch> {
-    launch(gpu, "relu_backward", &[dx, y, dy])
 }
 
 /// `dy *= (y > 0)` in place, `y` the ReLU output.

@@ -1,10 +1,10 @@
-//! Max pooling (with argmax indices) and global average pooling, forward and backward, NHWC
-//! (see `shaders/pool.wgsl`).
+//! Max pooling (with argmax indices), forward and backward, NHWC (see `shaders/pool.wgsl`).
+//! Global average pooling lives in `method::diversify` (`average_scores`).
 
 use super::POOL;
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Dispatch, Gpu, Size, Tensor};
-use crate::method::{dims, dims_of};
+use crate::method::dims_of;
 
 /// Max-pool problem: input (n, h, w, c), square window `k`, `stride`, `pad` (PyTorch's
 /// MaxPool2d without dilation or ceil mode; padding never wins).
@@ -192,71 +192,5 @@ pub fn maxpool_backward(gpu: &Gpu, t: &MaxPoolBackward, win: MaxPoolWindow) -> R
         &s.params(total),
         &[t.dx, t.dy, t.idx],
         gpu.grid_for(total),
-    )
-}
-
-/// (N, HW, C) of a global average pool over `map` (N, ..., C) (any rank of at least 2;
-/// HW the product of the middle dimensions) to `vec` (N, C): N and C from `vec`; error
-/// unless `map` starts with N and ends with C.
-fn gap_dims(
-    launcher: &str,
-    map: (&Tensor, &str),
-    vec: (&Tensor, &str),
-) -> Result<(usize, usize, usize)> {
-    let [n, c] = dims_of(launcher, vec.1, vec.0, DType::F32, ["N", "C"])?;
-    let (t, role) = map;
-    let ends = t.shape.len() >= 2 && t.shape.first() == Some(&n) && t.shape.last() == Some(&c);
-    if !ends {
-        return Err(Error::ShapeMismatch {
-            context: format!("{launcher} {role}"),
-            tensor: t.label.clone(),
-            expected: format!("(N = {n}, ..., C = {c})"),
-            found: t.shape.clone(),
-            dtype: format!("{:?}", t.dtype),
-        });
-    }
-    let hw = t.numel() / (n * c);
-    t.check(launcher, role, DType::F32, Size::Len(n * hw * c))?;
-    dims(
-        &format!("{launcher} {role} (`{}`)", t.label),
-        &[("N", n), ("HW", hw), ("C", c)],
-    )?;
-    Ok((n, hw, c))
-}
-
-fn gap_params(n: usize, hw: usize, c: usize, total: usize) -> PoolParams {
-    PoolParams {
-        n: n as u32,
-        h: hw as u32,
-        w: 1,
-        c: c as u32,
-        total: total as u32,
-        ..Default::default()
-    }
-}
-
-/// Global average pooling: `x` (N, HW, C) (or (N, H, W, C)) -> `y` (N, C), mean over the
-/// HW positions. Overwrites `y`.
-pub fn global_avgpool_forward(gpu: &Gpu, x: &Tensor, y: &Tensor) -> Result<Dispatch> {
-    let (n, hw, c) = gap_dims("global_avgpool_forward", (x, "x"), (y, "y"))?;
-    gpu.dispatch(
-        &POOL,
-        "global_avgpool_forward",
-        &gap_params(n, hw, c, n * c),
-        &[y, x],
-        gpu.grid_for(n * c),
-    )
-}
-
-/// Global average pooling backward: `dx[n, p, c] = dy[n, c] / HW`. Overwrites `dx`
-/// (N, HW, C) (or (N, H, W, C)).
-pub fn global_avgpool_backward(gpu: &Gpu, dy: &Tensor, dx: &Tensor) -> Result<Dispatch> {
-    let (n, hw, c) = gap_dims("global_avgpool_backward", (dx, "dx"), (dy, "dy"))?;
-    gpu.dispatch(
-        &POOL,
-        "global_avgpool_backward",
-        &gap_params(n, hw, c, n * hw * c),
-        &[dx, dy],
-        gpu.grid_for(n * hw * c),
     )
 }

@@ -1,4 +1,4 @@
-//! Twin of `shaders/pool.wgsl`: max pooling with argmax indices, global average pooling.
+//! Twin of `shaders/pool.wgsl`: max pooling with argmax indices.
 
 use crate::kernels::pool::MaxPoolShape;
 
@@ -62,33 +62,6 @@ pub fn maxpool_backward(s: &MaxPoolShape, dy: &[f64], idx: &[u32]) -> Vec<f64> {
     dx
 }
 
-/// Global average pooling: `x` (N, HW, C) -> (N, C).
-pub fn global_avgpool_forward(n: usize, hw: usize, c: usize, x: &[f64]) -> Vec<f64> {
-    let mut y = vec![0.0; n * c];
-    for b in 0..n {
-        for p in 0..hw {
-            for j in 0..c {
-                y[b * c + j] += x[(b * hw + p) * c + j];
-            }
-        }
-    }
-    y.iter_mut().for_each(|v| *v /= hw as f64);
-    y
-}
-
-/// Global average pooling backward: `dy` (N, C) -> dx (N, HW, C) = dy / HW.
-pub fn global_avgpool_backward(n: usize, hw: usize, c: usize, dy: &[f64]) -> Vec<f64> {
-    let mut dx = vec![0.0; n * hw * c];
-    for b in 0..n {
-        for p in 0..hw {
-            for j in 0..c {
-                dx[(b * hw + p) * c + j] = dy[b * c + j] / hw as f64;
-            }
-        }
-    }
-    dx
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,22 +114,5 @@ mod tests {
         assert_eq!(y, vec![-1.0; 4]);
         // First in-bounds position of each window in row-major order.
         assert_eq!(idx, vec![0, 1, 3, 4]);
-    }
-
-    #[test]
-    fn global_avgpool_backward_matches_finite_differences() {
-        let mut g = rng("global_avgpool_backward_matches_finite_differences");
-        let (n, hw, c) = (2, 5, 3);
-        let x = f64s(&uniform(&mut g, n * hw * c, 1.0));
-        let r = f64s(&uniform(&mut g, n * c, 1.0));
-        let dx = global_avgpool_backward(n, hw, c, &r);
-        let mut loss = |x: &[f64]| {
-            global_avgpool_forward(n, hw, c, x)
-                .iter()
-                .zip(&r)
-                .map(|(a, b)| a * b)
-                .sum()
-        };
-        check_grad("avgpool dx", &mut loss, &x, &dx, n * hw * c, &mut g);
     }
 }

@@ -164,7 +164,7 @@ fn subgroup_kernels_where_subgroups_are_8_wide() {
 }
 
 #[test]
-fn conv2d_direct_matches_twin() {
+fn conv2d_direct_matches_twin_and_the_tiled_kernels() {
     let Some(g) = gpu() else { return };
     for s in SHAPES {
         let mut r = rng(&format!("conv2d_direct {}", name(s)));
@@ -187,13 +187,37 @@ fn conv2d_direct_matches_twin() {
         g.run(&[&d]).unwrap();
         let want = twin::conv2d_forward(s, &f64s(&x), &f64s(&w));
         let red = s.kh * s.kw * s.cin;
+        let direct = g.download(&ty).unwrap();
         assert_close(
             &format!("conv2d_direct {}", name(s)),
-            &g.download(&ty).unwrap(),
+            &direct,
             &want,
             atol(red),
             1e-5,
         );
+        // The direct kernel is the readable second opinion on the tiled families: each agrees
+        // with it to within both of their distances from the twin.
+        for k in kernels(g) {
+            let d = conv::conv2d_forward(
+                g,
+                &Conv2dForward {
+                    x: &tx,
+                    w: &tw,
+                    y: &ty,
+                },
+                s.geometry(),
+                &with(k),
+            )
+            .unwrap();
+            g.run(&[&d]).unwrap();
+            assert_close(
+                &format!("conv2d_forward {k:?} vs conv2d_direct {}", name(s)),
+                &g.download(&ty).unwrap(),
+                &f64s(&direct),
+                2.0 * atol(red),
+                2e-5,
+            );
+        }
     }
 }
 

@@ -1,7 +1,4 @@
-use finegrain::kernels::elementwise::{
-    add_inplace, add_relu_inplace, relu_backward, relu_backward_inplace, relu_forward,
-    relu_forward_inplace,
-};
+use finegrain::kernels::elementwise::{add_inplace, add_relu_inplace, relu_backward_inplace};
 use finegrain::reference::elementwise as twin;
 use finegrain::testing::{assert_close, f64s, gpu, rng, uniform};
 
@@ -14,39 +11,7 @@ fn exact(name: &str, got: &[f32], want: &[f64]) {
 }
 
 #[test]
-fn relu_forward_and_inplace() {
-    let Some(g) = gpu() else { return };
-    for &n in SIZES {
-        let mut r = rng(&format!("relu_forward n={n}"));
-        let x = uniform(&mut r, n, 1.0);
-        let want = twin::relu(&f64s(&x));
-        let tx = g.tensor("x", &[n], &x).unwrap();
-        let ty = g.zeros("y", &[n]).unwrap();
-        g.fill(&ty, f32::NAN).unwrap();
-        let d = relu_forward(g, &tx, &ty).unwrap();
-        g.run(&[&d]).unwrap();
-        exact(
-            &format!("relu_forward n={n}"),
-            &g.download(&ty).unwrap(),
-            &want,
-        );
-        assert_eq!(
-            g.download(&tx).unwrap(),
-            x,
-            "relu_forward changed its input"
-        );
-        let d = relu_forward_inplace(g, &tx).unwrap();
-        g.run(&[&d]).unwrap();
-        exact(
-            &format!("relu_forward_inplace n={n}"),
-            &g.download(&tx).unwrap(),
-            &want,
-        );
-    }
-}
-
-#[test]
-fn relu_backward_and_inplace() {
+fn relu_backward_inplace_matches_twin() {
     let Some(g) = gpu() else { return };
     for &n in SIZES {
         let mut r = rng(&format!("relu_backward n={n}"));
@@ -56,15 +21,6 @@ fn relu_backward_and_inplace() {
         let want = twin::relu_backward(&f64s(&y), &f64s(&dy));
         let ty = g.tensor("y", &[n], &y).unwrap();
         let tdy = g.tensor("dy", &[n], &dy).unwrap();
-        let tdx = g.zeros("dx", &[n]).unwrap();
-        g.fill(&tdx, f32::NAN).unwrap();
-        let d = relu_backward(g, &ty, &tdy, &tdx).unwrap();
-        g.run(&[&d]).unwrap();
-        exact(
-            &format!("relu_backward n={n}"),
-            &g.download(&tdx).unwrap(),
-            &want,
-        );
         let d = relu_backward_inplace(g, &ty, &tdy).unwrap();
         g.run(&[&d]).unwrap();
         exact(
@@ -109,5 +65,5 @@ fn elementwise_rejects_mismatched_sizes() {
     let b = g.zeros("b_short", &[9]).unwrap();
     let e = add_inplace(g, &a, &b).err().unwrap();
     assert!(e.to_string().contains("b_short"), "{e}");
-    assert!(relu_forward(g, &a, &b).is_err());
+    assert!(relu_backward_inplace(g, &b, &a).is_err());
 }

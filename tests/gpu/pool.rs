@@ -1,6 +1,5 @@
 use finegrain::kernels::pool::{
-    global_avgpool_backward, global_avgpool_forward, maxpool_backward, maxpool_forward,
-    MaxPoolBackward, MaxPoolForward, MaxPoolShape,
+    maxpool_backward, maxpool_forward, MaxPoolBackward, MaxPoolForward, MaxPoolShape,
 };
 use finegrain::reference::pool as twin;
 use finegrain::testing::{assert_close, f64s, gpu, rng, uniform};
@@ -161,40 +160,4 @@ fn maxpool_rejects_bad_shapes() {
         bad.window()
     )
     .is_err());
-}
-
-#[test]
-fn global_avgpool_forward_and_backward() {
-    let Some(g) = gpu() else { return };
-    for &(n, hw, c) in &[(1, 49, 33), (5, 9, 7), (2, 1, 3), (5, 13, 1)] {
-        let name = format!("global_avgpool n={n} hw={hw} c={c}");
-        let mut r = rng(&name);
-        let x = uniform(&mut r, n * hw * c, 1.0);
-        let dy = uniform(&mut r, n * c, 1.0);
-        let tx = g.tensor("x", &[n, hw, c], &x).unwrap();
-        let ty = g.zeros("y", &[n, c]).unwrap();
-        g.fill(&ty, f32::NAN).unwrap();
-        let tdy = g.tensor("dy", &[n, c], &dy).unwrap();
-        let tdx = g.zeros("dx", &[n, hw, c]).unwrap();
-        g.fill(&tdx, f32::NAN).unwrap();
-        let fwd = global_avgpool_forward(g, &tx, &ty).unwrap();
-        let bwd = global_avgpool_backward(g, &tdy, &tdx).unwrap();
-        g.run(&[&fwd, &bwd]).unwrap();
-        let want_y = twin::global_avgpool_forward(n, hw, c, &f64s(&x));
-        let want_dx = twin::global_avgpool_backward(n, hw, c, &f64s(&dy));
-        assert_close(
-            &format!("{name} forward"),
-            &g.download(&ty).unwrap(),
-            &want_y,
-            1e-6,
-            1e-6,
-        );
-        assert_close(
-            &format!("{name} backward"),
-            &g.download(&tdx).unwrap(),
-            &want_dx,
-            0.0,
-            1e-6,
-        );
-    }
 }
