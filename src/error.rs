@@ -44,8 +44,8 @@ pub enum Error {
 
     /// A tensor has the wrong shape or element type: `context` names who checked it (a
     /// launcher and the tensor's role in it, e.g. `batchnorm_forward_train gamma`),
-    /// `tensor` is its label, `expected` says what was needed ("shape [3]", "at least 30
-    /// elements", "U32 elements").
+    /// `tensor` is its label, `expected` says what was needed (`shape [3]`, `at least 30
+    /// elements`, `U32 elements`).
     #[error("{context}: tensor `{tensor}` needs {expected}, found shape {found:?} ({dtype})")]
     ShapeMismatch {
         context: String,
