@@ -86,6 +86,26 @@ fn to_map(path: &Path, pairs: Vec<(u64, String, usize)>) -> Result<HashMap<u64, 
     Ok(m)
 }
 
+/// The path of `images.txt`'s line `line` relative to `root/images/`: relative and inside
+/// that folder (no root, drive or `..`), so an index file cannot point anywhere else.
+fn image_path<'a>(images_txt: &Path, line: usize, rel: &'a str) -> Result<&'a Path> {
+    use std::path::Component;
+    let p = Path::new(rel);
+    let inside = p
+        .components()
+        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    if !inside || p.file_name().is_none() {
+        return Err(Error::format(
+            images_txt,
+            format!(
+                "line {line}: image path `{rel}` is not a file path inside images/ (relative, \
+                 without `..`); {CUB_LAYOUT}"
+            ),
+        ));
+    }
+    Ok(p)
+}
+
 /// One split of a CUB-200-2011-style dataset.
 pub struct Cub {
     info: DatasetInfo,
@@ -175,7 +195,10 @@ impl Cub {
                 }
             };
             if is_train == (split == Split::Train) {
-                files.push(root.join("images").join(&rel));
+                files.push(
+                    root.join("images")
+                        .join(image_path(&images_txt, line, &rel)?),
+                );
                 ys.push(lab as u32 - 1);
             }
         }

@@ -16,26 +16,73 @@ use super::augment::{Augment, ImageU8};
 use super::{DataOptions, Dataset, DatasetInfo, DatasetKind, Split};
 use crate::{Error, Result};
 
+/// Largest width or height [`read_image`] decodes (pixels): far above any photograph a
+/// fine-grained dataset holds, and below the sizes at which decoders' own size arithmetic
+/// overflows (a JPEG's is 65,535).
+pub const MAX_DECODE_SIDE: u32 = 16_384;
+
+/// Most memory [`read_image`] lets a decoder allocate for one image (bytes): an image whose
+/// header announces more (a 9,000 x 9,000 RGB photograph is about 243 MiB) is refused before
+/// anything is decoded, so a small damaged file cannot claim gigabytes.
+pub const MAX_DECODE_BYTES: u64 = 256 << 20;
+
+/// The decoder limits of [`read_image`]: [`MAX_DECODE_SIDE`] and [`MAX_DECODE_BYTES`].
+fn decode_limits() -> image::Limits {
+    let mut l = image::Limits::default();
+    l.max_image_width = Some(MAX_DECODE_SIDE);
+    l.max_image_height = Some(MAX_DECODE_SIDE);
+    l.max_alloc = Some(MAX_DECODE_BYTES);
+    l
+}
+
 /// Decodes a JPEG or PNG file (format found from its contents) to 8-bit HWC with `channels`
 /// channels (1: luminance, 3: RGB). Grayscale is replicated, alpha dropped, 16-bit scaled to
-/// 8-bit. Returns (pixels, width, height).
+/// 8-bit. Returns (pixels, width, height). Images wider or taller than [`MAX_DECODE_SIDE`],
+/// or needing more than [`MAX_DECODE_BYTES`] to decode, are an error naming the file and
+/// the size its header announces, before any pixel is decoded.
 pub fn read_image(path: &Path, channels: usize) -> Result<(Vec<u8>, usize, usize)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     if bytes.is_empty() {
         return Err(Error::format(path, "empty file (0 bytes), not an image"));
     }
-    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| Error::format(path, format!("cannot read image: {e}")))?;
-    if reader.format().is_none() {
+    let guess = || {
+        image::ImageReader::new(std::io::Cursor::new(bytes.as_slice()))
+            .with_guessed_format()
+            .map_err(|e| Error::format(path, format!("cannot read image: {e}")))
+    };
+    let probe = guess()?;
+    if probe.format().is_none() {
         return Err(Error::format(
             path,
             "not a JPEG or PNG file (unrecognised contents)",
         ));
     }
-    let img = reader
-        .decode()
+    // The header's size first, so an oversized image is named with its size.
+    let (w, h) = probe
+        .into_dimensions()
         .map_err(|e| Error::format(path, format!("cannot decode image: {e}")))?;
+    if w > MAX_DECODE_SIDE || h > MAX_DECODE_SIDE {
+        return Err(Error::format(
+            path,
+            format!(
+                "image of {w}x{h} pixels: larger than the {MAX_DECODE_SIDE}-pixel limit on a \
+                 side (finegrain::data::MAX_DECODE_SIDE)"
+            ),
+        ));
+    }
+    let mut reader = guess()?;
+    reader.limits(decode_limits());
+    let img = reader.decode().map_err(|e| match e {
+        image::ImageError::Limits(e) => Error::format(
+            path,
+            format!(
+                "image of {w}x{h} pixels needs more memory to decode than the {} MiB limit \
+                 (finegrain::data::MAX_DECODE_BYTES): {e}",
+                MAX_DECODE_BYTES >> 20
+            ),
+        ),
+        e => Error::format(path, format!("cannot decode image: {e}")),
+    })?;
     let (w, h) = (img.width() as usize, img.height() as usize);
     if w == 0 || h == 0 {
         return Err(Error::format(path, format!("image has size {w}x{h}")));
