@@ -279,10 +279,44 @@ fn parse_json<T: serde::de::DeserializeOwned>(
         .map_err(|e| format!("`{key}` ({what}) cannot be read: {e}"))
 }
 
+/// Largest channel count, class count, stage depth or stride a checkpoint's model
+/// configuration may give (a bound that keeps every size product far from overflowing).
+const MAX_MODEL_DIM: usize = 1 << 16;
+
 /// Checks of the model configuration beyond [`ModelConfig::validate`] that matter to a
 /// checkpoint: what the data pipeline can feed it and batch-norm constants that work.
 fn check_model(m: &ModelConfig) -> std::result::Result<(), String> {
     let bad = |msg: String| Err(format!("`{MODEL_KEY}` (model configuration): {msg}"));
+    // Bounds first, so that the size arithmetic of `validate` cannot overflow on a damaged
+    // file: far above any ResNet (the largest stage width is 512, the stem kernel 7).
+    let max = crate::data::MAX_IMAGE_SIZE;
+    let stem = &m.stem;
+    for (field, v) in [
+        ("input_size", m.input_size),
+        ("stem kernel", stem.kernel),
+        ("stem stride", stem.stride),
+        ("stem pad", stem.pad),
+    ] {
+        if v > max {
+            return bad(format!("{field} {v} is larger than {max}"));
+        }
+    }
+    for (field, v) in [
+        ("stem channels", stem.channels),
+        ("num_classes", m.num_classes),
+    ]
+    .into_iter()
+    .chain(m.widths.iter().map(|&w| ("a stage width", w)))
+    .chain(m.layers.iter().map(|&l| ("a stage's block count", l)))
+    .chain(m.strides.iter().map(|&s| ("a stage stride", s)))
+    {
+        if v > MAX_MODEL_DIM {
+            return bad(format!("{field} {v} is larger than {MAX_MODEL_DIM}"));
+        }
+    }
+    if m.layers.len() > 64 {
+        return bad(format!("{} stages, more than 64", m.layers.len()));
+    }
     if let Err(e) = m.validate() {
         return bad(e.to_string());
     }
@@ -731,8 +765,10 @@ fn f32_tensor(path: &Path, st: &SafeTensors<'_>, name: &str) -> Result<(Vec<usiz
 /// `conv1.weight`, `bn1.running_mean`, `layer1.0.conv1.weight`, `fc.weight`) as the
 /// backbone of `net`, which is how the paper trains (ImageNet-pretrained ResNet-50).
 /// Every backbone tensor must be present with the right shape (missing or mis-shaped
-/// tensors are listed in the error); `fc` initialises the class-map head when its class
-/// count matches; `num_batches_tracked` and other extra tensors are ignored and reported.
+/// tensors are listed in the error), in float32, finite, with no negative running variance;
+/// `fc` initialises the class-map head when its class count matches; `num_batches_tracked`
+/// and other extra tensors are ignored and reported. Everything is read and checked before
+/// anything is uploaded: on an error the network is as it was.
 pub fn load_torchvision(gpu: &Gpu, net: &Network, path: &Path) -> Result<BackboneReport> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let st = SafeTensors::deserialize(&bytes)
@@ -773,14 +809,23 @@ pub fn load_torchvision(gpu: &Gpu, net: &Network, path: &Path) -> Result<Backbon
             ),
         ));
     }
+    // Read and check every tensor before uploading any, so a bad file leaves the network
+    // as it was.
+    let finite = |name: &str, v: Vec<f32>| -> Result<Vec<f32>> {
+        match bad_statistic(name, &v) {
+            Some(problem) => Err(Error::format(path, problem)),
+            None => Ok(v),
+        }
+    };
+    let mut uploads: Vec<(&crate::gpu::Tensor, Vec<f32>)> = Vec::new();
     for p in net.params.iter().filter(|p| !p.name.starts_with("head.")) {
         let (_, v) = f32_tensor(path, &st, &p.name)?;
-        gpu.upload(&p.value, &from_torch(p.layout, &v))?;
+        uploads.push((&p.value, from_torch(p.layout, &finite(&p.name, v)?)));
         used.insert(p.name.clone());
     }
     for s in &net.state {
         let (_, v) = f32_tensor(path, &st, &s.name)?;
-        gpu.upload(&s.value, &v)?;
+        uploads.push((&s.value, finite(&s.name, v)?));
         used.insert(s.name.clone());
     }
     let mut report = BackboneReport::default();
@@ -793,13 +838,16 @@ pub fn load_torchvision(gpu: &Gpu, net: &Network, path: &Path) -> Result<Backbon
             if fw.shape() == [c, d] && fb.shape() == [c] {
                 let (_, w) = f32_tensor(path, &st, "fc.weight")?;
                 let (_, b) = f32_tensor(path, &st, "fc.bias")?;
-                gpu.upload(&hw.value, &from_torch(hw.layout, &w))?;
-                gpu.upload(&hb.value, &b)?;
+                uploads.push((&hw.value, from_torch(hw.layout, &finite("fc.weight", w)?)));
+                uploads.push((&hb.value, finite("fc.bias", b)?));
                 used.insert("fc.weight".into());
                 used.insert("fc.bias".into());
                 report.head_from_fc = true;
             }
         }
+    }
+    for (t, v) in uploads {
+        gpu.upload(t, &v)?;
     }
     for n in st.names() {
         if !used.contains(n) && !n.ends_with("num_batches_tracked") {
