@@ -189,3 +189,33 @@ pub fn check_grad(
         );
     }
 }
+
+/// Write a class-per-folder tree of `per_class` grayscale `size` x `size` PNGs per class
+/// under `root/<name>/`, whose class is visible (class 0: bright left half, 1: bright top
+/// half, 2 and up: a checkerboard of cell `c - 1`), with uniform noise of +-30 drawn from
+/// `seed`. For the end-to-end tests.
+pub fn write_toy_folders(
+    root: &std::path::Path,
+    names: &[&str],
+    per_class: usize,
+    size: u32,
+    seed: u64,
+) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    for (c, name) in names.iter().enumerate() {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).expect("test folder");
+        for i in 0..per_class {
+            let img = image::GrayImage::from_fn(size, size, |x, y| {
+                let on = match c {
+                    0 => x < size / 2,
+                    1 => y < size / 2,
+                    _ => (x / (c as u32 - 1) + y / (c as u32 - 1)) % 2 == 0,
+                };
+                let base: f32 = if on { 200.0 } else { 40.0 };
+                image::Luma([(base + rng.random_range(-30.0..30.0)).clamp(0.0, 255.0) as u8])
+            });
+            img.save(dir.join(format!("{i}.png"))).expect("test image");
+        }
+    }
+}

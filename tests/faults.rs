@@ -8,24 +8,13 @@ use finegrain::fsio::fault;
 use finegrain::model::ModelConfig;
 use finegrain::train::observe::Event;
 use finegrain::train::{Run, RunOptions, TrainConfig};
-use rand::{Rng, SeedableRng};
 use std::path::Path;
 use std::sync::Arc;
 
 const SIZE: usize = 12;
 
 fn data(root: &Path) -> Arc<dyn Dataset> {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(2);
-    for (c, name) in ["dark", "light"].iter().enumerate() {
-        let dir = root.join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        for i in 0..8 {
-            let img = image::GrayImage::from_fn(SIZE as u32, SIZE as u32, |_, _| {
-                image::Luma([(60.0 + 120.0 * c as f32 + rng.random_range(-20.0..20.0)) as u8])
-            });
-            img.save(dir.join(format!("{i}.png"))).unwrap();
-        }
-    }
+    finegrain::testing::write_toy_folders(root, &["left", "top"], 8, SIZE as u32, 2);
     let opts = DataOptions {
         channels: Some(1),
         size: Some(SIZE),

@@ -9,7 +9,7 @@ use finegrain::data::{open_dataset, DataOptions, Dataset, Split};
 use finegrain::model::ModelConfig;
 use finegrain::train::observe::Event;
 use finegrain::train::{LossChoice, Run, RunOptions, StopFlag, TrainConfig};
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -21,23 +21,7 @@ const EPOCHS: usize = 16;
 const CHILD_ENV: &str = "FINEGRAIN_INTERRUPT_CHILD";
 
 fn write_dataset(root: &Path) {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
-    for (c, name) in ["left", "top", "checker"].iter().enumerate() {
-        let dir = root.join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        for i in 0..12 {
-            let img = image::GrayImage::from_fn(SIZE as u32, SIZE as u32, |x, y| {
-                let on = match c {
-                    0 => x < SIZE as u32 / 2,
-                    1 => y < SIZE as u32 / 2,
-                    _ => (x / 2 + y / 2) % 2 == 0,
-                };
-                let base: f32 = if on { 200.0 } else { 40.0 };
-                image::Luma([(base + rng.random_range(-30.0..30.0)).clamp(0.0, 255.0) as u8])
-            });
-            img.save(dir.join(format!("{i}.png"))).unwrap();
-        }
-    }
+    finegrain::testing::write_toy_folders(root, &["left", "top", "checker"], 12, SIZE as u32, 9);
 }
 
 fn train_data(root: &Path) -> Arc<dyn Dataset> {

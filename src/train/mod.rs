@@ -217,11 +217,6 @@ fn check_fits(
             _ => hi = mid,
         }
     }
-    let largest: Vec<String> = plan
-        .largest(3)
-        .iter()
-        .map(|b| format!("`{}` {:.1} MiB", b.label, memory::mib(b.bytes())))
-        .collect();
     Err(Error::DoesNotFit {
         what: format!(
             "the {} network of {} at {} px, batch {batch}",
@@ -235,7 +230,7 @@ fn check_fits(
         ),
         detail: format!(
             "its largest buffers ({}) exceed this adapter's storage binding limit of {:.1} MiB; {}",
-            largest.join(", "),
+            largest_buffers(&plan),
             memory::mib(limit),
             if lo > 0 {
                 format!("batch {lo} fits")
@@ -244,6 +239,15 @@ fn check_fits(
             }
         ),
     })
+}
+
+/// The plan's three largest buffers, for an error message: "`conv1.out` 196.0 MiB, ...".
+fn largest_buffers(plan: &memory::MemoryPlan) -> String {
+    plan.largest(3)
+        .iter()
+        .map(|b| format!("`{}` {:.1} MiB", b.label, memory::mib(b.bytes())))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// After allocating: a device that ran out of memory says so with the plan's total and its
@@ -259,17 +263,12 @@ fn allocated(
         return Ok(());
     };
     let plan = memory::MemoryPlan::new(model, batch, mode, memory::AdapterClass::of(gpu), method)?;
-    let largest: Vec<String> = plan
-        .largest(3)
-        .iter()
-        .map(|b| format!("`{}` {:.1} MiB", b.label, memory::mib(b.bytes())))
-        .collect();
     Err(Error::DoesNotFit {
         what: format!("the network of {} at batch {batch}", model.name),
         detail: format!(
             "allocating its {:.1} MiB of buffers failed ({e}); the largest: {}; try batch {}",
             memory::mib(plan.total_bytes()),
-            largest.join(", "),
+            largest_buffers(&plan),
             (batch / 2).max(1)
         ),
     })
