@@ -210,7 +210,7 @@ pub fn write_toy_folders(
                 let on = match c {
                     0 => x < size / 2,
                     1 => y < size / 2,
-                    _ => (x / (c as u32 - 1) + y / (c as u32 - 1)) % 2 == 0,
+                    _ => (x / (c as u32 - 1) + y / (c as u32 - 1)).is_multiple_of(2),
                 };
                 let base: f32 = if on { 200.0 } else { 40.0 };
                 image::Luma([(base + rng.random_range(-30.0..30.0)).clamp(0.0, 255.0) as u8])
