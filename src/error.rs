@@ -62,8 +62,8 @@ pub enum Error {
     /// The GPU device was lost (driver reset, GPU removed or hung, device destroyed).
     #[error(
         "the GPU device was lost while {context}: {reason}. Nothing more can run on it; the \
-         last checkpoint written is intact: restart the program and resume from it (the train \
-         example: --resume DIR/last.safetensors). If it happens again, the driver may be \
+         last checkpoint written is intact: restart the program and resume from it \
+         (its last.safetensors). If it happens again, the driver may be \
          resetting a hung GPU: try a smaller batch"
     )]
     DeviceLost { context: String, reason: String },

@@ -447,7 +447,7 @@ impl Trainer {
         if v[3] > 0.0 || !loss.is_finite() {
             return Err(Error::NonFinite(format!(
                 "training diverged: non-finite loss at step {step} ({} of {n} images; learning rate {:.3e}). \
-                 Lower --lr or check the data; the last good checkpoint is kept.",
+                 Lower the learning rate or check the data; the last good checkpoint is kept.",
                 v[3].max(1.0),
                 self.schedule.lr(step)
             )));
