@@ -3,7 +3,7 @@
 # benchmark at the issue's sizes, the full-data Fashion-MNIST run, and the method ablation,
 # each under its own time limit so one slow stage cannot eat the others' time, plus the
 # GPU kernel tests and the PyTorch parity test on the real GPU. Results go to $OUT
-# (default: runs/device): bench.md, test-gpu.log, test-parity.log, full.log +
+# (default: runs/device): bench.md, memory.md, test-gpu.log, test-parity.log, full.log +
 # full/metrics.csv, ablation.md.
 #   DEVICE_QUICK=1   tiny settings, to check the script itself on any machine.
 set -uo pipefail
@@ -40,6 +40,10 @@ fi
 echo "== bench" >&2
 timeout "$t_bench" .bin/bench "${bench_args[@]}" > "$OUT/bench.md" 2> "$OUT/bench.err"
 echo "bench exit $?" >&2
+
+echo "== memory plan (no device needed; the paper's step, for the README)" >&2
+.bin/bench --memory resnet50,448,16,200 > "$OUT/memory.md" 2>&1
+echo "memory exit $?" >&2
 
 echo "== GPU tests (kernels against f64 twins, PyTorch parity)" >&2
 timeout 60 .bin/test-gpu > "$OUT/test-gpu.log" 2>&1
