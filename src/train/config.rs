@@ -1,0 +1,356 @@
+//! The training configuration: everything that defines a run, validated before anything
+//! is allocated and stored in checkpoints so a resumed run continues with the same
+//! settings.
+
+use super::network::MethodConfig;
+use super::schedule::Schedule;
+use crate::error::{Error, Result};
+use crate::method::diversify::DiversifyConfig;
+use crate::method::loss::{effective_k, LossKind};
+use serde::{Deserialize, Serialize};
+
+/// Which loss the main phase trains with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LossChoice {
+    /// Plain softmax cross-entropy (baseline).
+    Ce,
+    /// Gradient-boosting cross-entropy over the true class and the top-k negatives.
+    Gce,
+}
+
+/// Everything that defines a training run; serialised into checkpoints so `--resume`
+/// continues with the same settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch: usize,
+    pub lr: f32,
+    pub momentum: f32,
+    pub weight_decay: f32,
+    pub schedule: Schedule,
+    /// Linear learning-rate warm-up, in epochs (fractional allowed).
+    pub warmup_epochs: f32,
+    pub loss: LossChoice,
+    /// GCE's k (clamped to C - 1).
+    pub k: u32,
+    /// Train the first epochs with cross-entropy before switching to GCE.
+    pub ce_warmup_epochs: usize,
+    /// Diversification block on/off, and its parameters.
+    pub diversify: bool,
+    pub p_peak: f32,
+    pub p_patch: f32,
+    /// Patch size G; 0 = scale with the class-map size (3 at 14x14).
+    pub grid: u32,
+    pub alpha: f32,
+    pub seed: u64,
+}
+
+/// The recipe for small images with 10 classes (Fashion-MNIST): what
+/// [`crate::recipe::Recipe`] starts from and the train example runs with no flags.
+impl Default for TrainConfig {
+    fn default() -> Self {
+        let d = DiversifyConfig::default();
+        TrainConfig {
+            epochs: 4,
+            batch: 32,
+            lr: 0.1,
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            schedule: Schedule::Cosine { min_factor: 0.0 },
+            warmup_epochs: 0.2,
+            loss: LossChoice::Gce,
+            k: 3,
+            ce_warmup_epochs: 1,
+            diversify: true,
+            p_peak: d.p_peak,
+            p_patch: d.p_patch,
+            grid: 0,
+            alpha: d.alpha,
+            seed: 0,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// The method settings for a model with `classes` classes and class maps of `map` size.
+    /// Returns a note when GCE's k was clamped to C - 1.
+    pub fn method(
+        &self,
+        classes: usize,
+        map: (usize, usize),
+    ) -> Result<(MethodConfig, Option<String>)> {
+        let mut note = None;
+        let loss = match self.loss {
+            LossChoice::Ce => LossKind::CrossEntropy,
+            LossChoice::Gce => {
+                let (k, clamped) = effective_k(self.k, classes);
+                if clamped {
+                    note = Some(format!(
+                        "GCE k = {} clamped to C - 1 = {k} ({classes} classes): GCE equals cross-entropy",
+                        self.k
+                    ));
+                }
+                LossKind::Gce { k }
+            }
+        };
+        let diversify = if self.diversify {
+            let cfg = DiversifyConfig {
+                p_peak: self.p_peak,
+                p_patch: self.p_patch,
+                grid: if self.grid == 0 {
+                    DiversifyConfig::grid_for_map(map.0, map.1)
+                } else {
+                    self.grid
+                },
+                alpha: self.alpha,
+                seed: (self.seed as u32) ^ ((self.seed >> 32) as u32),
+            };
+            cfg.validate()?;
+            Some(cfg)
+        } else {
+            None
+        };
+        Ok((MethodConfig { diversify, loss }, note))
+    }
+
+    /// Check ranges before anything is allocated.
+    pub fn validate(&self) -> Result<()> {
+        if self.epochs == 0 {
+            return Err(Error::invalid("epochs", "must be at least 1"));
+        }
+        if self.batch == 0 {
+            return Err(Error::invalid("batch", "must be at least 1"));
+        }
+        if self.lr.is_nan() || self.lr <= 0.0 || self.lr.is_infinite() {
+            return Err(Error::invalid(
+                "lr",
+                format!("{} is not a positive number", self.lr),
+            ));
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return Err(Error::invalid(
+                "momentum",
+                format!("{} is not in [0, 1)", self.momentum),
+            ));
+        }
+        if self.weight_decay.is_nan() || self.weight_decay < 0.0 {
+            return Err(Error::invalid("weight_decay", "must be >= 0"));
+        }
+        if self.loss == LossChoice::Gce && self.k == 0 {
+            return Err(Error::invalid("k", "GCE needs k >= 1"));
+        }
+        if !self.warmup_epochs.is_finite() || self.warmup_epochs < 0.0 {
+            return Err(Error::invalid(
+                "warmup_epochs",
+                format!("{} is not a number >= 0", self.warmup_epochs),
+            ));
+        }
+        match &self.schedule {
+            Schedule::Constant => {}
+            Schedule::Step { milestones, gamma } => {
+                if !gamma.is_finite() || *gamma <= 0.0 {
+                    return Err(Error::invalid(
+                        "gamma",
+                        format!("{gamma} is not a positive number"),
+                    ));
+                }
+                if milestones.windows(2).any(|w| w[0] >= w[1]) || milestones.contains(&0) {
+                    return Err(Error::invalid(
+                        "milestones",
+                        format!("{milestones:?}: epochs must be >= 1 and increasing"),
+                    ));
+                }
+            }
+            Schedule::Cosine { min_factor } => {
+                if !(0.0..=1.0).contains(min_factor) {
+                    return Err(Error::invalid(
+                        "cosine min_factor",
+                        format!("{min_factor} is not in [0, 1]"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every numeric setting at zero or out of range is an error naming the setting.
+    #[test]
+    fn out_of_range_settings_name_themselves() {
+        let d = TrainConfig::default();
+        d.validate().unwrap();
+        let step = |milestones: Vec<usize>, gamma: f32| Schedule::Step { milestones, gamma };
+        let cases: Vec<(TrainConfig, &str)> = vec![
+            (
+                TrainConfig {
+                    epochs: 0,
+                    ..d.clone()
+                },
+                "epochs",
+            ),
+            (
+                TrainConfig {
+                    batch: 0,
+                    ..d.clone()
+                },
+                "batch",
+            ),
+            (
+                TrainConfig {
+                    lr: 0.0,
+                    ..d.clone()
+                },
+                "lr",
+            ),
+            (
+                TrainConfig {
+                    lr: f32::NAN,
+                    ..d.clone()
+                },
+                "lr",
+            ),
+            (
+                TrainConfig {
+                    lr: f32::INFINITY,
+                    ..d.clone()
+                },
+                "lr",
+            ),
+            (
+                TrainConfig {
+                    momentum: 1.0,
+                    ..d.clone()
+                },
+                "momentum",
+            ),
+            (
+                TrainConfig {
+                    momentum: -0.1,
+                    ..d.clone()
+                },
+                "momentum",
+            ),
+            (
+                TrainConfig {
+                    weight_decay: -1.0,
+                    ..d.clone()
+                },
+                "weight_decay",
+            ),
+            (TrainConfig { k: 0, ..d.clone() }, "k"),
+            (
+                TrainConfig {
+                    warmup_epochs: -1.0,
+                    ..d.clone()
+                },
+                "warmup_epochs",
+            ),
+            (
+                TrainConfig {
+                    warmup_epochs: f32::NAN,
+                    ..d.clone()
+                },
+                "warmup_epochs",
+            ),
+            (
+                TrainConfig {
+                    schedule: step(vec![30, 60], 0.0),
+                    ..d.clone()
+                },
+                "gamma",
+            ),
+            (
+                TrainConfig {
+                    schedule: step(vec![60, 30], 0.1),
+                    ..d.clone()
+                },
+                "milestones",
+            ),
+            (
+                TrainConfig {
+                    schedule: step(vec![0], 0.1),
+                    ..d.clone()
+                },
+                "milestones",
+            ),
+            (
+                TrainConfig {
+                    schedule: Schedule::Cosine { min_factor: 2.0 },
+                    ..d.clone()
+                },
+                "min_factor",
+            ),
+        ];
+        for (cfg, name) in cases {
+            let e = cfg.validate().expect_err(name).to_string();
+            assert!(e.contains(name), "{name}: {e}");
+            assert!(
+                !e.contains("--"),
+                "no CLI flag names in library errors: {e}"
+            );
+        }
+        for (cfg, name) in [
+            (
+                TrainConfig {
+                    alpha: 1.5,
+                    ..d.clone()
+                },
+                "alpha",
+            ),
+            (
+                TrainConfig {
+                    p_peak: -0.5,
+                    ..d.clone()
+                },
+                "p_peak",
+            ),
+            (
+                TrainConfig {
+                    p_patch: 2.0,
+                    ..d.clone()
+                },
+                "p_patch",
+            ),
+        ] {
+            let e = cfg.method(10, (4, 4)).expect_err(name).to_string();
+            assert!(e.contains(name), "{name}: {e}");
+        }
+    }
+
+    #[test]
+    fn run_options_reject_zero_counts() {
+        let d = crate::train::run::RunOptions::default();
+        d.validate().unwrap();
+        for (o, name) in [
+            (
+                crate::train::run::RunOptions {
+                    threads: 0,
+                    ..d.clone()
+                },
+                "threads",
+            ),
+            (
+                crate::train::run::RunOptions {
+                    checkpoint_every: Some(0),
+                    ..d.clone()
+                },
+                "checkpoint_every",
+            ),
+            (
+                crate::train::run::RunOptions {
+                    max_steps: Some(0),
+                    ..d.clone()
+                },
+                "max_steps",
+            ),
+        ] {
+            let e = o.validate().expect_err(name).to_string();
+            assert!(e.contains(name), "{name}: {e}");
+        }
+    }
+}
