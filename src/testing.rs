@@ -219,3 +219,20 @@ pub fn write_toy_folders(
         }
     }
 }
+
+/// A tree written by [`write_toy_folders`], opened whole as a training set (grayscale, its
+/// own `size`, nothing held out).
+pub fn open_toy_folders(
+    root: &std::path::Path,
+    size: usize,
+) -> std::sync::Arc<dyn crate::data::Dataset> {
+    let opts = crate::data::DataOptions {
+        channels: Some(1),
+        size: Some(size),
+        test_fraction: 0.0,
+        ..crate::data::DataOptions::default()
+    };
+    std::sync::Arc::from(
+        crate::data::open_dataset(root, crate::data::Split::Train, &opts).expect("toy dataset"),
+    )
+}

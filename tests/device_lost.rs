@@ -4,7 +4,7 @@
 //! test adapter of other test binaries.
 
 use finegrain::checkpoint::Checkpoint;
-use finegrain::data::{open_dataset, DataOptions, Dataset, Split};
+use finegrain::data::Dataset;
 use finegrain::model::ModelConfig;
 use finegrain::train::observe::Event;
 use finegrain::train::{Run, RunOptions, TrainConfig};
@@ -15,13 +15,7 @@ const SIZE: usize = 12;
 
 fn data(root: &Path) -> Arc<dyn Dataset> {
     finegrain::testing::write_toy_folders(root, &["left", "top"], 8, SIZE as u32, 4);
-    let opts = DataOptions {
-        channels: Some(1),
-        size: Some(SIZE),
-        test_fraction: 0.0,
-        ..DataOptions::default()
-    };
-    Arc::from(open_dataset(root, Split::Train, &opts).unwrap())
+    finegrain::testing::open_toy_folders(root, SIZE)
 }
 
 #[test]

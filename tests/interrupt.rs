@@ -5,7 +5,7 @@
 #![cfg(unix)]
 
 use finegrain::checkpoint::Checkpoint;
-use finegrain::data::{open_dataset, DataOptions, Dataset, Split};
+use finegrain::data::Dataset;
 use finegrain::model::ModelConfig;
 use finegrain::train::observe::Event;
 use finegrain::train::{LossChoice, Run, RunOptions, StopFlag, TrainConfig};
@@ -25,13 +25,7 @@ fn write_dataset(root: &Path) {
 }
 
 fn train_data(root: &Path) -> Arc<dyn Dataset> {
-    let opts = DataOptions {
-        channels: Some(1),
-        size: Some(SIZE),
-        test_fraction: 0.0,
-        ..DataOptions::default()
-    };
-    Arc::from(open_dataset(root, Split::Train, &opts).unwrap())
+    finegrain::testing::open_toy_folders(root, SIZE)
 }
 
 /// 9 steps per epoch (36 images, batch 4), [`EPOCHS`] epochs: long enough that a signal sent
