@@ -248,7 +248,7 @@ impl Classifier {
     /// [`Classifier::input_len`] values each).
     pub fn classify(&self, gpu: &Gpu, inputs: &[f32], top_k: usize) -> Result<Vec<Prediction>> {
         Ok(self
-            .run(gpu, inputs, top_k, 0)?
+            .classify_with_maps(gpu, inputs, top_k, 0)?
             .into_iter()
             .map(|(p, _)| p)
             .collect())
@@ -258,40 +258,6 @@ impl Classifier {
     /// classes (for [`Classifier::cam_image`]; `maps` = 0: none, and nothing extra is read
     /// back from the GPU).
     pub fn classify_with_maps(
-        &self,
-        gpu: &Gpu,
-        inputs: &[f32],
-        top_k: usize,
-        maps: usize,
-    ) -> Result<Vec<(Prediction, Vec<ClassMap>)>> {
-        self.run(gpu, inputs, top_k, maps)
-    }
-
-    /// Decode, preprocess and classify image files: one result per file, in order; a file
-    /// that cannot be read is an `Err` naming it, and the others are still classified.
-    pub fn classify_paths(
-        &self,
-        gpu: &Gpu,
-        files: &[PathBuf],
-        top_k: usize,
-        threads: usize,
-    ) -> Result<Vec<Result<Prediction>>> {
-        let mut out = Vec::with_capacity(files.len());
-        for chunk in files.chunks(self.batch()) {
-            let prepared = self.prepare_all(chunk, threads);
-            let mut inputs = Vec::new();
-            for v in prepared.iter().flatten() {
-                inputs.extend_from_slice(v);
-            }
-            let mut preds = self.classify(gpu, &inputs, top_k)?.into_iter();
-            for p in prepared {
-                out.push(p.map(|_| preds.next().expect("one prediction per prepared input")));
-            }
-        }
-        Ok(out)
-    }
-
-    fn run(
         &self,
         gpu: &Gpu,
         inputs: &[f32],
@@ -345,6 +311,30 @@ impl Classifier {
                     None => Vec::new(),
                 };
                 out.push((Prediction { top }, m));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Decode, preprocess and classify image files: one result per file, in order; a file
+    /// that cannot be read is an `Err` naming it, and the others are still classified.
+    pub fn classify_paths(
+        &self,
+        gpu: &Gpu,
+        files: &[PathBuf],
+        top_k: usize,
+        threads: usize,
+    ) -> Result<Vec<Result<Prediction>>> {
+        let mut out = Vec::with_capacity(files.len());
+        for chunk in files.chunks(self.batch()) {
+            let prepared = self.prepare_all(chunk, threads);
+            let mut inputs = Vec::new();
+            for v in prepared.iter().flatten() {
+                inputs.extend_from_slice(v);
+            }
+            let mut preds = self.classify(gpu, &inputs, top_k)?.into_iter();
+            for p in prepared {
+                out.push(p.map(|_| preds.next().expect("one prediction per prepared input")));
             }
         }
         Ok(out)
