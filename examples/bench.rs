@@ -15,7 +15,7 @@ use finegrain::kernels::conv2d::{
     Conv2dBackwardData, Conv2dBackwardWeight, Conv2dForward, Conv2dKernel, Conv2dOptions,
     Conv2dShape,
 };
-use finegrain::kernels::gemm::{gemm, Gemm, GemmOptions, GemmSpec};
+use finegrain::kernels::gemm::{gemm, Gemm, GemmKernel, GemmOptions, GemmSpec};
 use finegrain::model::ModelConfig;
 use finegrain::train::memory::{mib, AdapterClass, Category, MemoryPlan};
 use finegrain::train::{NetMode, TrainConfig, Trainer};
@@ -232,38 +232,68 @@ fn check(name: &str, got: f32, want: f64, scale: f64) -> Result<(), String> {
     Ok(())
 }
 
+/// GEMM M = N = K with every kernel the adapter can run (f32; f16 storage with f32 math;
+/// cooperative matrices f16 x f16 -> f32, 8x8 and 16x16): one table, each row validated at
+/// 32 random entries against an f64 dot product of the operands the kernel saw (f16-rounded
+/// for the f16 kernels).
 fn bench_gemm(gpu: &Gpu, a: &Args, rng: &mut impl Rng) -> finegrain::Result<()> {
-    println!("\n| GEMM (f32, M=N=K) | ms | GFLOP/s |\n|---|---|---|");
+    println!("\n| GEMM M=N=K | kernel | ms | TFLOP/s |\n|---|---|---|---|");
+    let kernels: Vec<GemmKernel> = GemmKernel::ALL
+        .into_iter()
+        .filter(|k| k.available(gpu))
+        .collect();
     for &n in &a.gemm {
-        let av = rand_vec(rng, n * n);
-        let bv = rand_vec(rng, n * n);
-        let ta = gpu.tensor("a", &[n, n], &av)?;
-        let tb = gpu.tensor("b", &[n, n], &bv)?;
+        let mut av = rand_vec(rng, n * n);
+        let mut bv = rand_vec(rng, n * n);
         let tc = gpu.zeros("c", &[n, n])?;
         let spec = GemmSpec::new(n, n, n);
-        let t = Gemm {
-            a: &ta,
-            b: &tb,
-            c: &tc,
-        };
-        let d = gemm(gpu, &t, &GemmOptions::default())?;
-        gpu.run(&[&d])?;
-        let c = gpu.download(&tc)?;
-        for _ in 0..32 {
-            let (i, j) = (rng.random_range(0..n), rng.random_range(0..n));
-            let want: f64 = (0..n)
-                .map(|l| av[i * n + l] as f64 * bv[l * n + j] as f64)
-                .sum();
-            check(
-                &format!("gemm {n} C[{i},{j}]"),
-                c[i * n + j],
-                want,
-                (n as f64).sqrt(),
-            )
-            .map_err(|e| finegrain::Error::invalid("validation", e))?;
+        for &kernel in &kernels {
+            let f16 = kernel != GemmKernel::F32;
+            let (ta, tb) = if f16 {
+                av = finegrain::reference::gemm::round_f16(&av);
+                bv = finegrain::reference::gemm::round_f16(&bv);
+                (
+                    gpu.tensor_f16("a", &[n, n], &av)?,
+                    gpu.tensor_f16("b", &[n, n], &bv)?,
+                )
+            } else {
+                (
+                    gpu.tensor("a", &[n, n], &av)?,
+                    gpu.tensor("b", &[n, n], &bv)?,
+                )
+            };
+            let t = Gemm {
+                a: &ta,
+                b: &tb,
+                c: &tc,
+            };
+            let o = GemmOptions {
+                kernel,
+                ..Default::default()
+            };
+            let d = gemm(gpu, &t, &o)?;
+            gpu.run(&[&d])?;
+            let c = gpu.download(&tc)?;
+            for _ in 0..32 {
+                let (i, j) = (rng.random_range(0..n), rng.random_range(0..n));
+                let want: f64 = (0..n)
+                    .map(|l| av[i * n + l] as f64 * bv[l * n + j] as f64)
+                    .sum();
+                check(
+                    &format!("gemm {kernel:?} {n} C[{i},{j}]"),
+                    c[i * n + j],
+                    want,
+                    (n as f64).sqrt(),
+                )
+                .map_err(|e| finegrain::Error::invalid("validation", e))?;
+            }
+            let ms = time(gpu, &[&d], a.reps)?;
+            println!(
+                "| {n} | {} | {ms:.3} | {:.2} |",
+                kernel.describe(),
+                spec.gflop() / (ms * 1e-3) * 1e-3
+            );
         }
-        let ms = time(gpu, &[&d], a.reps)?;
-        println!("| {n} | {ms:.3} | {:.1} |", spec.gflop() / (ms * 1e-3));
     }
     Ok(())
 }

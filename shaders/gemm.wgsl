@@ -1,6 +1,9 @@
-// gemm: C = alpha * A x B + beta * C, f32, arbitrary strides.
+// gemm: C = alpha * A x B + beta * C, f32 arithmetic, arbitrary strides.
 //
 // Bindings: 0 uniform Params, 1 A (read), 2 B (read), 3 C (read_write; read only when beta != 0).
+// A and B are declared, with their `load_a` / `load_b`, by the storage file appended to this
+// one: `gemm_io_f32.wgsl` (f32 storage) or `gemm_io_f16.wgsl` (f16 storage, widened to f32
+// on load: the f16-storage GEMM of mixed precision). C is f32 either way.
 // A(m, k) = a[a_off + m * a_rs + k * a_cs], B(k, n) = b[b_off + k * b_rs + n * b_cs],
 // C(m, n) = c[c_off + m * c_rs + n]. Transposes are stride swaps, so one pipeline serves
 // A x B, A^T x B and A x B^T (weight gradients, data gradients, the class-map head).
@@ -20,8 +23,6 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 
 const TM: u32 = 64u;
@@ -56,7 +57,7 @@ fn gemm(
             let gk = k0 + kk;
             var va = 0.0;
             if (gr < p.m && gk < p.k) {
-                va = a[a_base + gr * p.a_rs + gk * p.a_cs];
+                va = load_a(a_base + gr * p.a_rs + gk * p.a_cs);
             }
             tile_a[kk * TM + r] = va;
             // B tile: consecutive threads walk n (B row-major, b_cs = 1).
@@ -66,7 +67,7 @@ fn gemm(
             let gc = col0 + cb;
             var vb = 0.0;
             if (gkb < p.k && gc < p.n) {
-                vb = b[b_base + gkb * p.b_rs + gc * p.b_cs];
+                vb = load_b(b_base + gkb * p.b_rs + gc * p.b_cs);
             }
             tile_b[kb * TN + cb] = vb;
         }

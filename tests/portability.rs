@@ -11,11 +11,35 @@ fn validate(name: &str, src: &str) -> (naga::Module, ModuleInfo) {
     let module = naga::front::wgsl::parse_str(src)
         .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
     // Subgroup operations are allowed: only `conv2d_subgroup` uses them, and the launchers
-    // pick it only on adapters whose subgroups are 8 wide.
-    let info = Validator::new(ValidationFlags::all(), Capabilities::SUBGROUP)
+    // pick it only on adapters whose subgroups are 8 wide. f16 and cooperative matrices
+    // are allowed in the mixed-precision GEMMs, chosen only where the adapter has them.
+    let caps =
+        Capabilities::SUBGROUP | Capabilities::SHADER_FLOAT16 | Capabilities::COOPERATIVE_MATRIX;
+    let info = Validator::new(ValidationFlags::all(), caps)
         .validate(&module)
         .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
-    (module, info)
+    // Override constants at the largest value a launcher sets (the cooperative-matrix
+    // GEMM's virtual-subgroup width SG is at most 64), so that the workgroup size and
+    // memory checked below are the largest a pipeline gets.
+    let mut constants = naga::back::PipelineConstants::default();
+    for (_, o) in module.overrides.iter() {
+        if let Some(n) = &o.name {
+            assert_eq!(
+                n, "SG",
+                "{name}: unknown override `{n}`: give it its largest value here"
+            );
+            constants.insert(n.clone(), 64.0);
+        }
+    }
+    let (module, info) =
+        naga::back::pipeline_constants::process_overrides(&module, &info, None, &constants)
+            .unwrap_or_else(|e| panic!("{name}: overrides: {e}"));
+    (module.into_owned(), info.into_owned())
+}
+
+/// Cooperative matrices exist in SPIR-V and MSL only (wgpu: Vulkan and Metal).
+fn uses_coop(src: &str) -> bool {
+    src.contains("enable wgpu_cooperative_matrix")
 }
 
 fn type_size(module: &naga::Module, ty: naga::Handle<naga::Type>) -> u32 {
@@ -121,11 +145,21 @@ fn shaders_translate_to_msl_hlsl_spirv_within_portable_limits() {
                 .unwrap_or_else(|e| panic!("{}.{}: MSL: {e:?}", s.name, ep.name));
         }
 
-        // HLSL (DX12).
+        // HLSL (DX12): no cooperative matrices there (wgpu offers them on Vulkan and
+        // Metal); the f32 path and the f16-storage GEMM must translate.
+        if uses_coop(s.source) {
+            continue;
+        }
         let mut out = String::new();
         // Shader model 6.0: the first with wave (subgroup) intrinsics; what DXC targets.
+        // 6.2 for f16 (native 16-bit types).
+        let shader_model = if s.source.contains("enable f16") {
+            hlsl::ShaderModel::V6_2
+        } else {
+            hlsl::ShaderModel::V6_0
+        };
         let ho = hlsl::Options {
-            shader_model: hlsl::ShaderModel::V6_0,
+            shader_model,
             ..Default::default()
         };
         let hp = hlsl::PipelineOptions::default();

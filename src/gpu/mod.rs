@@ -117,7 +117,46 @@ pub struct GpuFeatures {
     pub timestamp_query: bool,
     pub shader_f16: bool,
     pub subgroups: bool,
+    /// Square cooperative-matrix tiles (side 8 or 16) with f16 A and B and an f32
+    /// accumulator that the adapter lists in `cooperative_matrix_properties()` (wgpu's
+    /// experimental feature, enabled only where such a tile exists).
+    pub coop_f16_f32: CoopTiles,
 }
+
+/// Which f16 x f16 -> f32 cooperative-matrix tile sides an adapter has.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CoopTiles {
+    pub t8: bool,
+    pub t16: bool,
+}
+
+impl CoopTiles {
+    /// The tiles in `props` that the GEMM kernels can use: M = N = K = 8 or 16, f16 A/B,
+    /// f32 C, without saturating accumulation.
+    pub fn from_properties(props: &[wgpu::CooperativeMatrixProperties]) -> CoopTiles {
+        let has = |side: u32| {
+            props.iter().any(|p| {
+                p.m_size == side
+                    && p.n_size == side
+                    && p.k_size == side
+                    && p.ab_type == wgpu::CooperativeScalarType::F16
+                    && p.cr_type == wgpu::CooperativeScalarType::F32
+                    && !p.saturating_accumulation
+            })
+        };
+        CoopTiles {
+            t8: has(8),
+            t16: has(16),
+        }
+    }
+
+    pub fn any(&self) -> bool {
+        self.t8 || self.t16
+    }
+}
+
+/// A cached pipeline: shader, entry point, and its override constants (name, f64 bits).
+type PipelineKey = (&'static str, &'static str, Vec<(&'static str, u64)>);
 
 /// The chosen adapter, its device and queue, and the pipeline cache.
 pub struct Gpu {
@@ -130,7 +169,7 @@ pub struct Gpu {
     /// Convolution kernel family asked for in [`GpuOptions::kernels`].
     pub kernels: KernelFamily,
     modules: Mutex<HashMap<&'static str, Arc<wgpu::ShaderModule>>>,
-    pipelines: Mutex<HashMap<(&'static str, &'static str), Arc<wgpu::ComputePipeline>>>,
+    pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
     errors: Arc<Mutex<Vec<String>>>,
     /// Set by the device-lost callback: why the device was lost.
     lost: Arc<Mutex<Option<String>>>,
@@ -305,16 +344,33 @@ impl Gpu {
                 required |= f;
             }
         }
+        // Cooperative matrices: only with f16 (their inputs are f16) and a tile the kernels
+        // have (wgpu does not check shaders against the adapter's list, so we choose).
+        let mut coop = CoopTiles::default();
+        let mut experimental = wgpu::ExperimentalFeatures::disabled();
+        if af.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+            && required.contains(wgpu::Features::SHADER_F16)
+        {
+            coop = CoopTiles::from_properties(&adapter.cooperative_matrix_properties());
+            if coop.any() {
+                required |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+                // SAFETY: the experimental feature is used only by the cooperative-matrix
+                // GEMM kernels, whose every variant is tested against its f64 twin on the
+                // adapters CI has (Mesa 26 lavapipe); wgpu asks callers to opt in.
+                experimental = unsafe { wgpu::ExperimentalFeatures::enabled() };
+            }
+        }
         let features = GpuFeatures {
             timestamp_query: required.contains(wgpu::Features::TIMESTAMP_QUERY),
             shader_f16: required.contains(wgpu::Features::SHADER_F16),
             subgroups: required.contains(wgpu::Features::SUBGROUP),
+            coop_f16_f32: coop,
         };
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("finegrain"),
             required_features: required,
             required_limits: limits.clone(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            experimental_features: experimental,
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         }))
@@ -371,6 +427,15 @@ impl Gpu {
         }
         if self.features.subgroups {
             opt.push("subgroups");
+        }
+        match self.features.coop_f16_f32 {
+            CoopTiles {
+                t8: true,
+                t16: true,
+            } => opt.push("coop-matrix 8x8+16x16 f16->f32"),
+            CoopTiles { t8: true, .. } => opt.push("coop-matrix 8x8 f16->f32"),
+            CoopTiles { t16: true, .. } => opt.push("coop-matrix 16x16 f16->f32"),
+            _ => {}
         }
         format!(
             "{} ({:?}, {:?}, driver {} {}; max binding {} MiB; features: {})",
@@ -430,6 +495,17 @@ impl Gpu {
         self.features.subgroups
             && self.info.subgroup_min_size == 8
             && self.info.subgroup_max_size == 8
+    }
+
+    /// The width of the cooperative-matrix kernels' virtual subgroups (their `SG`): the
+    /// adapter's largest subgroup width rounded up to a power of two, 64 where the adapter
+    /// does not say; `None` above 64 (a workgroup of 4 x SG would pass 256 invocations).
+    pub fn coop_lanes(&self) -> Option<u32> {
+        match self.info.subgroup_max_size {
+            0 => Some(64),
+            w if w <= 64 => Some(w.next_power_of_two().max(4)),
+            _ => None,
+        }
     }
 
     /// The adapter's subgroup widths in words, for messages.

@@ -24,7 +24,10 @@ impl ShaderSource {
         })?;
         let mut v = naga::valid::Validator::new(
             naga::valid::ValidationFlags::all(),
-            naga::valid::Capabilities::default() | naga::valid::Capabilities::SUBGROUP,
+            naga::valid::Capabilities::default()
+                | naga::valid::Capabilities::SUBGROUP
+                | naga::valid::Capabilities::SHADER_FLOAT16
+                | naga::valid::Capabilities::COOPERATIVE_MATRIX,
         );
         v.validate(&module).map_err(|e| Error::Shader {
             shader: self.name.to_string(),
@@ -80,16 +83,46 @@ impl Gpu {
         shader: &ShaderSource,
         entry: &'static str,
     ) -> Result<Arc<wgpu::ComputePipeline>> {
+        self.pipeline_with(shader, entry, &[])
+    }
+
+    /// As [`Gpu::pipeline`], with values for the shader's `override` constants (one
+    /// pipeline per distinct set, cached).
+    pub fn pipeline_with(
+        &self,
+        shader: &ShaderSource,
+        entry: &'static str,
+        constants: &[(&'static str, f64)],
+    ) -> Result<Arc<wgpu::ComputePipeline>> {
+        let key = (
+            shader.name,
+            entry,
+            constants
+                .iter()
+                .map(|&(n, v)| (n, v.to_bits()))
+                .collect::<Vec<_>>(),
+        );
         if let Some(p) = self
             .pipelines
             .lock()
             .ok()
-            .and_then(|m| m.get(&(shader.name, entry)).cloned())
+            .and_then(|m| m.get(&key).cloned())
         {
             return Ok(p);
         }
         let module = self.module(shader)?;
-        let label = format!("{}.{}", shader.name, entry);
+        let label = match constants {
+            [] => format!("{}.{}", shader.name, entry),
+            c => format!(
+                "{}.{}({})",
+                shader.name,
+                entry,
+                c.iter()
+                    .map(|(n, v)| format!("{n}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        };
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let p = self
             .device
@@ -98,7 +131,10 @@ impl Gpu {
                 layout: None,
                 module: &module,
                 entry_point: Some(entry),
-                compilation_options: Default::default(),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants,
+                    ..Default::default()
+                },
                 cache: None,
             });
         if let Some(e) = pollster::block_on(scope.pop()) {
@@ -109,7 +145,7 @@ impl Gpu {
         }
         let p = Arc::new(p);
         if let Ok(mut m) = self.pipelines.lock() {
-            m.insert((shader.name, entry), p.clone());
+            m.insert(key, p.clone());
         }
         Ok(p)
     }
@@ -172,11 +208,39 @@ impl Gpu {
         self.dispatch_buffers(shader, entry, params, &buffers, workgroups)
     }
 
+    /// As [`Gpu::dispatch`], with values for the shader's `override` constants.
+    pub fn dispatch_with<P: bytemuck::Pod>(
+        &self,
+        shader: &ShaderSource,
+        entry: &'static str,
+        constants: &[(&'static str, f64)],
+        params: &P,
+        tensors: &[&Tensor],
+        workgroups: [u32; 3],
+    ) -> Result<Dispatch> {
+        let buffers: Vec<&wgpu::Buffer> = tensors.iter().map(|t| &t.buffer).collect();
+        let pipeline = self.pipeline_with(shader, entry, constants)?;
+        self.dispatch_pipeline(shader, entry, pipeline, params, &buffers, workgroups)
+    }
+
     /// As [`Gpu::dispatch`], with raw buffers.
     pub fn dispatch_buffers<P: bytemuck::Pod>(
         &self,
         shader: &ShaderSource,
         entry: &'static str,
+        params: &P,
+        buffers: &[&wgpu::Buffer],
+        workgroups: [u32; 3],
+    ) -> Result<Dispatch> {
+        let pipeline = self.pipeline(shader, entry)?;
+        self.dispatch_pipeline(shader, entry, pipeline, params, buffers, workgroups)
+    }
+
+    fn dispatch_pipeline<P: bytemuck::Pod>(
+        &self,
+        shader: &ShaderSource,
+        entry: &'static str,
+        pipeline: Arc<wgpu::ComputePipeline>,
         params: &P,
         buffers: &[&wgpu::Buffer],
         workgroups: [u32; 3],
@@ -189,7 +253,6 @@ impl Gpu {
                 format!("workgroups {workgroups:?} exceed the adapter limit {maxd} per dimension"),
             ));
         }
-        let pipeline = self.pipeline(shader, entry)?;
         let contents = pad16(bytemuck::bytes_of(params));
         self.count_buffer(contents.len() as u64);
         self.count_bind_group();

@@ -3,11 +3,24 @@
 use super::Gpu;
 use crate::error::{Error, Result};
 
-/// Element type of a tensor (4 bytes either way).
+/// Element type of a tensor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DType {
     F32,
     U32,
+    /// IEEE half precision (WGSL `f16`, needs the adapter's shader-f16 feature): the
+    /// storage of mixed precision. The host side converts to and from f32.
+    F16,
+}
+
+impl DType {
+    /// Bytes per element.
+    pub fn size(self) -> u64 {
+        match self {
+            DType::F32 | DType::U32 => 4,
+            DType::F16 => 2,
+        }
+    }
 }
 
 /// A storage buffer with a shape. Activations are NHWC; see the module that owns each
@@ -27,9 +40,10 @@ impl Tensor {
         self.shape.iter().product()
     }
 
-    /// Size in bytes of the elements (the buffer itself is never smaller than 4 bytes).
+    /// Size in bytes of the elements (the buffer itself is never smaller than 4 bytes, and
+    /// an f16 buffer is rounded up to whole 4-byte words).
     pub fn bytes(&self) -> u64 {
-        self.numel() as u64 * 4
+        self.numel() as u64 * self.dtype.size()
     }
 
     /// A tensor of another shape (and label) over the start of this one's buffer: how
@@ -38,7 +52,7 @@ impl Tensor {
     /// the view's shape.
     pub fn view(&self, label: &str, shape: &[usize]) -> Result<Tensor> {
         let numel: usize = shape.iter().product();
-        let capacity = (self.buffer.size() / 4) as usize;
+        let capacity = (self.buffer.size() / self.dtype.size()) as usize;
         if numel > capacity {
             return Err(Error::invalid(
                 format!("view `{label}` of `{}`", self.label),
@@ -96,7 +110,14 @@ pub enum Size<'a> {
 impl Gpu {
     fn alloc(&self, label: &str, shape: &[usize], dtype: DType) -> Result<Tensor> {
         let numel: usize = shape.iter().product();
-        let bytes = (numel as u64 * 4).max(4);
+        if dtype == DType::F16 && !self.features.shader_f16 {
+            return Err(Error::invalid(
+                format!("f16 tensor `{label}`"),
+                format!("adapter {} has no shader-f16 feature", self.info.name),
+            ));
+        }
+        // Whole 4-byte words: WGSL storage buffers are bound in multiples of 4 bytes.
+        let bytes = (numel as u64 * dtype.size()).next_multiple_of(4).max(4);
         let limit = self
             .limits
             .max_storage_buffer_binding_size
@@ -135,6 +156,47 @@ impl Gpu {
         self.alloc(label, shape, DType::U32)
     }
 
+    /// A zero-filled f16 tensor (error unless the adapter has shader-f16).
+    pub fn zeros_f16(&self, label: &str, shape: &[usize]) -> Result<Tensor> {
+        self.alloc(label, shape, DType::F16)
+    }
+
+    /// An f16 tensor holding `data` rounded to the nearest f16 (overflow gives infinity).
+    pub fn tensor_f16(&self, label: &str, shape: &[usize], data: &[f32]) -> Result<Tensor> {
+        let t = self.zeros_f16(label, shape)?;
+        self.upload_f16(&t, data)?;
+        Ok(t)
+    }
+
+    /// Write `data`, rounded to f16, into the f16 tensor `t`.
+    pub fn upload_f16(&self, t: &Tensor, data: &[f32]) -> Result<()> {
+        t.check(
+            "upload_f16",
+            "destination",
+            DType::F16,
+            Size::Len(data.len()),
+        )?;
+        let mut h: Vec<half::f16> = data.iter().map(|&v| half::f16::from_f32(v)).collect();
+        // Pad to the buffer's whole words.
+        h.resize(
+            ((t.bytes().next_multiple_of(4)) / 2) as usize,
+            half::f16::ZERO,
+        );
+        if !data.is_empty() {
+            self.queue
+                .write_buffer(&t.buffer, 0, bytemuck::cast_slice(&h));
+        }
+        Ok(())
+    }
+
+    /// Read an f16 tensor back to the host as f32 (exact; submits and waits).
+    pub fn download_f16(&self, t: &Tensor) -> Result<Vec<f32>> {
+        t.check("download_f16", "source", DType::F16, Size::Len(t.numel()))?;
+        let b = self.read_bytes(&t.buffer, t.bytes().next_multiple_of(4))?;
+        let h: Vec<half::f16> = bytemuck::pod_collect_to_vec(&b);
+        Ok(h[..t.numel()].iter().map(|v| v.to_f32()).collect())
+    }
+
     /// An f32 tensor holding `data`.
     pub fn tensor(&self, label: &str, shape: &[usize], data: &[f32]) -> Result<Tensor> {
         let t = self.zeros(label, shape)?;
@@ -149,8 +211,15 @@ impl Gpu {
         Ok(t)
     }
 
-    /// Write `data` into `t` (queued; takes effect before the next submit).
+    /// Write `data` into `t` (queued; takes effect before the next submit). f16 tensors take
+    /// [`Gpu::upload_f16`].
     pub fn upload<T: bytemuck::Pod>(&self, t: &Tensor, data: &[T]) -> Result<()> {
+        if t.dtype == DType::F16 {
+            return Err(Error::invalid(
+                format!("upload to `{}`", t.label),
+                "an f16 tensor takes upload_f16 (f32 values, rounded on the way)",
+            ));
+        }
         if std::mem::size_of_val(data) as u64 != t.bytes() {
             return Err(Error::invalid(
                 format!("upload to `{}`", t.label),
@@ -171,6 +240,9 @@ impl Gpu {
 
     /// Fill an f32 tensor with one value (NaN poisoning in tests, zeroing accumulators).
     pub fn fill(&self, t: &Tensor, value: f32) -> Result<()> {
+        if t.dtype == DType::F16 {
+            return self.upload_f16(t, &vec![value; t.numel()]);
+        }
         self.upload(t, &vec![value; t.numel()])
     }
 
@@ -186,8 +258,11 @@ impl Gpu {
         map_read(self, &staging, bytes)
     }
 
-    /// Read an f32 tensor back to the host (submits and waits).
+    /// Read an f32 tensor (or an f16 one, converted) back to the host (submits and waits).
     pub fn download(&self, t: &Tensor) -> Result<Vec<f32>> {
+        if t.dtype == DType::F16 {
+            return self.download_f16(t);
+        }
         let b = self.read_bytes(&t.buffer, t.bytes())?;
         Ok(bytemuck::pod_collect_to_vec(&b))
     }

@@ -1,6 +1,6 @@
 //! `gemm`: C = alpha * op(A) x op(B) + beta * C with strides (see `shaders/gemm.wgsl`).
 
-use super::GEMM;
+use super::{GEMM, GEMM_COOP16, GEMM_COOP8, GEMM_F16};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Dispatch, Gpu, Size, Tensor};
 use crate::method::dims;
@@ -37,7 +37,7 @@ pub struct Gemm<'a> {
 }
 
 /// How [`gemm`] combines its operands. [`Default`]: `C = A x B` (no transposes, alpha 1,
-/// beta 0).
+/// beta 0, the kernel chosen from the operands and the adapter).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct GemmOptions {
     /// A is stored (K, M) row-major and used transposed.
@@ -47,6 +47,7 @@ pub struct GemmOptions {
     pub alpha: f32,
     /// 0 overwrites C; 1 accumulates into C.
     pub beta: f32,
+    pub kernel: GemmKernel,
 }
 
 impl Default for GemmOptions {
@@ -56,6 +57,87 @@ impl Default for GemmOptions {
             trans_b: false,
             alpha: 1.0,
             beta: 0.0,
+            kernel: GemmKernel::Auto,
+        }
+    }
+}
+
+/// The GEMM kernels. C is f32 in all of them; A and B are f32 for [`GemmKernel::F32`] and
+/// f16 for the others.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmKernel {
+    /// From the operands' type: f32 operands take [`GemmKernel::F32`]; f16 operands the
+    /// largest cooperative-matrix tile the adapter has, else [`GemmKernel::F16Storage`].
+    Auto,
+    /// `shaders/gemm.wgsl`: f32 storage and arithmetic, 64 x 64 tiles.
+    F32,
+    /// `gemm.wgsl` over f16 storage, widened on load: f32 arithmetic, 64 x 64 tiles; for
+    /// adapters with shader-f16 and no cooperative matrices.
+    F16Storage,
+    /// `shaders/gemm_coop.wgsl` with 8 x 8 cooperative matrices (f16 x f16 -> f32), 32 x 32
+    /// workgroup tiles.
+    Coop8,
+    /// The same with 16 x 16 cooperative matrices, 64 x 64 workgroup tiles.
+    Coop16,
+}
+
+impl GemmKernel {
+    /// Every kernel but `Auto`, f32 first.
+    pub const ALL: [GemmKernel; 4] = [
+        GemmKernel::F32,
+        GemmKernel::F16Storage,
+        GemmKernel::Coop8,
+        GemmKernel::Coop16,
+    ];
+
+    /// The element type of A and B.
+    pub fn operand_dtype(self) -> DType {
+        match self {
+            GemmKernel::F32 | GemmKernel::Auto => DType::F32,
+            _ => DType::F16,
+        }
+    }
+
+    /// Whether `gpu` can run this kernel (and with which virtual-subgroup width, for the
+    /// cooperative ones).
+    pub fn available(self, gpu: &Gpu) -> bool {
+        let coop = gpu.features.coop_f16_f32;
+        match self {
+            GemmKernel::Auto | GemmKernel::F32 => true,
+            GemmKernel::F16Storage => gpu.features.shader_f16,
+            GemmKernel::Coop8 => coop.t8 && gpu.coop_lanes().is_some(),
+            GemmKernel::Coop16 => coop.t16 && gpu.coop_lanes().is_some(),
+        }
+    }
+
+    /// The kernel `Auto` stands for, given A and B of type `operands`.
+    pub fn resolve(self, gpu: &Gpu, operands: DType) -> GemmKernel {
+        match (self, operands) {
+            (GemmKernel::Auto, DType::F16) => [GemmKernel::Coop16, GemmKernel::Coop8]
+                .into_iter()
+                .find(|k| k.available(gpu))
+                .unwrap_or(GemmKernel::F16Storage),
+            (GemmKernel::Auto, _) => GemmKernel::F32,
+            (k, _) => k,
+        }
+    }
+
+    /// Side of the workgroup's output tile.
+    pub fn tile(self) -> u32 {
+        match self {
+            GemmKernel::Coop8 => 32,
+            _ => 64,
+        }
+    }
+
+    /// What the benchmark tables print: the kernel and its tiles.
+    pub fn describe(self) -> &'static str {
+        match self {
+            GemmKernel::Auto => "auto",
+            GemmKernel::F32 => "f32, 64x64 tile",
+            GemmKernel::F16Storage => "f16 storage, f32 math, 64x64 tile",
+            GemmKernel::Coop8 => "coop-matrix 8x8 f16->f32, 32x32 tile",
+            GemmKernel::Coop16 => "coop-matrix 16x16 f16->f32, 64x64 tile",
         }
     }
 }
@@ -77,8 +159,8 @@ pub struct GemmSpec {
 }
 
 /// `(rows, cols)` of the matrix view of `t` (its `role` in the GEMM): error unless it holds
-/// f32 in at least 2 dimensions, every size at least 1 and within u32 indexing.
-fn matrix(role: &str, t: &Tensor) -> Result<(usize, usize)> {
+/// `dtype` in at least 2 dimensions, every size at least 1 and within u32 indexing.
+fn matrix(role: &str, t: &Tensor, dtype: DType) -> Result<(usize, usize)> {
     let cols = match t.shape.as_slice() {
         [.., _, last] => *last,
         _ => {
@@ -91,7 +173,7 @@ fn matrix(role: &str, t: &Tensor) -> Result<(usize, usize)> {
             })
         }
     };
-    t.check("gemm", role, DType::F32, Size::Len(t.numel()))?;
+    t.check("gemm", role, dtype, Size::Len(t.numel()))?;
     let rows = t.numel().checked_div(cols).unwrap_or(0);
     dims(
         &format!("gemm {role} (`{}`)", t.label),
@@ -117,9 +199,14 @@ impl GemmSpec {
     /// M, N, K from the tensors of `t` (M and K from `a`, N from `b`), with `o`; error
     /// unless `b` has K and `c` is (M, N).
     pub fn of(t: &Gemm, o: &GemmOptions) -> Result<GemmSpec> {
-        let (ar, ac) = matrix("A", t.a)?;
+        // Auto takes the operands' type; a named kernel requires its own.
+        let operands = match o.kernel {
+            GemmKernel::Auto => t.a.dtype,
+            k => k.operand_dtype(),
+        };
+        let (ar, ac) = matrix("A", t.a, operands)?;
         let (m, k) = if o.trans_a { (ac, ar) } else { (ar, ac) };
-        let (br, bc) = matrix("B", t.b)?;
+        let (br, bc) = matrix("B", t.b, operands)?;
         let (bk, n) = if o.trans_b { (bc, br) } else { (br, bc) };
         let want_b = if o.trans_b { [n, k] } else { [k, n] };
         if bk != k {
@@ -131,7 +218,7 @@ impl GemmSpec {
                 dtype: format!("{:?}", t.b.dtype),
             });
         }
-        if matrix("C", t.c)? != (m, n) {
+        if matrix("C", t.c, DType::F32)? != (m, n) {
             return Err(Error::ShapeMismatch {
                 context: "gemm C".into(),
                 tensor: t.c.label.clone(),
@@ -178,8 +265,40 @@ impl GemmSpec {
 
 /// Build the dispatch for C = alpha * op(A) x op(B) + beta * C, the sizes read from the
 /// tensors ([`GemmSpec::of`]). Overwrites C (beta = 0) or accumulates into it (beta = 1).
+///
+/// The kernel is `o.kernel`, `Auto` resolved by [`GemmKernel::resolve`]; error
+/// ([`Error::Invalid`]) when the adapter cannot run the one asked for.
 pub fn gemm(gpu: &Gpu, t: &Gemm, o: &GemmOptions) -> Result<Dispatch> {
     let p = GemmSpec::of(t, o)?.params();
-    let wg = [p.n.div_ceil(64), p.m.div_ceil(64), 1];
-    gpu.dispatch(&GEMM, "gemm", &p, &[t.a, t.b, t.c], wg)
+    let kernel = o.kernel.resolve(gpu, t.a.dtype);
+    if !kernel.available(gpu) {
+        return Err(Error::invalid(
+            format!("gemm kernel {kernel:?}"),
+            format!(
+                "adapter {} cannot run it (shader-f16: {}, cooperative matrices f16->f32: {:?}, {})",
+                gpu.info.name,
+                gpu.features.shader_f16,
+                gpu.features.coop_f16_f32,
+                gpu.subgroup_sizes()
+            ),
+        ));
+    }
+    let tile = kernel.tile();
+    let wg = [p.n.div_ceil(tile), p.m.div_ceil(tile), 1];
+    let tensors = [t.a, t.b, t.c];
+    match kernel {
+        GemmKernel::F32 | GemmKernel::Auto => gpu.dispatch(&GEMM, "gemm", &p, &tensors, wg),
+        GemmKernel::F16Storage => gpu.dispatch(&GEMM_F16, "gemm", &p, &tensors, wg),
+        GemmKernel::Coop8 | GemmKernel::Coop16 => {
+            let shader = if kernel == GemmKernel::Coop8 {
+                &GEMM_COOP8
+            } else {
+                &GEMM_COOP16
+            };
+            // available() checked that the width exists.
+            let lanes = gpu.coop_lanes().unwrap_or(64);
+            let constants = [("SG", lanes as f64)];
+            gpu.dispatch_with(shader, "gemm_coop", &constants, &p, &tensors, wg)
+        }
+    }
 }

@@ -37,7 +37,53 @@ pub const CONV2D_COMMON: ShaderSource = shader!("conv2d_common");
 pub const CONV2D_SUBGROUP: ShaderSource = shader!("conv2d_subgroup" + "conv2d_common");
 pub const DIVERSIFY: ShaderSource = shader!("diversify");
 pub const ELEMENTWISE: ShaderSource = shader!("elementwise");
-pub const GEMM: ShaderSource = shader!("gemm");
+pub const GEMM: ShaderSource = ShaderSource {
+    name: "gemm",
+    source: concat!(
+        include_str!("../../shaders/gemm.wgsl"),
+        "\n",
+        include_str!("../../shaders/gemm_io_f32.wgsl"),
+    ),
+};
+/// `gemm` over f16 storage (f32 arithmetic). `enable f16;` goes on the first line, before
+/// the file's opening comment, so line numbers in errors stay the file's own.
+pub const GEMM_F16: ShaderSource = ShaderSource {
+    name: "gemm_f16",
+    source: concat!(
+        "enable f16; ",
+        include_str!("../../shaders/gemm.wgsl"),
+        "\n",
+        include_str!("../../shaders/gemm_io_f16.wgsl"),
+    ),
+};
+pub const GEMM_IO_F32: ShaderSource = shader!("gemm_io_f32");
+pub const GEMM_IO_F16: ShaderSource = ShaderSource {
+    name: "gemm_io_f16",
+    source: concat!(
+        "enable f16; ",
+        include_str!("../../shaders/gemm_io_f16.wgsl")
+    ),
+};
+/// The cooperative-matrix GEMM with 8 x 8 tiles (`shaders/gemm_coop.wgsl`).
+pub const GEMM_COOP8: ShaderSource = ShaderSource {
+    name: "gemm_coop",
+    source: concat!(
+        "enable f16; enable wgpu_cooperative_matrix; ",
+        include_str!("../../shaders/gemm_coop.wgsl"),
+        "\nalias MA = coop_mat8x8<f16, A>;\nalias MB = coop_mat8x8<f16, B>;\n",
+        "alias MC = coop_mat8x8<f32, C>;\nconst T: u32 = 8u;\n",
+    ),
+};
+/// The cooperative-matrix GEMM with 16 x 16 tiles.
+pub const GEMM_COOP16: ShaderSource = ShaderSource {
+    name: "gemm_coop16",
+    source: concat!(
+        "enable f16; enable wgpu_cooperative_matrix; ",
+        include_str!("../../shaders/gemm_coop.wgsl"),
+        "\nalias MA = coop_mat16x16<f16, A>;\nalias MB = coop_mat16x16<f16, B>;\n",
+        "alias MC = coop_mat16x16<f32, C>;\nconst T: u32 = 16u;\n",
+    ),
+};
 pub const HEAD: ShaderSource = shader!("head");
 pub const LOSS: ShaderSource = shader!("loss");
 pub const POOL: ShaderSource = shader!("pool");
@@ -52,6 +98,11 @@ pub const ALL_SHADERS: &[ShaderSource] = &[
     DIVERSIFY,
     ELEMENTWISE,
     GEMM,
+    GEMM_F16,
+    GEMM_IO_F32,
+    GEMM_IO_F16,
+    GEMM_COOP8,
+    GEMM_COOP16,
     HEAD,
     LOSS,
     POOL,
@@ -332,7 +383,7 @@ mod params_layout {
                 _pad2,
             }),
             "elementwise" => rust_layout!(ElementwiseParams { n }),
-            "gemm" => rust_layout!(GemmParams {
+            "gemm" | "gemm_f16" | "gemm_coop" | "gemm_coop16" => rust_layout!(GemmParams {
                 m,
                 n,
                 k,
@@ -407,10 +458,12 @@ mod params_layout {
             }
         }
         assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+        // The storage declarations appended to gemm.wgsl are the only files without one.
+        let fragments = [GEMM_IO_F32.name, GEMM_IO_F16.name];
         assert_eq!(
-            checked,
+            checked + fragments.len(),
             ALL_SHADERS.len(),
-            "every shader has a Params block"
+            "every shader but {fragments:?} has a Params block"
         );
     }
 
