@@ -13,6 +13,7 @@
 // batchnorm_backward_reduce             x      part     dy       mean     invstd
 // batchnorm_backward_finalize           part   dbeta    dgamma
 // batchnorm_backward_dx                 x      dx       dy       mean     invstd  gamma    dbeta  dgamma
+// batchnorm_backward_dx_inplace         dy     x->dx    mean     invstd   gamma   dbeta    dgamma
 // (`mean`, `invstd` are the saved batch statistics save_mean / save_invstd, C each.)
 //
 // Reductions (deterministic, no atomics). Rows are cut into `chunks` chunks of `chunk_rows`
@@ -311,5 +312,31 @@ fn batchnorm_backward_dx(
     for (var e = t; e < n; e += step) {
         let xhat = (src[e] - mean) * invstd;
         dst[e] = scale * (b3[e] - fma(xhat, dgamma, dbeta) * p.inv_rows);
+    }
+}
+
+// dx written over x: the same arithmetic as batchnorm_backward_dx, each element of x read
+// by the invocation that then overwrites it.
+@compute @workgroup_size(256, 1, 1)
+fn batchnorm_backward_dx_inplace(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let t = linear_index(wg, nwg, lid);
+    let step = stripe_step();
+    if (t >= step) {
+        return;
+    }
+    let c = t % p.channels;
+    let mean = b3[c];
+    let invstd = b4[c];
+    let scale = b5[c] * invstd;
+    let dbeta = b6[c];
+    let dgamma = b7[c];
+    let n = p.rows * p.channels;
+    for (var e = t; e < n; e += step) {
+        let xhat = (dst[e] - mean) * invstd;
+        dst[e] = scale * (src[e] - fma(xhat, dgamma, dbeta) * p.inv_rows);
     }
 }

@@ -241,10 +241,33 @@ impl BatchNormShape {
         [self.channels.div_ceil(CB) as u32, 1, 1]
     }
 
-    fn scratch(&self, gpu: &Gpu, sizing: BnSizing, label: &str) -> Result<Tensor> {
+    /// f32 of the reduction partials (chunks, 2, C) of a launch with `sizing`.
+    pub fn partials_len(&self, sizing: BnSizing) -> usize {
+        self.chunking(sizing).1 * 2 * self.channels
+    }
+
+    /// The reduction partials: `given` (error unless it holds at least
+    /// [`BatchNormShape::partials_len`] f32: a buffer shared by launches that run one after
+    /// another, each consuming its partials before the next writes them), else a buffer of
+    /// the launch's own, labelled `label`.
+    fn scratch(
+        &self,
+        gpu: &Gpu,
+        sizing: BnSizing,
+        given: Option<&Tensor>,
+        launcher: &str,
+        label: &str,
+    ) -> Result<Tensor> {
         let (_, chunks) = self.chunking(sizing);
-        // (chunks, 2, C)
-        gpu.zeros(label, &[chunks, 2, self.channels])
+        match given {
+            Some(t) => {
+                let need = self.partials_len(sizing);
+                t.check(launcher, "partials", DType::F32, Size::AtLeast(need))?;
+                Ok(t.clone())
+            }
+            // (chunks, 2, C)
+            None => gpu.zeros(label, &[chunks, 2, self.channels]),
+        }
     }
 }
 
@@ -259,6 +282,8 @@ pub struct BatchNormTrain<'a> {
     pub save_mean: &'a Tensor,
     pub save_invstd: &'a Tensor,
     pub y: &'a Tensor,
+    /// Reduction partials shared with other launches (`None`: the launch allocates its own).
+    pub partials: Option<&'a Tensor>,
 }
 
 /// Tensors of [`batchnorm_forward_eval`]: `x`, `y` (rows, C); the rest (C).
@@ -271,7 +296,9 @@ pub struct BatchNormEval<'a> {
     pub y: &'a Tensor,
 }
 
-/// Tensors of [`batchnorm_backward`]: `x`, `dy`, `dx` (rows, C); the rest (C).
+/// Tensors of [`batchnorm_backward`]: `x`, `dy`, `dx` (rows, C); the rest (C). `dx` may be
+/// `x` itself (the same buffer): the gradient is then written over the input, each element
+/// read before it is overwritten (how a training network keeps `dz` in `z`'s buffer).
 pub struct BatchNormBackward<'a> {
     pub x: &'a Tensor,
     pub dy: &'a Tensor,
@@ -281,6 +308,8 @@ pub struct BatchNormBackward<'a> {
     pub dx: &'a Tensor,
     pub dgamma: &'a Tensor,
     pub dbeta: &'a Tensor,
+    /// Reduction partials shared with other launches (`None`: the launch allocates its own).
+    pub partials: Option<&'a Tensor>,
 }
 
 /// Training-mode forward: batch mean and biased variance over the rows normalise `x`,
@@ -313,7 +342,8 @@ pub fn batchnorm_forward_train(
     )?;
     let sizing = o.sizing;
     let p = s.params(o);
-    let part = s.scratch(gpu, sizing, &format!("{}.bn_stats_partials", t.x.label))?;
+    let label = format!("{}.bn_stats_partials", t.x.label);
+    let part = s.scratch(gpu, sizing, t.partials, L, &label)?;
     let p_norm = BatchNormParams {
         relu: o.relu as u32,
         ..p
@@ -338,14 +368,77 @@ pub fn batchnorm_forward_train(
         ],
         s.finalize_grid(),
     )?;
-    let normalize = gpu.dispatch(
-        &BATCHNORM,
-        "batchnorm_forward_train_normalize",
+    let normalize = normalize_dispatch(
+        gpu,
+        &s,
         &p_norm,
-        &[t.x, t.y, t.gamma, t.beta, t.save_mean, t.save_invstd],
-        s.elementwise_grid(gpu, sizing),
+        &BatchNormNormalize {
+            x: t.x,
+            gamma: t.gamma,
+            beta: t.beta,
+            save_mean: t.save_mean,
+            save_invstd: t.save_invstd,
+            y: t.y,
+        },
+        sizing,
     )?;
     Ok(vec![stats, finalize, normalize])
+}
+
+fn normalize_dispatch(
+    gpu: &Gpu,
+    s: &BatchNormShape,
+    p_norm: &BatchNormParams,
+    t: &BatchNormNormalize,
+    sizing: BnSizing,
+) -> Result<Dispatch> {
+    gpu.dispatch(
+        &BATCHNORM,
+        "batchnorm_forward_train_normalize",
+        p_norm,
+        &[t.x, t.y, t.gamma, t.beta, t.save_mean, t.save_invstd],
+        s.elementwise_grid(gpu, sizing),
+    )
+}
+
+/// Tensors of [`batchnorm_normalize`]: `x`, `y` (rows, C); the rest (C).
+pub struct BatchNormNormalize<'a> {
+    pub x: &'a Tensor,
+    pub gamma: &'a Tensor,
+    pub beta: &'a Tensor,
+    pub save_mean: &'a Tensor,
+    pub save_invstd: &'a Tensor,
+    pub y: &'a Tensor,
+}
+
+/// The last pass of [`batchnorm_forward_train`] alone: `y` from `x` and the batch
+/// statistics it saved (then `max(0, y)` when `o.relu`), with the same pipeline and
+/// parameters, so with unchanged inputs the same bits. How a training network rebuilds,
+/// in backward, an output it did not keep. Overwrites `y`.
+pub fn batchnorm_normalize(
+    gpu: &Gpu,
+    t: &BatchNormNormalize,
+    o: &BatchNormOptions,
+) -> Result<Dispatch> {
+    const L: &str = "batchnorm_normalize";
+    o.validate(L)?;
+    let s = BatchNormShape::of(L, t.x, true)?;
+    s.check(
+        L,
+        t.x,
+        &[(t.x, "x"), (t.y, "y")],
+        &[
+            (t.gamma, "gamma"),
+            (t.beta, "beta"),
+            (t.save_mean, "save_mean"),
+            (t.save_invstd, "save_invstd"),
+        ],
+    )?;
+    let p_norm = BatchNormParams {
+        relu: o.relu as u32,
+        ..s.params(o)
+    };
+    normalize_dispatch(gpu, &s, &p_norm, t, o.sizing)
 }
 
 /// Eval-mode forward with the running statistics:
@@ -409,7 +502,8 @@ pub fn batchnorm_backward(
     )?;
     let sizing = o.sizing;
     let p = s.params(o);
-    let part = s.scratch(gpu, sizing, &format!("{}.bn_grad_partials", t.dy.label))?;
+    let label = format!("{}.bn_grad_partials", t.dy.label);
+    let part = s.scratch(gpu, sizing, t.partials, L, &label)?;
     let reduce = gpu.dispatch(
         &BATCHNORM,
         "batchnorm_backward_reduce",
@@ -424,21 +518,18 @@ pub fn batchnorm_backward(
         &[&part, t.dbeta, t.dgamma],
         s.finalize_grid(),
     )?;
-    let dxd = gpu.dispatch(
-        &BATCHNORM,
-        "batchnorm_backward_dx",
-        &p,
-        &[
-            t.x,
-            t.dx,
-            t.dy,
-            t.save_mean,
-            t.save_invstd,
-            t.gamma,
-            t.dbeta,
-            t.dgamma,
-        ],
-        s.elementwise_grid(gpu, sizing),
-    )?;
+    let grid = s.elementwise_grid(gpu, sizing);
+    let chans = [t.save_mean, t.save_invstd, t.gamma, t.dbeta, t.dgamma];
+    let dxd = if t.dx.buffer == t.x.buffer {
+        // In place: one read-write binding for x and dx (a buffer may not be bound both
+        // read-only and read-write in one dispatch).
+        let mut b = vec![t.dy, t.dx];
+        b.extend(chans);
+        gpu.dispatch(&BATCHNORM, "batchnorm_backward_dx_inplace", &p, &b, grid)?
+    } else {
+        let mut b = vec![t.x, t.dx, t.dy];
+        b.extend(chans);
+        gpu.dispatch(&BATCHNORM, "batchnorm_backward_dx", &p, &b, grid)?
+    };
     Ok(vec![reduce, finalize, dxd])
 }

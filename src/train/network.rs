@@ -11,10 +11,12 @@
 //! - `layers`: the units' GPU tensors, allocated by that layout;
 //! - `record`: the dispatch lists, top to bottom.
 //!
-//! Buffer conventions: activations are NHWC. In a training network every activation the
-//! backward pass reads has a buffer of its own and the gradients are views of a few
-//! buffers shared by liveness; in an inference network the activations themselves share
-//! those buffers (see [`ActivationLayout`]). A tensor consumed twice (a block input feeds
+//! Buffer conventions: activations are NHWC. In a training network the activations the
+//! backward pass reads have buffers of their own (except the outputs inside a block, which
+//! backward rebuilds exactly into one shared buffer), each convolution output's gradient is
+//! written over it, and the other gradients are views of a few buffers shared by liveness;
+//! in an inference network the activations themselves share those buffers (see
+//! [`ActivationLayout`]). A tensor consumed twice (a block input feeds
 //! the main branch and the shortcut) gets its gradient overwritten by the main branch and
 //! accumulated by the shortcut.
 
@@ -29,7 +31,8 @@ use crate::method::diversify::DiversifyConfig;
 use crate::method::loss::LossKind;
 use crate::model::ModelConfig;
 use crate::train::memory::{
-    split_k_scratch_len, training_lists, ActivationLayout, AdapterClass, SPLIT_K_SCRATCH,
+    split_k_scratch_len, training_lists, ActivationLayout, AdapterClass, BN_PARTIALS,
+    SPLIT_K_SCRATCH,
 };
 use layers::Layers;
 use params::ParamTable;
@@ -54,7 +57,7 @@ pub enum NetMode {
     Train,
     /// Parameters, batch-norm statistics and four activation buffers shared by liveness,
     /// and only the evaluation list (ResNet-50 at 448 px, batch 2: 201 MiB against the
-    /// training network's 1089 MiB, from `bench --memory resnet50,448,2,200`; see
+    /// training network's 919 MiB, from `bench --memory resnet50,448,2,200`; see
     /// [`crate::train::memory`]). The gradient fields (`Param::grad`,
     /// `Param::velocity`, `dmaps`, `dscores`, activation gradients) alias the values they
     /// would be the gradients of; nothing writes them.
@@ -97,6 +100,8 @@ pub struct Network {
     layers: Layers,
     /// Split-K partials of the weight gradients (training, when some layer splits).
     scratch: Option<Tensor>,
+    /// Reduction partials of every batch-norm launch (training).
+    bn_partials: Option<Tensor>,
 }
 
 impl Network {
@@ -147,6 +152,16 @@ impl Network {
             None
         };
         let (params, state) = (table.params, table.state);
+        let bn_partials = if training_lists(mode, method) > 0 {
+            let len = topo
+                .units()
+                .map(|u| u.bn.partials_len(class.bn))
+                .max()
+                .unwrap_or(1);
+            Some(gpu.zeros(BN_PARTIALS, &[len])?)
+        } else {
+            None
+        };
 
         let rec = Recorder {
             gpu,
@@ -156,6 +171,7 @@ impl Network {
             layers: &layers,
             io: &io,
             scratch: scratch.as_ref(),
+            bn_partials: bn_partials.as_ref(),
         };
         let lists = training_lists(mode, method);
         let train_main = match lists {
@@ -190,6 +206,7 @@ impl Network {
             eval,
             layers,
             scratch,
+            bn_partials,
         })
     }
 
@@ -238,7 +255,7 @@ impl Network {
     /// Every tensor the network holds: parameters with their gradients and momentum, the
     /// running and batch statistics, every activation and activation gradient (views of
     /// the shared buffers included, and the shared buffers themselves), the inputs and
-    /// outputs, and the split-K scratch. Tensors that alias another (an inference
+    /// outputs, the split-K scratch and the batch-norm partials. Tensors that alias another (an inference
     /// network's gradients) are listed too. The launchers' own scratch buffers are not
     /// reachable from here; [`crate::train::memory::MemoryPlan`] lists them.
     pub fn tensors(&self) -> Vec<&Tensor> {
@@ -261,6 +278,7 @@ impl Network {
             &self.stats,
         ]);
         v.extend(&self.scratch);
+        v.extend(&self.bn_partials);
         v
     }
 }

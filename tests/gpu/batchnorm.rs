@@ -98,6 +98,7 @@ fn forward_train_sized(
         save_mean: &tsm,
         save_invstd: &tsi,
         y: &ty,
+        partials: None,
     };
     let ds = batchnorm_forward_train(g, &t, &o).unwrap();
     let refs: Vec<_> = ds.iter().collect();
@@ -285,6 +286,7 @@ fn backward_sized(rows: usize, c: usize, offset: f32, sizing: BnSizing) {
         dx: &tdx,
         dgamma: &tdg,
         dbeta: &tdb,
+        partials: None,
     };
     let ds = batchnorm_backward(g, &t, &o).unwrap();
     g.run(&ds.iter().collect::<Vec<_>>()).unwrap();
@@ -355,6 +357,7 @@ fn batchnorm_rejects_wrong_shapes() {
         save_mean: &c,
         save_invstd: &c,
         y,
+        partials: None,
     };
     let e = batchnorm_forward_train(g, &train(&x, &c4, &x), &o)
         .err()
@@ -390,4 +393,130 @@ fn batchnorm_many_chunks() {
     );
     forward_train_case(20_000, 64, 3.0, 1);
     backward_case(20_000, 64, 3.0);
+}
+
+/// One training forward and backward, twice: with each launch's own partials and dx in a
+/// tensor of its own, then with one shared partials buffer (larger than needed, poisoned)
+/// for both launches and dx written over x. Every output must be the same, bit for bit:
+/// this is how a training network lays them out (memory plan), and its results may not
+/// change for it.
+fn shared_and_inplace_case(rows: usize, c: usize, sizing: BnSizing) {
+    let Some(g) = gpu() else { return };
+    let name = format!("batchnorm shared partials + in-place dx {sizing:?} rows={rows} c={c}");
+    let mut r = rng(&name);
+    let o = BatchNormOptions {
+        eps: 1e-5,
+        momentum: 0.1,
+        relu: false,
+        sizing,
+    };
+    let x = activations(&mut r, rows, c, 0.5);
+    let dy = uniform(&mut r, rows * c, 1.0);
+    let gamma = uniform(&mut r, c, 1.5);
+    let beta = uniform(&mut r, c, 1.0);
+    let need = BatchNormShape::of("test", &g.zeros("probe", &[rows, c]).unwrap(), true)
+        .unwrap()
+        .partials_len(sizing);
+    let shared = poisoned(g, "shared_partials", &[need + 37]);
+    // (y, save_mean, save_invstd, running_mean, dx, dgamma, dbeta) of one run.
+    let run = |partials: Option<&finegrain::gpu::Tensor>, inplace: bool| {
+        let tx = g.tensor("x", &[rows, c], &x).unwrap();
+        let tg = g.tensor("gamma", &[c], &gamma).unwrap();
+        let tb = g.tensor("beta", &[c], &beta).unwrap();
+        let trm = g.tensor("running_mean", &[c], &vec![0.0; c]).unwrap();
+        let trv = g.tensor("running_var", &[c], &vec![1.0; c]).unwrap();
+        let tsm = poisoned(g, "save_mean", &[c]);
+        let tsi = poisoned(g, "save_invstd", &[c]);
+        let ty = poisoned(g, "y", &[rows, c]);
+        let tdy = g.tensor("dy", &[rows, c], &dy).unwrap();
+        let own_dx = poisoned(g, "dx", &[rows, c]);
+        let tdx = if inplace { &tx } else { &own_dx };
+        let tdg = poisoned(g, "dgamma", &[c]);
+        let tdb = poisoned(g, "dbeta", &[c]);
+        let fwd = BatchNormTrain {
+            x: &tx,
+            gamma: &tg,
+            beta: &tb,
+            running_mean: &trm,
+            running_var: &trv,
+            save_mean: &tsm,
+            save_invstd: &tsi,
+            y: &ty,
+            partials,
+        };
+        let bwd = BatchNormBackward {
+            x: &tx,
+            dy: &tdy,
+            gamma: &tg,
+            save_mean: &tsm,
+            save_invstd: &tsi,
+            dx: tdx,
+            dgamma: &tdg,
+            dbeta: &tdb,
+            partials,
+        };
+        let mut ds = batchnorm_forward_train(g, &fwd, &o).unwrap();
+        ds.extend(batchnorm_backward(g, &bwd, &o).unwrap());
+        g.run(&ds.iter().collect::<Vec<_>>()).unwrap();
+        [&ty, &tsm, &tsi, &trm, tdx, &tdg, &tdb].map(|t| {
+            g.download(t)
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect::<Vec<_>>()
+        })
+    };
+    let own = run(None, false);
+    let shared = run(Some(&shared), true);
+    let names = [
+        "y",
+        "save_mean",
+        "save_invstd",
+        "running_mean",
+        "dx",
+        "dgamma",
+        "dbeta",
+    ];
+    for ((a, b), what) in own.iter().zip(&shared).zip(names) {
+        assert!(
+            a.iter().all(|v| !f32::from_bits(*v).is_nan()),
+            "{name}: {what} has NaN"
+        );
+        assert_eq!(a, b, "{name}: {what} differs between the two layouts");
+    }
+}
+
+#[test]
+fn batchnorm_shared_partials_and_inplace_dx_are_bit_identical() {
+    for sizing in [BnSizing::Gpu, BnSizing::Cpu] {
+        for &(rows, c) in &[(5 * 9 * 13, 7), (3, 13), (5 * 15 * 15, 33)] {
+            shared_and_inplace_case(rows, c, sizing);
+        }
+    }
+}
+
+/// A shared partials buffer smaller than a launch needs is refused, naming it.
+#[test]
+fn batchnorm_rejects_small_shared_partials() {
+    let Some(g) = gpu() else { return };
+    let o = BatchNormOptions::for_gpu(g);
+    let x = g.zeros("x", &[64, 8]).unwrap();
+    let c = g.zeros("c", &[8]).unwrap();
+    let small = g.zeros("tiny_partials", &[3]).unwrap();
+    let t = BatchNormTrain {
+        x: &x,
+        gamma: &c,
+        beta: &c,
+        running_mean: &c,
+        running_var: &c,
+        save_mean: &c,
+        save_invstd: &c,
+        y: &x,
+        partials: Some(&small),
+    };
+    let e = batchnorm_forward_train(g, &t, &o)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("tiny_partials") && e.contains("partials"), "{e}");
 }

@@ -29,6 +29,9 @@ pub(super) struct ConvBn {
     pub dz: Tensor,          // (N, OH, OW, Cout)
     pub y: Tensor,           // (N, OH, OW, Cout) BN output (ReLU / residual join in place)
     pub dy: Tensor,          // (N, OH, OW, Cout) gradient of y
+    /// Training: `y` is rebuilt in backward from `z` and the saved statistics before it
+    /// is read ([`Placement::Recomputed`]).
+    pub recomputed: bool,
 }
 
 pub(super) struct Block {
@@ -81,6 +84,16 @@ impl Alloc<'_> {
                 let v = self.shared[b.index()].view(&label, shape)?;
                 Ok((v.clone(), v))
             }
+            Placement::InPlace => {
+                let v = self.gpu.zeros(&label, shape)?;
+                let d = v.view(&grad_label(&label), shape)?;
+                Ok((v, d))
+            }
+            Placement::Recomputed { value, grad } => {
+                let v = self.shared[value.index()].view(&label, shape)?;
+                let d = self.shared[grad.index()].view(&grad_label(&label), shape)?;
+                Ok((v, d))
+            }
         }
     }
 
@@ -88,6 +101,7 @@ impl Alloc<'_> {
         let shape = u.out_shape();
         let (z, dz) = self.pair(u.z_label(), &shape, at.z)?;
         let (y, dy) = self.pair(u.y_label(), &shape, at.y)?;
+        let recomputed = matches!(at.y, Placement::Recomputed { .. });
         let c = u.channels();
         Ok(ConvBn {
             conv: u.conv,
@@ -101,6 +115,7 @@ impl Alloc<'_> {
             dz,
             y,
             dy,
+            recomputed,
         })
     }
 }

@@ -14,8 +14,8 @@ use super::MethodConfig;
 use crate::error::Result;
 use crate::gpu::{Dispatch, Gpu, Tensor};
 use crate::kernels::batchnorm::{
-    batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train, BatchNormBackward,
-    BatchNormEval, BatchNormTrain,
+    batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train, batchnorm_normalize,
+    BatchNormBackward, BatchNormEval, BatchNormNormalize, BatchNormTrain,
 };
 use crate::kernels::conv2d::{
     conv2d_backward_data, conv2d_backward_weight, conv2d_forward, Conv2dBackwardData,
@@ -64,6 +64,8 @@ pub(super) struct Recorder<'a> {
     pub io: &'a Io,
     /// Split-K partials of the weight gradients, shared by every layer and list.
     pub scratch: Option<&'a Tensor>,
+    /// Batch-norm reduction partials, shared by every launch and list (training).
+    pub bn_partials: Option<&'a Tensor>,
 }
 
 impl Recorder<'_> {
@@ -231,14 +233,17 @@ impl Recorder<'_> {
             out.push(relu_backward_inplace(self.gpu, &last.y, &last.dy)?);
             for i in (0..block.units.len()).rev() {
                 let u = &block.units[i];
-                let (ux, udx) = match i.checked_sub(1) {
-                    None => (x, dx),
-                    Some(prev) => (&block.units[prev].y, &block.units[prev].dy),
+                let (ux, udx, rebuild) = match i.checked_sub(1) {
+                    None => (x, dx, None),
+                    Some(prev) => {
+                        let p = &block.units[prev];
+                        (&p.y, &p.dy, Some(p).filter(|p| p.recomputed))
+                    }
                 };
-                self.unit_backward(u, ux, &u.dy, Some((udx, false)), out)?;
+                self.unit_backward(u, ux, &u.dy, Some((udx, false)), rebuild, out)?;
             }
             match &block.downsample {
-                Some(ds) => self.unit_backward(ds, x, &last.dy, Some((dx, true)), out)?,
+                Some(ds) => self.unit_backward(ds, x, &last.dy, Some((dx, true)), None, out)?,
                 None => out.push(add_inplace(self.gpu, dx, &last.dy)?),
             }
         }
@@ -250,7 +255,22 @@ impl Recorder<'_> {
             };
             out.push(maxpool_backward(self.gpu, &t, p.shape.window())?);
         }
-        self.unit_backward(&l.stem, &self.io.images, &l.stem.dy, None, out)
+        self.unit_backward(&l.stem, &self.io.images, &l.stem.dy, None, None, out)
+    }
+
+    /// `u.y` from its `z` and the saved batch statistics: forward's own normalize pass
+    /// (same pipeline, parameters and inputs), so the same bits.
+    fn recompute_y(&self, u: &ConvBn) -> Result<Dispatch> {
+        let p = &u.params;
+        let t = BatchNormNormalize {
+            x: &u.z,
+            gamma: &self.param(p.gamma).value,
+            beta: &self.param(p.beta).value,
+            save_mean: &u.save_mean,
+            save_invstd: &u.save_invstd,
+            y: &u.y,
+        };
+        batchnorm_normalize(self.gpu, &t, &u.bn)
     }
 
     /// SGD with momentum and weight decay on every parameter, in table order.
@@ -303,6 +323,7 @@ impl Recorder<'_> {
                 save_mean: &u.save_mean,
                 save_invstd: &u.save_invstd,
                 y: &u.y,
+                partials: self.bn_partials,
             };
             out.extend(batchnorm_forward_train(g, &t, &u.bn)?);
         } else {
@@ -322,12 +343,15 @@ impl Recorder<'_> {
     /// Backward from `dy` (gradient of the unit's output, ReLU not yet applied when
     /// `u.relu`): overwrites the parameter gradients and `dz`; writes (or accumulates into,
     /// when its flag is set) `dx` if given.
+    /// `recompute_x`: the unit whose output `x` is, when that output is recomputed
+    /// ([`ConvBn::recomputed`]).
     fn unit_backward(
         &self,
         u: &ConvBn,
         x: &Tensor,
         dy: &Tensor,
         dx: Option<(&Tensor, bool)>,
+        recompute_x: Option<&ConvBn>,
         out: &mut Vec<Dispatch>,
     ) -> Result<()> {
         let g = self.gpu;
@@ -348,8 +372,15 @@ impl Recorder<'_> {
             dx: &u.dz,
             dgamma: &gamma.grad,
             dbeta: &beta.grad,
+            partials: self.bn_partials,
         };
         out.extend(batchnorm_backward(g, &t, &u.bn)?);
+        // The input, where forward's copy was not kept: rebuilt now (its reader, the
+        // weight gradient, comes next; `u`'s own y, in the same buffer, was last read by
+        // the ReLU backward above).
+        if let Some(prev) = recompute_x {
+            out.push(self.recompute_y(prev)?);
+        }
         let t = Conv2dBackwardWeight {
             x,
             dy: &u.dz,
