@@ -29,7 +29,16 @@ const CUB_LAYOUT: &str = "expected the CUB-200-2011 layout: root/images.txt (\"<
 
 /// Whether `dir` has the CUB index file `images.txt`.
 pub fn is_cub_dir(dir: &Path) -> bool {
-    dir.join("images.txt").is_file()
+    // Any of the index files only this layout has (not classes.txt, which IDX folders
+    // use too): a root missing one of the others is then an error naming that file, not
+    // a class-folder tree whose one class is `images`.
+    [
+        "images.txt",
+        "image_class_labels.txt",
+        "train_test_split.txt",
+    ]
+    .iter()
+    .any(|f| dir.join(f).is_file())
 }
 
 /// Reads "<id> <rest>" lines (blank lines skipped); errors name the file and line.
@@ -137,7 +146,9 @@ impl Cub {
                 ));
             }
         }
-        let class_names: Vec<String> = classes.into_iter().map(|c| c.1).collect();
+        let named: Vec<(String, usize)> = classes.into_iter().map(|c| (c.1, c.2)).collect();
+        super::check_unique_class_names(&classes_txt, &named)?;
+        let class_names: Vec<String> = named.into_iter().map(|c| c.0).collect();
         let mut images = images;
         images.sort_by_key(|p| p.0);
         let mut files = Vec::new();

@@ -370,11 +370,14 @@ impl IdxDataset {
         let class_names: Vec<String> = if classes_txt.is_file() {
             let text =
                 std::fs::read_to_string(&classes_txt).map_err(|e| Error::io(&classes_txt, e))?;
-            text.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .map(String::from)
-                .collect()
+            let named: Vec<(String, usize)> = text
+                .lines()
+                .enumerate()
+                .map(|(i, l)| (l.trim().to_string(), i + 1))
+                .filter(|(l, _)| !l.is_empty())
+                .collect();
+            super::check_unique_class_names(&classes_txt, &named)?;
+            named.into_iter().map(|(l, _)| l).collect()
         } else if fashion {
             FASHION_MNIST_CLASSES
                 .iter()

@@ -271,6 +271,22 @@ pub fn open_dataset(path: &Path, split: Split, opts: &DataOptions) -> Result<Box
     })
 }
 
+/// Error ([`Error::format`] naming `path` and both lines) unless every class name in
+/// `names` (name, line number in `path`) is distinct: two classes of one name could not be
+/// told apart in predictions, evaluation reports or a checkpoint's class list.
+pub(crate) fn check_unique_class_names(path: &Path, names: &[(String, usize)]) -> Result<()> {
+    let mut first = std::collections::HashMap::new();
+    for (name, line) in names {
+        if let Some(prev) = first.insert(name.as_str(), *line) {
+            return Err(Error::format(
+                path,
+                format!("line {line}: class name `{name}` appears twice (first on line {prev})"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The kind of dataset at `path`, by the rules of [`open_dataset`] (no file is decoded).
 pub fn dataset_kind(path: &Path) -> DatasetKind {
     if is_cub_dir(path) || is_cub_dir(&path.join("CUB_200_2011")) {
