@@ -110,14 +110,37 @@ impl Conv2dShape {
     /// Error unless the tensors, (x, w, y) or their gradients, have the shapes (N, H, W, Cin),
     /// (KH, KW, Cin, Cout), (N, OH, OW, Cout) and hold f32.
     fn check(&self, launcher: &str, tensors: [(&Tensor, &str); 3]) -> Result<()> {
+        let [a, b, c] = tensors;
+        self.check_typed(
+            launcher,
+            [
+                (a.0, a.1, DType::F32),
+                (b.0, b.1, DType::F32),
+                (c.0, c.1, DType::F32),
+            ],
+        )
+    }
+
+    /// As `check`, each tensor holding its own element type.
+    pub(crate) fn check_typed(
+        &self,
+        launcher: &str,
+        tensors: [(&Tensor, &str, DType); 3],
+    ) -> Result<()> {
         let shapes = [self.x_shape(), self.w_shape(), self.y_shape()];
-        for ((t, role), shape) in tensors.into_iter().zip(shapes) {
-            t.check(launcher, role, DType::F32, Size::Shape(&shape))?;
+        for ((t, role, dtype), shape) in tensors.into_iter().zip(shapes) {
+            t.check(launcher, role, dtype, Size::Shape(&shape))?;
         }
         Ok(())
     }
 
-    fn params(&self, rows: usize, cols: usize, red: usize, accumulate: bool) -> Conv2dParams {
+    pub(crate) fn params(
+        &self,
+        rows: usize,
+        cols: usize,
+        red: usize,
+        accumulate: bool,
+    ) -> Conv2dParams {
         Conv2dParams {
             n: self.n as u32,
             h: self.h as u32,

@@ -74,7 +74,7 @@ pub enum GemmKernel {
     /// `gemm.wgsl` over f16 storage, widened on load: f32 arithmetic, 64 x 64 tiles; for
     /// adapters with shader-f16 and no cooperative matrices.
     F16Storage,
-    /// `shaders/gemm_coop.wgsl` with 8 x 8 cooperative matrices (f16 x f16 -> f32), 32 x 32
+    /// `shaders/coop_tiles.wgsl` + `gemm_coop.wgsl` with 8 x 8 cooperative matrices (f16 x f16 -> f32), 32 x 32
     /// workgroup tiles.
     Coop8,
     /// The same with 16 x 16 cooperative matrices, 64 x 64 workgroup tiles.
@@ -298,7 +298,7 @@ pub fn gemm(gpu: &Gpu, t: &Gemm, o: &GemmOptions) -> Result<Dispatch> {
             // available() checked that the width exists.
             let lanes = gpu.coop_lanes().unwrap_or(64);
             let constants = [("SG", lanes as f64)];
-            gpu.dispatch_with(shader, "gemm_coop", &constants, &p, &tensors, wg)
+            gpu.dispatch_with(shader, "coop_gemm", &constants, &p, &tensors, wg)
         }
     }
 }

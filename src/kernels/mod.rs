@@ -3,6 +3,7 @@
 
 pub mod batchnorm;
 pub mod conv2d;
+pub mod conv2d_coop;
 pub mod elementwise;
 pub mod gemm;
 pub mod pool;
@@ -64,26 +65,80 @@ pub const GEMM_IO_F16: ShaderSource = ShaderSource {
         include_str!("../../shaders/gemm_io_f16.wgsl")
     ),
 };
-/// The cooperative-matrix GEMM with 8 x 8 tiles (`shaders/gemm_coop.wgsl`).
-pub const GEMM_COOP8: ShaderSource = ShaderSource {
-    name: "gemm_coop",
-    source: concat!(
-        "enable f16; enable wgpu_cooperative_matrix; ",
-        include_str!("../../shaders/gemm_coop.wgsl"),
-        "\nalias MA = coop_mat8x8<f16, A>;\nalias MB = coop_mat8x8<f16, B>;\n",
-        "alias MC = coop_mat8x8<f32, C>;\nconst T: u32 = 8u;\n",
+/// A cooperative-matrix kernel: `shaders/coop_tiles.wgsl` (enables on its first line) with
+/// the accessor file `$io` and the tile header of side `$t` appended (and `$extra`
+/// declarations, e.g. the convolution pass).
+macro_rules! coop {
+    ($name:literal, $io:literal, $t:literal, $extra:literal) => {
+        ShaderSource {
+            name: $name,
+            source: concat!(
+                "enable f16; enable wgpu_cooperative_matrix; ",
+                include_str!("../../shaders/coop_tiles.wgsl"),
+                "\n",
+                include_str!(concat!("../../shaders/", $io, ".wgsl")),
+                "\nalias MA = coop_mat",
+                $t,
+                "x",
+                $t,
+                "<f16, A>;\nalias MB = coop_mat",
+                $t,
+                "x",
+                $t,
+                "<f16, B>;\nalias MC = coop_mat",
+                $t,
+                "x",
+                $t,
+                "<f32, C>;\nconst T: u32 = ",
+                $t,
+                "u;\n",
+                $extra,
+            ),
+        }
+    };
+}
+
+/// The cooperative-matrix GEMM (`coop_tiles.wgsl` + `gemm_coop.wgsl`), 8 x 8 tiles.
+pub const GEMM_COOP8: ShaderSource = coop!("gemm_coop", "gemm_coop", "8", "");
+/// The same with 16 x 16 tiles.
+pub const GEMM_COOP16: ShaderSource = coop!("gemm_coop16", "gemm_coop", "16", "");
+/// The convolution passes on cooperative matrices (`coop_tiles.wgsl` +
+/// `conv2d_coop.wgsl`): forward, data gradient, weight gradient, 8 x 8 and 16 x 16 tiles.
+pub const CONV2D_COOP8: [ShaderSource; 3] = [
+    coop!("conv2d_coop", "conv2d_coop", "8", "const PASS: u32 = 0u;\n"),
+    coop!(
+        "conv2d_coop_data8",
+        "conv2d_coop",
+        "8",
+        "const PASS: u32 = 1u;\n"
     ),
-};
-/// The cooperative-matrix GEMM with 16 x 16 tiles.
-pub const GEMM_COOP16: ShaderSource = ShaderSource {
-    name: "gemm_coop16",
-    source: concat!(
-        "enable f16; enable wgpu_cooperative_matrix; ",
-        include_str!("../../shaders/gemm_coop.wgsl"),
-        "\nalias MA = coop_mat16x16<f16, A>;\nalias MB = coop_mat16x16<f16, B>;\n",
-        "alias MC = coop_mat16x16<f32, C>;\nconst T: u32 = 16u;\n",
+    coop!(
+        "conv2d_coop_weight8",
+        "conv2d_coop",
+        "8",
+        "const PASS: u32 = 2u;\n"
     ),
-};
+];
+pub const CONV2D_COOP16: [ShaderSource; 3] = [
+    coop!(
+        "conv2d_coop16",
+        "conv2d_coop",
+        "16",
+        "const PASS: u32 = 0u;\n"
+    ),
+    coop!(
+        "conv2d_coop_data16",
+        "conv2d_coop",
+        "16",
+        "const PASS: u32 = 1u;\n"
+    ),
+    coop!(
+        "conv2d_coop_weight16",
+        "conv2d_coop",
+        "16",
+        "const PASS: u32 = 2u;\n"
+    ),
+];
 pub const HEAD: ShaderSource = shader!("head");
 pub const LOSS: ShaderSource = shader!("loss");
 pub const POOL: ShaderSource = shader!("pool");
@@ -103,6 +158,12 @@ pub const ALL_SHADERS: &[ShaderSource] = &[
     GEMM_IO_F16,
     GEMM_COOP8,
     GEMM_COOP16,
+    CONV2D_COOP8[0],
+    CONV2D_COOP8[1],
+    CONV2D_COOP8[2],
+    CONV2D_COOP16[0],
+    CONV2D_COOP16[1],
+    CONV2D_COOP16[2],
     HEAD,
     LOSS,
     POOL,
@@ -348,26 +409,32 @@ mod params_layout {
                 relu,
                 _pad,
             }),
-            "conv2d" | "conv2d_common" | "conv2d_subgroup" => rust_layout!(Conv2dParams {
-                n,
-                h,
-                w,
-                cin,
-                cout,
-                kh,
-                kw,
-                stride,
-                pad,
-                oh,
-                ow,
-                rows,
-                cols,
-                red,
-                accumulate,
-                zsplit,
-                kchunk,
-                _pad,
-            }),
+            name if name == "conv2d"
+                || name == "conv2d_common"
+                || name == "conv2d_subgroup"
+                || name.starts_with("conv2d_coop") =>
+            {
+                rust_layout!(Conv2dParams {
+                    n,
+                    h,
+                    w,
+                    cin,
+                    cout,
+                    kh,
+                    kw,
+                    stride,
+                    pad,
+                    oh,
+                    ow,
+                    rows,
+                    cols,
+                    red,
+                    accumulate,
+                    zsplit,
+                    kchunk,
+                    _pad,
+                })
+            }
             "diversify" => rust_layout!(DiversifyParams {
                 n,
                 h,

@@ -2,9 +2,7 @@ use finegrain::kernels::gemm::{gemm, Gemm, GemmKernel, GemmOptions};
 use finegrain::reference;
 use finegrain::testing::{assert_close, f64s, gpu, rng, uniform};
 
-/// Set to 1 where the adapter must have cooperative matrices (CI's Mesa 26 stage): the
-/// cooperative-matrix tests then fail instead of checking the fallback.
-const REQUIRE_COOP: &str = "FINEGRAIN_REQUIRE_COOP";
+use crate::{coop_required, REQUIRE_COOP};
 
 /// One GEMM with `kernel` against the f64 twin: on the f16-rounded inputs for the f16
 /// kernels, with C poisoned with NaN when beta = 0.
@@ -156,7 +154,7 @@ fn coop_case(kernel: GemmKernel) {
     } else {
         GemmKernel::Coop8
     };
-    let required = std::env::var(REQUIRE_COOP).is_ok_and(|v| v == "1");
+    let required = coop_required();
     // With REQUIRE_COOP, at least one tile side must exist (Mesa 26 lavapipe has 8x8 only).
     assert!(
         !required || other.available(g),

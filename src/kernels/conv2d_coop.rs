@@ -1,0 +1,186 @@
+//! The three convolution passes on the GPU's matrix units: `shaders/coop_tiles.wgsl` with
+//! the accessors of `shaders/conv2d_coop.wgsl`, implicit GEMMs whose operands are f16 and
+//! whose products are accumulated, and written, in f32. The mixed-precision counterparts of
+//! [`conv2d_forward`](super::conv2d::conv2d_forward), [`conv2d_backward_data`](super::conv2d::conv2d_backward_data)
+//! and [`conv2d_backward_weight`](super::conv2d::conv2d_backward_weight), with the same
+//! tensor structs and geometry: the read tensors are f16, the written one f32.
+
+use super::conv2d::{
+    Conv2dBackwardData, Conv2dBackwardWeight, Conv2dForward, Conv2dGeometry, Conv2dShape,
+};
+use super::{CONV2D_COOP16, CONV2D_COOP8};
+use crate::error::{Error, Result};
+use crate::gpu::{DType, Dispatch, Gpu};
+
+/// Side of the cooperative-matrix tiles (f16 x f16 -> f32).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CoopTile {
+    T8,
+    T16,
+}
+
+impl CoopTile {
+    /// The largest tile `gpu` lists (and whose virtual-subgroup width exists), if any.
+    pub fn best(gpu: &Gpu) -> Option<CoopTile> {
+        [CoopTile::T16, CoopTile::T8]
+            .into_iter()
+            .find(|t| t.available(gpu))
+    }
+
+    pub fn available(self, gpu: &Gpu) -> bool {
+        let c = gpu.features.coop_f16_f32;
+        gpu.coop_lanes().is_some()
+            && match self {
+                CoopTile::T8 => c.t8,
+                CoopTile::T16 => c.t16,
+            }
+    }
+
+    /// Matrix side.
+    pub fn side(self) -> u32 {
+        match self {
+            CoopTile::T8 => 8,
+            CoopTile::T16 => 16,
+        }
+    }
+
+    /// Side of a workgroup's output tile (2 x 2 accumulators per virtual subgroup, 2 x 2
+    /// virtual subgroups).
+    pub fn workgroup_tile(self) -> u32 {
+        4 * self.side()
+    }
+}
+
+/// How a cooperative-matrix convolution pass runs. [`Default`]: the largest tile the
+/// adapter has, overwrite the output.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CoopConvOptions {
+    /// `None`: [`CoopTile::best`].
+    pub tile: Option<CoopTile>,
+    /// Backward passes: add into `dx` / `dw` instead of overwriting them. The forward pass
+    /// refuses it.
+    pub accumulate: bool,
+}
+
+/// The pass's shader, after checking the options against the adapter and the pass.
+fn pass(
+    gpu: &Gpu,
+    launcher: &str,
+    o: &CoopConvOptions,
+    backward: bool,
+    index: usize,
+) -> Result<(CoopTile, &'static crate::gpu::ShaderSource, u32)> {
+    if o.accumulate && !backward {
+        return Err(Error::invalid(
+            format!("{launcher} options"),
+            "this pass does not take `accumulate`",
+        ));
+    }
+    let tile = match o.tile.or_else(|| CoopTile::best(gpu)) {
+        Some(t) if t.available(gpu) => t,
+        asked => return Err(Error::invalid(
+            launcher,
+            format!(
+                "adapter {} has no cooperative-matrix tile {} (f16 x f16 -> f32 tiles: {:?}, {})",
+                gpu.info.name,
+                asked.map_or("at all".to_string(), |t| format!("{t:?}")),
+                gpu.features.coop_f16_f32,
+                gpu.subgroup_sizes()
+            ),
+        )),
+    };
+    let shader = match tile {
+        CoopTile::T8 => &CONV2D_COOP8[index],
+        CoopTile::T16 => &CONV2D_COOP16[index],
+    };
+    // available() checked that the width exists.
+    Ok((tile, shader, gpu.coop_lanes().unwrap_or(64)))
+}
+
+fn dispatch(
+    gpu: &Gpu,
+    s: &Conv2dShape,
+    (tile, shader, lanes): (CoopTile, &'static crate::gpu::ShaderSource, u32),
+    (m, n, k): (usize, usize, usize),
+    accumulate: bool,
+    tensors: [&crate::gpu::Tensor; 3],
+) -> Result<Dispatch> {
+    let p = s.params(m, n, k, accumulate);
+    let t = tile.workgroup_tile() as usize;
+    let wg = [n.div_ceil(t) as u32, m.div_ceil(t) as u32, 1];
+    let constants = [("SG", lanes as f64)];
+    gpu.dispatch_with(shader, "coop_gemm", &constants, &p, &tensors, wg)
+}
+
+/// Forward: x f16 (N,H,W,Cin), w f16 (KH,KW,Cin,Cout) -> y f32 (N,OH,OW,Cout). Overwrites y.
+pub fn conv2d_forward_coop(
+    gpu: &Gpu,
+    t: &Conv2dForward,
+    g: Conv2dGeometry,
+    o: &CoopConvOptions,
+) -> Result<Dispatch> {
+    const L: &str = "conv2d_forward_coop";
+    let s = Conv2dShape::of(L, (t.x, "x"), (t.w, "w"), g)?;
+    let kernel = pass(gpu, L, o, false, 0)?;
+    s.check_typed(
+        L,
+        [
+            (t.x, "x", DType::F16),
+            (t.w, "w", DType::F16),
+            (t.y, "y", DType::F32),
+        ],
+    )?;
+    let rows = s.n * s.oh() * s.ow();
+    let red = s.kh * s.kw * s.cin;
+    dispatch(gpu, &s, kernel, (rows, s.cout, red), false, [t.x, t.w, t.y])
+}
+
+/// Data gradient: dy f16 (N,OH,OW,Cout), w f16 (KH,KW,Cin,Cout) -> dx f32 (N,H,W,Cin).
+/// Overwrites dx, or adds into it when `o.accumulate`.
+pub fn conv2d_backward_data_coop(
+    gpu: &Gpu,
+    t: &Conv2dBackwardData,
+    g: Conv2dGeometry,
+    o: &CoopConvOptions,
+) -> Result<Dispatch> {
+    const L: &str = "conv2d_backward_data_coop";
+    let s = Conv2dShape::of(L, (t.dx, "dx"), (t.w, "w"), g)?;
+    let kernel = pass(gpu, L, o, true, 1)?;
+    s.check_typed(
+        L,
+        [
+            (t.dx, "dx", DType::F32),
+            (t.w, "w", DType::F16),
+            (t.dy, "dy", DType::F16),
+        ],
+    )?;
+    let rows = s.n * s.h * s.w;
+    let red = s.kh * s.kw * s.cout;
+    let tensors = [t.dy, t.w, t.dx];
+    dispatch(gpu, &s, kernel, (rows, s.cin, red), o.accumulate, tensors)
+}
+
+/// Weight gradient: x f16 (N,H,W,Cin), dy f16 (N,OH,OW,Cout) -> dw f32 (KH,KW,Cin,Cout).
+/// Overwrites dw, or adds into it when `o.accumulate`.
+pub fn conv2d_backward_weight_coop(
+    gpu: &Gpu,
+    t: &Conv2dBackwardWeight,
+    g: Conv2dGeometry,
+    o: &CoopConvOptions,
+) -> Result<Dispatch> {
+    const L: &str = "conv2d_backward_weight_coop";
+    let s = Conv2dShape::of(L, (t.x, "x"), (t.dw, "dw"), g)?;
+    let kernel = pass(gpu, L, o, true, 2)?;
+    s.check_typed(
+        L,
+        [
+            (t.x, "x", DType::F16),
+            (t.dw, "dw", DType::F32),
+            (t.dy, "dy", DType::F16),
+        ],
+    )?;
+    let red = s.n * s.oh() * s.ow();
+    let rows = s.kh * s.kw * s.cin;
+    let tensors = [t.x, t.dy, t.dw];
+    dispatch(gpu, &s, kernel, (rows, s.cout, red), o.accumulate, tensors)
+}
