@@ -698,7 +698,7 @@ impl Checkpoint {
         for (t, v) in uploads {
             gpu.upload(t, &v)?;
         }
-        Ok(())
+        gpu.flush()
     }
 }
 
@@ -849,6 +849,7 @@ pub fn load_torchvision(gpu: &Gpu, net: &Network, path: &Path) -> Result<Backbon
     for (t, v) in uploads {
         gpu.upload(t, &v)?;
     }
+    gpu.flush()?;
     for n in st.names() {
         if !used.contains(n) && !n.ends_with("num_batches_tracked") {
             report.ignored.push(n.to_string());

@@ -286,3 +286,33 @@ fn checkpoint_model_sizes_are_bounded_before_arithmetic() {
         );
     }
 }
+
+/// A JPEG the fuzzer made (cub-images case 337329 of seed 13, 738 bytes, 7x5 pixels) on
+/// which zune-jpeg's bit reader fails its own debug assertion `bits_left >= n` (its release
+/// build saturates instead and decodes it). A decoder panic is now an error naming the
+/// file: in a build with the dependencies' debug assertions (this test's) that is what
+/// comes back; in one without, the image decodes.
+#[test]
+fn a_panicking_decoder_is_an_error_naming_the_file() {
+    let f = std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/zune-bits-left.jpg"
+    ));
+    match finegrain::data::read_image(f, 3) {
+        Err(e) => {
+            let e = e.to_string();
+            assert!(e.contains("zune-bits-left.jpg"), "{e}");
+            assert!(
+                e.contains("decoder failed") && e.contains("bits_left"),
+                "{e}"
+            );
+        }
+        Ok((_, w, h)) => {
+            // Only a build without debug assertions decodes it.
+            #[cfg(debug_assertions)]
+            panic!("decoded {w}x{h} although the decoder asserts");
+            #[cfg(not(debug_assertions))]
+            assert_eq!((w, h), (7, 5));
+        }
+    }
+}

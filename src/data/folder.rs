@@ -72,7 +72,21 @@ pub fn read_image(path: &Path, channels: usize) -> Result<(Vec<u8>, usize, usize
     }
     let mut reader = guess()?;
     reader.limits(decode_limits());
-    let img = reader.decode().map_err(|e| match e {
+    // A decoder that panics on a hostile file (a bug of the decoder's) costs that file,
+    // not the run: the panic becomes an error naming it.
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reader.decode()))
+        .map_err(|panic| {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            Error::format(
+                path,
+                format!("the image decoder failed (it panicked: {why})"),
+            )
+        })?;
+    let img = decoded.map_err(|e| match e {
         image::ImageError::Limits(e) => Error::format(
             path,
             format!(

@@ -555,6 +555,15 @@ impl Gpu {
         }
     }
 
+    /// Submit the queued buffer writes ([`Gpu::upload`] only stages them, in memory that is
+    /// freed once a submission carrying them completes) and wait for them: a loader that
+    /// writes many tensors calls this, so that repeated loads without training in between
+    /// do not accumulate staged copies, and a lost device shows up at load time.
+    pub fn flush(&self) -> Result<()> {
+        self.queue.submit([]);
+        self.wait()
+    }
+
     /// Wait until all submitted work has finished.
     pub fn wait(&self) -> Result<()> {
         self.device

@@ -78,16 +78,18 @@ fn pass(
     }
     let tile = match o.tile.or_else(|| CoopTile::best(gpu)) {
         Some(t) if t.available(gpu) => t,
-        asked => return Err(Error::invalid(
-            launcher,
-            format!(
+        asked => {
+            return Err(Error::invalid(
+                launcher,
+                format!(
                 "adapter {} has no cooperative-matrix tile {} (f16 x f16 -> f32 tiles: {:?}, {})",
                 gpu.info.name,
                 asked.map_or("at all".to_string(), |t| format!("{t:?}")),
                 gpu.features.coop_f16_f32,
                 gpu.subgroup_sizes()
             ),
-        )),
+            ))
+        }
     };
     let shader = match tile {
         CoopTile::T8 => &CONV2D_COOP8[index],

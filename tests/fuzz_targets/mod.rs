@@ -1149,7 +1149,7 @@ impl Target {
                     std::fs::write(d.join("classes.txt"), mutate_text(rng, names)).unwrap();
                 }
                 let r = open_and_load(&d, rng);
-                let _ = std::fs::remove_dir_all(&d);
+                discard(&d);
                 (d, r)
             }
             "cub-images" | "cub-labels" | "cub-split" | "cub-classes" => {
@@ -1194,7 +1194,7 @@ impl Target {
                     std::fs::create_dir(base.join(f)).unwrap();
                 }
                 let r = open_and_load(&d, rng);
-                let _ = std::fs::remove_dir_all(&d);
+                discard(&d);
                 (d, r)
             }
             "folder" => {
@@ -1204,7 +1204,7 @@ impl Target {
                 // Inference's walk too; no image at all is an error naming the inputs.
                 let r = open_and_load(&d, rng)
                     .and_then(|()| data::image_files(std::slice::from_ref(&d)).map(|_| ()));
-                let _ = std::fs::remove_dir_all(&d);
+                discard(&d);
                 (d, r)
             }
             "image" => {
@@ -1366,6 +1366,24 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     } else {
         "(non-string panic payload)".into()
     }
+}
+
+/// Removes a case's dataset folder; with `FINEGRAIN_FUZZ_KEEP=DIR` (for replaying one case)
+/// it is first copied into DIR, so the input that failed can be looked at and kept.
+fn discard(d: &Path) {
+    if let Ok(keep) = std::env::var("FINEGRAIN_FUZZ_KEEP") {
+        for e in walkdir::WalkDir::new(d).into_iter().flatten() {
+            if let Ok(rel) = e.path().strip_prefix(d) {
+                let to = Path::new(&keep).join(rel);
+                if e.file_type().is_dir() {
+                    let _ = std::fs::create_dir_all(&to);
+                } else {
+                    let _ = std::fs::copy(e.path(), &to);
+                }
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(d);
 }
 
 /// Silences the default panic message while fuzzing (panics are reported as failures).
