@@ -15,6 +15,10 @@ use finegrain::kernels::conv2d::{
     Conv2dBackwardData, Conv2dBackwardWeight, Conv2dForward, Conv2dKernel, Conv2dOptions,
     Conv2dShape,
 };
+use finegrain::kernels::conv2d_coop::{
+    conv2d_backward_data_coop, conv2d_backward_weight_coop, conv2d_forward_coop, CoopConvOptions,
+    CoopTile,
+};
 use finegrain::kernels::gemm::{gemm, Gemm, GemmKernel, GemmOptions, GemmSpec};
 use finegrain::model::ModelConfig;
 use finegrain::train::memory::{mib, AdapterClass, Category, MemoryPlan};
@@ -237,7 +241,7 @@ fn check(name: &str, got: f32, want: f64, scale: f64) -> Result<(), String> {
 /// 32 random entries against an f64 dot product of the operands the kernel saw (f16-rounded
 /// for the f16 kernels).
 fn bench_gemm(gpu: &Gpu, a: &Args, rng: &mut impl Rng) -> finegrain::Result<()> {
-    println!("\n| GEMM M=N=K | kernel | ms | TFLOP/s |\n|---|---|---|---|");
+    println!("\n| GEMM M=N=K | kernel | ms | GFLOP/s | TFLOP/s |\n|---|---|---|---|---|");
     let kernels: Vec<GemmKernel> = GemmKernel::ALL
         .into_iter()
         .filter(|k| k.available(gpu))
@@ -288,10 +292,11 @@ fn bench_gemm(gpu: &Gpu, a: &Args, rng: &mut impl Rng) -> finegrain::Result<()> 
                 .map_err(|e| finegrain::Error::invalid("validation", e))?;
             }
             let ms = time(gpu, &[&d], a.reps)?;
+            let gflops = spec.gflop() / (ms * 1e-3);
             println!(
-                "| {n} | {} | {ms:.3} | {:.2} |",
+                "| {n} | {} | {ms:.3} | {gflops:.1} | {:.2} |",
                 kernel.describe(),
-                spec.gflop() / (ms * 1e-3) * 1e-3
+                gflops * 1e-3
             );
         }
     }
@@ -551,6 +556,133 @@ fn bench_conv(gpu: &Gpu, a: &Args, rng: &mut impl Rng) -> finegrain::Result<()> 
             let ms = time(gpu, &d, a.reps)?;
             println!("| {name} | {pass} | {ms:.3} | {:.1} |", gf / (ms * 1e-3));
         }
+        if let Some(tile) = CoopTile::best(gpu) {
+            bench_conv_coop(gpu, a, rng, name, &s, tile, [&xv, &wv, &dyv])?;
+        }
+    }
+    Ok(())
+}
+
+/// The three passes of one shape on cooperative matrices (f16 operands, f32 out), checked
+/// at sampled outputs against the adapter's f32 kernels run on the same f16-rounded
+/// operands (the same products, summed in another order), then timed.
+fn bench_conv_coop(
+    gpu: &Gpu,
+    a: &Args,
+    rng: &mut impl Rng,
+    name: &str,
+    s: &Conv2dShape,
+    tile: CoopTile,
+    [xv, wv, dyv]: [&[f32]; 3],
+) -> finegrain::Result<()> {
+    use finegrain::reference::gemm::round_f16;
+    let (xs, ws, ys) = (s.x_shape(), s.w_shape(), s.y_shape());
+    let (xr, wr, dyr) = (round_f16(xv), round_f16(wv), round_f16(dyv));
+    let x16 = gpu.tensor_f16("x16", &xs, &xr)?;
+    let w16 = gpu.tensor_f16("w16", &ws, &wr)?;
+    let dy16 = gpu.tensor_f16("dy16", &ys, &dyr)?;
+    let x32 = gpu.tensor("x", &xs, &xr)?;
+    let w32 = gpu.tensor("w", &ws, &wr)?;
+    let dy32 = gpu.tensor("dy", &ys, &dyr)?;
+    let outs = |tag: &str| -> finegrain::Result<[finegrain::gpu::Tensor; 3]> {
+        Ok([
+            gpu.zeros(&format!("y{tag}"), &ys)?,
+            gpu.zeros(&format!("dx{tag}"), &xs)?,
+            gpu.zeros(&format!("dw{tag}"), &ws)?,
+        ])
+    };
+    let [y, dx, dw] = outs("_coop")?;
+    let [yr, dxr, dwr] = outs("_f32")?;
+    let (g, o, oc) = (
+        s.geometry(),
+        Conv2dOptions::default(),
+        CoopConvOptions {
+            tile: Some(tile),
+            ..Default::default()
+        },
+    );
+    let fwd = conv2d_forward_coop(
+        gpu,
+        &Conv2dForward {
+            x: &x16,
+            w: &w16,
+            y: &y,
+        },
+        g,
+        &oc,
+    )?;
+    let t = Conv2dBackwardData {
+        dy: &dy16,
+        w: &w16,
+        dx: &dx,
+    };
+    let bd = conv2d_backward_data_coop(gpu, &t, g, &oc)?;
+    let t = Conv2dBackwardWeight {
+        x: &x16,
+        dy: &dy16,
+        dw: &dw,
+    };
+    let bw = conv2d_backward_weight_coop(gpu, &t, g, &oc)?;
+    let mut reference = vec![conv2d_forward(
+        gpu,
+        &Conv2dForward {
+            x: &x32,
+            w: &w32,
+            y: &yr,
+        },
+        g,
+        &o,
+    )?];
+    let t = Conv2dBackwardData {
+        dy: &dy32,
+        w: &w32,
+        dx: &dxr,
+    };
+    reference.push(conv2d_backward_data(gpu, &t, g, &o)?);
+    let t = Conv2dBackwardWeight {
+        x: &x32,
+        dy: &dy32,
+        dw: &dwr,
+    };
+    reference.extend(conv2d_backward_weight(gpu, &t, g, &o)?);
+    let mut all: Vec<&Dispatch> = vec![&fwd, &bd, &bw];
+    all.extend(reference.iter());
+    gpu.run(&all)?;
+    let red = [
+        s.kh * s.kw * s.cin,
+        s.kh * s.kw * s.cout,
+        s.n * s.oh() * s.ow(),
+    ];
+    for (((got, want), k), pass) in [&y, &dx, &dw]
+        .into_iter()
+        .zip([&yr, &dxr, &dwr])
+        .zip(red)
+        .zip(["forward", "backward_data", "backward_weight"])
+    {
+        let (got, want) = (gpu.download(got)?, gpu.download(want)?);
+        for _ in 0..64 {
+            let i = rng.random_range(0..got.len());
+            check(
+                &format!("{name} {pass} coop {tile:?} [{i}]"),
+                got[i],
+                want[i] as f64,
+                (k as f64).sqrt(),
+            )
+            .map_err(|e| finegrain::Error::invalid("validation", e))?;
+        }
+    }
+    let gf = s.gflop();
+    let t = tile.side();
+    for (pass, d) in [
+        ("forward", &fwd),
+        ("backward_data (no stride phases)", &bd),
+        ("backward_weight", &bw),
+    ] {
+        let ms = time(gpu, &[d], a.reps)?;
+        println!(
+            "| {name} | {pass}, coop-matrix {t}x{t} f16->f32 | {ms:.3} | {:.1} |",
+            gf / (ms * 1e-3)
+        );
     }
     Ok(())
 }
