@@ -131,7 +131,7 @@ fn conv2d_forward(
             let ix = a_ix[t] + i32(kx);
             var va = 0.0;
             if (gk < p.red && iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w)) {
-                va = src_a[a_base[t] + (u32(iy) * p.w + u32(ix)) * p.cin + ci];
+                va = load_a(a_base[t] + (u32(iy) * p.w + u32(ix)) * p.cin + ci);
             }
             tile_a[kk * TM + rl + 16u * t] = va;
         }
@@ -144,7 +144,7 @@ fn conv2d_forward(
             let gc = col0 + cb;
             var vb = 0.0;
             if (gkb < p.red && gc < p.cols) {
-                vb = src_b[gkb * p.cols + gc];
+                vb = load_b(gkb * p.cols + gc);
             }
             tile_b[kb * TN + cb] = vb;
         }
@@ -216,7 +216,7 @@ fn conv2d_backward_data(
             let ox = a_x[t] - i32(d);
             var va = 0.0;
             if (k_ok && oy >= 0 && oy < i32(p.oh) && ox >= 0 && ox < i32(p.ow)) {
-                va = src_a[a_base[t] + (u32(oy) * p.ow + u32(ox)) * p.cout + co];
+                va = load_a(a_base[t] + (u32(oy) * p.ow + u32(ox)) * p.cout + co);
             }
             tile_a[kk * TM + rl + 16u * t] = va;
         }
@@ -228,7 +228,7 @@ fn conv2d_backward_data(
             let ci = col0 + cb;
             var vb = 0.0;
             if (k_ok && ci < p.cols) {
-                vb = src_b[w_tap + ci * p.cout];
+                vb = load_b(w_tap + ci * p.cout);
             }
             tile_b[kk * TN + cb] = vb;
         }
@@ -303,7 +303,7 @@ fn conv2d_backward_weight(
             let ix = i32(ox * p.stride) + off_x;
             var va = 0.0;
             if (r_ok && m_ok && iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w)) {
-                va = src_a[((n * p.h + u32(iy)) * p.w + u32(ix)) * p.cin + ci];
+                va = load_a(((n * p.h + u32(iy)) * p.w + u32(ix)) * p.cin + ci);
             }
             tile_a[mm * TM + rl] = va;
             // B tile: dy viewed as [N*OH*OW, Cout], same reduction slot; consecutive threads
@@ -311,7 +311,7 @@ fn conv2d_backward_weight(
             let gc = col0 + rl;
             var vb = 0.0;
             if (m_ok && gc < p.cols) {
-                vb = src_b[gm * p.cols + gc];
+                vb = load_b(gm * p.cols + gc);
             }
             tile_b[mm * TN + rl] = vb;
         }
@@ -342,7 +342,7 @@ fn conv2d_sum_partials(
     }
     var v = 0.0;
     for (var s = 0u; s < p.zsplit; s++) {
-        v += src_a[s * len + idx];
+        v += load_a(s * len + idx);
     }
     if (p.accumulate != 0u) {
         v += dst[idx];
@@ -381,7 +381,7 @@ fn conv2d_direct(
             let xb = ((n * p.h + u32(iy)) * p.w + u32(ix)) * p.cin;
             let wb = (ky * p.kw + kx) * p.cin * p.cout + co;
             for (var ci = 0u; ci < p.cin; ci++) {
-                acc = fma(src_a[xb + ci], src_b[wb + ci * p.cout], acc);
+                acc = fma(load_a(xb + ci), load_b(wb + ci * p.cout), acc);
             }
         }
     }
@@ -430,10 +430,10 @@ fn conv2d_forward_bcast(
             let xa = select(0u, xb + (u32(iy) * p.w + u32(ix)) * p.cin, v_ok);
             let wb = (ky * p.kw + kx) * p.cin * p.cout + co0;
             for (var ci = 0u; ci < p.cin; ci++) {
-                let xv = select(0.0, src_a[xa + ci], v_ok);
+                let xv = select(0.0, load_a(xa + ci), v_ok);
                 let wr = wb + ci * p.cout;
                 for (var r = 0u; r < RB; r++) {
-                    acc[r] = fma(xv, src_b[min(wr + r, wlast)], acc[r]);
+                    acc[r] = fma(xv, load_b(min(wr + r, wlast)), acc[r]);
                 }
             }
         }
@@ -484,10 +484,10 @@ fn conv2d_backward_data_bcast(
             let ya = select(0u, yb + (u32(oy) * p.ow + u32(ox)) * p.cout, v_ok);
             let wb = ((ry + s * b) * p.kw + rx + s * d) * cc + ci0 * p.cout;
             for (var co = 0u; co < p.cout; co++) {
-                let dv = select(0.0, src_a[ya + co], v_ok);
+                let dv = select(0.0, load_a(ya + co), v_ok);
                 let wr = wb + co;
                 for (var q = 0u; q < RB; q++) {
-                    acc[q] = fma(dv, src_b[min(wr + q * p.cout, wlast)], acc[q]);
+                    acc[q] = fma(dv, load_b(min(wr + q * p.cout, wlast)), acc[q]);
                 }
             }
         }
@@ -531,10 +531,10 @@ fn conv2d_backward_weight_bcast(
             for (var ox = 0u; ox < p.ow; ox++) {
                 let ix = i32(ox * p.stride) + off_x;
                 let v_ok = y_ok && ix >= 0 && ix < i32(p.w);
-                let xv = select(0.0, src_a[select(0u, xr + u32(ix) * p.cin, v_ok)], v_ok);
+                let xv = select(0.0, load_a(select(0u, xr + u32(ix) * p.cin, v_ok)), v_ok);
                 let yr = m * p.cout + co0;
                 for (var q = 0u; q < RB; q++) {
-                    acc[q] = fma(xv, src_b[min(yr + q, ylast)], acc[q]);
+                    acc[q] = fma(xv, load_b(min(yr + q, ylast)), acc[q]);
                 }
                 m++;
             }

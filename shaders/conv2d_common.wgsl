@@ -5,7 +5,10 @@
 //
 // Layouts: x (N, H, W, Cin), w (KH, KW, Cin, Cout), y (N, OH, OW, Cout), f32, row-major.
 // Bindings: 0 uniform Params, 1 src_a (read), 2 src_b (read), 3 dst (read_write); what they
-// hold depends on the entry point (see each file's header).
+// hold depends on the entry point (see each file's header). src_a and src_b, read through
+// load_a / load_b, are declared by the storage file appended after this one:
+// conv2d_io_f32.wgsl (f32) or conv2d_io_f16.wgsl (f16, widened to f32 on load: the
+// f16-storage convolutions of mixed precision, same arithmetic). dst is f32 either way.
 
 struct Params {
     n: u32, h: u32, w: u32, cin: u32,
@@ -16,8 +19,6 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> src_a: array<f32>;
-@group(0) @binding(2) var<storage, read> src_b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dst: array<f32>;
 
 // The input window of output pixel `pix` = (n, oy, ox): the offset of x[n, 0, 0, 0] and the

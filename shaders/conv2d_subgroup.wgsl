@@ -104,10 +104,10 @@ fn conv2d_forward_sg(
             let wb = (ky * p.kw + kx) * p.cin * p.cout + co0 + sl;
             for (var ci = 0u; ci < p.cin; ci++) {
                 let wr = wb + ci * p.cout;
-                let w_lo = src_b[min(wr, wlast)];
-                let w_hi = src_b[min(wr + 8u, wlast)];
+                let w_lo = load_b(min(wr, wlast));
+                let w_hi = load_b(min(wr + 8u, wlast));
                 for (var q = 0u; q < PPL; q++) {
-                    fma_block(&acc, q * CB, select(0.0, src_a[xo[q] + ci], v[q]), w_lo, w_hi);
+                    fma_block(&acc, q * CB, select(0.0, load_a(xo[q] + ci), v[q]), w_lo, w_hi);
                 }
             }
         }
@@ -171,10 +171,10 @@ fn conv2d_backward_data_sg(
             let wb = (((ph.ry + s * b) * p.kw + ph.rx + s * d) * p.cin + ci0 + sl) * p.cout;
             let w8 = 8u * p.cout;
             for (var co = 0u; co < p.cout; co++) {
-                let w_lo = src_b[min(wb + co, wlast)];
-                let w_hi = src_b[min(wb + w8 + co, wlast)];
+                let w_lo = load_b(min(wb + co, wlast));
+                let w_hi = load_b(min(wb + w8 + co, wlast));
                 for (var q = 0u; q < PPL; q++) {
-                    fma_block(&acc, q * CB, select(0.0, src_a[yo[q] + co], v[q]), w_lo, w_hi);
+                    fma_block(&acc, q * CB, select(0.0, load_a(yo[q] + co), v[q]), w_lo, w_hi);
                 }
             }
         }
@@ -241,9 +241,9 @@ fn conv2d_backward_weight_sg(
         for (var ox = 0u; ox < p.ow; ox++) {
             let ix = i32(ox * p.stride) + off_x;
             let v_ok = y_ok && ix >= 0 && ix < i32(p.w);
-            let xv = select(0.0, src_a[select(0u, xr + u32(ix) * p.cin, v_ok)], v_ok);
-            let d_lo = src_b[min(yr, ylast)];
-            let d_hi = src_b[min(yr + 8u, ylast)];
+            let xv = select(0.0, load_a(select(0u, xr + u32(ix) * p.cin, v_ok)), v_ok);
+            let d_lo = load_b(min(yr, ylast));
+            let d_hi = load_b(min(yr + 8u, ylast));
             fma_block(&acc, 0u, xv, d_lo, d_hi);
             yr += p.cout;
         }

@@ -4,9 +4,9 @@
 //!
 //! Layouts: x (N, H, W, Cin), w (KH, KW, Cin, Cout), y (N, OH, OW, Cout), f32, contiguous.
 
-use super::{CONV2D, CONV2D_SUBGROUP};
+use super::{CONV2D, CONV2D_F16, CONV2D_SUBGROUP, CONV2D_SUBGROUP_F16};
 use crate::error::{Error, Result};
-use crate::gpu::{DType, Dispatch, Gpu, KernelFamily, Size, Tensor};
+use crate::gpu::{DType, Dispatch, Gpu, KernelFamily, ShaderSource, Size, Tensor};
 
 /// Geometry of one convolution: input (n, h, w, cin), kernel (kh, kw), cout output channels,
 /// the same stride and zero padding on both spatial axes.
@@ -286,6 +286,16 @@ fn bcast_grid(gpu: &Gpu, rows: usize, chans: usize, kernel: Conv2dKernel) -> [u3
     [chans.div_ceil(kernel.block()) as u32, g[0], g[1]]
 }
 
+/// The element type of a pass's operands (f16: the f16-storage kernels, which widen each
+/// load to f32 and compute as the f32 ones do) and the shader modules holding its entry
+/// points: (the tiled and broadcast kernels' module, the subgroup kernels').
+fn operand_modules(dtype: DType) -> (DType, &'static ShaderSource, &'static ShaderSource) {
+    match dtype {
+        DType::F16 => (DType::F16, &CONV2D_F16, &CONV2D_SUBGROUP_F16),
+        _ => (DType::F32, &CONV2D, &CONV2D_SUBGROUP),
+    }
+}
+
 /// What a convolution's tensors do not say: the stride and the zero padding, the same on
 /// both spatial axes. N, H, W and Cin come from the input (x, or dx for the data gradient),
 /// KH, KW and Cout from the weight (w, or dw for the weight gradient).
@@ -429,27 +439,28 @@ pub fn conv2d_forward(
     const L: &str = "conv2d_forward";
     let s = Conv2dShape::of(L, (t.x, "x"), (t.w, "w"), g)?;
     let kernel = o.kernel(gpu, L, false, false)?;
-    s.check(L, [(t.x, "x"), (t.w, "w"), (t.y, "y")])?;
+    let (dt, module, sg_module) = operand_modules(t.x.dtype);
+    s.check_typed(L, [(t.x, "x", dt), (t.w, "w", dt), (t.y, "y", DType::F32)])?;
     let (x, w, y) = (t.x, t.w, t.y);
     let rows = s.n * s.oh() * s.ow();
     let p = s.params(rows, s.cout, s.kh * s.kw * s.cin, false);
     match kernel {
         Conv2dKernel::Tiled => gpu.dispatch(
-            &CONV2D,
+            module,
             "conv2d_forward",
             &p,
             &[x, w, y],
             tiled_grid(gpu, rows, s.cout),
         ),
         Conv2dKernel::Broadcast => gpu.dispatch(
-            &CONV2D,
+            module,
             "conv2d_forward_bcast",
             &p,
             &[x, w, y],
             bcast_grid(gpu, rows, s.cout, kernel),
         ),
         Conv2dKernel::Subgroup => gpu.dispatch(
-            &CONV2D_SUBGROUP,
+            sg_module,
             "conv2d_forward_sg",
             &p,
             &[x, w, y],
@@ -475,7 +486,11 @@ pub fn conv2d_backward_data(
     const L: &str = "conv2d_backward_data";
     let s = Conv2dShape::of(L, (t.dx, "dx"), (t.w, "w"), g)?;
     let kernel = o.kernel(gpu, L, true, false)?;
-    s.check(L, [(t.dx, "dx"), (t.w, "w"), (t.dy, "dy")])?;
+    let (dt, module, sg_module) = operand_modules(t.dy.dtype);
+    s.check_typed(
+        L,
+        [(t.dx, "dx", DType::F32), (t.w, "w", dt), (t.dy, "dy", dt)],
+    )?;
     let (dy, w, dx) = (t.dy, t.w, t.dx);
     // One GEMM per stride phase; size the grid for the largest phase. A workgroup covers 64
     // of its input pixels (SG_PIXELS times that with the subgroup kernel).
@@ -493,16 +508,16 @@ pub fn conv2d_backward_data(
     match kernel {
         Conv2dKernel::Tiled => {
             let wg = [s.cin.div_ceil(64) as u32, g[0], gz];
-            gpu.dispatch(&CONV2D, "conv2d_backward_data", &p, &[dy, w, dx], wg)
+            gpu.dispatch(module, "conv2d_backward_data", &p, &[dy, w, dx], wg)
         }
         Conv2dKernel::Broadcast => {
             let wg = [s.cin.div_ceil(RB) as u32, g[0], gz];
-            gpu.dispatch(&CONV2D, "conv2d_backward_data_bcast", &p, &[dy, w, dx], wg)
+            gpu.dispatch(module, "conv2d_backward_data_bcast", &p, &[dy, w, dx], wg)
         }
         Conv2dKernel::Subgroup => {
             let wg = [s.cin.div_ceil(SG_BLOCK) as u32, g[0], gz];
             let entry = "conv2d_backward_data_sg";
-            gpu.dispatch(&CONV2D_SUBGROUP, entry, &p, &[dy, w, dx], wg)
+            gpu.dispatch(sg_module, entry, &p, &[dy, w, dx], wg)
         }
     }
 }
@@ -603,20 +618,24 @@ pub fn conv2d_backward_weight(
 ) -> Result<Vec<Dispatch>> {
     const L: &str = "conv2d_backward_weight";
     let s = Conv2dShape::of(L, (t.x, "x"), (t.dw, "dw"), g)?;
-    s.check(L, [(t.x, "x"), (t.dw, "dw"), (t.dy, "dy")])?;
+    let (dt, module, sg_module) = operand_modules(t.x.dtype);
+    s.check_typed(
+        L,
+        [(t.x, "x", dt), (t.dw, "dw", DType::F32), (t.dy, "dy", dt)],
+    )?;
     let kernel = o.kernel(gpu, L, true, true)?;
     let (x, dy, dw) = (t.x, t.dy, t.dw);
     let rows = s.kh * s.kw * s.cin;
     let mut p = s.params(rows, s.cout, s.n * s.oh() * s.ow(), o.accumulate);
     let (shader, entry, block, one_grid) = match kernel {
         Conv2dKernel::Tiled => (
-            &CONV2D,
+            module,
             "conv2d_backward_weight",
             64,
             tiled_grid(gpu, rows, s.cout),
         ),
         Conv2dKernel::Subgroup => (
-            &CONV2D_SUBGROUP,
+            sg_module,
             "conv2d_backward_weight_sg",
             SG_BLOCK,
             bcast_grid(gpu, rows, s.cout, kernel),
@@ -624,7 +643,7 @@ pub fn conv2d_backward_weight(
         Conv2dKernel::Broadcast => {
             let wg = bcast_grid(gpu, rows, s.cout, kernel);
             let entry = "conv2d_backward_weight_bcast";
-            return Ok(vec![gpu.dispatch(&CONV2D, entry, &p, &[x, dy, dw], wg)?]);
+            return Ok(vec![gpu.dispatch(module, entry, &p, &[x, dy, dw], wg)?]);
         }
     };
     let splits = o.splits.unwrap_or_else(|| weight_grad_splits(&s, kernel));

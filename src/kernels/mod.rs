@@ -33,9 +33,45 @@ macro_rules! shader {
 }
 
 pub const BATCHNORM: ShaderSource = shader!("batchnorm");
-pub const CONV2D: ShaderSource = shader!("conv2d" + "conv2d_common");
+/// A convolution shader: `$file`, then `conv2d_common.wgsl` and the operands' storage file
+/// `$io` appended (so the file's own line numbers hold in error messages), `$enable` on
+/// the first line.
+macro_rules! conv {
+    ($name:literal, $enable:literal, $file:literal, $io:literal) => {
+        ShaderSource {
+            name: $name,
+            source: concat!(
+                $enable,
+                include_str!(concat!("../../shaders/", $file, ".wgsl")),
+                "\n",
+                include_str!("../../shaders/conv2d_common.wgsl"),
+                "\n",
+                include_str!(concat!("../../shaders/", $io, ".wgsl")),
+            ),
+        }
+    };
+}
+
+pub const CONV2D: ShaderSource = conv!("conv2d", "", "conv2d", "conv2d_io_f32");
 pub const CONV2D_COMMON: ShaderSource = shader!("conv2d_common");
-pub const CONV2D_SUBGROUP: ShaderSource = shader!("conv2d_subgroup" + "conv2d_common");
+pub const CONV2D_SUBGROUP: ShaderSource =
+    conv!("conv2d_subgroup", "", "conv2d_subgroup", "conv2d_io_f32");
+/// The convolutions over f16 operands (f32 arithmetic and output).
+pub const CONV2D_F16: ShaderSource = conv!("conv2d_f16", "enable f16; ", "conv2d", "conv2d_io_f16");
+pub const CONV2D_SUBGROUP_F16: ShaderSource = conv!(
+    "conv2d_subgroup_f16",
+    "enable f16; ",
+    "conv2d_subgroup",
+    "conv2d_io_f16"
+);
+pub const CONV2D_IO_F32: ShaderSource = shader!("conv2d_io_f32");
+pub const CONV2D_IO_F16: ShaderSource = ShaderSource {
+    name: "conv2d_io_f16",
+    source: concat!(
+        "enable f16; ",
+        include_str!("../../shaders/conv2d_io_f16.wgsl")
+    ),
+};
 pub const DIVERSIFY: ShaderSource = shader!("diversify");
 pub const ELEMENTWISE: ShaderSource = shader!("elementwise");
 pub const GEMM: ShaderSource = ShaderSource {
@@ -150,6 +186,10 @@ pub const ALL_SHADERS: &[ShaderSource] = &[
     CONV2D,
     CONV2D_COMMON,
     CONV2D_SUBGROUP,
+    CONV2D_F16,
+    CONV2D_SUBGROUP_F16,
+    CONV2D_IO_F32,
+    CONV2D_IO_F16,
     DIVERSIFY,
     ELEMENTWISE,
     GEMM,
@@ -409,11 +449,7 @@ mod params_layout {
                 relu,
                 _pad,
             }),
-            name if name == "conv2d"
-                || name == "conv2d_common"
-                || name == "conv2d_subgroup"
-                || name.starts_with("conv2d_coop") =>
-            {
+            name if name.starts_with("conv2d") && !name.starts_with("conv2d_io") => {
                 rust_layout!(Conv2dParams {
                     n,
                     h,
@@ -525,8 +561,14 @@ mod params_layout {
             }
         }
         assert!(problems.is_empty(), "\n{}", problems.join("\n"));
-        // The storage declarations appended to gemm.wgsl are the only files without one.
-        let fragments = [GEMM_IO_F32.name, GEMM_IO_F16.name];
+        // The storage declarations appended to gemm.wgsl and the convolutions are the only
+        // files without one.
+        let fragments = [
+            GEMM_IO_F32.name,
+            GEMM_IO_F16.name,
+            CONV2D_IO_F32.name,
+            CONV2D_IO_F16.name,
+        ];
         assert_eq!(
             checked + fragments.len(),
             ALL_SHADERS.len(),

@@ -635,3 +635,117 @@ fn conv2d_twin_gradients_by_finite_differences() {
         );
     }
 }
+
+/// The f16-storage kernels (operands f16, widened on load; f32 arithmetic and output) of
+/// every family the adapter can run, every pass, every shape, against the f64 twins on the
+/// f16-rounded operands within the f32 dot-product bound (products of f16 values are
+/// exact in f32), outputs poisoned with NaN; the weight gradient with its default split.
+#[test]
+fn conv2d_f16_storage_matches_twins() {
+    use crate::conv2d_coop::{abs, bound};
+    use finegrain::reference::gemm::round_f16;
+    let Some(g) = gpu() else { return };
+    if !g.features.shader_f16 {
+        eprintln!("NOT RUN: {} has no shader-f16", g.describe());
+        assert!(g.tensor_f16("x", &[1], &[0.0]).is_err());
+        return;
+    }
+    for (s, k) in SHAPES
+        .iter()
+        .flat_map(|s| kernels(g).into_iter().map(move |k| (s, k)))
+    {
+        let tag = format!("{} {k:?} f16 storage", name(s));
+        let mut r = rng(&format!("conv2d {tag}"));
+        let x = round_f16(&uniform(&mut r, numel(s.x_shape()), 1.0));
+        let w = round_f16(&uniform(&mut r, numel(s.w_shape()), 1.0));
+        let dy = round_f16(&uniform(&mut r, numel(s.y_shape()), 1.0));
+        let (x64, w64, dy64) = (f64s(&x), f64s(&w), f64s(&dy));
+        let tx = g.tensor_f16("x", &s.x_shape(), &x).unwrap();
+        let tw = g.tensor_f16("w", &s.w_shape(), &w).unwrap();
+        let tdy = g.tensor_f16("dy", &s.y_shape(), &dy).unwrap();
+        let poisoned = |label: &str, shape: [usize; 4]| {
+            let t = g.zeros(label, &shape).unwrap();
+            g.fill(&t, f32::NAN).unwrap();
+            t
+        };
+        let (ty, tdx, tdw) = (
+            poisoned("y", s.y_shape()),
+            poisoned("dx", s.x_shape()),
+            poisoned("dw", s.w_shape()),
+        );
+        let mut ds = vec![conv::conv2d_forward(
+            g,
+            &Conv2dForward {
+                x: &tx,
+                w: &tw,
+                y: &ty,
+            },
+            s.geometry(),
+            &with(k),
+        )
+        .unwrap()];
+        let t = Conv2dBackwardData {
+            dy: &tdy,
+            w: &tw,
+            dx: &tdx,
+        };
+        ds.push(conv::conv2d_backward_data(g, &t, s.geometry(), &with(k)).unwrap());
+        let t = Conv2dBackwardWeight {
+            x: &tx,
+            dy: &tdy,
+            dw: &tdw,
+        };
+        ds.extend(conv::conv2d_backward_weight(g, &t, s.geometry(), &with(k)).unwrap());
+        g.run(&ds.iter().collect::<Vec<_>>()).unwrap();
+        let cases = [
+            (
+                "forward",
+                &ty,
+                twin::conv2d_forward(s, &x64, &w64),
+                twin::conv2d_forward(s, &abs(&x64), &abs(&w64)),
+                s.kh * s.kw * s.cin,
+            ),
+            (
+                "data gradient",
+                &tdx,
+                twin::conv2d_backward_data(s, &dy64, &w64),
+                twin::conv2d_backward_data(s, &abs(&dy64), &abs(&w64)),
+                s.kh * s.kw * s.cout,
+            ),
+            (
+                "weight gradient",
+                &tdw,
+                twin::conv2d_backward_weight(s, &x64, &dy64),
+                twin::conv2d_backward_weight(s, &abs(&x64), &abs(&dy64)),
+                s.n * s.oh() * s.ow(),
+            ),
+        ];
+        for (pass, t, want, sums, len) in cases {
+            let tol = bound(len, &sums, &vec![0.0; sums.len()]);
+            let got = g.download(t).unwrap();
+            assert_close(&format!("{pass} {tag}"), &got, &want, tol, 0.0);
+        }
+    }
+}
+
+/// Mixed operand types are refused, naming the tensor.
+#[test]
+fn conv2d_refuses_mixed_operand_types() {
+    let Some(g) = gpu() else { return };
+    let s = SHAPES[0];
+    let Ok(x) = g.tensor_f16("x16", &s.x_shape(), &vec![0.0; numel(s.x_shape())]) else {
+        return;
+    };
+    let w = g.zeros("w32", &s.w_shape()).unwrap();
+    let y = g.zeros("y", &s.y_shape()).unwrap();
+    let t = Conv2dForward {
+        x: &x,
+        w: &w,
+        y: &y,
+    };
+    let e = conv::conv2d_forward(g, &t, s.geometry(), &Conv2dOptions::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("w32") && e.contains("F16"), "{e}");
+}

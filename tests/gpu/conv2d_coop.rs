@@ -68,7 +68,7 @@ fn name(s: &Conv2dShape) -> String {
 /// the twin run on the operands' absolute values (`abs`, the sums of |a b|) and the
 /// accumulated start `init` (zero when overwriting): len u / (1 - len u) sum |a b| plus one
 /// rounding of the result. See `reference::gemm::f32_error_bound`.
-fn bound(len: usize, abs: &[f64], init: &[f64]) -> f64 {
+pub(crate) fn bound(len: usize, abs: &[f64], init: &[f64]) -> f64 {
     let u = f64::powi(2.0, -24);
     let gamma = len as f64 * u / (1.0 - len as f64 * u);
     abs.iter()
@@ -77,7 +77,7 @@ fn bound(len: usize, abs: &[f64], init: &[f64]) -> f64 {
         .fold(0.0, f64::max)
 }
 
-fn abs(v: &[f64]) -> Vec<f64> {
+pub(crate) fn abs(v: &[f64]) -> Vec<f64> {
     v.iter().map(|x| x.abs()).collect()
 }
 
