@@ -279,46 +279,17 @@ fn parse_json<T: serde::de::DeserializeOwned>(
         .map_err(|e| format!("`{key}` ({what}) cannot be read: {e}"))
 }
 
-/// Largest channel count, class count, stage depth or stride a checkpoint's model
-/// configuration may give (a bound that keeps every size product far from overflowing).
-const MAX_MODEL_DIM: usize = 1 << 16;
-
 /// Checks of the model configuration beyond [`ModelConfig::validate`] that matter to a
 /// checkpoint: what the data pipeline can feed it and batch-norm constants that work.
 fn check_model(m: &ModelConfig) -> std::result::Result<(), String> {
     let bad = |msg: String| Err(format!("`{MODEL_KEY}` (model configuration): {msg}"));
-    // Bounds first, so that the size arithmetic of `validate` cannot overflow on a damaged
-    // file: far above any ResNet (the largest stage width is 512, the stem kernel 7).
-    let max = crate::data::MAX_IMAGE_SIZE;
-    let stem = &m.stem;
-    for (field, v) in [
-        ("input_size", m.input_size),
-        ("stem kernel", stem.kernel),
-        ("stem stride", stem.stride),
-        ("stem pad", stem.pad),
-    ] {
-        if v > max {
-            return bad(format!("{field} {v} is larger than {max}"));
-        }
-    }
-    for (field, v) in [
-        ("stem channels", stem.channels),
-        ("num_classes", m.num_classes),
-    ]
-    .into_iter()
-    .chain(m.widths.iter().map(|&w| ("a stage width", w)))
-    .chain(m.layers.iter().map(|&l| ("a stage's block count", l)))
-    .chain(m.strides.iter().map(|&s| ("a stage stride", s)))
-    {
-        if v > MAX_MODEL_DIM {
-            return bad(format!("{field} {v} is larger than {MAX_MODEL_DIM}"));
-        }
-    }
-    if m.layers.len() > 64 {
-        return bad(format!("{} stages, more than 64", m.layers.len()));
-    }
+    // Bounds (checked first by validate, so that its size arithmetic cannot overflow on a
+    // damaged file), shape and buildability.
     if let Err(e) = m.validate() {
-        return bad(e.to_string());
+        return bad(match e {
+            Error::Invalid { message, .. } => message,
+            e => e.to_string(),
+        });
     }
     if m.in_channels != 1 && m.in_channels != 3 {
         return bad(format!(

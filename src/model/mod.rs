@@ -54,6 +54,11 @@ pub struct ModelConfig {
     pub bn_momentum: f32,
 }
 
+/// Largest channel count, class count, stage depth or stride a model configuration may
+/// give ([`ModelConfig::validate`]): a bound that keeps every size product far from
+/// overflowing.
+pub const MAX_MODEL_DIM: usize = 1 << 16;
+
 impl ModelConfig {
     /// A preset by name: `tiny` (28x28 grayscale, 3 stages, fast on a CPU adapter),
     /// `small` (32-64 px), `resnet18`, `resnet34`, `resnet50` (torchvision topology).
@@ -142,9 +147,41 @@ impl ModelConfig {
         Ok(c)
     }
 
-    /// Check that the configuration describes a buildable network.
+    /// Check that the configuration describes a buildable network: sizes within bounds
+    /// (checked first, so that no size arithmetic can overflow on hostile values, from a
+    /// checkpoint or from flags), stages consistent, the input large enough.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::invalid("model configuration", m));
+        // Far above any ResNet (the largest stage width is 512, the stem kernel 7).
+        let max = crate::data::MAX_IMAGE_SIZE;
+        let stem = &self.stem;
+        for (field, v) in [
+            ("input_size", self.input_size),
+            ("stem kernel", stem.kernel),
+            ("stem stride", stem.stride),
+            ("stem pad", stem.pad),
+        ] {
+            if v > max {
+                return bad(format!("{field} {v} is larger than {max}"));
+            }
+        }
+        for (field, v) in [
+            ("stem channels", stem.channels),
+            ("num_classes", self.num_classes),
+            ("in_channels", self.in_channels),
+        ]
+        .into_iter()
+        .chain(self.widths.iter().map(|&w| ("a stage width", w)))
+        .chain(self.layers.iter().map(|&l| ("a stage's block count", l)))
+        .chain(self.strides.iter().map(|&s| ("a stage stride", s)))
+        {
+            if v > MAX_MODEL_DIM {
+                return bad(format!("{field} {v} is larger than {MAX_MODEL_DIM}"));
+            }
+        }
+        if self.layers.len() > 64 {
+            return bad(format!("{} stages, more than 64", self.layers.len()));
+        }
         if self.layers.is_empty()
             || self.layers.len() != self.widths.len()
             || self.layers.len() != self.strides.len()
@@ -207,5 +244,34 @@ impl ModelConfig {
     /// Channels of the last feature map (input of the class-map head).
     pub fn feature_channels(&self) -> usize {
         self.widths.last().copied().unwrap_or(0) * self.block.expansion()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Out-of-bound sizes are refused by `validate` itself (whatever the configuration
+    /// came from), naming the field, before any size arithmetic.
+    #[test]
+    fn validate_bounds_every_size() {
+        let ok = ModelConfig::preset("resnet18", 3, 64, 10).unwrap();
+        assert!(ok.validate().is_ok());
+        let cases: [(&str, fn(&mut ModelConfig)); 5] = [
+            ("a stage width", |m| m.widths[0] = MAX_MODEL_DIM + 1),
+            ("num_classes", |m| m.num_classes = usize::MAX),
+            ("stem pad", |m| m.stem.pad = usize::MAX / 2),
+            ("input_size", |m| m.input_size = usize::MAX),
+            ("a stage stride", |m| m.strides[1] = usize::MAX),
+        ];
+        for (field, break_it) in cases {
+            let mut m = ok.clone();
+            break_it(&mut m);
+            let e = m.validate().unwrap_err().to_string();
+            assert!(
+                e.contains(field) && e.contains("larger than"),
+                "{field}: {e}"
+            );
+        }
     }
 }
