@@ -257,7 +257,8 @@ mod tests {
     fn validate_bounds_every_size() {
         let ok = ModelConfig::preset("resnet18", 3, 64, 10).unwrap();
         assert!(ok.validate().is_ok());
-        let cases: [(&str, fn(&mut ModelConfig)); 5] = [
+        type Break = fn(&mut ModelConfig);
+        let cases: [(&str, Break); 5] = [
             ("a stage width", |m| m.widths[0] = MAX_MODEL_DIM + 1),
             ("num_classes", |m| m.num_classes = usize::MAX),
             ("stem pad", |m| m.stem.pad = usize::MAX / 2),
