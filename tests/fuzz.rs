@@ -316,3 +316,22 @@ fn a_panicking_decoder_is_an_error_naming_the_file() {
         }
     }
 }
+
+/// A progressive JPEG AFL++ made (`fuzz/afl`, image target, 672 bytes) on which zune-jpeg
+/// 0.5.15's AVX2 upsampler fails an `assert!` (a panic in release builds too); the 0.4.21
+/// this crate locks rejects it with an error. Either way read_image must return an error
+/// naming the file.
+#[test]
+fn a_jpeg_that_panics_newer_decoders_is_an_error_naming_the_file() {
+    let f = std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/zune-upsampler.jpg"
+    ));
+    for channels in [1, 3] {
+        let e = finegrain::data::read_image(f, channels)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("zune-upsampler.jpg"), "{e}");
+    }
+}
