@@ -11,7 +11,7 @@ use finegrain::testing::{assert_close, check_grad, f64s, gpu, rng, uniform};
 use rand::Rng;
 
 #[allow(clippy::too_many_arguments)]
-const fn shape(
+pub(crate) const fn shape(
     n: usize,
     h: usize,
     w: usize,
@@ -66,7 +66,7 @@ const SHAPES: &[Conv2dShape] = &[
     shape(2, 6, 7, 32, 48, 3, 3, 2, 1),
 ];
 
-fn numel(d: [usize; 4]) -> usize {
+pub(crate) fn numel(d: [usize; 4]) -> usize {
     d.iter().product()
 }
 
@@ -86,7 +86,7 @@ fn kernels(g: &finegrain::Gpu) -> Vec<Conv2dKernel> {
     k
 }
 
-fn name(s: &Conv2dShape) -> String {
+pub(crate) fn name(s: &Conv2dShape) -> String {
     format!(
         "n{} {}x{}x{} -> {} k{}x{} s{} p{}",
         s.n, s.h, s.w, s.cin, s.cout, s.kh, s.kw, s.stride, s.pad

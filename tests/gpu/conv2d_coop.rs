@@ -3,6 +3,7 @@
 //! lists, on conv2d's shapes (which do not divide the tiles), with the output poisoned, and
 //! the backward passes also accumulating; without a tile, the refusal.
 
+use crate::conv2d::{name, numel, shape};
 use crate::{coop_required, REQUIRE_COOP};
 use finegrain::kernels::conv2d::{
     Conv2dBackwardData, Conv2dBackwardWeight, Conv2dForward, Conv2dShape,
@@ -14,31 +15,6 @@ use finegrain::kernels::conv2d_coop::{
 use finegrain::reference::conv2d as twin;
 use finegrain::reference::gemm::round_f16;
 use finegrain::testing::{assert_close, f64s, gpu, rng, uniform};
-
-#[allow(clippy::too_many_arguments)]
-const fn shape(
-    n: usize,
-    h: usize,
-    w: usize,
-    cin: usize,
-    cout: usize,
-    kh: usize,
-    kw: usize,
-    stride: usize,
-    pad: usize,
-) -> Conv2dShape {
-    Conv2dShape {
-        n,
-        h,
-        w,
-        cin,
-        cout,
-        kh,
-        kw,
-        stride,
-        pad,
-    }
-}
 
 /// The ResNet kinds (stem 7x7/s2/p3, 3x3/s1/p1, 3x3/s2/p1, 1x1/s2), odd corners
 /// (non-square kernel, stride 3 leaving input rows unread, padding wider than the kernel's
@@ -52,17 +28,6 @@ const SHAPES: &[Conv2dShape] = &[
     shape(1, 6, 5, 4, 3, 2, 4, 2, 2),
     shape(2, 11, 9, 65, 67, 3, 3, 1, 1),
 ];
-
-fn numel(d: [usize; 4]) -> usize {
-    d.iter().product()
-}
-
-fn name(s: &Conv2dShape) -> String {
-    format!(
-        "n{} {}x{}x{} -> {} k{}x{} s{} p{}",
-        s.n, s.h, s.w, s.cin, s.cout, s.kh, s.kw, s.stride, s.pad
-    )
-}
 
 /// The f32 rounding bound of sums of `len` products of f16 values (exact in f32), given
 /// the twin run on the operands' absolute values (`abs`, the sums of |a b|) and the
