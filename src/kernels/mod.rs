@@ -2,6 +2,7 @@
 //! struct, and functions that build [`Dispatch`](crate::gpu::Dispatch)es at setup time.
 
 pub mod batchnorm;
+pub mod cast;
 pub mod conv2d;
 pub mod conv2d_coop;
 pub mod elementwise;
@@ -71,6 +72,14 @@ pub const CONV2D_IO_F16: ShaderSource = ShaderSource {
         "enable f16; ",
         include_str!("../../shaders/conv2d_io_f16.wgsl")
     ),
+};
+pub const CAST_F16: ShaderSource = ShaderSource {
+    name: "cast_f16",
+    source: concat!("enable f16; ", include_str!("../../shaders/cast_f16.wgsl")),
+};
+pub const CAST_F32: ShaderSource = ShaderSource {
+    name: "cast_f32",
+    source: concat!("enable f16; ", include_str!("../../shaders/cast_f32.wgsl")),
 };
 pub const DIVERSIFY: ShaderSource = shader!("diversify");
 pub const ELEMENTWISE: ShaderSource = shader!("elementwise");
@@ -183,6 +192,8 @@ pub const SGD: ShaderSource = shader!("sgd");
 /// Every shader the crate embeds (the portability test checks that this covers `shaders/`).
 pub const ALL_SHADERS: &[ShaderSource] = &[
     BATCHNORM,
+    CAST_F16,
+    CAST_F32,
     CONV2D,
     CONV2D_COMMON,
     CONV2D_SUBGROUP,
@@ -218,6 +229,7 @@ pub const ALL_SHADERS: &[ShaderSource] = &[
 mod params_layout {
     use super::*;
     use crate::kernels::batchnorm::BatchNormParams;
+    use crate::kernels::cast::CastParams;
     use crate::kernels::conv2d::Conv2dParams;
     use crate::kernels::elementwise::ElementwiseParams;
     use crate::kernels::gemm::GemmParams;
@@ -486,6 +498,7 @@ mod params_layout {
                 _pad2,
             }),
             "elementwise" => rust_layout!(ElementwiseParams { n }),
+            "cast_f16" | "cast_f32" => rust_layout!(CastParams { n, scale, _pad }),
             "gemm" | "gemm_f16" | "gemm_coop" | "gemm_coop16" => rust_layout!(GemmParams {
                 m,
                 n,

@@ -3,6 +3,7 @@
 //! finite differences. Same layouts as the GPU side (NHWC activations, HWIO weights).
 
 pub mod batchnorm;
+pub mod cast;
 pub mod conv2d;
 pub mod diversify;
 pub mod elementwise;

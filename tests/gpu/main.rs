@@ -3,6 +3,7 @@
 //! Without an adapter every test here fails, unless FINEGRAIN_ALLOW_NO_GPU=1.
 
 mod batchnorm;
+mod cast;
 mod conv2d;
 mod conv2d_coop;
 mod elementwise;
