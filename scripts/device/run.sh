@@ -35,7 +35,7 @@ else
   bench_args=(--full --reps 5)
   full_args=(--data .data/fashion-mnist --epochs 12)
   abl_seeds="0 1 2"; abl_args=(--subset)
-  t_bench=120; t_full=300; t_abl=60
+  t_bench=150; t_full=270; t_abl=60
 fi
 
 echo "== bench" >&2
