@@ -236,3 +236,62 @@ pub fn open_toy_folders(
         crate::data::open_dataset(root, crate::data::Split::Train, &opts).expect("toy dataset"),
     )
 }
+
+/// The tensors of a safetensors file: (name, dtype, shape, little-endian bytes), sorted by
+/// name, as the fuzz targets and the hostile-input catalogue edit them.
+pub type StTensors = Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>;
+
+/// The metadata and tensors of the safetensors bytes `b` (panics on a file that is not
+/// one: the callers pass files they made).
+pub fn read_safetensors(b: &[u8]) -> (std::collections::HashMap<String, String>, StTensors) {
+    let (_, header) = safetensors::SafeTensors::read_metadata(b).expect("a safetensors file");
+    let meta = header.metadata().clone().unwrap_or_default();
+    let st = safetensors::SafeTensors::deserialize(b).expect("a safetensors file");
+    let mut t: StTensors = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec()))
+        .collect();
+    t.sort_by(|a, b| a.0.cmp(&b.0));
+    (meta, t)
+}
+
+/// Safetensors bytes of `t` with metadata `meta`.
+pub fn write_safetensors(
+    meta: Option<&std::collections::HashMap<String, String>>,
+    t: &StTensors,
+) -> Vec<u8> {
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = t
+        .iter()
+        .map(|(n, d, s, b)| {
+            let v = safetensors::tensor::TensorView::new(*d, s.clone(), b);
+            (n.clone(), v.expect("consistent tensor"))
+        })
+        .collect();
+    safetensors::serialize(views, meta.cloned()).expect("serializable tensors")
+}
+
+/// The backbone of the finegrain checkpoint `checkpoint` (bytes) as a torchvision state
+/// dict: the head as `fc`, no momentum, a `num_batches_tracked` per batch norm.
+pub fn torchvision_state_dict(checkpoint: &[u8]) -> Vec<u8> {
+    let (_, t) = read_safetensors(checkpoint);
+    let mut sd: StTensors = Vec::new();
+    for (n, d, s, b) in t {
+        if n.starts_with(crate::checkpoint::MOMENTUM_PREFIX) {
+            continue;
+        }
+        match n.as_str() {
+            "head.weight" => sd.push(("fc.weight".into(), d, s[..2].to_vec(), b)),
+            "head.bias" => sd.push(("fc.bias".into(), d, s, b)),
+            _ => {
+                if let Some(bn) = n.strip_suffix(".running_mean") {
+                    let tracked = 7i64.to_le_bytes().to_vec();
+                    let name = format!("{bn}.num_batches_tracked");
+                    sd.push((name, safetensors::Dtype::I64, vec![], tracked));
+                }
+                sd.push((n, d, s, b));
+            }
+        }
+    }
+    write_safetensors(None, &sd)
+}

@@ -26,7 +26,7 @@ use finegrain::checkpoint::{
 };
 use finegrain::data::{self, DataOptions, Split};
 use rand::SeedableRng;
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::Dtype;
 use serde_json::{json, Value};
 
 const SHIPPED: &str = concat!(
@@ -264,30 +264,10 @@ fn png_idat(png: &[u8]) -> (usize, usize) {
     (t + 4, len)
 }
 
-type Tensors = Vec<(String, Dtype, Vec<usize>, Vec<u8>)>;
+type Tensors = finegrain::testing::StTensors;
 /// An edit of a safetensors file's tensors.
 type Edit = fn(&mut Tensors);
-
-fn read_st(bytes: &[u8]) -> (HashMap<String, String>, Tensors) {
-    let (_, header) = SafeTensors::read_metadata(bytes).unwrap();
-    let meta = header.metadata().clone().unwrap_or_default();
-    let st = SafeTensors::deserialize(bytes).unwrap();
-    let mut t: Tensors = st
-        .tensors()
-        .into_iter()
-        .map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec()))
-        .collect();
-    t.sort_by(|a, b| a.0.cmp(&b.0));
-    (meta, t)
-}
-
-fn write_st(meta: Option<&HashMap<String, String>>, t: &Tensors) -> Vec<u8> {
-    let views: Vec<(String, TensorView<'_>)> = t
-        .iter()
-        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
-        .collect();
-    safetensors::serialize(views, meta.cloned()).unwrap()
-}
+use finegrain::testing::{read_safetensors as read_st, write_safetensors as write_st};
 
 fn tensor<'a>(t: &'a mut Tensors, name: &str) -> &'a mut (String, Dtype, Vec<usize>, Vec<u8>) {
     t.iter_mut()
@@ -2520,31 +2500,7 @@ fn context() -> Ctx {
     );
     let rgb_png = encode(image::DynamicImage::ImageRgb8(rgb), image::ImageFormat::Png);
     let shipped = std::fs::read(SHIPPED).unwrap();
-    // The shipped model's backbone as a torchvision state dict: the head as `fc`, no
-    // momentum, a `num_batches_tracked` per batch norm.
-    let (_, t) = read_st(&shipped);
-    let mut sd: Tensors = Vec::new();
-    for (n, d, s, b) in t {
-        if n.starts_with(checkpoint::MOMENTUM_PREFIX) {
-            continue;
-        }
-        match n.as_str() {
-            "head.weight" => sd.push(("fc.weight".into(), d, s[..2].to_vec(), b)),
-            "head.bias" => sd.push(("fc.bias".into(), d, s, b)),
-            _ => {
-                if let Some(bn) = n.strip_suffix(".running_mean") {
-                    sd.push((
-                        format!("{bn}.num_batches_tracked"),
-                        Dtype::I64,
-                        vec![],
-                        7i64.to_le_bytes().to_vec(),
-                    ));
-                }
-                sd.push((n, d, s, b));
-            }
-        }
-    }
-    let torchvision = write_st(None, &sd);
+    let torchvision = finegrain::testing::torchvision_state_dict(&shipped);
     let net = finegrain::testing::gpu().map(|g| {
         let ck = Checkpoint::open(Path::new(SHIPPED)).unwrap();
         let method = finegrain::train::MethodConfig {

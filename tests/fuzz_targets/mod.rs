@@ -16,7 +16,6 @@
 #![allow(dead_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::collections::HashMap;
 use std::io::Write;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -27,7 +26,7 @@ use finegrain::checkpoint::{self, Checkpoint};
 use finegrain::data::{self, DataOptions, Split};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
 use serde_json::Value;
 
 /// A case slower than this is a failure (a hang, or work out of proportion to the input).
@@ -609,20 +608,8 @@ pub fn mutate_image(rng: &mut StdRng, seeds: &[Vec<u8>]) -> Vec<u8> {
     b
 }
 
-type Tensors = Vec<(String, Dtype, Vec<usize>, Vec<u8>)>;
-
-fn read_st(bytes: &[u8]) -> (HashMap<String, String>, Tensors) {
-    let (_, header) = SafeTensors::read_metadata(bytes).unwrap();
-    let meta = header.metadata().clone().unwrap_or_default();
-    let st = SafeTensors::deserialize(bytes).unwrap();
-    let mut t: Tensors = st
-        .tensors()
-        .into_iter()
-        .map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec()))
-        .collect();
-    t.sort_by(|a, b| a.0.cmp(&b.0));
-    (meta, t)
-}
+type Tensors = finegrain::testing::StTensors;
+use finegrain::testing::{read_safetensors as read_st, write_safetensors as write_st};
 
 /// A copy of the safetensors file `b` whose F32 tensor `name` starts with `value`.
 pub fn set_first_value(b: &[u8], name: &str, value: f32) -> Vec<u8> {
@@ -639,14 +626,6 @@ pub fn edit_metadata(b: &[u8], key: &str, f: impl FnOnce(&str) -> String) -> Vec
     assert_ne!(v, meta[key], "the edit changed nothing");
     meta.insert(key.into(), v);
     write_st(Some(&meta), &t)
-}
-
-fn write_st(meta: Option<&HashMap<String, String>>, t: &Tensors) -> Vec<u8> {
-    let views: Vec<(String, TensorView<'_>)> = t
-        .iter()
-        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
-        .collect();
-    safetensors::serialize(views, meta.cloned()).unwrap()
 }
 
 /// Splits a safetensors file into (header JSON, data).
@@ -984,29 +963,7 @@ impl Target {
             }
             "torchvision" => {
                 let full = std::fs::read(SHIPPED).unwrap();
-                let (_, t) = read_st(&full);
-                let mut sd: Tensors = Vec::new();
-                for (n, d, s, b) in t {
-                    if n.starts_with(checkpoint::MOMENTUM_PREFIX) {
-                        continue;
-                    }
-                    match n.as_str() {
-                        "head.weight" => sd.push(("fc.weight".into(), d, s[..2].to_vec(), b)),
-                        "head.bias" => sd.push(("fc.bias".into(), d, s, b)),
-                        _ => {
-                            if let Some(bn) = n.strip_suffix(".running_mean") {
-                                sd.push((
-                                    format!("{bn}.num_batches_tracked"),
-                                    Dtype::I64,
-                                    vec![],
-                                    7i64.to_le_bytes().to_vec(),
-                                ));
-                            }
-                            sd.push((n, d, s, b));
-                        }
-                    }
-                }
-                seeds = vec![write_st(None, &sd)];
+                seeds = vec![finegrain::testing::torchvision_state_dict(&full)];
                 if let Some(g) = gpu {
                     let ck = Checkpoint::open(Path::new(SHIPPED)).unwrap();
                     let method = finegrain::train::MethodConfig {
