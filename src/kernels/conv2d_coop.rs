@@ -8,48 +8,10 @@
 use super::conv2d::{
     Conv2dBackwardData, Conv2dBackwardWeight, Conv2dForward, Conv2dGeometry, Conv2dShape,
 };
+pub use super::CoopTile;
 use super::{CONV2D_COOP16, CONV2D_COOP8};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Dispatch, Gpu};
-
-/// Side of the cooperative-matrix tiles (f16 x f16 -> f32).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CoopTile {
-    T8,
-    T16,
-}
-
-impl CoopTile {
-    /// The largest tile `gpu` lists (and whose virtual-subgroup width exists), if any.
-    pub fn best(gpu: &Gpu) -> Option<CoopTile> {
-        [CoopTile::T16, CoopTile::T8]
-            .into_iter()
-            .find(|t| t.available(gpu))
-    }
-
-    pub fn available(self, gpu: &Gpu) -> bool {
-        let c = gpu.features.coop_f16_f32;
-        gpu.coop_lanes().is_some()
-            && match self {
-                CoopTile::T8 => c.t8,
-                CoopTile::T16 => c.t16,
-            }
-    }
-
-    /// Matrix side.
-    pub fn side(self) -> u32 {
-        match self {
-            CoopTile::T8 => 8,
-            CoopTile::T16 => 16,
-        }
-    }
-
-    /// Side of a workgroup's output tile (2 x 2 accumulators per virtual subgroup, 2 x 2
-    /// virtual subgroups).
-    pub fn workgroup_tile(self) -> u32 {
-        4 * self.side()
-    }
-}
 
 /// How a cooperative-matrix convolution pass runs. [`Default`]: the largest tile the
 /// adapter has, overwrite the output.
@@ -69,7 +31,7 @@ fn pass(
     o: &CoopConvOptions,
     backward: bool,
     index: usize,
-) -> Result<(CoopTile, &'static crate::gpu::ShaderSource, u32)> {
+) -> Result<(CoopTile, &'static crate::gpu::ShaderSource)> {
     if o.accumulate && !backward {
         return Err(Error::invalid(
             format!("{launcher} options"),
@@ -95,14 +57,13 @@ fn pass(
         CoopTile::T8 => &CONV2D_COOP8[index],
         CoopTile::T16 => &CONV2D_COOP16[index],
     };
-    // available() checked that the width exists.
-    Ok((tile, shader, gpu.coop_lanes().unwrap_or(64)))
+    Ok((tile, shader))
 }
 
 fn dispatch(
     gpu: &Gpu,
     s: &Conv2dShape,
-    (tile, shader, lanes): (CoopTile, &'static crate::gpu::ShaderSource, u32),
+    (tile, shader): (CoopTile, &'static crate::gpu::ShaderSource),
     (m, n, k): (usize, usize, usize),
     accumulate: bool,
     tensors: [&crate::gpu::Tensor; 3],
@@ -110,7 +71,7 @@ fn dispatch(
     let p = s.params(m, n, k, accumulate);
     let t = tile.workgroup_tile() as usize;
     let wg = [n.div_ceil(t) as u32, m.div_ceil(t) as u32, 1];
-    let constants = [("SG", lanes as f64)];
+    let constants = CoopTile::constants(gpu);
     gpu.dispatch_with(shader, "coop_gemm", &constants, &p, &tensors, wg)
 }
 

@@ -1,6 +1,6 @@
 //! `gemm`: C = alpha * op(A) x op(B) + beta * C with strides (see `shaders/gemm.wgsl`).
 
-use super::{GEMM, GEMM_COOP16, GEMM_COOP8, GEMM_F16};
+use super::{CoopTile, GEMM, GEMM_COOP16, GEMM_COOP8, GEMM_F16};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Dispatch, Gpu, Size, Tensor};
 use crate::method::dims;
@@ -98,25 +98,32 @@ impl GemmKernel {
         }
     }
 
-    /// Whether `gpu` can run this kernel (and with which virtual-subgroup width, for the
-    /// cooperative ones).
-    pub fn available(self, gpu: &Gpu) -> bool {
-        let coop = gpu.features.coop_f16_f32;
+    /// The cooperative-matrix tile of the coop kernels.
+    pub fn coop_tile(self) -> Option<CoopTile> {
         match self {
-            GemmKernel::Auto | GemmKernel::F32 => true,
-            GemmKernel::F16Storage => gpu.features.shader_f16,
-            GemmKernel::Coop8 => coop.t8 && gpu.coop_lanes().is_some(),
-            GemmKernel::Coop16 => coop.t16 && gpu.coop_lanes().is_some(),
+            GemmKernel::Coop8 => Some(CoopTile::T8),
+            GemmKernel::Coop16 => Some(CoopTile::T16),
+            _ => None,
+        }
+    }
+
+    /// Whether `gpu` can run this kernel.
+    pub fn available(self, gpu: &Gpu) -> bool {
+        match (self, self.coop_tile()) {
+            (_, Some(t)) => t.available(gpu),
+            (GemmKernel::F16Storage, _) => gpu.features.shader_f16,
+            _ => true,
         }
     }
 
     /// The kernel `Auto` stands for, given A and B of type `operands`.
     pub fn resolve(self, gpu: &Gpu, operands: DType) -> GemmKernel {
         match (self, operands) {
-            (GemmKernel::Auto, DType::F16) => [GemmKernel::Coop16, GemmKernel::Coop8]
-                .into_iter()
-                .find(|k| k.available(gpu))
-                .unwrap_or(GemmKernel::F16Storage),
+            (GemmKernel::Auto, DType::F16) => match CoopTile::best(gpu) {
+                Some(CoopTile::T16) => GemmKernel::Coop16,
+                Some(CoopTile::T8) => GemmKernel::Coop8,
+                None => GemmKernel::F16Storage,
+            },
             (GemmKernel::Auto, _) => GemmKernel::F32,
             (k, _) => k,
         }
@@ -124,10 +131,7 @@ impl GemmKernel {
 
     /// Side of the workgroup's output tile.
     pub fn tile(self) -> u32 {
-        match self {
-            GemmKernel::Coop8 => 32,
-            _ => 64,
-        }
+        self.coop_tile().map_or(64, CoopTile::workgroup_tile)
     }
 
     /// What the benchmark tables print: the kernel and its tiles.
@@ -295,9 +299,7 @@ pub fn gemm(gpu: &Gpu, t: &Gemm, o: &GemmOptions) -> Result<Dispatch> {
             } else {
                 &GEMM_COOP16
             };
-            // available() checked that the width exists.
-            let lanes = gpu.coop_lanes().unwrap_or(64);
-            let constants = [("SG", lanes as f64)];
+            let constants = CoopTile::constants(gpu);
             gpu.dispatch_with(shader, "coop_gemm", &constants, &p, &tensors, wg)
         }
     }

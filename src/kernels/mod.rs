@@ -110,6 +110,53 @@ pub const GEMM_IO_F16: ShaderSource = ShaderSource {
         include_str!("../../shaders/gemm_io_f16.wgsl")
     ),
 };
+
+/// Side of the cooperative-matrix tiles (f16 x f16 -> f32).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CoopTile {
+    T8,
+    T16,
+}
+
+impl CoopTile {
+    /// The largest tile `gpu` lists (and whose virtual-subgroup width exists), if any.
+    pub fn best(gpu: &crate::gpu::Gpu) -> Option<CoopTile> {
+        [CoopTile::T16, CoopTile::T8]
+            .into_iter()
+            .find(|t| t.available(gpu))
+    }
+
+    pub fn available(self, gpu: &crate::gpu::Gpu) -> bool {
+        let c = gpu.features.coop_f16_f32;
+        gpu.coop_lanes().is_some()
+            && match self {
+                CoopTile::T8 => c.t8,
+                CoopTile::T16 => c.t16,
+            }
+    }
+
+    /// Matrix side.
+    pub fn side(self) -> u32 {
+        match self {
+            CoopTile::T8 => 8,
+            CoopTile::T16 => 16,
+        }
+    }
+
+    /// Side of a workgroup's output tile (2 x 2 accumulators per virtual subgroup, 2 x 2
+    /// virtual subgroups).
+    pub fn workgroup_tile(self) -> u32 {
+        4 * self.side()
+    }
+
+    /// The override constants of every `coop_tiles.wgsl` pipeline on `gpu`: the
+    /// virtual-subgroup width `SG` ([`crate::gpu::Gpu::coop_lanes`]; 64, the widest, where the adapter
+    /// has none, which [`CoopTile::available`] already refuses).
+    pub fn constants(gpu: &crate::gpu::Gpu) -> [(&'static str, f64); 1] {
+        [("SG", gpu.coop_lanes().unwrap_or(64) as f64)]
+    }
+}
+
 /// A cooperative-matrix kernel: `shaders/coop_tiles.wgsl` (enables on its first line) with
 /// the accessor file `$io` and the tile header of side `$t` appended (and `$extra`
 /// declarations, e.g. the convolution pass).
