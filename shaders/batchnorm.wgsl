@@ -1,19 +1,24 @@
 // batchnorm: batch normalisation over the rows of a (rows, C) view of an NHWC tensor
-// (rows = N * H * W), training and eval forward and the training backward. f32 throughout.
+// (rows = N * H * W), training and eval forward and the training backward. Activations
+// (x, y, dy, dx) are stored as `ACT`, f32 or f16 (the alias is appended by
+// src/kernels/mod.rs: `BATCHNORM` and `BATCHNORM_F16`); every statistic, parameter, partial
+// and every sum is f32, and each activation is widened to f32 when it is read and rounded to
+// ACT once when it is written.
 //
 // Bindings. Portable WGSL allows at most 8 storage buffers, and our portability test counts
-// them per file, so the file declares eight role-neutral slots and every entry point says
-// what it binds where (binding 0 is always the uniform Params):
-//   1 `src`  read        2 `dst`  read_write     3..8 `b3`..`b8` read_write
-// Entry point                           1      2        3        4        5       6        7      8
-// batchnorm_forward_train_stats         x      part
-// batchnorm_forward_train_finalize      part   mean     invstd   run_mean run_var
-// batchnorm_forward_train_normalize     x      y        gamma    beta     mean    invstd
-// batchnorm_forward_eval                x      y        gamma    beta     run_mean run_var
-// batchnorm_backward_reduce             x      part     dy       mean     invstd
-// batchnorm_backward_finalize           part   dbeta    dgamma
-// batchnorm_backward_dx                 x      dx       dy       mean     invstd  gamma    dbeta  dgamma
-// batchnorm_backward_dx_inplace         dy     x->dx    mean     invstd   gamma   dbeta    dgamma
+// them per file, so the file declares eight slots and every entry point says what it binds
+// where (binding 0 is always the uniform Params; the launchers pass binding numbers, so an
+// entry may leave slots out): 1 `xa` read ACT, 2 `ya` read_write ACT, 3 `ga` read ACT,
+// 4..8 `b4`..`b8` read_write f32.
+// Entry point                           1      2        3      4        5       6        7      8
+// batchnorm_forward_train_stats         x                      part
+// batchnorm_forward_train_finalize                             part     mean    invstd   r_mean r_var
+// batchnorm_forward_train_normalize     x      y               gamma    beta    mean     invstd
+// batchnorm_forward_eval                x      y               gamma    beta    r_mean   r_var
+// batchnorm_backward_reduce             x               dy     part     mean    invstd
+// batchnorm_backward_finalize                                  part     dbeta   dgamma
+// batchnorm_backward_dx                 x      dx       dy     mean     invstd  gamma    dbeta  dgamma
+// batchnorm_backward_dx_inplace         dy     x->dx           mean     invstd  gamma    dbeta  dgamma
 // (`mean`, `invstd` are the saved batch statistics save_mean / save_invstd, C each.)
 //
 // Reductions (deterministic, no atomics). Rows are cut into `chunks` chunks of `chunk_rows`
@@ -60,9 +65,9 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> src: array<f32>;
-@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
-@group(0) @binding(3) var<storage, read_write> b3: array<f32>;
+@group(0) @binding(1) var<storage, read> xa: array<ACT>;
+@group(0) @binding(2) var<storage, read_write> ya: array<ACT>;
+@group(0) @binding(3) var<storage, read> ga: array<ACT>;
 @group(0) @binding(4) var<storage, read_write> b4: array<f32>;
 @group(0) @binding(5) var<storage, read_write> b5: array<f32>;
 @group(0) @binding(6) var<storage, read_write> b6: array<f32>;
@@ -110,7 +115,12 @@ fn activate(v: f32) -> f32 {
     return select(v, max(v, 0.0), p.relu != 0u);
 }
 
-// Partial (mean, M2) of chunk wg.y for 32 channels. x at src, part at dst.
+// Activation element i, widened (a no-op for f32).
+fn x_at(i: u32) -> f32 {
+    return f32(xa[i]);
+}
+
+// Partial (mean, M2) of chunk wg.y for 32 channels. x at 1, part at b4.
 @compute @workgroup_size(32, 8, 1)
 fn batchnorm_forward_train_stats(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -123,31 +133,31 @@ fn batchnorm_forward_train_stats(
     let r1 = min(r0 + p.chunk_rows, p.rows);
     var shift = 0.0;
     if (ok) {
-        shift = src[r0 * cn + c];
+        shift = x_at(r0 * cn + c);
     }
     var s = 0.0;
     if (ok) {
         for (var r = r0 + lid.y; r < r1; r += RL) {
-            s += src[r * cn + c] - shift;
+            s += x_at(r * cn + c) - shift;
         }
     }
     let mean = shift + lane_sum(s, lid) / f32(r1 - r0);
     var q = 0.0;
     if (ok) {
         for (var r = r0 + lid.y; r < r1; r += RL) {
-            let d = src[r * cn + c] - mean;
+            let d = x_at(r * cn + c) - mean;
             q = fma(d, d, q);
         }
     }
     let m2 = lane_sum(q, lid);
     if (ok && lid.y == 0u) {
-        dst[(2u * wg.y) * cn + c] = mean;
-        dst[(2u * wg.y + 1u) * cn + c] = m2;
+        b4[(2u * wg.y) * cn + c] = mean;
+        b4[(2u * wg.y + 1u) * cn + c] = m2;
     }
 }
 
 // Merge the chunk partials of 32 channels; write mean, invstd, update the running stats.
-// part at src, mean at dst, invstd at b3, running_mean at b4, running_var at b5.
+// part at b4, mean at b5, invstd at b6, running_mean at b7, running_var at b8.
 @compute @workgroup_size(32, 8, 1)
 fn batchnorm_forward_train_finalize(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -158,36 +168,36 @@ fn batchnorm_forward_train_finalize(
     let ok = c < cn;
     var m0 = 0.0;
     if (ok) {
-        m0 = src[c];
+        m0 = b4[c];
     }
     var s = 0.0;
     if (ok) {
         for (var k = lid.y; k < p.chunks; k += RL) {
-            s += f32(chunk_len(k)) * (src[2u * k * cn + c] - m0);
+            s += f32(chunk_len(k)) * (b4[2u * k * cn + c] - m0);
         }
     }
     let mean = m0 + lane_sum(s, lid) * p.inv_rows;
     var q = 0.0;
     if (ok) {
         for (var k = lid.y; k < p.chunks; k += RL) {
-            let d = src[2u * k * cn + c] - mean;
-            q += src[(2u * k + 1u) * cn + c] + f32(chunk_len(k)) * d * d;
+            let d = b4[2u * k * cn + c] - mean;
+            q += b4[(2u * k + 1u) * cn + c] + f32(chunk_len(k)) * d * d;
         }
     }
     let m2 = lane_sum(q, lid);
     if (ok && lid.y == 0u) {
         let var_biased = m2 * p.inv_rows;
         let var_unbiased = m2 / f32(max(p.rows, 2u) - 1u);
-        dst[c] = mean;
-        b3[c] = 1.0 / sqrt(var_biased + p.eps);
+        b5[c] = mean;
+        b6[c] = 1.0 / sqrt(var_biased + p.eps);
         let mom = p.momentum;
-        b4[c] = (1.0 - mom) * b4[c] + mom * mean;
-        b5[c] = (1.0 - mom) * b5[c] + mom * var_unbiased;
+        b7[c] = (1.0 - mom) * b7[c] + mom * mean;
+        b8[c] = (1.0 - mom) * b8[c] + mom * var_unbiased;
     }
 }
 
 // y = gamma * (x - mean) * invstd + beta with the batch statistics (then the fused ReLU).
-// x at src, y at dst, gamma b3, beta b4, mean b5, invstd b6.
+// x at 1, y at 2, gamma b4, beta b5, mean b6, invstd b7.
 @compute @workgroup_size(256, 1, 1)
 fn batchnorm_forward_train_normalize(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -200,17 +210,17 @@ fn batchnorm_forward_train_normalize(
         return;
     }
     let c = t % p.channels;
-    let scale = b3[c] * b6[c];
-    let mean = b5[c];
-    let beta = b4[c];
+    let scale = b4[c] * b7[c];
+    let mean = b6[c];
+    let beta = b5[c];
     let n = p.rows * p.channels;
     for (var e = t; e < n; e += step) {
-        dst[e] = activate(fma(scale, src[e] - mean, beta));
+        ya[e] = ACT(activate(fma(scale, x_at(e) - mean, beta)));
     }
 }
 
 // y = gamma * (x - running_mean) / sqrt(running_var + eps) + beta (then the fused ReLU).
-// x at src, y at dst, gamma b3, beta b4, running_mean b5, running_var b6.
+// x at 1, y at 2, gamma b4, beta b5, running_mean b6, running_var b7.
 @compute @workgroup_size(256, 1, 1)
 fn batchnorm_forward_eval(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -223,17 +233,17 @@ fn batchnorm_forward_eval(
         return;
     }
     let c = t % p.channels;
-    let scale = b3[c] * (1.0 / sqrt(b6[c] + p.eps));
-    let mean = b5[c];
-    let beta = b4[c];
+    let scale = b4[c] * (1.0 / sqrt(b7[c] + p.eps));
+    let mean = b6[c];
+    let beta = b5[c];
     let n = p.rows * p.channels;
     for (var e = t; e < n; e += step) {
-        dst[e] = activate(fma(scale, src[e] - mean, beta));
+        ya[e] = ACT(activate(fma(scale, x_at(e) - mean, beta)));
     }
 }
 
 // Partial (sum dy, sum dy * xhat) of chunk wg.y for 32 channels.
-// x at src, part at dst, dy b3, mean b4, invstd b5.
+// x at 1, dy at 3, part b4, mean b5, invstd b6.
 @compute @workgroup_size(32, 8, 1)
 fn batchnorm_backward_reduce(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -247,24 +257,24 @@ fn batchnorm_backward_reduce(
     var sdy = 0.0;
     var sdx = 0.0;
     if (ok) {
-        let mean = b4[c];
-        let invstd = b5[c];
+        let mean = b5[c];
+        let invstd = b6[c];
         for (var r = r0 + lid.y; r < r1; r += RL) {
             let i = r * cn + c;
-            let g = b3[i];
+            let g = f32(ga[i]);
             sdy += g;
-            sdx = fma(g, (src[i] - mean) * invstd, sdx);
+            sdx = fma(g, (x_at(i) - mean) * invstd, sdx);
         }
     }
     let tdy = lane_sum(sdy, lid);
     let tdx = lane_sum(sdx, lid);
     if (ok && lid.y == 0u) {
-        dst[(2u * wg.y) * cn + c] = tdy;
-        dst[(2u * wg.y + 1u) * cn + c] = tdx;
+        b4[(2u * wg.y) * cn + c] = tdy;
+        b4[(2u * wg.y + 1u) * cn + c] = tdx;
     }
 }
 
-// dbeta, dgamma = sums of the chunk partials. part at src, dbeta at dst, dgamma at b3.
+// dbeta, dgamma = sums of the chunk partials. part at b4, dbeta at b5, dgamma at b6.
 @compute @workgroup_size(32, 8, 1)
 fn batchnorm_backward_finalize(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -277,20 +287,20 @@ fn batchnorm_backward_finalize(
     var sdx = 0.0;
     if (ok) {
         for (var k = lid.y; k < p.chunks; k += RL) {
-            sdy += src[2u * k * cn + c];
-            sdx += src[(2u * k + 1u) * cn + c];
+            sdy += b4[2u * k * cn + c];
+            sdx += b4[(2u * k + 1u) * cn + c];
         }
     }
     let tdy = lane_sum(sdy, lid);
     let tdx = lane_sum(sdx, lid);
     if (ok && lid.y == 0u) {
-        dst[c] = tdy;
-        b3[c] = tdx;
+        b5[c] = tdy;
+        b6[c] = tdx;
     }
 }
 
 // dx = gamma * invstd * (dy - (dbeta + xhat * dgamma) / rows).
-// x at src, dx at dst, dy b3, mean b4, invstd b5, gamma b6, dbeta b7, dgamma b8.
+// x at 1, dx at 2, dy at 3, mean b4, invstd b5, gamma b6, dbeta b7, dgamma b8.
 @compute @workgroup_size(256, 1, 1)
 fn batchnorm_backward_dx(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -310,8 +320,8 @@ fn batchnorm_backward_dx(
     let dgamma = b8[c];
     let n = p.rows * p.channels;
     for (var e = t; e < n; e += step) {
-        let xhat = (src[e] - mean) * invstd;
-        dst[e] = scale * (b3[e] - fma(xhat, dgamma, dbeta) * p.inv_rows);
+        let xhat = (x_at(e) - mean) * invstd;
+        ya[e] = ACT(scale * (f32(ga[e]) - fma(xhat, dgamma, dbeta) * p.inv_rows));
     }
 }
 
@@ -329,14 +339,14 @@ fn batchnorm_backward_dx_inplace(
         return;
     }
     let c = t % p.channels;
-    let mean = b3[c];
-    let invstd = b4[c];
-    let scale = b5[c] * invstd;
-    let dbeta = b6[c];
-    let dgamma = b7[c];
+    let mean = b4[c];
+    let invstd = b5[c];
+    let scale = b6[c] * invstd;
+    let dbeta = b7[c];
+    let dgamma = b8[c];
     let n = p.rows * p.channels;
     for (var e = t; e < n; e += step) {
-        let xhat = (dst[e] - mean) * invstd;
-        dst[e] = scale * (src[e] - fma(xhat, dgamma, dbeta) * p.inv_rows);
+        let xhat = (f32(ya[e]) - mean) * invstd;
+        ya[e] = ACT(scale * (x_at(e) - fma(xhat, dgamma, dbeta) * p.inv_rows));
     }
 }

@@ -84,9 +84,9 @@ fn store_tile(base: u32, row0: u32, col0: u32, lid: vec3<u32>, acc: ptr<function
                 let idx = base + r * p.cols + col;
                 var v = (*acc)[i * 4u + j];
                 if (accumulate) {
-                    v += dst[idx];
+                    v += f32(dst[idx]);
                 }
-                dst[idx] = v;
+                dst[idx] = DST(v);
             }
         }
     }
@@ -247,9 +247,9 @@ fn conv2d_backward_data(
                 let idx = c_idx[i] + ci;
                 var v = acc[i * 4u + j];
                 if (p.accumulate != 0u) {
-                    v += dst[idx];
+                    v += f32(dst[idx]);
                 }
-                dst[idx] = v;
+                dst[idx] = DST(v);
             }
         }
     }
@@ -345,9 +345,9 @@ fn conv2d_sum_partials(
         v += load_a(s * len + idx);
     }
     if (p.accumulate != 0u) {
-        v += dst[idx];
+        v += f32(dst[idx]);
     }
-    dst[idx] = v;
+    dst[idx] = DST(v);
 }
 
 @compute @workgroup_size(256, 1, 1)
@@ -385,7 +385,7 @@ fn conv2d_direct(
             }
         }
     }
-    dst[idx] = acc;
+    dst[idx] = DST(acc);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -441,7 +441,7 @@ fn conv2d_forward_bcast(
     if (ok) {
         for (var r = 0u; r < RB; r++) {
             if (co0 + r < p.cout) {
-                dst[pix * p.cout + co0 + r] = acc[r];
+                dst[pix * p.cout + co0 + r] = DST(acc[r]);
             }
         }
     }
@@ -498,9 +498,9 @@ fn conv2d_backward_data_bcast(
             if (ci0 + q < p.cin) {
                 var v = acc[q];
                 if (p.accumulate != 0u) {
-                    v += dst[c_idx + q];
+                    v += f32(dst[c_idx + q]);
                 }
-                dst[c_idx + q] = v;
+                dst[c_idx + q] = DST(v);
             }
         }
     }
@@ -546,9 +546,9 @@ fn conv2d_backward_weight_bcast(
                 let idx = gr * p.cout + co0 + q;
                 var v = acc[q];
                 if (p.accumulate != 0u) {
-                    v += dst[idx];
+                    v += f32(dst[idx]);
                 }
-                dst[idx] = v;
+                dst[idx] = DST(v);
             }
         }
     }

@@ -8,7 +8,9 @@
 // hold depends on the entry point (see each file's header). src_a and src_b, read through
 // load_a / load_b, are declared by the storage file appended after this one:
 // conv2d_io_f32.wgsl (f32) or conv2d_io_f16.wgsl (f16, widened to f32 on load: the
-// f16-storage convolutions of mixed precision, same arithmetic). dst is f32 either way.
+// f16-storage convolutions of mixed precision, same arithmetic). dst holds `DST`, appended
+// last (src/kernels/mod.rs): f32, or f16 for the forward pass and the data gradient of
+// mixed precision, each result rounded once from its f32 sum.
 
 struct Params {
     n: u32, h: u32, w: u32, cin: u32,
@@ -19,7 +21,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(3) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dst: array<DST>;
 
 // The input window of output pixel `pix` = (n, oy, ox): the offset of x[n, 0, 0, 0] and the
 // window's top-left input coordinates oy * stride - pad, ox * stride - pad.

@@ -1,11 +1,12 @@
 // conv2d_coop: the accessors that make coop_tiles.wgsl the three convolution passes as
-// implicit GEMMs on the matrix units (operands f16, accumulation and output f32), appended
+// implicit GEMMs on the matrix units (operands f16, accumulation f32, output DST: f32, or
+// f16 for the forward pass and the data gradient of mixed precision), appended
 // to it with PASS (0 forward, 1 data gradient, 2 weight gradient) in the launcher's tile
 // header. Layouts as in conv2d_common.wgsl: x (N, H, W, Cin), w (KH, KW, Cin, Cout), y
 // (N, OH, OW, Cout), row-major. Params are conv2d's, with rows / cols / red the pass's
 // M / N / K.
 //
-// Pass      bindings 1, 2, 3 (f16, f16, f32)  M (row)            N (col)  K (reduction)
+// Pass      bindings 1, 2, 3 (f16, f16, DST)  M (row)            N (col)  K (reduction)
 // forward   x, w, y                          N OH OW (out pixel) Cout     (ky, kx, ci)
 // data      dy, w, dx                        N H W (in pixel)    Cin      (ky, kx, co)
 // weight    x, dy, dw                        (ky, kx, ci)        Cout     N OH OW (pixel)
@@ -25,7 +26,7 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> src_a: array<f16>;
 @group(0) @binding(2) var<storage, read> src_b: array<f16>;
-@group(0) @binding(3) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dst: array<DST>; // DST: f32, or f16 (passes 0, 1)
 
 fn coop_m() -> u32 {
     return p.rows;
@@ -111,7 +112,7 @@ fn coop_store(z: u32, row: u32, col: u32, acc: f32) {
     let idx = row * p.cols + col;
     var v = acc;
     if (p.accumulate != 0u) {
-        v += dst[idx];
+        v += f32(dst[idx]);
     }
-    dst[idx] = v;
+    dst[idx] = DST(v);
 }

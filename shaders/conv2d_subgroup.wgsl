@@ -117,7 +117,7 @@ fn conv2d_forward_sg(
         if (pix < p.rows) {
             for (var r = 0u; r < CB; r++) {
                 if (co0 + r < p.cout) {
-                    dst[pix * p.cout + co0 + r] = nan_unless_8(acc[q * CB + r], ss);
+                    dst[pix * p.cout + co0 + r] = DST(nan_unless_8(acc[q * CB + r], ss));
                 }
             }
         }
@@ -190,9 +190,9 @@ fn conv2d_backward_data_sg(
                 if (ci0 + k < p.cin) {
                     var val = acc[q * CB + k];
                     if (p.accumulate != 0u) {
-                        val += dst[c_idx + k];
+                        val += f32(dst[c_idx + k]);
                     }
-                    dst[c_idx + k] = nan_unless_8(val, ss);
+                    dst[c_idx + k] = DST(nan_unless_8(val, ss));
                 }
             }
         }
@@ -256,9 +256,9 @@ fn conv2d_backward_weight_sg(
             if (co0 + q < p.cout) {
                 var v = acc[q];
                 if (add) {
-                    v += dst[base + q];
+                    v += f32(dst[base + q]);
                 }
-                dst[base + q] = nan_unless_8(v, ss);
+                dst[base + q] = DST(nan_unless_8(v, ss));
             }
         }
     }

@@ -1,4 +1,6 @@
-// elementwise: in-place ReLU backward and residual adds on flat f32 tensors of `n` elements.
+// elementwise: in-place ReLU backward and residual adds on flat tensors of `n` elements,
+// stored as `ACT` (f32 or f16: the alias is appended by src/kernels/mod.rs, `ELEMENTWISE`
+// and `ELEMENTWISE_F16`); the sums are formed in f32 and rounded once to ACT.
 //
 // Bindings (binding 0 = uniform Params; the slots are shared by the entry points):
 //   1 `io`  read_write   2 `in1` read
@@ -17,8 +19,8 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> io: array<f32>;
-@group(0) @binding(2) var<storage, read> in1: array<f32>;
+@group(0) @binding(1) var<storage, read_write> io: array<ACT>;
+@group(0) @binding(2) var<storage, read> in1: array<ACT>;
 
 fn linear_index(wg: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
     return (wg.y * nwg.x + wg.x) * 256u + lid.x;
@@ -32,7 +34,7 @@ fn relu_backward_inplace(
 ) {
     let e = linear_index(wg, nwg, lid);
     if (e < p.n) {
-        io[e] = select(0.0, io[e], in1[e] > 0.0);
+        io[e] = select(ACT(0.0), io[e], in1[e] > ACT(0.0));
     }
 }
 
@@ -44,7 +46,7 @@ fn add_inplace(
 ) {
     let e = linear_index(wg, nwg, lid);
     if (e < p.n) {
-        io[e] = io[e] + in1[e];
+        io[e] = ACT(f32(io[e]) + f32(in1[e]));
     }
 }
 
@@ -56,6 +58,6 @@ fn add_relu_inplace(
 ) {
     let e = linear_index(wg, nwg, lid);
     if (e < p.n) {
-        io[e] = max(io[e] + in1[e], 0.0);
+        io[e] = ACT(max(f32(io[e]) + f32(in1[e]), 0.0));
     }
 }

@@ -1,8 +1,10 @@
-// pool: max pooling (k x k window, stride, zero-free padding), forward and backward, NHWC
-// f32. (Global average pooling is `average_scores` in diversify.wgsl.)
+// pool: max pooling (k x k window, stride, zero-free padding), forward and backward, NHWC,
+// values stored as `ACT` (f32 or f16: the alias is appended by src/kernels/mod.rs, `POOL`
+// and `POOL_F16`; the backward's sums are f32, rounded once). (Global average pooling is
+// `average_scores` in diversify.wgsl.)
 //
 // Bindings (binding 0 = uniform Params; the slots are shared by the entry points):
-//   1 `dst` read_write f32   2 `src` read f32   3 `arg` read_write u32
+//   1 `dst` read_write ACT   2 `src` read ACT   3 `arg` read_write u32
 // Entry point              1 (dst)           2 (src)          3 (arg)
 // maxpool_forward          y (N,OH,OW,C)     x (N,H,W,C)      idx (N,OH,OW,C), written
 // maxpool_backward         dx (N,H,W,C)      dy (N,OH,OW,C)   idx (N,OH,OW,C), read
@@ -34,8 +36,8 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> dst: array<f32>;
-@group(0) @binding(2) var<storage, read> src: array<f32>;
+@group(0) @binding(1) var<storage, read_write> dst: array<ACT>;
+@group(0) @binding(2) var<storage, read> src: array<ACT>;
 @group(0) @binding(3) var<storage, read_write> arg: array<u32>;
 
 fn linear_index(wg: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
@@ -75,7 +77,7 @@ fn maxpool_forward(
                 continue;
             }
             let pos = u32(ih) * p.w + u32(iw);
-            let v = src[(base + pos) * p.c + c];
+            let v = f32(src[(base + pos) * p.c + c]);
             if (!found || v > best) {
                 best = v;
                 best_i = pos;
@@ -83,7 +85,7 @@ fn maxpool_forward(
             }
         }
     }
-    dst[e] = best;
+    dst[e] = ACT(best);
     arg[e] = best_i;
 }
 
@@ -117,9 +119,9 @@ fn maxpool_backward(
         for (var ow = ow0; ow < ow1; ow++) {
             let o = ((n * p.oh + oh) * p.ow + ow) * p.c + c;
             if (arg[o] == target_pos) {
-                acc += src[o];
+                acc += f32(src[o]);
             }
         }
     }
-    dst[e] = acc;
+    dst[e] = ACT(acc);
 }

@@ -7,6 +7,9 @@
 // dispatches or uniform writes per tensor).
 // Math: g = grad * grad_scale + wd * param (wd = 0 when apply_decay == 0);
 // v = momentum * v + g; param -= lr * v.
+// sgd_step_amp (mixed precision) also binds 5 amp (read, u32 x 4: the loss-scaling state of
+// amp.wgsl): it leaves param and v untouched when amp[3] flags an overflow this step, and
+// otherwise uses grad * (grad_scale / S), S = the loss scale (a power of two) amp[0].
 // Dispatch: one thread per element, workgroups of 256 on a 2-D grid (gpu.grid_for(n)),
 // linear index (wg.y * nwg.x + wg.x) * 256 + lid.x, bounds-checked against n.
 
@@ -20,6 +23,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> velocity: array<f32>;
 @group(0) @binding(3) var<storage, read> grad: array<f32>;
 @group(0) @binding(4) var<storage, read> hyper: array<f32, 4>;
+@group(0) @binding(5) var<storage, read> amp: array<u32, 4>;
 
 @compute @workgroup_size(256, 1, 1)
 fn sgd_step(
@@ -35,6 +39,27 @@ fn sgd_step(
     let momentum = hyper[1];
     let wd = select(0.0, hyper[2], p.apply_decay != 0u);
     let scale = hyper[3];
+    let w = param[e];
+    let g = fma(grad[e], scale, wd * w);
+    let v = fma(momentum, velocity[e], g);
+    velocity[e] = v;
+    param[e] = w - lr * v;
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn sgd_step_amp(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let e = (wg.y * nwg.x + wg.x) * 256u + lid.x;
+    if (e >= p.n || amp[3] != 0u) {
+        return;
+    }
+    let lr = hyper[0];
+    let momentum = hyper[1];
+    let wd = select(0.0, hyper[2], p.apply_decay != 0u);
+    let scale = hyper[3] / bitcast<f32>(amp[0]);
     let w = param[e];
     let g = fma(grad[e], scale, wd * w);
     let v = fma(momentum, velocity[e], g);

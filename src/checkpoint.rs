@@ -555,6 +555,16 @@ impl Checkpoint {
         })
     }
 
+    /// The precision its run trained in (f32 when it records no training configuration,
+    /// or one from before mixed precision existed). The weights are f32 either way.
+    pub fn precision(&self) -> crate::train::Precision {
+        self.meta
+            .train
+            .as_ref()
+            .map(|t| t.precision)
+            .unwrap_or_default()
+    }
+
     /// Where the run that wrote it stood ([`PROGRESS_KEY`]); an error naming the file and the
     /// key when the checkpoint has no progress record.
     pub fn progress(&self) -> Result<Progress> {

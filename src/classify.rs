@@ -24,7 +24,7 @@ use crate::checkpoint::Checkpoint;
 use crate::data::{open_dataset, read_image, Augment, DataOptions, Dataset, ImageU8, Split};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::train::{EvalReport, Predictor};
+use crate::train::{EvalReport, Precision, Predictor};
 use rand::SeedableRng;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -78,6 +78,18 @@ impl Classifier {
 
     /// [`Classifier::open`] for a checkpoint already read.
     pub fn from_checkpoint(gpu: &Gpu, ck: &Checkpoint, batch: usize) -> Result<Classifier> {
+        Classifier::from_checkpoint_with(gpu, ck, batch, Precision::F32)
+    }
+
+    /// [`Classifier::from_checkpoint`] computing in `precision` (mixed: f16 activations
+    /// and weight copies; [`Precision`]). [`Checkpoint::precision`] is the one it was
+    /// trained in.
+    pub fn from_checkpoint_with(
+        gpu: &Gpu,
+        ck: &Checkpoint,
+        batch: usize,
+        precision: Precision,
+    ) -> Result<Classifier> {
         if batch == 0 {
             return Err(Error::invalid("batch", "must be at least 1"));
         }
@@ -91,7 +103,7 @@ impl Classifier {
                 ),
             ));
         }
-        let predictor = Predictor::from_checkpoint(gpu, ck, batch)?;
+        let predictor = Predictor::from_checkpoint_with(gpu, ck, batch, precision)?;
         Ok(Classifier {
             predictor,
             classes: ck.class_names(),

@@ -3,7 +3,7 @@
 //! the tiled kernels (which split more weight gradients), the plan's total equals the bytes
 //! the network created (less the dispatches' uniform parameter blocks, which the plan leaves
 //! out), the buffer count matches, and every tensor the network holds is in the plan with
-//! its buffer's size and type. Devices of its own, so the byte counters see only this test.
+//! its buffer's size and type; in f32 and in mixed precision. Devices of its own, so the byte counters see only this test.
 
 use finegrain::gpu::{Gpu, GpuOptions, KernelFamily};
 use finegrain::method::diversify::DiversifyConfig;
@@ -12,7 +12,7 @@ use finegrain::model::ModelConfig;
 use finegrain::testing::gpu;
 use finegrain::train::memory::{AdapterClass, MemoryPlan, SPLIT_K_SCRATCH};
 use finegrain::train::network::MethodConfig;
-use finegrain::train::{NetMode, Network};
+use finegrain::train::{NetMode, Network, Precision};
 
 #[test]
 fn memory_plan_equals_the_bytes_the_network_allocates() {
@@ -45,15 +45,21 @@ fn memory_plan_equals_the_bytes_the_network_allocates() {
         let mut split = false;
         for (name, ch, size, classes, batch) in models {
             let model = ModelConfig::preset(name, ch, size, classes).unwrap();
-            for method in &methods {
+            for (method, precision) in methods
+                .iter()
+                .flat_map(|m| [(m, Precision::F32), (m, Precision::Mixed)])
+            {
                 for mode in [NetMode::Train, NetMode::Inference] {
-                    let what =
-                        format!("{name} {size}px batch {batch} {method:?} {mode:?} {class:?}");
+                    let what = format!(
+                        "{name} {size}px batch {batch} {method:?} {mode:?} {precision:?} {class:?}"
+                    );
                     let (buffers0, _) = g.created();
                     let bytes0 = g.bytes_created();
                     let net = match mode {
-                        NetMode::Train => Network::new(g, &model, batch, method, 1),
-                        NetMode::Inference => Network::inference(g, &model, batch),
+                        NetMode::Train => {
+                            Network::with_precision(g, &model, batch, method, 1, precision)
+                        }
+                        NetMode::Inference => Network::inference_with(g, &model, batch, precision),
                     }
                     .unwrap();
                     let bytes = g.bytes_created() - bytes0;
@@ -65,7 +71,9 @@ fn memory_plan_equals_the_bytes_the_network_allocates() {
                         .chain(&net.eval)
                         .collect();
                     let uniforms: u64 = dispatches.iter().map(|d| d.params.size()).sum();
-                    let plan = MemoryPlan::new(&model, batch, mode, class, method).unwrap();
+                    let plan =
+                        MemoryPlan::with_precision(&model, batch, mode, class, method, precision)
+                            .unwrap();
                     assert_eq!(
                         bytes - uniforms,
                         plan.total_bytes(),

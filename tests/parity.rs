@@ -115,6 +115,7 @@ fn check_case(g: &Gpu, case: &str) {
         grid: num("grid") as u32,
         alpha: num("alpha") as f32,
         seed: num("seed") as u64,
+        precision: finegrain::train::Precision::F32,
     };
     let (mut t, note) = Trainer::new(g, &model, &cfg, 1).unwrap();
     assert!(note.is_none(), "{note:?}");

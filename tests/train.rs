@@ -7,7 +7,7 @@ use finegrain::data::{open_dataset, DataOptions, Dataset, Split};
 use finegrain::model::ModelConfig;
 use finegrain::testing::gpu;
 use finegrain::train::observe::Event;
-use finegrain::train::{LossChoice, NetMode, Schedule, TrainConfig, Trainer};
+use finegrain::train::{LossChoice, NetMode, Precision, Schedule, TrainConfig, Trainer};
 use finegrain::train::{Run, RunOptions, RunSummary};
 use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
@@ -118,13 +118,27 @@ fn run(
 
 #[test]
 fn train_checkpoint_and_resume_exactly() {
+    resume_case(Precision::F32);
+}
+
+/// Mixed precision resumes bit for bit too: the f16 activations are recomputed the same
+/// way, and the loss-scaling state continues from the checkpoint's progress.
+#[test]
+fn mixed_precision_checkpoint_and_resume_exactly() {
+    resume_case(Precision::Mixed);
+}
+
+fn resume_case(precision: Precision) {
     let Some(g) = gpu() else { return };
-    let root = temp_dir("resume");
+    let root = temp_dir(&format!("resume-{precision}"));
     write_dataset(&root.join("data"));
     let (train, test) = datasets(&root.join("data"));
     assert_eq!(train.len(), 37, "36 images + 1 corrupt file");
     let model = ModelConfig::preset("tiny", 1, SIZE, 3).unwrap();
-    let cfg = config();
+    let cfg = TrainConfig {
+        precision,
+        ..config()
+    };
     let mut log = |s: &str| eprintln!("{s}");
 
     // 2N steps straight (N = 11 crosses the epoch boundary at 9 steps per epoch and the
@@ -194,21 +208,45 @@ fn train_checkpoint_and_resume_exactly() {
         );
     }
 
-    // The checkpoint is a valid safetensors file with the model inside.
+    // The checkpoint is a valid safetensors file with the model inside, and records the
+    // precision (and in mixed precision the loss-scaling state).
     let ck = Checkpoint::open(&ck).unwrap();
     assert_eq!(ck.model, model);
+    assert_eq!(ck.precision(), precision);
+    let amp = ck.progress().unwrap().amp;
+    match precision {
+        Precision::F32 => assert_eq!(amp, None),
+        Precision::Mixed => {
+            let s = amp.expect("mixed precision saves its loss-scaling state");
+            assert_eq!(
+                f32::from_bits(s[0]),
+                65536.0,
+                "no overflow at the initial scale"
+            );
+        }
+    }
     std::fs::remove_dir_all(&root).unwrap();
 }
 
 #[test]
 fn training_learns_the_toy_classes() {
+    learn_case(Precision::F32);
+}
+
+#[test]
+fn mixed_precision_training_learns_the_toy_classes() {
+    learn_case(Precision::Mixed);
+}
+
+fn learn_case(precision: Precision) {
     let Some(g) = gpu() else { return };
-    let root = temp_dir("learn");
+    let root = temp_dir(&format!("learn-{precision}"));
     write_dataset(&root.join("data"));
     let (train, test) = datasets(&root.join("data"));
     let model = ModelConfig::preset("tiny", 1, SIZE, 3).unwrap();
     let cfg = TrainConfig {
         epochs: 6,
+        precision,
         ..config()
     };
     let s = run(
@@ -230,8 +268,16 @@ fn training_learns_the_toy_classes() {
     assert!(acc >= 0.9, "toy classes are easy: test top-1 {acc}");
     // The saved checkpoint, evaluated on an inference-only network (what the evaluate
     // example does), gives the run's own final evaluation.
+    for es in &s.epochs {
+        match precision {
+            Precision::F32 => assert_eq!(es.loss_scale, None),
+            Precision::Mixed => assert_eq!(es.loss_scale, Some(65536.0), "epoch {}", es.epoch),
+        }
+        assert_eq!(es.skipped_steps, 0, "no overflow at the initial scale");
+    }
     let ck = Checkpoint::open(&root.join("out/last.safetensors")).unwrap();
-    let p = finegrain::train::Predictor::from_checkpoint(g, &ck, 3).unwrap();
+    assert_eq!(ck.precision(), precision);
+    let p = finegrain::train::Predictor::from_checkpoint_with(g, &ck, 3, precision).unwrap();
     let (_, test) = datasets(&root.join("data"));
     let (rep, skipped) = finegrain::train::run::evaluate_with(test, 3, 3, 2, false, |im, valid| {
         p.scores(g, im, valid)
@@ -547,4 +593,86 @@ fn a_network_too_large_for_the_adapter_names_its_buffers_and_a_batch_that_fits()
         ok(fits) && !ok(fits + 1),
         "batch {fits} is the largest that fits"
     );
+}
+
+/// A loss scale far too large for f16 (2^24: the scaled loss gradient overflows f16 at the
+/// head): the step is skipped, the parameters and their momentum stay as they were, the
+/// scale halves, and each skipped step is counted, until the scale fits and training goes
+/// on. The evaluation list is unaffected.
+#[test]
+fn mixed_precision_overflow_skips_the_step_and_halves_the_scale() {
+    use finegrain::kernels::amp::{initial_state, MAX_SCALE};
+    let Some(g) = gpu() else { return };
+    let model = ModelConfig::preset("tiny", 1, SIZE, 3).unwrap();
+    let cfg = TrainConfig {
+        precision: Precision::Mixed,
+        ..config()
+    };
+    let (mut t, _) = Trainer::new(g, &model, &cfg, 10).unwrap();
+    t.set_amp_state(g, initial_state(MAX_SCALE)).unwrap();
+    let mut r = rand::rngs::StdRng::seed_from_u64(5);
+    let n = cfg.batch;
+    let images: Vec<f32> = (0..n * SIZE * SIZE)
+        .map(|_| r.random_range(0.0..1.0))
+        .collect();
+    let labels: Vec<u32> = (0..n as u32).map(|i| i % 3).collect();
+    let before: Vec<Vec<f32>> = t
+        .net
+        .params
+        .iter()
+        .map(|p| g.download(&p.value).unwrap())
+        .collect();
+    assert!(t.step(g, &images, &labels).unwrap().is_none());
+    let first = t.drain(g).unwrap();
+    assert!(first[0].skipped, "2^24 overflows: {:?}", first[0]);
+    assert_eq!(first[0].loss_scale, MAX_SCALE / 2.0);
+    for (p, b) in t.net.params.iter().zip(&before) {
+        assert_eq!(
+            &g.download(&p.value).unwrap(),
+            b,
+            "{} changed on a skipped step",
+            p.name
+        );
+        assert!(
+            g.download(&p.velocity).unwrap().iter().all(|&v| v == 0.0),
+            "{}",
+            p.name
+        );
+    }
+    let mut stats = first;
+    for _ in 0..20 {
+        stats.extend(t.step(g, &images, &labels).unwrap());
+    }
+    stats.extend(t.drain(g).unwrap());
+    let skipped = stats.iter().filter(|s| s.skipped).count();
+    let last = stats.last().unwrap();
+    assert!(
+        !last.skipped,
+        "the scale comes down until the step fits: {stats:?}"
+    );
+    assert_eq!(last.loss_scale, MAX_SCALE / f32::powi(2.0, skipped as i32));
+    // Skips come first, then clean steps only (the scale never grows back within 2000).
+    let first_clean = stats.iter().position(|s| !s.skipped).unwrap();
+    assert!(stats[first_clean..].iter().all(|s| !s.skipped), "{stats:?}");
+    assert_eq!(skipped, first_clean);
+    let state = t.amp_state(g).unwrap().unwrap();
+    assert_eq!(
+        state[2] as usize, skipped,
+        "the GPU's count of skipped steps"
+    );
+    // The weights moved once steps went through, and stayed finite.
+    let after: Vec<f32> = t
+        .net
+        .params
+        .iter()
+        .flat_map(|p| g.download(&p.value).unwrap())
+        .collect();
+    assert!(after.iter().all(|v| v.is_finite()));
+    assert_ne!(after, before.concat());
+    // An f32 trainer has no loss-scaling state to set.
+    let (mut f, _) = Trainer::new(g, &model, &config(), 10).unwrap();
+    assert!(f.set_amp_state(g, initial_state(1.0)).is_err());
+    assert_eq!(f.amp_state(g).unwrap(), None);
+    // A scale that is not a power of two is refused.
+    assert!(t.set_amp_state(g, initial_state(3.0)).is_err());
 }

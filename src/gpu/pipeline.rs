@@ -208,6 +208,22 @@ impl Gpu {
         self.dispatch_buffers(shader, entry, params, &buffers, workgroups)
     }
 
+    /// As [`Gpu::dispatch`], with each tensor's binding number given (for entry points
+    /// that bind a subset of their shader's slots, with gaps).
+    pub fn dispatch_slots<P: bytemuck::Pod>(
+        &self,
+        shader: &ShaderSource,
+        entry: &'static str,
+        params: &P,
+        tensors: &[(u32, &Tensor)],
+        workgroups: [u32; 3],
+    ) -> Result<Dispatch> {
+        let buffers: Vec<(u32, &wgpu::Buffer)> =
+            tensors.iter().map(|(s, t)| (*s, &t.buffer)).collect();
+        let pipeline = self.pipeline(shader, entry)?;
+        self.dispatch_at(shader, entry, pipeline, params, &buffers, workgroups)
+    }
+
     /// As [`Gpu::dispatch`], with values for the shader's `override` constants.
     pub fn dispatch_with<P: bytemuck::Pod>(
         &self,
@@ -245,6 +261,23 @@ impl Gpu {
         buffers: &[&wgpu::Buffer],
         workgroups: [u32; 3],
     ) -> Result<Dispatch> {
+        let slots: Vec<(u32, &wgpu::Buffer)> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (i as u32 + 1, *b))
+            .collect();
+        self.dispatch_at(shader, entry, pipeline, params, &slots, workgroups)
+    }
+
+    fn dispatch_at<P: bytemuck::Pod>(
+        &self,
+        shader: &ShaderSource,
+        entry: &'static str,
+        pipeline: Arc<wgpu::ComputePipeline>,
+        params: &P,
+        buffers: &[(u32, &wgpu::Buffer)],
+        workgroups: [u32; 3],
+    ) -> Result<Dispatch> {
         let name = format!("{}.{}", shader.name, entry);
         let maxd = self.limits.max_compute_workgroups_per_dimension;
         if workgroups.iter().any(|&w| w > maxd) {
@@ -267,9 +300,9 @@ impl Gpu {
             binding: 0,
             resource: params_buf.as_entire_binding(),
         }];
-        for (i, b) in buffers.iter().enumerate() {
+        for (slot, b) in buffers {
             entries.push(wgpu::BindGroupEntry {
-                binding: i as u32 + 1,
+                binding: *slot,
                 resource: b.as_entire_binding(),
             });
         }

@@ -4,8 +4,9 @@ use super::Gpu;
 use crate::error::{Error, Result};
 
 /// Element type of a tensor.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum DType {
+    #[default]
     F32,
     U32,
     /// IEEE half precision (WGSL `f16`, needs the adapter's shader-f16 feature): the
@@ -159,6 +160,11 @@ impl Gpu {
     /// A zero-filled f16 tensor (error unless the adapter has shader-f16).
     pub fn zeros_f16(&self, label: &str, shape: &[usize]) -> Result<Tensor> {
         self.alloc(label, shape, DType::F16)
+    }
+
+    /// A zero tensor of `dtype`.
+    pub fn zeros_of(&self, label: &str, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        self.alloc(label, shape, dtype)
     }
 
     /// An f16 tensor holding `data` rounded to the nearest f16 (overflow gives infinity).

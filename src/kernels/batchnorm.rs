@@ -7,8 +7,9 @@
 //! launcher allocates once (its bind group keeps it alive), and a finalize kernel merges the
 //! partials of each channel in a fixed order. No float atomics.
 
-use super::BATCHNORM;
+use super::{BATCHNORM, BATCHNORM_F16};
 use crate::error::{Error, Result};
+use crate::gpu::ShaderSource;
 use crate::gpu::{DType, Dispatch, Gpu, Size, Tensor};
 
 /// Channels per workgroup of the reduction kernels (`CB` in the shader).
@@ -210,22 +211,29 @@ impl BatchNormShape {
         Ok(s)
     }
 
-    /// Error unless every tensor of `acts` has `x`'s shape and every one of `chans` holds
-    /// C f32.
+    /// Error unless every tensor of `acts` has `x`'s shape and dtype (f32 or f16) and every
+    /// one of `chans` holds C f32. The shader module for `x`'s dtype.
     fn check(
         &self,
         launcher: &str,
         x: &Tensor,
         acts: &[(&Tensor, &str)],
         chans: &[(&Tensor, &str)],
-    ) -> Result<()> {
+    ) -> Result<&'static ShaderSource> {
+        let act = match x.dtype {
+            DType::F16 => DType::F16,
+            _ => DType::F32,
+        };
         for (t, role) in acts {
-            t.check(launcher, role, DType::F32, Size::Shape(&x.shape))?;
+            t.check(launcher, role, act, Size::Shape(&x.shape))?;
         }
         for (t, role) in chans {
             t.check(launcher, role, DType::F32, Size::Len(self.channels))?;
         }
-        Ok(())
+        Ok(match act {
+            DType::F16 => &BATCHNORM_F16,
+            _ => &BATCHNORM,
+        })
     }
 
     fn reduce_grid(&self, sizing: BnSizing) -> [u32; 3] {
@@ -327,7 +335,7 @@ pub fn batchnorm_forward_train(
     const L: &str = "batchnorm_forward_train";
     o.validate(L)?;
     let s = BatchNormShape::of(L, t.x, true)?;
-    s.check(
+    let module = s.check(
         L,
         t.x,
         &[(t.x, "x"), (t.y, "y")],
@@ -348,28 +356,29 @@ pub fn batchnorm_forward_train(
         relu: o.relu as u32,
         ..p
     };
-    let stats = gpu.dispatch(
-        &BATCHNORM,
+    let stats = gpu.dispatch_slots(
+        module,
         "batchnorm_forward_train_stats",
         &p,
-        &[t.x, &part],
+        &[(1, t.x), (4, &part)],
         s.reduce_grid(sizing),
     )?;
-    let finalize = gpu.dispatch(
-        &BATCHNORM,
+    let finalize = gpu.dispatch_slots(
+        module,
         "batchnorm_forward_train_finalize",
         &p,
         &[
-            &part,
-            t.save_mean,
-            t.save_invstd,
-            t.running_mean,
-            t.running_var,
+            (4, &part),
+            (5, t.save_mean),
+            (6, t.save_invstd),
+            (7, t.running_mean),
+            (8, t.running_var),
         ],
         s.finalize_grid(),
     )?;
     let normalize = normalize_dispatch(
         gpu,
+        module,
         &s,
         &p_norm,
         &BatchNormNormalize {
@@ -387,16 +396,24 @@ pub fn batchnorm_forward_train(
 
 fn normalize_dispatch(
     gpu: &Gpu,
+    module: &ShaderSource,
     s: &BatchNormShape,
     p_norm: &BatchNormParams,
     t: &BatchNormNormalize,
     sizing: BnSizing,
 ) -> Result<Dispatch> {
-    gpu.dispatch(
-        &BATCHNORM,
+    gpu.dispatch_slots(
+        module,
         "batchnorm_forward_train_normalize",
         p_norm,
-        &[t.x, t.y, t.gamma, t.beta, t.save_mean, t.save_invstd],
+        &[
+            (1, t.x),
+            (2, t.y),
+            (4, t.gamma),
+            (5, t.beta),
+            (6, t.save_mean),
+            (7, t.save_invstd),
+        ],
         s.elementwise_grid(gpu, sizing),
     )
 }
@@ -423,7 +440,7 @@ pub fn batchnorm_normalize(
     const L: &str = "batchnorm_normalize";
     o.validate(L)?;
     let s = BatchNormShape::of(L, t.x, true)?;
-    s.check(
+    let module = s.check(
         L,
         t.x,
         &[(t.x, "x"), (t.y, "y")],
@@ -438,7 +455,7 @@ pub fn batchnorm_normalize(
         relu: o.relu as u32,
         ..s.params(o)
     };
-    normalize_dispatch(gpu, &s, &p_norm, t, o.sizing)
+    normalize_dispatch(gpu, module, &s, &p_norm, t, o.sizing)
 }
 
 /// Eval-mode forward with the running statistics:
@@ -452,7 +469,7 @@ pub fn batchnorm_forward_eval(
     const L: &str = "batchnorm_forward_eval";
     o.validate(L)?;
     let s = BatchNormShape::of(L, t.x, false)?;
-    s.check(
+    let module = s.check(
         L,
         t.x,
         &[(t.x, "x"), (t.y, "y")],
@@ -463,14 +480,21 @@ pub fn batchnorm_forward_eval(
             (t.running_var, "running_var"),
         ],
     )?;
-    gpu.dispatch(
-        &BATCHNORM,
+    gpu.dispatch_slots(
+        module,
         "batchnorm_forward_eval",
         &BatchNormParams {
             relu: o.relu as u32,
             ..s.params(o)
         },
-        &[t.x, t.y, t.gamma, t.beta, t.running_mean, t.running_var],
+        &[
+            (1, t.x),
+            (2, t.y),
+            (4, t.gamma),
+            (5, t.beta),
+            (6, t.running_mean),
+            (7, t.running_var),
+        ],
         s.elementwise_grid(gpu, o.sizing),
     )
 }
@@ -488,7 +512,7 @@ pub fn batchnorm_backward(
     const L: &str = "batchnorm_backward";
     o.validate(L)?;
     let s = BatchNormShape::of(L, t.x, true)?;
-    s.check(
+    let module = s.check(
         L,
         t.x,
         &[(t.x, "x"), (t.dy, "dy"), (t.dx, "dx")],
@@ -504,32 +528,37 @@ pub fn batchnorm_backward(
     let p = s.params(o);
     let label = format!("{}.bn_grad_partials", t.dy.label);
     let part = s.scratch(gpu, sizing, t.partials, L, &label)?;
-    let reduce = gpu.dispatch(
-        &BATCHNORM,
+    let reduce = gpu.dispatch_slots(
+        module,
         "batchnorm_backward_reduce",
         &p,
-        &[t.x, &part, t.dy, t.save_mean, t.save_invstd],
+        &[
+            (1, t.x),
+            (3, t.dy),
+            (4, &part),
+            (5, t.save_mean),
+            (6, t.save_invstd),
+        ],
         s.reduce_grid(sizing),
     )?;
-    let finalize = gpu.dispatch(
-        &BATCHNORM,
+    let finalize = gpu.dispatch_slots(
+        module,
         "batchnorm_backward_finalize",
         &p,
-        &[&part, t.dbeta, t.dgamma],
+        &[(4, &part), (5, t.dbeta), (6, t.dgamma)],
         s.finalize_grid(),
     )?;
     let grid = s.elementwise_grid(gpu, sizing);
     let chans = [t.save_mean, t.save_invstd, t.gamma, t.dbeta, t.dgamma];
+    let mut b: Vec<(u32, &Tensor)> = (4..).zip(chans).collect();
     let dxd = if t.dx.buffer == t.x.buffer {
         // In place: one read-write binding for x and dx (a buffer may not be bound both
         // read-only and read-write in one dispatch).
-        let mut b = vec![t.dy, t.dx];
-        b.extend(chans);
-        gpu.dispatch(&BATCHNORM, "batchnorm_backward_dx_inplace", &p, &b, grid)?
+        b.extend([(1, t.dy), (2, t.dx)]);
+        gpu.dispatch_slots(module, "batchnorm_backward_dx_inplace", &p, &b, grid)?
     } else {
-        let mut b = vec![t.x, t.dx, t.dy];
-        b.extend(chans);
-        gpu.dispatch(&BATCHNORM, "batchnorm_backward_dx", &p, &b, grid)?
+        b.extend([(1, t.x), (2, t.dx), (3, t.dy)]);
+        gpu.dispatch_slots(module, "batchnorm_backward_dx", &p, &b, grid)?
     };
     Ok(vec![reduce, finalize, dxd])
 }

@@ -4,7 +4,10 @@
 //!
 //! Layouts: x (N, H, W, Cin), w (KH, KW, Cin, Cout), y (N, OH, OW, Cout), f32, contiguous.
 
-use super::{CONV2D, CONV2D_F16, CONV2D_SUBGROUP, CONV2D_SUBGROUP_F16};
+use super::{
+    CONV2D, CONV2D_F16, CONV2D_F16_OUT, CONV2D_SUBGROUP, CONV2D_SUBGROUP_F16,
+    CONV2D_SUBGROUP_F16_OUT,
+};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Dispatch, Gpu, KernelFamily, ShaderSource, Size, Tensor};
 
@@ -289,10 +292,25 @@ fn bcast_grid(gpu: &Gpu, rows: usize, chans: usize, kernel: Conv2dKernel) -> [u3
 /// The element type of a pass's operands (f16: the f16-storage kernels, which widen each
 /// load to f32 and compute as the f32 ones do) and the shader modules holding its entry
 /// points: (the tiled and broadcast kernels' module, the subgroup kernels').
-fn operand_modules(dtype: DType) -> (DType, &'static ShaderSource, &'static ShaderSource) {
-    match dtype {
-        DType::F16 => (DType::F16, &CONV2D_F16, &CONV2D_SUBGROUP_F16),
-        _ => (DType::F32, &CONV2D, &CONV2D_SUBGROUP),
+/// The operands' and the result's dtypes of a pass whose first operand is `operand` and
+/// whose result is `out`, and its (tiled / broadcast, subgroup) modules: f32 operands give
+/// an f32 result; f16 operands an f32 or an f16 one (`allow_f16_out`: the forward pass and
+/// the data gradient; the weight gradient's is always f32). The shape check then names any
+/// tensor of another dtype.
+fn modules(
+    operand: DType,
+    out: DType,
+    allow_f16_out: bool,
+) -> (DType, DType, &'static ShaderSource, &'static ShaderSource) {
+    match (operand, out) {
+        (DType::F16, DType::F16) if allow_f16_out => (
+            DType::F16,
+            DType::F16,
+            &CONV2D_F16_OUT,
+            &CONV2D_SUBGROUP_F16_OUT,
+        ),
+        (DType::F16, _) => (DType::F16, DType::F32, &CONV2D_F16, &CONV2D_SUBGROUP_F16),
+        _ => (DType::F32, DType::F32, &CONV2D, &CONV2D_SUBGROUP),
     }
 }
 
@@ -439,8 +457,8 @@ pub fn conv2d_forward(
     const L: &str = "conv2d_forward";
     let s = Conv2dShape::of(L, (t.x, "x"), (t.w, "w"), g)?;
     let kernel = o.kernel(gpu, L, false, false)?;
-    let (dt, module, sg_module) = operand_modules(t.x.dtype);
-    s.check_typed(L, [(t.x, "x", dt), (t.w, "w", dt), (t.y, "y", DType::F32)])?;
+    let (dt, out, module, sg_module) = modules(t.x.dtype, t.y.dtype, true);
+    s.check_typed(L, [(t.x, "x", dt), (t.w, "w", dt), (t.y, "y", out)])?;
     let (x, w, y) = (t.x, t.w, t.y);
     let rows = s.n * s.oh() * s.ow();
     let p = s.params(rows, s.cout, s.kh * s.kw * s.cin, false);
@@ -486,11 +504,8 @@ pub fn conv2d_backward_data(
     const L: &str = "conv2d_backward_data";
     let s = Conv2dShape::of(L, (t.dx, "dx"), (t.w, "w"), g)?;
     let kernel = o.kernel(gpu, L, true, false)?;
-    let (dt, module, sg_module) = operand_modules(t.dy.dtype);
-    s.check_typed(
-        L,
-        [(t.dx, "dx", DType::F32), (t.w, "w", dt), (t.dy, "dy", dt)],
-    )?;
+    let (dt, out, module, sg_module) = modules(t.dy.dtype, t.dx.dtype, true);
+    s.check_typed(L, [(t.dx, "dx", out), (t.w, "w", dt), (t.dy, "dy", dt)])?;
     let (dy, w, dx) = (t.dy, t.w, t.dx);
     // One GEMM per stride phase; size the grid for the largest phase. A workgroup covers 64
     // of its input pixels (SG_PIXELS times that with the subgroup kernel).
@@ -618,7 +633,7 @@ pub fn conv2d_backward_weight(
 ) -> Result<Vec<Dispatch>> {
     const L: &str = "conv2d_backward_weight";
     let s = Conv2dShape::of(L, (t.x, "x"), (t.dw, "dw"), g)?;
-    let (dt, module, sg_module) = operand_modules(t.x.dtype);
+    let (dt, _, module, sg_module) = modules(t.x.dtype, DType::F32, false);
     s.check_typed(
         L,
         [(t.x, "x", dt), (t.dw, "dw", DType::F32), (t.dy, "dy", dt)],

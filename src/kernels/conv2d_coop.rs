@@ -3,13 +3,14 @@
 //! whose products are accumulated, and written, in f32. The mixed-precision counterparts of
 //! [`conv2d_forward`](super::conv2d::conv2d_forward), [`conv2d_backward_data`](super::conv2d::conv2d_backward_data)
 //! and [`conv2d_backward_weight`](super::conv2d::conv2d_backward_weight), with the same
-//! tensor structs and geometry: the read tensors are f16, the written one f32.
+//! tensor structs and geometry: the read tensors are f16, the written one f32, or f16 for
+//! the forward pass and the data gradient (rounded once from the f32 accumulator).
 
 use super::conv2d::{
     Conv2dBackwardData, Conv2dBackwardWeight, Conv2dForward, Conv2dGeometry, Conv2dShape,
 };
 pub use super::CoopTile;
-use super::{CONV2D_COOP16, CONV2D_COOP8};
+use super::{CONV2D_COOP16, CONV2D_COOP16_F16_OUT, CONV2D_COOP8, CONV2D_COOP8_F16_OUT};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Dispatch, Gpu};
 
@@ -24,13 +25,14 @@ pub struct CoopConvOptions {
     pub accumulate: bool,
 }
 
-/// The pass's shader, after checking the options against the adapter and the pass.
+/// The pass's shader, after checking the options against the adapter and the pass; `out`:
+/// the result's dtype (f16 only for passes 0 and 1, else f32).
 fn pass(
     gpu: &Gpu,
     launcher: &str,
     o: &CoopConvOptions,
     backward: bool,
-    index: usize,
+    (index, out): (usize, DType),
 ) -> Result<(CoopTile, &'static crate::gpu::ShaderSource)> {
     if o.accumulate && !backward {
         return Err(Error::invalid(
@@ -53,11 +55,21 @@ fn pass(
             ))
         }
     };
-    let shader = match tile {
-        CoopTile::T8 => &CONV2D_COOP8[index],
-        CoopTile::T16 => &CONV2D_COOP16[index],
+    let shader = match (tile, out == DType::F16 && index < 2) {
+        (CoopTile::T8, false) => &CONV2D_COOP8[index],
+        (CoopTile::T16, false) => &CONV2D_COOP16[index],
+        (CoopTile::T8, true) => &CONV2D_COOP8_F16_OUT[index],
+        (CoopTile::T16, true) => &CONV2D_COOP16_F16_OUT[index],
     };
     Ok((tile, shader))
+}
+
+/// f16 when `t` holds f16, else f32 (the shape check names any other dtype).
+fn out_dtype(t: &crate::gpu::Tensor) -> DType {
+    match t.dtype {
+        DType::F16 => DType::F16,
+        _ => DType::F32,
+    }
 }
 
 fn dispatch(
@@ -75,7 +87,8 @@ fn dispatch(
     gpu.dispatch_with(shader, "coop_gemm", &constants, &p, &tensors, wg)
 }
 
-/// Forward: x f16 (N,H,W,Cin), w f16 (KH,KW,Cin,Cout) -> y f32 (N,OH,OW,Cout). Overwrites y.
+/// Forward: x f16 (N,H,W,Cin), w f16 (KH,KW,Cin,Cout) -> y f32 or f16 (N,OH,OW,Cout).
+/// Overwrites y.
 pub fn conv2d_forward_coop(
     gpu: &Gpu,
     t: &Conv2dForward,
@@ -84,13 +97,14 @@ pub fn conv2d_forward_coop(
 ) -> Result<Dispatch> {
     const L: &str = "conv2d_forward_coop";
     let s = Conv2dShape::of(L, (t.x, "x"), (t.w, "w"), g)?;
-    let kernel = pass(gpu, L, o, false, 0)?;
+    let out = out_dtype(t.y);
+    let kernel = pass(gpu, L, o, false, (0, out))?;
     s.check_typed(
         L,
         [
             (t.x, "x", DType::F16),
             (t.w, "w", DType::F16),
-            (t.y, "y", DType::F32),
+            (t.y, "y", out),
         ],
     )?;
     let rows = s.n * s.oh() * s.ow();
@@ -98,7 +112,7 @@ pub fn conv2d_forward_coop(
     dispatch(gpu, &s, kernel, (rows, s.cout, red), false, [t.x, t.w, t.y])
 }
 
-/// Data gradient: dy f16 (N,OH,OW,Cout), w f16 (KH,KW,Cin,Cout) -> dx f32 (N,H,W,Cin).
+/// Data gradient: dy f16 (N,OH,OW,Cout), w f16 (KH,KW,Cin,Cout) -> dx f32 or f16 (N,H,W,Cin).
 /// Overwrites dx, or adds into it when `o.accumulate`.
 pub fn conv2d_backward_data_coop(
     gpu: &Gpu,
@@ -108,11 +122,12 @@ pub fn conv2d_backward_data_coop(
 ) -> Result<Dispatch> {
     const L: &str = "conv2d_backward_data_coop";
     let s = Conv2dShape::of(L, (t.dx, "dx"), (t.w, "w"), g)?;
-    let kernel = pass(gpu, L, o, true, 1)?;
+    let out = out_dtype(t.dx);
+    let kernel = pass(gpu, L, o, true, (1, out))?;
     s.check_typed(
         L,
         [
-            (t.dx, "dx", DType::F32),
+            (t.dx, "dx", out),
             (t.w, "w", DType::F16),
             (t.dy, "dy", DType::F16),
         ],
@@ -133,7 +148,7 @@ pub fn conv2d_backward_weight_coop(
 ) -> Result<Dispatch> {
     const L: &str = "conv2d_backward_weight_coop";
     let s = Conv2dShape::of(L, (t.x, "x"), (t.dw, "dw"), g)?;
-    let kernel = pass(gpu, L, o, true, 2)?;
+    let kernel = pass(gpu, L, o, true, (2, DType::F32))?;
     s.check_typed(
         L,
         [

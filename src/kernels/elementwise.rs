@@ -1,7 +1,8 @@
-//! ReLU backward (in place) and residual adds on flat f32 tensors (see
-//! `shaders/elementwise.wgsl`). Shapes only need equal element counts.
+//! ReLU backward (in place) and residual adds on flat f32 or f16 tensors (see
+//! `shaders/elementwise.wgsl`; the operands of one launch share their dtype, f16 sums are
+//! formed in f32 and rounded once). Shapes only need equal element counts.
 
-use super::ELEMENTWISE;
+use super::{ELEMENTWISE, ELEMENTWISE_F16};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Dispatch, Gpu, Size, Tensor};
 
@@ -14,9 +15,13 @@ pub struct ElementwiseParams {
 
 fn launch(gpu: &Gpu, entry: &'static str, tensors: &[&Tensor]) -> Result<Dispatch> {
     let n = tensors[0].numel();
+    let (dtype, module) = match tensors[0].dtype {
+        DType::F16 => (DType::F16, &ELEMENTWISE_F16),
+        _ => (DType::F32, &ELEMENTWISE),
+    };
     for (i, t) in tensors.iter().enumerate() {
         let role = format!("operand {i}");
-        t.check(entry, &role, DType::F32, Size::Len(n))?;
+        t.check(entry, &role, dtype, Size::Len(n))?;
     }
     if n > u32::MAX as usize {
         return Err(Error::invalid(
@@ -25,7 +30,7 @@ fn launch(gpu: &Gpu, entry: &'static str, tensors: &[&Tensor]) -> Result<Dispatc
         ));
     }
     let p = ElementwiseParams { n: n as u32 };
-    gpu.dispatch(&ELEMENTWISE, entry, &p, tensors, gpu.grid_for(n))
+    gpu.dispatch(module, entry, &p, tensors, gpu.grid_for(n))
 }
 
 /// `dy *= (y > 0)` in place, `y` the ReLU output.

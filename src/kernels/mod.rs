@@ -1,6 +1,7 @@
 //! One launcher per shader: a `#[repr(C)]` Pod parameter block matching the WGSL `Params`
 //! struct, and functions that build [`Dispatch`](crate::gpu::Dispatch)es at setup time.
 
+pub mod amp;
 pub mod batchnorm;
 pub mod cast;
 pub mod conv2d;
@@ -33,12 +34,40 @@ macro_rules! shader {
     };
 }
 
-pub const BATCHNORM: ShaderSource = shader!("batchnorm");
-/// A convolution shader: `$file`, then `conv2d_common.wgsl` and the operands' storage file
-/// `$io` appended (so the file's own line numbers hold in error messages), `$enable` on
-/// the first line.
+/// A shader over activations stored as `ACT`: `$file` with `alias ACT = f32;` (or f16,
+/// with `enable f16;` on the first line, before the file's opening comment, so line numbers
+/// in errors stay the file's own) appended. Statistics, parameters and sums stay f32.
+macro_rules! act {
+    ($name:literal, $file:literal, f32) => {
+        ShaderSource {
+            name: $name,
+            source: concat!(
+                include_str!(concat!("../../shaders/", $file, ".wgsl")),
+                "\nalias ACT = f32;\n",
+            ),
+        }
+    };
+    ($name:literal, $file:literal, f16) => {
+        ShaderSource {
+            name: $name,
+            source: concat!(
+                "enable f16; ",
+                include_str!(concat!("../../shaders/", $file, ".wgsl")),
+                "\nalias ACT = f16;\n",
+            ),
+        }
+    };
+}
+
+pub const AMP: ShaderSource = shader!("amp");
+pub const BATCHNORM: ShaderSource = act!("batchnorm", "batchnorm", f32);
+/// Batch norm over f16 activations (f32 statistics, parameters and sums).
+pub const BATCHNORM_F16: ShaderSource = act!("batchnorm_f16", "batchnorm", f16);
+/// A convolution shader: `$file`, then `conv2d_common.wgsl`, the operands' storage file
+/// `$io` and the result's element type `DST` appended (so the file's own line numbers hold
+/// in error messages), `$enable` on the first line.
 macro_rules! conv {
-    ($name:literal, $enable:literal, $file:literal, $io:literal) => {
+    ($name:literal, $enable:literal, $file:literal, $io:literal, $dst:literal) => {
         ShaderSource {
             name: $name,
             source: concat!(
@@ -48,22 +77,60 @@ macro_rules! conv {
                 include_str!("../../shaders/conv2d_common.wgsl"),
                 "\n",
                 include_str!(concat!("../../shaders/", $io, ".wgsl")),
+                "\nalias DST = ",
+                $dst,
+                ";\n",
             ),
         }
     };
 }
 
-pub const CONV2D: ShaderSource = conv!("conv2d", "", "conv2d", "conv2d_io_f32");
-pub const CONV2D_COMMON: ShaderSource = shader!("conv2d_common");
-pub const CONV2D_SUBGROUP: ShaderSource =
-    conv!("conv2d_subgroup", "", "conv2d_subgroup", "conv2d_io_f32");
-/// The convolutions over f16 operands (f32 arithmetic and output).
-pub const CONV2D_F16: ShaderSource = conv!("conv2d_f16", "enable f16; ", "conv2d", "conv2d_io_f16");
+pub const CONV2D: ShaderSource = conv!("conv2d", "", "conv2d", "conv2d_io_f32", "f32");
+pub const CONV2D_COMMON: ShaderSource = ShaderSource {
+    name: "conv2d_common",
+    source: concat!(
+        include_str!("../../shaders/conv2d_common.wgsl"),
+        "\nalias DST = f32;\n"
+    ),
+};
+pub const CONV2D_SUBGROUP: ShaderSource = conv!(
+    "conv2d_subgroup",
+    "",
+    "conv2d_subgroup",
+    "conv2d_io_f32",
+    "f32"
+);
+/// The convolutions over f16 operands with an f32 result (the weight gradient), f32
+/// arithmetic.
+pub const CONV2D_F16: ShaderSource = conv!(
+    "conv2d_f16",
+    "enable f16; ",
+    "conv2d",
+    "conv2d_io_f16",
+    "f32"
+);
 pub const CONV2D_SUBGROUP_F16: ShaderSource = conv!(
     "conv2d_subgroup_f16",
     "enable f16; ",
     "conv2d_subgroup",
-    "conv2d_io_f16"
+    "conv2d_io_f16",
+    "f32"
+);
+/// The same with an f16 result, rounded once from the f32 sum (the forward pass and the
+/// data gradient of mixed precision).
+pub const CONV2D_F16_OUT: ShaderSource = conv!(
+    "conv2d_f16_out",
+    "enable f16; ",
+    "conv2d",
+    "conv2d_io_f16",
+    "f16"
+);
+pub const CONV2D_SUBGROUP_F16_OUT: ShaderSource = conv!(
+    "conv2d_subgroup_f16_out",
+    "enable f16; ",
+    "conv2d_subgroup",
+    "conv2d_io_f16",
+    "f16"
 );
 pub const CONV2D_IO_F32: ShaderSource = shader!("conv2d_io_f32");
 pub const CONV2D_IO_F16: ShaderSource = ShaderSource {
@@ -82,7 +149,8 @@ pub const CAST_F32: ShaderSource = ShaderSource {
     source: concat!("enable f16; ", include_str!("../../shaders/cast_f32.wgsl")),
 };
 pub const DIVERSIFY: ShaderSource = shader!("diversify");
-pub const ELEMENTWISE: ShaderSource = shader!("elementwise");
+pub const ELEMENTWISE: ShaderSource = act!("elementwise", "elementwise", f32);
+pub const ELEMENTWISE_F16: ShaderSource = act!("elementwise_f16", "elementwise", f16);
 pub const GEMM: ShaderSource = ShaderSource {
     name: "gemm",
     source: concat!(
@@ -197,18 +265,23 @@ pub const GEMM_COOP16: ShaderSource = coop!("gemm_coop16", "gemm_coop", "16", ""
 /// The convolution passes on cooperative matrices (`coop_tiles.wgsl` +
 /// `conv2d_coop.wgsl`): forward, data gradient, weight gradient, 8 x 8 and 16 x 16 tiles.
 pub const CONV2D_COOP8: [ShaderSource; 3] = [
-    coop!("conv2d_coop", "conv2d_coop", "8", "const PASS: u32 = 0u;\n"),
+    coop!(
+        "conv2d_coop",
+        "conv2d_coop",
+        "8",
+        "const PASS: u32 = 0u;\nalias DST = f32;\n"
+    ),
     coop!(
         "conv2d_coop_data8",
         "conv2d_coop",
         "8",
-        "const PASS: u32 = 1u;\n"
+        "const PASS: u32 = 1u;\nalias DST = f32;\n"
     ),
     coop!(
         "conv2d_coop_weight8",
         "conv2d_coop",
         "8",
-        "const PASS: u32 = 2u;\n"
+        "const PASS: u32 = 2u;\nalias DST = f32;\n"
     ),
 ];
 pub const CONV2D_COOP16: [ShaderSource; 3] = [
@@ -216,29 +289,62 @@ pub const CONV2D_COOP16: [ShaderSource; 3] = [
         "conv2d_coop16",
         "conv2d_coop",
         "16",
-        "const PASS: u32 = 0u;\n"
+        "const PASS: u32 = 0u;\nalias DST = f32;\n"
     ),
     coop!(
         "conv2d_coop_data16",
         "conv2d_coop",
         "16",
-        "const PASS: u32 = 1u;\n"
+        "const PASS: u32 = 1u;\nalias DST = f32;\n"
     ),
     coop!(
         "conv2d_coop_weight16",
         "conv2d_coop",
         "16",
-        "const PASS: u32 = 2u;\n"
+        "const PASS: u32 = 2u;\nalias DST = f32;\n"
+    ),
+];
+/// The forward and data-gradient passes on cooperative matrices with an f16 result
+/// (rounded once from the f32 accumulator): 8 x 8 and 16 x 16 tiles.
+pub const CONV2D_COOP8_F16_OUT: [ShaderSource; 2] = [
+    coop!(
+        "conv2d_coop_f16_out8",
+        "conv2d_coop",
+        "8",
+        "const PASS: u32 = 0u;\nalias DST = f16;\n"
+    ),
+    coop!(
+        "conv2d_coop_data_f16_out8",
+        "conv2d_coop",
+        "8",
+        "const PASS: u32 = 1u;\nalias DST = f16;\n"
+    ),
+];
+pub const CONV2D_COOP16_F16_OUT: [ShaderSource; 2] = [
+    coop!(
+        "conv2d_coop_f16_out16",
+        "conv2d_coop",
+        "16",
+        "const PASS: u32 = 0u;\nalias DST = f16;\n"
+    ),
+    coop!(
+        "conv2d_coop_data_f16_out16",
+        "conv2d_coop",
+        "16",
+        "const PASS: u32 = 1u;\nalias DST = f16;\n"
     ),
 ];
 pub const HEAD: ShaderSource = shader!("head");
 pub const LOSS: ShaderSource = shader!("loss");
-pub const POOL: ShaderSource = shader!("pool");
+pub const POOL: ShaderSource = act!("pool", "pool", f32);
+pub const POOL_F16: ShaderSource = act!("pool_f16", "pool", f16);
 pub const SGD: ShaderSource = shader!("sgd");
 
 /// Every shader the crate embeds (the portability test checks that this covers `shaders/`).
 pub const ALL_SHADERS: &[ShaderSource] = &[
+    AMP,
     BATCHNORM,
+    BATCHNORM_F16,
     CAST_F16,
     CAST_F32,
     CONV2D,
@@ -246,10 +352,13 @@ pub const ALL_SHADERS: &[ShaderSource] = &[
     CONV2D_SUBGROUP,
     CONV2D_F16,
     CONV2D_SUBGROUP_F16,
+    CONV2D_F16_OUT,
+    CONV2D_SUBGROUP_F16_OUT,
     CONV2D_IO_F32,
     CONV2D_IO_F16,
     DIVERSIFY,
     ELEMENTWISE,
+    ELEMENTWISE_F16,
     GEMM,
     GEMM_F16,
     GEMM_IO_F32,
@@ -262,9 +371,14 @@ pub const ALL_SHADERS: &[ShaderSource] = &[
     CONV2D_COOP16[0],
     CONV2D_COOP16[1],
     CONV2D_COOP16[2],
+    CONV2D_COOP8_F16_OUT[0],
+    CONV2D_COOP8_F16_OUT[1],
+    CONV2D_COOP16_F16_OUT[0],
+    CONV2D_COOP16_F16_OUT[1],
     HEAD,
     LOSS,
     POOL,
+    POOL_F16,
     SGD,
 ];
 
@@ -275,6 +389,7 @@ pub const ALL_SHADERS: &[ShaderSource] = &[
 #[cfg(test)]
 mod params_layout {
     use super::*;
+    use crate::kernels::amp::AmpParams;
     use crate::kernels::batchnorm::BatchNormParams;
     use crate::kernels::cast::CastParams;
     use crate::kernels::conv2d::Conv2dParams;
@@ -496,7 +611,13 @@ mod params_layout {
 
     fn rust_layout_for(shader: &str) -> Option<Layout> {
         Some(match shader {
-            "batchnorm" => rust_layout!(BatchNormParams {
+            "amp" => rust_layout!(AmpParams {
+                n,
+                interval,
+                min_scale,
+                max_scale,
+            }),
+            "batchnorm" | "batchnorm_f16" => rust_layout!(BatchNormParams {
                 rows,
                 channels,
                 chunk_rows,
@@ -544,7 +665,7 @@ mod params_layout {
                 alpha,
                 _pad2,
             }),
-            "elementwise" => rust_layout!(ElementwiseParams { n }),
+            "elementwise" | "elementwise_f16" => rust_layout!(ElementwiseParams { n }),
             "cast_f16" | "cast_f32" => rust_layout!(CastParams { n, scale, _pad }),
             "gemm" | "gemm_f16" | "gemm_coop" | "gemm_coop16" => rust_layout!(GemmParams {
                 m,
@@ -580,7 +701,7 @@ mod params_layout {
                 _pad1,
                 _pad2,
             }),
-            "pool" => rust_layout!(PoolParams {
+            "pool" | "pool_f16" => rust_layout!(PoolParams {
                 n,
                 h,
                 w,

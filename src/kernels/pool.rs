@@ -1,7 +1,7 @@
 //! Max pooling (with argmax indices), forward and backward, NHWC (see `shaders/pool.wgsl`).
 //! Global average pooling lives in `method::diversify` (`average_scores`).
 
-use super::POOL;
+use super::{POOL, POOL_F16};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Dispatch, Gpu, Size, Tensor};
 use crate::method::dims_of;
@@ -40,11 +40,13 @@ impl MaxPoolShape {
         [self.n, self.oh(), self.ow(), self.c]
     }
 
-    fn input_len(&self) -> usize {
+    /// Elements of the input (N, H, W, C).
+    pub fn input_len(&self) -> usize {
         self.input_shape().iter().product()
     }
 
-    fn output_len(&self) -> usize {
+    /// Elements of the output (N, OH, OW, C).
+    pub fn output_len(&self) -> usize {
         self.output_shape().iter().product()
     }
 
@@ -126,7 +128,7 @@ impl MaxPoolShape {
     /// The shape of a max pool of `input` (N, H, W, C) (its role in `launcher`), validated.
     pub fn of(launcher: &str, input: (&Tensor, &str), win: MaxPoolWindow) -> Result<MaxPoolShape> {
         let (t, role) = input;
-        let [n, h, w, c] = dims_of(launcher, role, t, DType::F32, ["N", "H", "W", "C"])?;
+        let [n, h, w, c] = dims_of(launcher, role, t, act_dtype(t), ["N", "H", "W", "C"])?;
         let s = MaxPoolShape {
             n,
             h,
@@ -138,6 +140,22 @@ impl MaxPoolShape {
         };
         s.validate()?;
         Ok(s)
+    }
+}
+
+/// The value dtype of a launch whose first tensor is `t`: f16, else f32 (the check then
+/// names any other dtype).
+fn act_dtype(t: &Tensor) -> DType {
+    match t.dtype {
+        DType::F16 => DType::F16,
+        _ => DType::F32,
+    }
+}
+
+fn module(dtype: DType) -> &'static crate::gpu::ShaderSource {
+    match dtype {
+        DType::F16 => &POOL_F16,
+        _ => &POOL,
     }
 }
 
@@ -164,11 +182,11 @@ pub fn maxpool_forward(gpu: &Gpu, t: &MaxPoolForward, win: MaxPoolWindow) -> Res
     const L: &str = "maxpool_forward";
     let s = MaxPoolShape::of(L, (t.x, "x"), win)?;
     let out = s.output_shape();
-    t.y.check(L, "y", DType::F32, Size::Shape(&out))?;
+    t.y.check(L, "y", t.x.dtype, Size::Shape(&out))?;
     t.idx.check(L, "idx", DType::U32, Size::Shape(&out))?;
     let total = s.output_len();
     gpu.dispatch(
-        &POOL,
+        module(t.x.dtype),
         "maxpool_forward",
         &s.params(total),
         &[t.y, t.x, t.idx],
@@ -183,11 +201,11 @@ pub fn maxpool_backward(gpu: &Gpu, t: &MaxPoolBackward, win: MaxPoolWindow) -> R
     const L: &str = "maxpool_backward";
     let s = MaxPoolShape::of(L, (t.dx, "dx"), win)?;
     let out = s.output_shape();
-    t.dy.check(L, "dy", DType::F32, Size::Shape(&out))?;
+    t.dy.check(L, "dy", t.dx.dtype, Size::Shape(&out))?;
     t.idx.check(L, "idx", DType::U32, Size::Shape(&out))?;
     let total = s.input_len();
     gpu.dispatch(
-        &POOL,
+        module(t.dx.dtype),
         "maxpool_backward",
         &s.params(total),
         &[t.dx, t.dy, t.idx],

@@ -29,6 +29,10 @@ pub struct SgdStep<'a> {
     pub grad: &'a Tensor,
     pub velocity: &'a Tensor,
     pub hyper: &'a Tensor,
+    /// Mixed precision: the loss-scaling state ([`crate::kernels::amp`], u32 x 4). The step
+    /// then divides the gradient by the loss scale and is skipped (param and velocity left
+    /// as they are) when the state flags an overflow.
+    pub amp: Option<&'a Tensor>,
 }
 
 /// How [`sgd_step`] treats one parameter. [`Default`]: with weight decay.
@@ -48,7 +52,7 @@ impl Default for SgdOptions {
 /// One SGD step on `param`:
 /// `v = momentum * v + (grad * grad_scale + weight_decay * param)`, `param -= lr * v`
 /// (without the `weight_decay` term unless `o.apply_decay`). Updates `param` and
-/// `velocity` in place; reads `grad` and `hyper`.
+/// `velocity` in place; reads `grad` and `hyper` (and `amp`: see [`SgdStep::amp`]).
 pub fn sgd_step(gpu: &Gpu, t: &SgdStep, o: &SgdOptions) -> Result<Dispatch> {
     let n = t.param.numel();
     const L: &str = "sgd_step";
@@ -67,11 +71,23 @@ pub fn sgd_step(gpu: &Gpu, t: &SgdStep, o: &SgdOptions) -> Result<Dispatch> {
         n: n as u32,
         apply_decay: o.apply_decay as u32,
     };
-    gpu.dispatch(
-        &SGD,
-        "sgd_step",
-        &p,
-        &[t.param, t.velocity, t.grad, t.hyper],
-        gpu.grid_for(n),
-    )
+    match t.amp {
+        None => gpu.dispatch(
+            &SGD,
+            "sgd_step",
+            &p,
+            &[t.param, t.velocity, t.grad, t.hyper],
+            gpu.grid_for(n),
+        ),
+        Some(amp) => {
+            crate::kernels::amp::check_state(L, amp)?;
+            gpu.dispatch(
+                &SGD,
+                "sgd_step_amp",
+                &p,
+                &[t.param, t.velocity, t.grad, t.hyper, amp],
+                gpu.grid_for(n),
+            )
+        }
+    }
 }

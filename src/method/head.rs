@@ -3,10 +3,17 @@
 //! `M (rows, C) = F (rows, D) x W (D, C) + b (C)`. The products run on the GEMM launcher
 //! ([`crate::kernels::gemm`]); `shaders/head.wgsl` adds the bias and sums columns (bias
 //! gradient). Twin: `finegrain::reference::head` (feature `testing`).
+//!
+//! Mixed precision: `feat` and `weight` may both be f16 (the products then run on an f16
+//! GEMM: cooperative matrices where the adapter has them, else f16 storage with f32
+//! arithmetic); the maps, the bias and every gradient of a parameter stay f32. The backward
+//! pass then rounds `dmaps` to f16 once and writes `dfeat` in f16 through an f32 scratch
+//! ([`HeadHalf`]).
 
 use super::{dims, dims_of};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Dispatch, Gpu, Size, Tensor};
+use crate::kernels::cast::cast;
 use crate::kernels::gemm::{gemm, Gemm, GemmOptions};
 use crate::kernels::HEAD;
 
@@ -41,6 +48,15 @@ pub struct HeadBackward<'a> {
     pub dfeat: &'a Tensor,
     pub dweight: &'a Tensor,
     pub dbias: &'a Tensor,
+    /// Required when `feat` and `weight` are f16 (and `dfeat` then is too).
+    pub half: Option<HeadHalf<'a>>,
+}
+
+/// The backward pass's scratch in mixed precision: `dmaps` rounded to f16 (`dmaps`'s
+/// shape), and `dfeat` in f32 before it is rounded (`feat`'s shape).
+pub struct HeadHalf<'a> {
+    pub dmaps: &'a Tensor,
+    pub dfeat: &'a Tensor,
 }
 
 /// `t`'s shape with its last dimension replaced by `last`.
@@ -55,6 +71,11 @@ fn with_last(t: &Tensor, last: usize) -> Vec<usize> {
 /// Rows of the `(rows, cols)` view of `t`: error unless `t` holds f32 with `cols` its last
 /// dimension, and at least one row.
 fn rows_of(launcher: &str, role: &str, t: &Tensor, cols: usize) -> Result<usize> {
+    rows_typed(launcher, role, t, cols, DType::F32)
+}
+
+/// As `rows_of`, `t` holding `dtype`.
+fn rows_typed(launcher: &str, role: &str, t: &Tensor, cols: usize, dtype: DType) -> Result<usize> {
     if t.shape.len() < 2 || t.shape.last() != Some(&cols) {
         return Err(Error::ShapeMismatch {
             context: format!("{launcher} {role}"),
@@ -64,14 +85,15 @@ fn rows_of(launcher: &str, role: &str, t: &Tensor, cols: usize) -> Result<usize>
             dtype: format!("{:?}", t.dtype),
         });
     }
-    t.check(launcher, role, DType::F32, Size::Len(t.numel()))?;
+    t.check(launcher, role, dtype, Size::Len(t.numel()))?;
     let rows = t.numel() / cols;
     dims(launcher, &[("rows", rows), ("cols", cols)])?;
     Ok(rows)
 }
 
-/// (rows, D, C) of the head: D and C from `weight (D, C)`, rows from `feat (rows, D)`; and
-/// error unless `bias` is (C) and `maps` has `feat`'s shape with C last.
+/// (rows, D, C) of the head: D and C from `weight (D, C)`, rows from `feat (rows, D)` (of
+/// `weight`'s dtype, f32 or f16); and error unless `bias` is (C) and `maps` (f32) has
+/// `feat`'s shape with C last.
 fn head_dims(
     launcher: &str,
     feat: &Tensor,
@@ -79,8 +101,12 @@ fn head_dims(
     bias: &Tensor,
     maps: (&Tensor, &str),
 ) -> Result<(usize, usize, usize)> {
-    let [d, c] = dims_of(launcher, "weight", weight, DType::F32, ["D", "C"])?;
-    let rows = rows_of(launcher, "feat", feat, d)?;
+    let operands = match weight.dtype {
+        DType::F16 => DType::F16,
+        _ => DType::F32,
+    };
+    let [d, c] = dims_of(launcher, "weight", weight, operands, ["D", "C"])?;
+    let rows = rows_typed(launcher, "feat", feat, d, operands)?;
     dims(launcher, &[("rows", rows), ("C", c)])?;
     bias.check(launcher, "bias", DType::F32, Size::Shape(&[c]))?;
     let (m, role) = maps;
@@ -127,15 +153,57 @@ pub fn head_bias_add(gpu: &Gpu, bias: &Tensor, maps: &Tensor) -> Result<Dispatch
 
 /// Backward of [`head_forward`] given `dmaps (rows, C)`:
 /// `dfeat (rows, D) = dmaps x weight^T`, `dweight (D, C) = feat^T x dmaps`,
-/// `dbias (C) = sum over rows of dmaps`. Three dispatches (independent of each other).
+/// `dbias (C) = sum over rows of dmaps`. Three dispatches (independent of each other); five
+/// in mixed precision (`dmaps` rounded to f16 first, `dfeat` rounded from its f32 scratch
+/// after), to be recorded in order.
 /// Overwrites `dfeat`, `dweight` and `dbias`.
 pub fn head_backward(gpu: &Gpu, t: &HeadBackward) -> Result<Vec<Dispatch>> {
     const L: &str = "head_backward";
     let (_, d, c) = head_dims(L, t.feat, t.weight, t.dbias, (t.dmaps, "dmaps"))?;
     t.dfeat
-        .check(L, "dfeat", DType::F32, Size::Shape(&t.feat.shape))?;
+        .check(L, "dfeat", t.feat.dtype, Size::Shape(&t.feat.shape))?;
     t.dweight
         .check(L, "dweight", DType::F32, Size::Shape(&[d, c]))?;
+    if t.feat.dtype == DType::F16 {
+        let Some(h) = &t.half else {
+            return Err(Error::invalid(
+                L,
+                format!(
+                    "f16 features `{}` need the f16 scratch (HeadBackward::half)",
+                    t.feat.label
+                ),
+            ));
+        };
+        h.dmaps
+            .check(L, "f16 dmaps", DType::F16, Size::Shape(&t.dmaps.shape))?;
+        h.dfeat
+            .check(L, "f32 dfeat", DType::F32, Size::Shape(&t.feat.shape))?;
+        let trans_b = GemmOptions {
+            trans_b: true,
+            ..Default::default()
+        };
+        let trans_a = GemmOptions {
+            trans_a: true,
+            ..Default::default()
+        };
+        let data = Gemm {
+            a: h.dmaps,
+            b: t.weight,
+            c: h.dfeat,
+        };
+        let wgrad = Gemm {
+            a: t.feat,
+            b: h.dmaps,
+            c: t.dweight,
+        };
+        return Ok(vec![
+            cast(gpu, t.dmaps, h.dmaps, 1.0)?,
+            gemm(gpu, &data, &trans_b)?,
+            cast(gpu, h.dfeat, t.dfeat, 1.0)?,
+            gemm(gpu, &wgrad, &trans_a)?,
+            column_sum(gpu, t.dmaps, t.dbias, false)?,
+        ]);
+    }
     // dfeat (rows, D) = dmaps (rows, C) x weight^T: weight (D, C) is B stored (n, k),
     // used transposed.
     let data = Gemm {

@@ -2,7 +2,7 @@
 //! is allocated and stored in checkpoints so a resumed run continues with the same
 //! settings.
 
-use super::network::MethodConfig;
+use super::network::{MethodConfig, Precision};
 use super::schedule::Schedule;
 use crate::error::{Error, Result};
 use crate::method::diversify::DiversifyConfig;
@@ -44,6 +44,10 @@ pub struct TrainConfig {
     pub grid: u32,
     pub alpha: f32,
     pub seed: u64,
+    /// f32 or mixed precision (f16 activations, matrix units, loss scaling). Checkpoints
+    /// written before this field existed read as f32.
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 /// The recipe for small images with 10 classes (Fashion-MNIST): what
@@ -68,6 +72,7 @@ impl Default for TrainConfig {
             grid: 0,
             alpha: d.alpha,
             seed: 0,
+            precision: Precision::F32,
         }
     }
 }

@@ -28,11 +28,13 @@
 //! println!("{}", train.markdown_table());
 //! ```
 
-use super::network::params::{grad_label, momentum_label, param_specs};
+use super::network::params::{grad_label, half_label, momentum_label, param_specs};
 use super::network::topology::{Topology, Unit};
+use super::network::{Precision, AMP_STATE, DFEAT_F32, DMAPS_F16, IMAGES_F16};
 use super::{MethodConfig, NetMode};
 use crate::error::Result;
 use crate::gpu::{DType, Gpu};
+use crate::kernels::amp::AMP_LEN;
 use crate::kernels::batchnorm::BnSizing;
 use crate::kernels::conv2d::{weight_grad_scratch_len, Conv2dKernel};
 use crate::method::loss::{LossKind, STATS};
@@ -373,6 +375,8 @@ impl ActivationLayout {
 pub enum Category {
     /// Trainable values (conv weights, BN gamma/beta, head).
     Parameters,
+    /// Mixed precision: the f16 copies of the conv and head weights.
+    HalfWeights,
     /// Their gradients.
     Gradients,
     /// SGD momentum (velocity).
@@ -411,8 +415,9 @@ pub enum Category {
 }
 
 impl Category {
-    pub const ALL: [Category; 18] = [
+    pub const ALL: [Category; 19] = [
         Category::Parameters,
+        Category::HalfWeights,
         Category::Gradients,
         Category::Momentum,
         Category::BnRunningStats,
@@ -436,6 +441,7 @@ impl Category {
     pub fn name(self) -> &'static str {
         match self {
             Category::Parameters => "parameters",
+            Category::HalfWeights => "f16 weight copies",
             Category::Gradients => "parameter gradients",
             Category::Momentum => "SGD momentum",
             Category::BnRunningStats => "BN running stats",
@@ -465,7 +471,7 @@ pub struct PlannedBuffer {
     pub label: String,
     pub category: Category,
     pub dtype: DType,
-    /// Elements (4 bytes each).
+    /// Elements (of `dtype`).
     pub elements: usize,
     /// Labels of the tensors that are views of this buffer (the buffer's own label first
     /// when a tensor of that name uses it; tensors that alias another tensor carry its
@@ -474,9 +480,12 @@ pub struct PlannedBuffer {
 }
 
 impl PlannedBuffer {
-    /// Bytes the buffer takes (never fewer than 4, as `Gpu` allocates them).
+    /// Bytes the buffer takes (whole 4-byte words, never fewer than 4, as `Gpu` allocates
+    /// them).
     pub fn bytes(&self) -> u64 {
-        (self.elements as u64 * 4).max(4)
+        (self.elements as u64 * self.dtype.size())
+            .next_multiple_of(4)
+            .max(4)
     }
 }
 
@@ -485,6 +494,7 @@ impl PlannedBuffer {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemoryPlan {
     pub mode: NetMode,
+    pub precision: Precision,
     pub batch: usize,
     pub class: AdapterClass,
     /// Training dispatch lists ([`training_lists`]).
@@ -494,7 +504,7 @@ pub struct MemoryPlan {
 
 impl MemoryPlan {
     /// The plan of `Network::new(gpu, config, batch, method, _)` ([`NetMode::Train`]) or
-    /// `Network::inference(gpu, config, batch)` on an adapter of class `class`.
+    /// `Network::inference(gpu, config, batch)` on an adapter of class `class` (f32).
     pub fn new(
         config: &ModelConfig,
         batch: usize,
@@ -502,25 +512,52 @@ impl MemoryPlan {
         class: AdapterClass,
         method: &MethodConfig,
     ) -> Result<MemoryPlan> {
+        MemoryPlan::with_precision(config, batch, mode, class, method, Precision::F32)
+    }
+
+    /// As [`MemoryPlan::new`], for a network in `precision`
+    /// (`Network::with_precision`, `Network::inference_with`).
+    pub fn with_precision(
+        config: &ModelConfig,
+        batch: usize,
+        mode: NetMode,
+        class: AdapterClass,
+        method: &MethodConfig,
+        precision: Precision,
+    ) -> Result<MemoryPlan> {
         let topo = Topology::new(config, batch)?;
-        MemoryPlan::for_topology(&topo, mode, class, training_lists(mode, method))
+        let lists = training_lists(mode, method);
+        MemoryPlan::for_topology(&topo, (mode, precision), class, lists)
     }
 
     /// The plan of a network of `topo` with `lists` training dispatch lists (ignored in
     /// inference, which has none).
     pub fn for_topology(
         topo: &Topology,
-        mode: NetMode,
+        (mode, precision): (NetMode, Precision),
         class: AdapterClass,
         lists: usize,
     ) -> Result<MemoryPlan> {
-        let mut p = Builder::default();
+        let act = precision.activations();
+        let mut p = Builder {
+            act,
+            ..Default::default()
+        };
         let train = mode == NetMode::Train;
         let lists = if train { lists } else { 0 };
+        let mixed = precision == Precision::Mixed;
         let (params, state) = param_specs(topo)?;
         for spec in &params {
             let n = spec.layout.numel();
             p.own(&spec.name, Category::Parameters, n);
+            if mixed && spec.layout.has_half() {
+                p.push(
+                    &half_label(&spec.name),
+                    Category::HalfWeights,
+                    DType::F16,
+                    n,
+                );
+            }
             if train {
                 p.own(&grad_label(&spec.name), Category::Gradients, n);
                 p.own(&momentum_label(&spec.name), Category::Momentum, n);
@@ -560,7 +597,7 @@ impl MemoryPlan {
             p.buffers.push(PlannedBuffer {
                 label: b.label(mode),
                 category: cat,
-                dtype: DType::F32,
+                dtype: act,
                 elements: layout.sizes.of(*b),
                 tensors: std::mem::take(&mut p.views[i]),
             });
@@ -574,6 +611,20 @@ impl MemoryPlan {
         let maps: usize = topo.maps_shape().iter().product();
         let scores = n * topo.classes;
         p.own("images", Category::Images, topo.input.iter().product());
+        if mixed {
+            p.push(
+                IMAGES_F16,
+                Category::Images,
+                DType::F16,
+                topo.input.iter().product(),
+            );
+            if train {
+                p.push(DMAPS_F16, Category::ClassMaps, DType::F16, maps);
+                let feat = topo.features_shape().iter().product();
+                p.own(DFEAT_F32, Category::ActivationGradients, feat);
+                p.own_u32(AMP_STATE, Category::Control, AMP_LEN);
+            }
+        }
         p.own_u32("labels", Category::Labels, n);
         p.own("class_maps", Category::ClassMaps, maps);
         p.own("scores", Category::Scores, scores);
@@ -605,6 +656,7 @@ impl MemoryPlan {
         }
         Ok(MemoryPlan {
             mode,
+            precision,
             batch: topo.batch,
             class,
             lists,
@@ -675,6 +727,8 @@ pub fn mib(bytes: u64) -> f64 {
 
 #[derive(Default)]
 struct Builder {
+    /// Element type of the activations and their gradients.
+    act: DType,
     buffers: Vec<PlannedBuffer>,
     /// Tensors in each shared buffer, in [`SharedBuffer::ALL`] order.
     views: [Vec<String>; 5],
@@ -685,13 +739,13 @@ impl Builder {
     fn activation(&mut self, label: String, len: usize, at: Placement, category: Category) {
         match at {
             Placement::OwnValue { grad } => {
-                self.own(&label, category, len);
+                self.push(&label, category, self.act, len);
                 self.views[grad.index()].push(grad_label(&label));
             }
             Placement::SharedValue(b) => self.views[b.index()].push(label),
             Placement::InPlace => {
                 let grad = grad_label(&label);
-                self.own(&label, category, len);
+                self.push(&label, category, self.act, len);
                 if let Some(b) = self.buffers.last_mut() {
                     b.tensors.push(grad);
                 }
@@ -747,7 +801,13 @@ mod tests {
     /// 2x2), each with a 1x1 downsample.
     #[test]
     fn tiny_training_plan_counted_by_hand() {
-        let plan = MemoryPlan::for_topology(&tiny(), NetMode::Train, AdapterClass::CPU, 2).unwrap();
+        let plan = MemoryPlan::for_topology(
+            &tiny(),
+            (NetMode::Train, Precision::F32),
+            AdapterClass::CPU,
+            2,
+        )
+        .unwrap();
         // conv weights 144 + 2304 + 2304 + 256 + 4608 + 9216 + 512 + 18432 + 36864 + 2048,
         // BN gamma and beta 2 x 352, head 64 x 3 + 3.
         let params = (76688 + 704 + 195) * 4;
@@ -797,8 +857,13 @@ mod tests {
 
     #[test]
     fn tiny_inference_plan_counted_by_hand() {
-        let plan =
-            MemoryPlan::for_topology(&tiny(), NetMode::Inference, AdapterClass::CPU, 0).unwrap();
+        let plan = MemoryPlan::for_topology(
+            &tiny(),
+            (NetMode::Inference, Precision::F32),
+            AdapterClass::CPU,
+            0,
+        )
+        .unwrap();
         assert_eq!(bytes(&plan, Category::Parameters), 77587 * 4);
         for c in [
             Category::Gradients,
@@ -824,7 +889,13 @@ mod tests {
 
     #[test]
     fn shared_buffer_views_follow_the_sharing_rules() {
-        let plan = MemoryPlan::for_topology(&tiny(), NetMode::Train, AdapterClass::CPU, 1).unwrap();
+        let plan = MemoryPlan::for_topology(
+            &tiny(),
+            (NetMode::Train, Precision::F32),
+            AdapterClass::CPU,
+            1,
+        )
+        .unwrap();
         let views = |label: &str| plan.buffer_of(label).unwrap().tensors.clone();
         // No gradient in conv_out: every dz is written over its z.
         assert!(views("grad.shared.conv_out").is_empty());
@@ -866,8 +937,13 @@ mod tests {
                 assert!(seen.insert(b.label.clone(), ()).is_none(), "{}", b.label);
             }
         }
-        let inf =
-            MemoryPlan::for_topology(&tiny(), NetMode::Inference, AdapterClass::CPU, 0).unwrap();
+        let inf = MemoryPlan::for_topology(
+            &tiny(),
+            (NetMode::Inference, Precision::F32),
+            AdapterClass::CPU,
+            0,
+        )
+        .unwrap();
         assert_eq!(
             inf.buffer_of("layer1.0.downsample.1.out").unwrap().label,
             "act.shared.inner"
@@ -1083,7 +1159,9 @@ mod tests {
     fn split_k_scratch_depends_on_the_adapter_class() {
         let cfg = ModelConfig::preset("resnet18", 3, 64, 10).unwrap();
         let topo = Topology::new(&cfg, 2).unwrap();
-        let plan = |class| MemoryPlan::for_topology(&topo, NetMode::Train, class, 1).unwrap();
+        let plan = |class| {
+            MemoryPlan::for_topology(&topo, (NetMode::Train, Precision::F32), class, 1).unwrap()
+        };
         let scratch = |p: &MemoryPlan| p.category_bytes(Category::SplitKScratch);
         assert_eq!(scratch(&plan(AdapterClass::CPU)), 0);
         let expect = topo
@@ -1094,7 +1172,12 @@ mod tests {
             * 4;
         assert!(expect > 0);
         assert_eq!(scratch(&plan(AdapterClass::GPU)), expect);
-        let inf = MemoryPlan::for_topology(&topo, NetMode::Inference, AdapterClass::GPU, 0);
+        let inf = MemoryPlan::for_topology(
+            &topo,
+            (NetMode::Inference, Precision::F32),
+            AdapterClass::GPU,
+            0,
+        );
         assert_eq!(scratch(&inf.unwrap()), 0);
     }
 

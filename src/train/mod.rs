@@ -18,7 +18,7 @@ use crate::method::loss::LossKind;
 use crate::model::ModelConfig;
 pub use config::{LossChoice, TrainConfig};
 pub use eval::EvalReport;
-pub use network::{MethodConfig, NetMode, Network};
+pub use network::{MethodConfig, NetMode, Network, Precision};
 pub use observe::{Console, Event, Observer};
 pub use run::{EpochSummary, Progress, Run, RunOptions, RunSummary};
 pub use schedule::{LrSchedule, Schedule};
@@ -32,7 +32,7 @@ fn check_fits(
     gpu: &Gpu,
     model: &ModelConfig,
     batch: usize,
-    mode: NetMode,
+    (mode, precision): (NetMode, Precision),
     method: &MethodConfig,
 ) -> Result<()> {
     let class = memory::AdapterClass::of(gpu);
@@ -40,7 +40,7 @@ fn check_fits(
         .limits
         .max_storage_buffer_binding_size
         .min(gpu.limits.max_buffer_size);
-    let plan = memory::MemoryPlan::new(model, batch, mode, class, method)?;
+    let plan = memory::MemoryPlan::with_precision(model, batch, mode, class, method, precision)?;
     let fits = |p: &memory::MemoryPlan| p.buffers.iter().all(|b| b.bytes() <= limit);
     if fits(&plan) {
         return Ok(());
@@ -49,7 +49,7 @@ fn check_fits(
     let (mut lo, mut hi) = (0usize, batch);
     while hi - lo > 1 {
         let mid = lo + (hi - lo) / 2;
-        match memory::MemoryPlan::new(model, mid, mode, class, method) {
+        match memory::MemoryPlan::with_precision(model, mid, mode, class, method, precision) {
             Ok(p) if fits(&p) => lo = mid,
             _ => hi = mid,
         }
@@ -93,13 +93,14 @@ fn allocated(
     gpu: &Gpu,
     model: &ModelConfig,
     batch: usize,
-    mode: NetMode,
+    (mode, precision): (NetMode, Precision),
     method: &MethodConfig,
 ) -> Result<()> {
     let Err(e) = gpu.check("allocating the network") else {
         return Ok(());
     };
-    let plan = memory::MemoryPlan::new(model, batch, mode, memory::AdapterClass::of(gpu), method)?;
+    let class = memory::AdapterClass::of(gpu);
+    let plan = memory::MemoryPlan::with_precision(model, batch, mode, class, method, precision)?;
     Err(Error::DoesNotFit {
         what: format!("the network of {} at batch {batch}", model.name),
         detail: format!(
@@ -121,6 +122,13 @@ pub struct StepStats {
     pub top1: f32,
     pub top5: f32,
     pub images: usize,
+    /// Mixed precision: whether the optimizer skipped this step (a gradient overflowed at
+    /// the loss scale; the scale was halved).
+    pub skipped: bool,
+    /// Mixed precision: the loss scale after this step (1 in f32).
+    pub loss_scale: f32,
+    /// The step ran in mixed precision (with loss scaling).
+    pub mixed: bool,
 }
 
 /// Steps in flight before the oldest step's statistics are read back.
@@ -138,7 +146,13 @@ pub struct Trainer {
     /// Host-readable copy of `net.scores`, reused by every evaluation batch.
     scores_staging: wgpu::Buffer,
     pending: VecDeque<(u64, usize, wgpu::SubmissionIndex)>,
+    /// Mixed precision: skipped steps counted up to the last step read back.
+    skipped_total: u32,
 }
+
+/// Bytes of each step's staged statistics: the loss statistics (f32 x 4), then the
+/// loss-scaling state (u32 x 4; zeros in f32).
+const STAGED: u64 = 32;
 
 impl Trainer {
     /// Build the network and its iteration for `model`; `steps_per_epoch` sizes the schedule.
@@ -151,9 +165,23 @@ impl Trainer {
         config.validate()?;
         model.validate()?;
         let (method, note) = config.method(model.num_classes, model.feature_size())?;
-        check_fits(gpu, model, config.batch, NetMode::Train, &method)?;
-        let net = Network::new(gpu, model, config.batch, &method, config.seed)?;
-        allocated(gpu, model, config.batch, NetMode::Train, &method)?;
+        let at = (NetMode::Train, config.precision);
+        check_fits(gpu, model, config.batch, at, &method)?;
+        let net = Network::with_precision(
+            gpu,
+            model,
+            config.batch,
+            &method,
+            config.seed,
+            config.precision,
+        )?;
+        allocated(gpu, model, config.batch, at, &method)?;
+        if let Some(amp) = &net.amp {
+            gpu.upload(
+                amp,
+                &crate::kernels::amp::initial_state(network::LOSS_SCALE_INIT),
+            )?;
+        }
         let spe = steps_per_epoch.max(1);
         let schedule = LrSchedule {
             base_lr: config.lr,
@@ -163,7 +191,7 @@ impl Trainer {
             steps_per_epoch: spe,
         };
         let staging = (0..READBACK_LAG + 1)
-            .map(|i| gpu.staging_buffer(&format!("loss.stats.staging{i}"), 16))
+            .map(|i| gpu.staging_buffer(&format!("loss.stats.staging{i}"), STAGED))
             .collect();
         let scores_staging = gpu.staging_buffer("scores.staging", net.scores.bytes());
         Ok((
@@ -176,6 +204,7 @@ impl Trainer {
                 staging,
                 scores_staging,
                 pending: VecDeque::new(),
+                skipped_total: 0,
             },
             note,
         ))
@@ -217,6 +246,9 @@ impl Trainer {
             }
         }
         enc.copy_buffer_to_buffer(&net.stats.buffer, 0, &self.staging[slot], 0, 16);
+        if let Some(amp) = &net.amp {
+            enc.copy_buffer_to_buffer(&amp.buffer, 0, &self.staging[slot], 16, 16);
+        }
         let idx = gpu.queue.submit([enc.finish()]);
         self.pending.push_back((self.step, slot, idx));
         self.step += 1;
@@ -270,13 +302,14 @@ impl Trainer {
                 context: "stats readback".into(),
                 message: e.to_string(),
             })?;
-        let v: [f32; 4] = {
+        let (v, amp): ([f32; 4], [u32; 4]) = {
             let view = slice.get_mapped_range().map_err(|e| Error::Gpu {
                 context: "stats readback".into(),
                 message: e.to_string(),
             })?;
-            let f: &[f32] = bytemuck::cast_slice(&view);
-            [f[0], f[1], f[2], f[3]]
+            let f: &[f32] = bytemuck::cast_slice(&view[..16]);
+            let a: &[u32] = bytemuck::cast_slice(&view[16..32]);
+            ([f[0], f[1], f[2], f[3]], [a[0], a[1], a[2], a[3]])
         };
         buf.unmap();
         let n = self.net.batch;
@@ -289,13 +322,59 @@ impl Trainer {
                 self.schedule.lr(step)
             )));
         }
+        let (skipped, loss_scale) = match &self.net.amp {
+            Some(_) => {
+                // The skip counter of this step against the one before it.
+                let total = amp[crate::kernels::amp::AMP_SKIPPED];
+                let skipped = total > self.skipped_total;
+                self.skipped_total = total;
+                (skipped, f32::from_bits(amp[crate::kernels::amp::AMP_SCALE]))
+            }
+            None => (false, 1.0),
+        };
         Ok(StepStats {
             step,
             loss,
             top1: v[1],
             top5: v[2],
             images: n,
+            skipped,
+            loss_scale,
+            mixed: self.net.amp.is_some(),
         })
+    }
+
+    /// Mixed precision: the loss-scaling state on the GPU (after the steps submitted so far;
+    /// read back, so call it between steps, e.g. at a checkpoint). `None` in f32.
+    pub fn amp_state(&self, gpu: &Gpu) -> Result<Option<[u32; 4]>> {
+        let Some(amp) = &self.net.amp else {
+            return Ok(None);
+        };
+        let v = gpu.download_u32(amp)?;
+        Ok(v.try_into().ok())
+    }
+
+    /// Mixed precision: continue from a saved loss-scaling state (a resumed run); an error
+    /// in f32 or for a scale that is not a positive power of two.
+    pub fn set_amp_state(&mut self, gpu: &Gpu, state: [u32; 4]) -> Result<()> {
+        let Some(amp) = &self.net.amp else {
+            return Err(Error::invalid(
+                "loss-scaling state",
+                "the checkpoint's progress has one, but this run is not in mixed precision",
+            ));
+        };
+        let scale = f32::from_bits(state[crate::kernels::amp::AMP_SCALE]);
+        // A power of two: a positive normal number with no mantissa bits.
+        if !(scale.is_normal() && scale > 0.0 && scale.to_bits() & 0x007f_ffff == 0) {
+            return Err(Error::invalid(
+                "loss-scaling state",
+                format!("loss scale {scale} is not a positive power of two"),
+            ));
+        }
+        // The flag is always clear between steps.
+        let state = [state[0], state[1], state[2], 0];
+        self.skipped_total = state[crate::kernels::amp::AMP_SKIPPED];
+        gpu.upload(amp, &state)
     }
 
     /// Run the evaluation forward on one batch (padded to the network's batch size) and
@@ -345,13 +424,24 @@ impl Predictor {
     /// An inference network for `model` at batch size `batch` (weights from seed 0: load a
     /// checkpoint with [`Predictor::from_checkpoint`] or `Checkpoint::load_into`).
     pub fn new(gpu: &Gpu, model: &ModelConfig, batch: usize) -> Result<Predictor> {
+        Predictor::with_precision(gpu, model, batch, Precision::F32)
+    }
+
+    /// As [`Predictor::new`] in `precision` (mixed: f16 activations and weight copies).
+    pub fn with_precision(
+        gpu: &Gpu,
+        model: &ModelConfig,
+        batch: usize,
+        precision: Precision,
+    ) -> Result<Predictor> {
         let method = MethodConfig {
             diversify: None,
             loss: LossKind::CrossEntropy,
         };
-        check_fits(gpu, model, batch, NetMode::Inference, &method)?;
-        let net = Network::inference(gpu, model, batch)?;
-        allocated(gpu, model, batch, NetMode::Inference, &method)?;
+        let at = (NetMode::Inference, precision);
+        check_fits(gpu, model, batch, at, &method)?;
+        let net = Network::inference_with(gpu, model, batch, precision)?;
+        allocated(gpu, model, batch, at, &method)?;
         let scores_staging = gpu.staging_buffer("scores.staging", net.scores.bytes());
         Ok(Predictor {
             net,
@@ -365,7 +455,18 @@ impl Predictor {
         ck: &crate::checkpoint::Checkpoint,
         batch: usize,
     ) -> Result<Predictor> {
-        let p = Predictor::new(gpu, &ck.model, batch)?;
+        Predictor::from_checkpoint_with(gpu, ck, batch, Precision::F32)
+    }
+
+    /// As [`Predictor::from_checkpoint`] in `precision` (a checkpoint holds f32 weights
+    /// whatever precision it was trained in).
+    pub fn from_checkpoint_with(
+        gpu: &Gpu,
+        ck: &crate::checkpoint::Checkpoint,
+        batch: usize,
+        precision: Precision,
+    ) -> Result<Predictor> {
+        let p = Predictor::with_precision(gpu, &ck.model, batch, precision)?;
         ck.load_into(gpu, &p.net, false)?;
         Ok(p)
     }

@@ -19,14 +19,22 @@
 //! [`ActivationLayout`]). A tensor consumed twice (a block input feeds
 //! the main branch and the shortcut) gets its gradient overwritten by the main branch and
 //! accumulated by the shortcut.
+//!
+//! Precision ([`Precision`]): f32 throughout, or mixed: the same buffers with every
+//! activation and activation gradient in f16, f16 copies of the convolution and head
+//! weights (rounded from the f32 masters at the start of each list), and dynamic loss
+//! scaling ([`crate::kernels::amp`]); parameters, gradients, momentum, batch-norm
+//! statistics, class maps, scores and the loss stay f32.
 
 mod layers;
 pub(crate) mod params;
 mod record;
 pub mod topology;
 
+use crate::error::Error;
 use crate::error::Result;
-use crate::gpu::{Dispatch, Gpu, Tensor};
+use crate::gpu::{DType, Dispatch, Gpu, Tensor};
+use crate::kernels::amp::AMP_LEN;
 use crate::method::diversify::DiversifyConfig;
 use crate::method::loss::LossKind;
 use crate::model::ModelConfig;
@@ -40,6 +48,12 @@ pub use params::{Init, Param, ParamId, ParamLayout, ParamSpec, StateId, StateSpe
 use record::{Io, Recorder};
 pub use topology::Topology;
 
+/// Labels of the mixed-precision buffers outside the backbone (the memory plan lists them).
+pub const IMAGES_F16: &str = "images.f16";
+pub const DMAPS_F16: &str = "class_maps.grad.f16";
+pub const DFEAT_F32: &str = "features.grad.f32";
+pub const AMP_STATE: &str = "amp.state";
+
 /// Method settings the iteration is built with.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct MethodConfig {
@@ -48,6 +62,71 @@ pub struct MethodConfig {
     /// The loss of the main phase.
     pub loss: LossKind,
 }
+
+/// The numeric format a [`Network`] computes in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Every tensor f32, every kernel f32.
+    #[default]
+    F32,
+    /// Automatic mixed precision: f32 master weights, momentum and SGD; activations and the
+    /// tensors saved for backward stored in f16; the convolutions and the head on the
+    /// GPU's matrix units (cooperative matrices) where the adapter has a matching
+    /// configuration, else f16 storage with f32 arithmetic; batch-norm statistics, the
+    /// diversification block, the loss and every reduction in f32; dynamic loss scaling
+    /// (skipped steps are counted). Needs an adapter with `shader-f16`.
+    Mixed,
+}
+
+impl Precision {
+    /// `f32` or `mixed`, as the flags and checkpoints spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Mixed => "mixed",
+        }
+    }
+
+    /// From [`Precision::name`]'s spelling; `what` names the source in the error.
+    pub fn parse(s: &str, what: &str) -> Result<Precision> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "mixed" => Ok(Precision::Mixed),
+            other => Err(Error::invalid(
+                what,
+                format!("precision `{other}`: expected `f32` or `mixed`"),
+            )),
+        }
+    }
+
+    /// The element type of activations and their gradients.
+    pub fn activations(self) -> DType {
+        match self {
+            Precision::F32 => DType::F32,
+            Precision::Mixed => DType::F16,
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Precision> {
+        Precision::parse(s, "precision")
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The initial loss scale of mixed-precision training (2^16, as PyTorch's GradScaler).
+pub const LOSS_SCALE_INIT: f32 = 65536.0;
+/// Clean steps after which the loss scale doubles (PyTorch's default).
+pub const LOSS_SCALE_INTERVAL: u32 = 2000;
 
 /// What a [`Network`] is built for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,6 +147,7 @@ pub enum NetMode {
 pub struct Network {
     pub config: ModelConfig,
     pub mode: NetMode,
+    pub precision: Precision,
     pub batch: usize,
     pub params: Vec<Param>,
     pub state: Vec<StateTensor>,
@@ -89,6 +169,12 @@ pub struct Network {
     pub hyper: Tensor,
     /// [loss sum, top1, top5, non-finite count] f32 of the last training batch.
     pub stats: Tensor,
+    /// Mixed-precision training: the loss-scaling state (u32 x 4, see
+    /// [`crate::kernels::amp`]), set by the trainer before the first step.
+    pub amp: Option<Tensor>,
+    /// Mixed precision: the f16 copy of `images` the stem reads, and the head's backward
+    /// scratch ([`crate::method::head::HeadHalf`]).
+    mixed: Option<MixedIo>,
     pub map_size: (usize, usize),
     /// Forward + DB + loss (main-phase loss) + backward + optimizer.
     pub train_main: Vec<Dispatch>,
@@ -104,9 +190,17 @@ pub struct Network {
     bn_partials: Option<Tensor>,
 }
 
+/// The mixed-precision tensors outside the backbone.
+pub(crate) struct MixedIo {
+    /// f16 copy of the input batch.
+    pub images: Tensor,
+    /// Training: `dmaps` in f16 and the features' gradient in f32, before rounding.
+    pub head: Option<(Tensor, Tensor)>,
+}
+
 impl Network {
     /// Allocate every buffer of `config` for batch size `batch` and build the dispatch lists
-    /// (a [`NetMode::Train`] network).
+    /// (a [`NetMode::Train`] network, f32).
     pub fn new(
         gpu: &Gpu,
         config: &ModelConfig,
@@ -114,17 +208,53 @@ impl Network {
         method: &MethodConfig,
         seed: u64,
     ) -> Result<Network> {
-        Network::build(gpu, config, batch, method, seed, NetMode::Train)
+        Network::with_precision(gpu, config, batch, method, seed, Precision::F32)
     }
 
-    /// An inference-only network ([`NetMode::Inference`]): weights initialised as by
+    /// As [`Network::new`] in `precision`.
+    pub fn with_precision(
+        gpu: &Gpu,
+        config: &ModelConfig,
+        batch: usize,
+        method: &MethodConfig,
+        seed: u64,
+        precision: Precision,
+    ) -> Result<Network> {
+        Network::build(
+            gpu,
+            config,
+            batch,
+            method,
+            seed,
+            (NetMode::Train, precision),
+        )
+    }
+
+    /// An inference-only network ([`NetMode::Inference`], f32): weights initialised as by
     /// [`Network::new`] with seed 0 (load a checkpoint into it), only the `eval` list.
     pub fn inference(gpu: &Gpu, config: &ModelConfig, batch: usize) -> Result<Network> {
+        Network::inference_with(gpu, config, batch, Precision::F32)
+    }
+
+    /// As [`Network::inference`] in `precision`.
+    pub fn inference_with(
+        gpu: &Gpu,
+        config: &ModelConfig,
+        batch: usize,
+        precision: Precision,
+    ) -> Result<Network> {
         let method = MethodConfig {
             diversify: None,
             loss: LossKind::CrossEntropy,
         };
-        Network::build(gpu, config, batch, &method, 0, NetMode::Inference)
+        Network::build(
+            gpu,
+            config,
+            batch,
+            &method,
+            0,
+            (NetMode::Inference, precision),
+        )
     }
 
     /// Topology, parameters, activations (placed by the memory plan's layout), the other
@@ -136,15 +266,25 @@ impl Network {
         batch: usize,
         method: &MethodConfig,
         seed: u64,
-        mode: NetMode,
+        (mode, precision): (NetMode, Precision),
     ) -> Result<Network> {
         let topo = Topology::new(config, batch)?;
         let class = AdapterClass::of(gpu);
-        let mut table = ParamTable::new(gpu, mode, seed);
+        if precision == Precision::Mixed && !gpu.features.shader_f16 {
+            return Err(Error::invalid(
+                "precision mixed",
+                format!(
+                    "adapter {} has no shader-f16 (16-bit floats in shaders): use precision f32",
+                    gpu.info.name
+                ),
+            ));
+        }
+        let mut table = ParamTable::new(gpu, mode, precision, seed);
         let (unit_params, head) = params::declare(&topo, &mut table)?;
         let layout = ActivationLayout::new(&topo, mode);
-        let layers = Layers::allocate(gpu, class.bn, &topo, &layout, &unit_params, head)?;
-        let io = Network::io(gpu, &topo, mode)?;
+        let act = precision.activations();
+        let layers = Layers::allocate(gpu, (class.bn, act), &topo, &layout, &unit_params, head)?;
+        let io = Network::io(gpu, &topo, mode, precision)?;
         let scratch_len = split_k_scratch_len(&topo, class);
         let scratch = if scratch_len > 0 && mode == NetMode::Train {
             Some(gpu.zeros(SPLIT_K_SCRATCH, &[scratch_len])?)
@@ -166,6 +306,7 @@ impl Network {
         let rec = Recorder {
             gpu,
             class,
+            precision,
             params: &params,
             state: &state,
             layers: &layers,
@@ -187,6 +328,7 @@ impl Network {
         Ok(Network {
             config: config.clone(),
             mode,
+            precision,
             batch,
             params,
             state,
@@ -200,6 +342,8 @@ impl Network {
             step: io.step,
             hyper: io.hyper,
             stats: io.stats,
+            amp: io.amp,
+            mixed: io.mixed,
             map_size: topo.map,
             train_main,
             train_ce,
@@ -212,7 +356,7 @@ impl Network {
 
     /// The tensors outside the backbone. An inference network's gradient fields alias the
     /// values (nothing writes them).
-    fn io(gpu: &Gpu, topo: &Topology, mode: NetMode) -> Result<Io> {
+    fn io(gpu: &Gpu, topo: &Topology, mode: NetMode, precision: Precision) -> Result<Io> {
         let n = topo.batch;
         let maps_shape = topo.maps_shape();
         let maps = gpu.zeros("class_maps", &maps_shape)?;
@@ -224,7 +368,27 @@ impl Network {
             ),
             NetMode::Inference => (maps.clone(), scores.clone()),
         };
+        let train = mode == NetMode::Train;
+        let mixed = match precision {
+            Precision::F32 => None,
+            Precision::Mixed => Some(MixedIo {
+                images: gpu.zeros_f16(IMAGES_F16, &topo.input)?,
+                head: match train {
+                    true => Some((
+                        gpu.zeros_f16(DMAPS_F16, &maps_shape)?,
+                        gpu.zeros(DFEAT_F32, &topo.features_shape())?,
+                    )),
+                    false => None,
+                },
+            }),
+        };
+        let amp = match (precision, train) {
+            (Precision::Mixed, true) => Some(gpu.zeros_u32(AMP_STATE, &[AMP_LEN])?),
+            _ => None,
+        };
         Ok(Io {
+            amp,
+            mixed,
             images: gpu.zeros("images", &topo.input)?,
             labels: gpu.zeros_u32("labels", &[n])?,
             maps,
@@ -279,6 +443,14 @@ impl Network {
         ]);
         v.extend(&self.scratch);
         v.extend(&self.bn_partials);
+        v.extend(&self.amp);
+        v.extend(self.params.iter().filter_map(|p| p.half.as_ref()));
+        if let Some(m) = &self.mixed {
+            v.push(&m.images);
+            if let Some((a, b)) = &m.head {
+                v.extend([a, b]);
+            }
+        }
         v
     }
 }

@@ -171,7 +171,7 @@ impl Default for Console {
 /// The per-epoch line the train example prints.
 pub fn epoch_line(es: &EpochSummary, epochs: usize) -> String {
     format!(
-        "epoch {}/{}: train loss {:.4} top-1 {:.2}%{} | {:.0} s, {:.0} img/s{}",
+        "epoch {}/{}: train loss {:.4} top-1 {:.2}%{} | {:.0} s, {:.0} img/s{}{}",
         es.epoch,
         epochs,
         es.train_loss,
@@ -183,6 +183,14 @@ pub fn epoch_line(es: &EpochSummary, epochs: usize) -> String {
         },
         es.seconds,
         es.images_per_s,
+        match es.loss_scale {
+            Some(scale) => format!(
+                " | loss scale {scale}, {} step{} skipped",
+                es.skipped_steps,
+                if es.skipped_steps == 1 { "" } else { "s" }
+            ),
+            None => String::new(),
+        },
         if es.skipped > 0 {
             format!(" | {} unreadable images skipped", es.skipped)
         } else {

@@ -25,6 +25,11 @@ pub struct Progress {
     pub epoch: usize,
     /// Batch index within that epoch of the next iteration.
     pub batch: usize,
+    /// Mixed precision: the loss-scaling state after the last step
+    /// ([`crate::kernels::amp`]: scale bits, clean steps, skipped steps, flag), so a resumed
+    /// run continues with the same scale.
+    #[serde(default)]
+    pub amp: Option<[u32; 4]>,
 }
 
 /// Options of a run besides the model and the training configuration.
@@ -124,6 +129,13 @@ pub struct EpochSummary {
     pub seconds: f64,
     pub images_per_s: f64,
     pub skipped: usize,
+    /// Mixed precision: training steps the optimizer skipped in this epoch because a
+    /// gradient overflowed at the loss scale (0 in f32).
+    #[serde(default)]
+    pub skipped_steps: u64,
+    /// Mixed precision: the loss scale at the end of the epoch (empty in f32).
+    #[serde(default)]
+    pub loss_scale: Option<f32>,
 }
 
 /// Evaluate `net` on a whole dataset (no masks, running BN statistics).
@@ -209,11 +221,7 @@ impl<'g> Run<'g> {
         test: Option<Arc<dyn Dataset>>,
         opts: RunOptions,
     ) -> Result<Run<'g>> {
-        let start = Progress {
-            step: 0,
-            epoch: 0,
-            batch: 0,
-        };
+        let start = Progress::default();
         let mut run = Run::build(gpu, model, config, train, test, opts, start)?;
         if let Some(init) = run.opts.init.clone() {
             let rep = checkpoint::load_torchvision(gpu, &run.trainer.net, &init)?;
@@ -254,6 +262,9 @@ impl<'g> Run<'g> {
         let mut run = Run::build(gpu, &ck.model, &config, train, test, opts, start)?;
         ck.load_into(gpu, &run.trainer.net, true)?;
         run.trainer.step = start.step;
+        if let Some(state) = start.amp {
+            run.trainer.set_amp_state(gpu, state)?;
+        }
         run.notes.push(format!(
             "resumed at step {} (epoch {}, batch {})",
             start.step,
@@ -478,6 +489,7 @@ impl<'g> Run<'g> {
                         step: self.trainer.step,
                         epoch,
                         batch: batch_index,
+                        amp: self.trainer.amp_state(gpu)?,
                     };
                     self.save(observer)?;
                 }
@@ -492,6 +504,7 @@ impl<'g> Run<'g> {
             step: self.trainer.step,
             epoch: if done { epoch + 1 } else { epoch },
             batch: if done { 0 } else { batch_index },
+            amp: self.trainer.amp_state(gpu)?,
         };
         self.save(observer)?;
         let eval = match &self.test {
@@ -527,6 +540,8 @@ impl<'g> Run<'g> {
             seconds,
             images_per_s: images as f64 / seconds.max(1e-9),
             skipped,
+            skipped_steps: totals.skipped_steps,
+            loss_scale: totals.loss_scale,
         };
         if eval.is_some() {
             summary.final_eval = eval;
@@ -577,6 +592,8 @@ struct EpochTotals {
     top1: f64,
     images: usize,
     steps: u64,
+    skipped_steps: u64,
+    loss_scale: Option<f32>,
 }
 
 impl EpochTotals {
@@ -585,6 +602,10 @@ impl EpochTotals {
         self.top1 += s.top1 as f64;
         self.images += s.images;
         self.steps += 1;
+        self.skipped_steps += s.skipped as u64;
+        if s.mixed {
+            self.loss_scale = Some(s.loss_scale);
+        }
         summary.step_losses.push((s.step, s.loss));
         observer.event(&Event::StepStats(s));
     }

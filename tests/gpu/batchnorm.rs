@@ -1,8 +1,11 @@
+use crate::{f16_rounded, F16_U};
+use finegrain::gpu::DType;
 use finegrain::kernels::batchnorm::{
     batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train, BatchNormBackward,
     BatchNormEval, BatchNormOptions, BatchNormShape, BatchNormTrain, BnSizing,
 };
 use finegrain::reference::batchnorm as twin;
+use finegrain::reference::gemm::round_f16;
 use finegrain::testing::{assert_close, f64s, gpu, rng, uniform};
 use finegrain::Gpu;
 use rand::Rng;
@@ -39,6 +42,49 @@ fn poisoned(g: &Gpu, label: &str, shape: &[usize]) -> finegrain::Tensor {
 
 const SIZINGS: [BnSizing; 2] = [BnSizing::Gpu, BnSizing::Cpu];
 
+/// The activation types every case runs with: f32, and f16 (mixed precision: statistics,
+/// parameters and sums stay f32) where the adapter has shader-f16.
+fn acts() -> Vec<DType> {
+    match gpu() {
+        Some(g) if g.features.shader_f16 => vec![DType::F32, DType::F16],
+        _ => vec![DType::F32],
+    }
+}
+
+/// `v` as an activation of `act` holds it: rounded to f16 for f16 (the twins then run on
+/// the rounded values).
+fn stored(v: Vec<f32>, act: DType) -> Vec<f32> {
+    match act {
+        DType::F16 => round_f16(&v),
+        _ => v,
+    }
+}
+
+/// A tensor of `act` holding `v` (already [`stored`]).
+fn act_tensor(g: &Gpu, label: &str, shape: &[usize], v: &[f32], act: DType) -> finegrain::Tensor {
+    let t = g.zeros_of(label, shape, act).unwrap();
+    match act {
+        DType::F16 => g.upload_f16(&t, v).unwrap(),
+        _ => g.upload(&t, v).unwrap(),
+    }
+    t
+}
+
+fn poisoned_act(g: &Gpu, label: &str, shape: &[usize], act: DType) -> finegrain::Tensor {
+    let t = g.zeros_of(label, shape, act).unwrap();
+    g.fill(&t, f32::NAN).unwrap();
+    t
+}
+
+/// (atol, rtol) of an activation result that f32 computes within (atol, rtol) of the twin,
+/// then stores as `act` (f16: one rounding more).
+fn act_tol(atol: f64, rtol: f64, act: DType) -> (f64, f64) {
+    match act {
+        DType::F16 => (f16_rounded(atol).0, rtol + F16_U),
+        _ => (atol, rtol),
+    }
+}
+
 /// Each sizing without and with the fused ReLU.
 fn forward_variants() -> impl Iterator<Item = (BnSizing, bool)> {
     SIZINGS.into_iter().flat_map(|z| [(z, false), (z, true)])
@@ -55,7 +101,9 @@ fn activated(y: Vec<f64>, relu: bool) -> Vec<f64> {
 
 fn forward_train_case(rows: usize, c: usize, offset: f32, steps: usize) {
     for (sizing, relu) in forward_variants() {
-        forward_train_sized(rows, c, offset, steps, sizing, relu);
+        for act in acts() {
+            forward_train_sized(rows, c, offset, steps, (sizing, relu), act);
+        }
     }
 }
 
@@ -64,12 +112,13 @@ fn forward_train_sized(
     c: usize,
     offset: f32,
     steps: usize,
-    sizing: BnSizing,
-    relu: bool,
+    (sizing, relu): (BnSizing, bool),
+    act: DType,
 ) {
     let Some(g) = gpu() else { return };
-    let name =
-        format!("batchnorm_forward_train {sizing:?} relu={relu} rows={rows} c={c} offset={offset}");
+    let name = format!(
+        "batchnorm_forward_train {sizing:?} relu={relu} {act:?} rows={rows} c={c} offset={offset}"
+    );
     let mut r = rng(&name);
     let o = BatchNormOptions {
         eps: 1e-5,
@@ -81,14 +130,14 @@ fn forward_train_sized(
     let beta = uniform(&mut r, c, 1.0);
     let rm0 = uniform(&mut r, c, 1.0);
     let rv0: Vec<f32> = (0..c).map(|_| r.random_range(0.5..2.0)).collect();
-    let tx = g.zeros("x", &[rows, c]).unwrap();
+    let tx = g.zeros_of("x", &[rows, c], act).unwrap();
     let tg = g.tensor("gamma", &[c], &gamma).unwrap();
     let tb = g.tensor("beta", &[c], &beta).unwrap();
     let trm = g.tensor("running_mean", &[c], &rm0).unwrap();
     let trv = g.tensor("running_var", &[c], &rv0).unwrap();
     let tsm = poisoned(g, "save_mean", &[c]);
     let tsi = poisoned(g, "save_invstd", &[c]);
-    let ty = poisoned(g, "y", &[rows, c]);
+    let ty = poisoned_act(g, "y", &[rows, c], act);
     let t = BatchNormTrain {
         x: &tx,
         gamma: &tg,
@@ -105,8 +154,11 @@ fn forward_train_sized(
     let (mut rm, mut rv) = (f64s(&rm0), f64s(&rv0));
     for step in 0..steps {
         // A fresh batch each step; the running statistics accumulate.
-        let x = activations(&mut r, rows, c, offset);
-        g.upload(&tx, &x).unwrap();
+        let x = stored(activations(&mut r, rows, c, offset), act);
+        match act {
+            DType::F16 => g.upload_f16(&tx, &x).unwrap(),
+            _ => g.upload(&tx, &x).unwrap(),
+        }
         g.run(&refs).unwrap();
         let want = twin::batchnorm_forward_train(
             rows,
@@ -137,12 +189,13 @@ fn forward_train_sized(
             2e-5,
         );
         let ymax = want.invstd.iter().cloned().fold(0.0, f64::max) * 1.5;
+        let (atol, rtol) = act_tol(2.0 * ulp * ymax + 1e-6, 1e-5, act);
         assert_close(
             &format!("{tag} y"),
             &g.download(&ty).unwrap(),
             &activated(want.y, relu),
-            2.0 * ulp * ymax + 1e-6,
-            1e-5,
+            atol,
+            rtol,
         );
         assert_close(
             &format!("{tag} running_mean"),
@@ -184,11 +237,11 @@ fn batchnorm_forward_train_running_stats_over_steps() {
 #[test]
 fn batchnorm_forward_eval_odd_shapes() {
     let Some(g) = gpu() else { return };
-    for (&(rows, c), (sizing, relu)) in SHAPES
-        .iter()
-        .flat_map(|s| forward_variants().map(move |v| (s, v)))
-    {
-        let name = format!("batchnorm_forward_eval {sizing:?} relu={relu} rows={rows} c={c}");
+    for (&(rows, c), (sizing, relu), act) in SHAPES.iter().flat_map(|s| {
+        forward_variants().flat_map(move |v| acts().into_iter().map(move |a| (s, v, a)))
+    }) {
+        let name =
+            format!("batchnorm_forward_eval {sizing:?} relu={relu} {act:?} rows={rows} c={c}");
         let mut r = rng(&name);
         let o = BatchNormOptions {
             eps: 1e-5,
@@ -196,17 +249,17 @@ fn batchnorm_forward_eval_odd_shapes() {
             relu,
             sizing,
         };
-        let x = activations(&mut r, rows, c, 0.0);
+        let x = stored(activations(&mut r, rows, c, 0.0), act);
         let gamma = uniform(&mut r, c, 1.5);
         let beta = uniform(&mut r, c, 1.0);
         let rm = uniform(&mut r, c, 1.0);
         let rv: Vec<f32> = (0..c).map(|_| r.random_range(0.1..3.0)).collect();
-        let tx = g.tensor("x", &[rows, c], &x).unwrap();
+        let tx = act_tensor(g, "x", &[rows, c], &x, act);
         let tg = g.tensor("gamma", &[c], &gamma).unwrap();
         let tb = g.tensor("beta", &[c], &beta).unwrap();
         let trm = g.tensor("running_mean", &[c], &rm).unwrap();
         let trv = g.tensor("running_var", &[c], &rv).unwrap();
-        let ty = poisoned(g, "y", &[rows, c]);
+        let ty = poisoned_act(g, "y", &[rows, c], act);
         let t = BatchNormEval {
             x: &tx,
             gamma: &tg,
@@ -228,7 +281,8 @@ fn batchnorm_forward_eval_odd_shapes() {
             &f64s(&rv),
         );
         let want = activated(want, relu);
-        assert_close(&name, &g.download(&ty).unwrap(), &want, 2e-6, 2e-6);
+        let (atol, rtol) = act_tol(2e-6, 2e-6, act);
+        assert_close(&name, &g.download(&ty).unwrap(), &want, atol, rtol);
         // The running statistics are only read.
         assert_eq!(g.download(&trv).unwrap(), rv, "{name}: running_var changed");
     }
@@ -236,13 +290,15 @@ fn batchnorm_forward_eval_odd_shapes() {
 
 fn backward_case(rows: usize, c: usize, offset: f32) {
     for sizing in SIZINGS {
-        backward_sized(rows, c, offset, sizing);
+        for act in acts() {
+            backward_sized(rows, c, offset, sizing, act);
+        }
     }
 }
 
-fn backward_sized(rows: usize, c: usize, offset: f32, sizing: BnSizing) {
+fn backward_sized(rows: usize, c: usize, offset: f32, sizing: BnSizing, act: DType) {
     let Some(g) = gpu() else { return };
-    let name = format!("batchnorm_backward {sizing:?} rows={rows} c={c} offset={offset}");
+    let name = format!("batchnorm_backward {sizing:?} {act:?} rows={rows} c={c} offset={offset}");
     let mut r = rng(&name);
     let o = BatchNormOptions {
         eps: 1e-5,
@@ -250,8 +306,8 @@ fn backward_sized(rows: usize, c: usize, offset: f32, sizing: BnSizing) {
         relu: false,
         sizing,
     };
-    let x = activations(&mut r, rows, c, offset);
-    let dy = uniform(&mut r, rows * c, 1.0);
+    let x = stored(activations(&mut r, rows, c, offset), act);
+    let dy = stored(uniform(&mut r, rows * c, 1.0), act);
     let gamma = uniform(&mut r, c, 1.5);
     // The saved statistics as the forward leaves them (rounded to f32), so this checks the
     // backward alone.
@@ -269,12 +325,12 @@ fn backward_sized(rows: usize, c: usize, offset: f32, sizing: BnSizing) {
     );
     let mean: Vec<f32> = fwd.mean.iter().map(|&v| v as f32).collect();
     let invstd: Vec<f32> = fwd.invstd.iter().map(|&v| v as f32).collect();
-    let tx = g.tensor("x", &[rows, c], &x).unwrap();
-    let tdy = g.tensor("dy", &[rows, c], &dy).unwrap();
+    let tx = act_tensor(g, "x", &[rows, c], &x, act);
+    let tdy = act_tensor(g, "dy", &[rows, c], &dy, act);
     let tg = g.tensor("gamma", &[c], &gamma).unwrap();
     let tsm = g.tensor("save_mean", &[c], &mean).unwrap();
     let tsi = g.tensor("save_invstd", &[c], &invstd).unwrap();
-    let tdx = poisoned(g, "dx", &[rows, c]);
+    let tdx = poisoned_act(g, "dx", &[rows, c], act);
     let tdg = poisoned(g, "dgamma", &[c]);
     let tdb = poisoned(g, "dbeta", &[c]);
     let t = BatchNormBackward {
@@ -319,12 +375,13 @@ fn backward_sized(rows: usize, c: usize, offset: f32, sizing: BnSizing) {
         1e-5,
     );
     let dx_tol = 1.5 * imax * (2.0 * sum_tol / rows as f64 + 4.0 * ulp * imax) + 1e-6;
+    let (atol, rtol) = act_tol(dx_tol, 1e-5, act);
     assert_close(
         &format!("{name} dx"),
         &g.download(&tdx).unwrap(),
         &dx,
-        dx_tol,
-        1e-5,
+        atol,
+        rtol,
     );
 }
 
@@ -400,9 +457,10 @@ fn batchnorm_many_chunks() {
 /// for both launches and dx written over x. Every output must be the same, bit for bit:
 /// this is how a training network lays them out (memory plan), and its results may not
 /// change for it.
-fn shared_and_inplace_case(rows: usize, c: usize, sizing: BnSizing) {
+fn shared_and_inplace_case(rows: usize, c: usize, sizing: BnSizing, act: DType) {
     let Some(g) = gpu() else { return };
-    let name = format!("batchnorm shared partials + in-place dx {sizing:?} rows={rows} c={c}");
+    let name =
+        format!("batchnorm shared partials + in-place dx {sizing:?} {act:?} rows={rows} c={c}");
     let mut r = rng(&name);
     let o = BatchNormOptions {
         eps: 1e-5,
@@ -410,8 +468,8 @@ fn shared_and_inplace_case(rows: usize, c: usize, sizing: BnSizing) {
         relu: false,
         sizing,
     };
-    let x = activations(&mut r, rows, c, 0.5);
-    let dy = uniform(&mut r, rows * c, 1.0);
+    let x = stored(activations(&mut r, rows, c, 0.5), act);
+    let dy = stored(uniform(&mut r, rows * c, 1.0), act);
     let gamma = uniform(&mut r, c, 1.5);
     let beta = uniform(&mut r, c, 1.0);
     let need = BatchNormShape::of("test", &g.zeros("probe", &[rows, c]).unwrap(), true)
@@ -420,16 +478,16 @@ fn shared_and_inplace_case(rows: usize, c: usize, sizing: BnSizing) {
     let shared = poisoned(g, "shared_partials", &[need + 37]);
     // (y, save_mean, save_invstd, running_mean, dx, dgamma, dbeta) of one run.
     let run = |partials: Option<&finegrain::gpu::Tensor>, inplace: bool| {
-        let tx = g.tensor("x", &[rows, c], &x).unwrap();
+        let tx = act_tensor(g, "x", &[rows, c], &x, act);
         let tg = g.tensor("gamma", &[c], &gamma).unwrap();
         let tb = g.tensor("beta", &[c], &beta).unwrap();
         let trm = g.tensor("running_mean", &[c], &vec![0.0; c]).unwrap();
         let trv = g.tensor("running_var", &[c], &vec![1.0; c]).unwrap();
         let tsm = poisoned(g, "save_mean", &[c]);
         let tsi = poisoned(g, "save_invstd", &[c]);
-        let ty = poisoned(g, "y", &[rows, c]);
-        let tdy = g.tensor("dy", &[rows, c], &dy).unwrap();
-        let own_dx = poisoned(g, "dx", &[rows, c]);
+        let ty = poisoned_act(g, "y", &[rows, c], act);
+        let tdy = act_tensor(g, "dy", &[rows, c], &dy, act);
+        let own_dx = poisoned_act(g, "dx", &[rows, c], act);
         let tdx = if inplace { &tx } else { &own_dx };
         let tdg = poisoned(g, "dgamma", &[c]);
         let tdb = poisoned(g, "dbeta", &[c]);
@@ -490,7 +548,9 @@ fn shared_and_inplace_case(rows: usize, c: usize, sizing: BnSizing) {
 fn batchnorm_shared_partials_and_inplace_dx_are_bit_identical() {
     for sizing in [BnSizing::Gpu, BnSizing::Cpu] {
         for &(rows, c) in &[(5 * 9 * 13, 7), (3, 13), (5 * 15 * 15, 33)] {
-            shared_and_inplace_case(rows, c, sizing);
+            for act in acts() {
+                shared_and_inplace_case(rows, c, sizing, act);
+            }
         }
     }
 }

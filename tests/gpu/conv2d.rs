@@ -636,13 +636,17 @@ fn conv2d_twin_gradients_by_finite_differences() {
     }
 }
 
-/// The f16-storage kernels (operands f16, widened on load; f32 arithmetic and output) of
-/// every family the adapter can run, every pass, every shape, against the f64 twins on the
-/// f16-rounded operands within the f32 dot-product bound (products of f16 values are
-/// exact in f32), outputs poisoned with NaN; the weight gradient with its default split.
+/// The f16-storage kernels (operands f16, widened on load; f32 arithmetic) of every family
+/// the adapter can run, every pass, every shape, against the f64 twins on the f16-rounded
+/// operands within the f32 dot-product bound (products of f16 values are exact in f32),
+/// outputs poisoned with NaN; the weight gradient with its default split. The forward pass
+/// and the data gradient also with an f16 result (mixed precision's activations), within
+/// that bound plus one f16 rounding, and the data gradient accumulating into one.
 #[test]
 fn conv2d_f16_storage_matches_twins() {
     use crate::conv2d_coop::{abs, bound};
+    use crate::f16_rounded;
+    use finegrain::gpu::DType;
     use finegrain::reference::gemm::round_f16;
     let Some(g) = gpu() else { return };
     if !g.features.shader_f16 {
@@ -650,11 +654,12 @@ fn conv2d_f16_storage_matches_twins() {
         assert!(g.tensor_f16("x", &[1], &[0.0]).is_err());
         return;
     }
-    for (s, k) in SHAPES
-        .iter()
-        .flat_map(|s| kernels(g).into_iter().map(move |k| (s, k)))
-    {
-        let tag = format!("{} {k:?} f16 storage", name(s));
+    for (s, k, out) in SHAPES.iter().flat_map(|s| {
+        kernels(g)
+            .into_iter()
+            .flat_map(move |k| [(s, k, DType::F32), (s, k, DType::F16)])
+    }) {
+        let tag = format!("{} {k:?} f16 storage, {out:?} result", name(s));
         let mut r = rng(&format!("conv2d {tag}"));
         let x = round_f16(&uniform(&mut r, numel(s.x_shape()), 1.0));
         let w = round_f16(&uniform(&mut r, numel(s.w_shape()), 1.0));
@@ -663,15 +668,15 @@ fn conv2d_f16_storage_matches_twins() {
         let tx = g.tensor_f16("x", &s.x_shape(), &x).unwrap();
         let tw = g.tensor_f16("w", &s.w_shape(), &w).unwrap();
         let tdy = g.tensor_f16("dy", &s.y_shape(), &dy).unwrap();
-        let poisoned = |label: &str, shape: [usize; 4]| {
-            let t = g.zeros(label, &shape).unwrap();
+        let poisoned = |label: &str, shape: [usize; 4], dtype: DType| {
+            let t = g.zeros_of(label, &shape, dtype).unwrap();
             g.fill(&t, f32::NAN).unwrap();
             t
         };
         let (ty, tdx, tdw) = (
-            poisoned("y", s.y_shape()),
-            poisoned("dx", s.x_shape()),
-            poisoned("dw", s.w_shape()),
+            poisoned("y", s.y_shape(), out),
+            poisoned("dx", s.x_shape(), out),
+            poisoned("dw", s.w_shape(), DType::F32),
         );
         let mut ds = vec![conv::conv2d_forward(
             g,
@@ -697,6 +702,11 @@ fn conv2d_f16_storage_matches_twins() {
         };
         ds.extend(conv::conv2d_backward_weight(g, &t, s.geometry(), &with(k)).unwrap());
         g.run(&ds.iter().collect::<Vec<_>>()).unwrap();
+        // (f32 atol, rtol) of the pass's result type.
+        let tols = |atol: f64, dtype: DType| match dtype {
+            DType::F16 => f16_rounded(atol),
+            _ => (atol, 0.0),
+        };
         let cases = [
             (
                 "forward",
@@ -721,9 +731,39 @@ fn conv2d_f16_storage_matches_twins() {
             ),
         ];
         for (pass, t, want, sums, len) in cases {
-            let tol = bound(len, &sums, &vec![0.0; sums.len()]);
+            let (atol, rtol) = tols(bound(len, &sums, &vec![0.0; sums.len()]), t.dtype);
             let got = g.download(t).unwrap();
-            assert_close(&format!("{pass} {tag}"), &got, &want, tol, 0.0);
+            assert_close(&format!("{pass} {tag}"), &got, &want, atol, rtol);
+        }
+        if out == DType::F16 {
+            // The shortcut's data gradient adds into the block input's f16 gradient: the
+            // start is read, the f32 sum rounded once.
+            let dx0 = round_f16(&uniform(&mut r, numel(s.x_shape()), 1.0));
+            g.upload_f16(&tdx, &dx0).unwrap();
+            let t = Conv2dBackwardData {
+                dy: &tdy,
+                w: &tw,
+                dx: &tdx,
+            };
+            let o = Conv2dOptions {
+                accumulate: true,
+                ..with(k)
+            };
+            let d = conv::conv2d_backward_data(g, &t, s.geometry(), &o).unwrap();
+            g.run(&[&d]).unwrap();
+            let init = f64s(&dx0);
+            let mut want = twin::conv2d_backward_data(s, &dy64, &w64);
+            want.iter_mut().zip(&init).for_each(|(a, b)| *a += b);
+            let sums = twin::conv2d_backward_data(s, &abs(&dy64), &abs(&w64));
+            let (atol, rtol) = f16_rounded(bound(s.kh * s.kw * s.cout, &sums, &init));
+            let got = g.download(&tdx).unwrap();
+            assert_close(
+                &format!("data gradient accumulating {tag}"),
+                &got,
+                &want,
+                atol,
+                rtol,
+            );
         }
     }
 }

@@ -197,3 +197,75 @@ fn conv2d_coop_refusals() {
         assert!(e.contains("accumulate"), "{e}");
     }
 }
+
+/// The forward pass and the data gradient with f16 results (mixed precision's
+/// activations): the f32 bound plus one f16 rounding; the data gradient overwriting and
+/// accumulating (read from f16, summed in f32, rounded once), outputs poisoned.
+#[test]
+fn conv2d_coop_f16_results_match_twins() {
+    use crate::f16_rounded;
+    let Some(g) = gpu() else { return };
+    for tile in tiles() {
+        for s in SHAPES {
+            let tag = format!("{} {tile:?} f16 result", name(s));
+            let mut r = rng(&format!("conv2d_coop {tag}"));
+            let x = round_f16(&uniform(&mut r, numel(s.x_shape()), 1.0));
+            let w = round_f16(&uniform(&mut r, numel(s.w_shape()), 1.0));
+            let dy = round_f16(&uniform(&mut r, numel(s.y_shape()), 1.0));
+            let (x64, w64, dy64) = (f64s(&x), f64s(&w), f64s(&dy));
+            let tx = g.tensor_f16("x", &s.x_shape(), &x).unwrap();
+            let tw = g.tensor_f16("w", &s.w_shape(), &w).unwrap();
+            let tdy = g.tensor_f16("dy", &s.y_shape(), &dy).unwrap();
+            let ty = g.zeros_f16("y", &s.y_shape()).unwrap();
+            g.fill(&ty, f32::NAN).unwrap();
+            let o = CoopConvOptions {
+                tile: Some(tile),
+                accumulate: false,
+            };
+            let t = Conv2dForward {
+                x: &tx,
+                w: &tw,
+                y: &ty,
+            };
+            let d = conv2d_forward_coop(g, &t, s.geometry(), &o).unwrap();
+            g.run(&[&d]).unwrap();
+            let want = twin::conv2d_forward(s, &x64, &w64);
+            let sums = twin::conv2d_forward(s, &abs(&x64), &abs(&w64));
+            let zero = vec![0.0; want.len()];
+            let (atol, rtol) = f16_rounded(bound(s.kh * s.kw * s.cin, &sums, &zero));
+            let got = g.download(&ty).unwrap();
+            assert_close(&format!("forward {tag}"), &got, &want, atol, rtol);
+            for accumulate in [false, true] {
+                let dx0 = if accumulate {
+                    round_f16(&uniform(&mut r, numel(s.x_shape()), 1.0))
+                } else {
+                    vec![f32::NAN; numel(s.x_shape())]
+                };
+                let tdx = g.tensor_f16("dx", &s.x_shape(), &dx0).unwrap();
+                let t = Conv2dBackwardData {
+                    dy: &tdy,
+                    w: &tw,
+                    dx: &tdx,
+                };
+                let o = CoopConvOptions {
+                    tile: Some(tile),
+                    accumulate,
+                };
+                let d = conv2d_backward_data_coop(g, &t, s.geometry(), &o).unwrap();
+                g.run(&[&d]).unwrap();
+                let init = if accumulate {
+                    f64s(&dx0)
+                } else {
+                    vec![0.0; dx0.len()]
+                };
+                let mut want = twin::conv2d_backward_data(s, &dy64, &w64);
+                want.iter_mut().zip(&init).for_each(|(a, b)| *a += b);
+                let sums = twin::conv2d_backward_data(s, &abs(&dy64), &abs(&w64));
+                let (atol, rtol) = f16_rounded(bound(s.kh * s.kw * s.cout, &sums, &init));
+                let got = g.download(&tdx).unwrap();
+                let what = format!("data gradient accumulate={accumulate} {tag}");
+                assert_close(&what, &got, &want, atol, rtol);
+            }
+        }
+    }
+}

@@ -56,6 +56,7 @@ fn head_case(g: &Gpu, n: usize, h: usize, w: usize, d: usize, c: usize) {
             dfeat: &t_dfeat,
             dweight: &t_dweight,
             dbias: &t_dbias,
+            half: None,
         },
     )
     .unwrap();

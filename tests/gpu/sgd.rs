@@ -23,6 +23,7 @@ fn sgd_step_with_and_without_decay() {
                     grad: &tg,
                     velocity: &tv,
                     hyper: &th,
+                    amp: None,
                 },
                 &SgdOptions { apply_decay: decay },
             )
@@ -74,6 +75,7 @@ fn sgd_step_rejects_mismatched_tensors() {
             grad: &p,
             velocity: &v,
             hyper: &h,
+            amp: None,
         },
         &SgdOptions::default(),
     )
@@ -87,7 +89,8 @@ fn sgd_step_rejects_mismatched_tensors() {
             param: &p,
             grad: &p,
             velocity: &p,
-            hyper: &h5
+            hyper: &h5,
+            amp: None,
         },
         &SgdOptions::default()
     )

@@ -5,12 +5,13 @@
 //! Per unit: the convolution output `z` and the BN output `y` (the unit's ReLU, when it has
 //! one, fused into batch norm's last pass; for the last unit of a residual block `y` becomes
 //! the block output `relu(y + shortcut)`), and their gradients `dz`, `dy`, all
-//! (N, OH, OW, Cout).
+//! (N, OH, OW, Cout), stored f32, or f16 in a mixed-precision network (the batch
+//! statistics stay f32).
 
 use super::params::{grad_label, HeadParams, UnitParams};
 use super::topology::{Topology, Unit};
 use crate::error::Result;
-use crate::gpu::{Gpu, Tensor};
+use crate::gpu::{DType, Gpu, Tensor};
 use crate::kernels::batchnorm::{BatchNormOptions, BnSizing};
 use crate::kernels::conv2d::Conv2dShape;
 use crate::kernels::pool::MaxPoolShape;
@@ -69,6 +70,8 @@ struct Alloc<'a> {
     gpu: &'a Gpu,
     sizing: BnSizing,
     shared: Vec<Tensor>,
+    /// Element type of every activation and activation gradient.
+    act: DType,
 }
 
 impl Alloc<'_> {
@@ -76,7 +79,7 @@ impl Alloc<'_> {
     fn pair(&self, label: String, shape: &[usize], at: Placement) -> Result<(Tensor, Tensor)> {
         match at {
             Placement::OwnValue { grad } => {
-                let v = self.gpu.zeros(&label, shape)?;
+                let v = self.gpu.zeros_of(&label, shape, self.act)?;
                 let d = self.shared[grad.index()].view(&grad_label(&label), shape)?;
                 Ok((v, d))
             }
@@ -85,7 +88,7 @@ impl Alloc<'_> {
                 Ok((v.clone(), v))
             }
             Placement::InPlace => {
-                let v = self.gpu.zeros(&label, shape)?;
+                let v = self.gpu.zeros_of(&label, shape, self.act)?;
                 let d = v.view(&grad_label(&label), shape)?;
                 Ok((v, d))
             }
@@ -122,10 +125,11 @@ impl Alloc<'_> {
 
 impl Layers {
     /// Every unit's tensors; `units` are the units' parameters in [`Topology::units`] order;
-    /// `sizing` is the batch-norm sizing the dispatches will use.
+    /// `sizing` is the batch-norm sizing the dispatches will use; `act` the activations'
+    /// element type (f32 or f16).
     pub fn allocate(
         gpu: &Gpu,
-        sizing: BnSizing,
+        (sizing, act): (BnSizing, DType),
         topo: &Topology,
         layout: &ActivationLayout,
         units: &[UnitParams],
@@ -134,12 +138,13 @@ impl Layers {
         let mode: NetMode = layout.mode;
         let shared = SharedBuffer::ALL
             .iter()
-            .map(|b| gpu.zeros(&b.label(mode), &[layout.sizes.of(*b)]))
+            .map(|b| gpu.zeros_of(&b.label(mode), &[layout.sizes.of(*b)], act))
             .collect::<Result<Vec<_>>>()?;
         let a = Alloc {
             gpu,
             sizing,
             shared,
+            act,
         };
         let mut ids = units.iter().copied();
         let mut next = || {

@@ -4,7 +4,7 @@
 //! dispatch lists refer to them by.
 
 use super::topology::{Topology, Unit};
-use super::NetMode;
+use super::{NetMode, Precision};
 use crate::error::Result;
 use crate::gpu::{Gpu, Tensor};
 use rand::{Rng, SeedableRng};
@@ -39,6 +39,12 @@ impl ParamLayout {
     pub fn numel(&self) -> usize {
         self.shape().iter().product()
     }
+
+    /// Whether a mixed-precision network keeps an f16 copy ([`Param::half`]): the weights
+    /// the convolutions and the head multiply by.
+    pub fn has_half(&self) -> bool {
+        !matches!(self, ParamLayout::Vector(_))
+    }
 }
 
 /// A trainable tensor with its gradient and SGD velocity.
@@ -51,6 +57,9 @@ pub struct Param {
     pub velocity: Tensor,
     /// Weight decay applies (conv and head weights; not BN or biases).
     pub decay: bool,
+    /// Mixed precision: the f16 copy the convolution or the head reads (conv and head
+    /// weights), rounded from `value` at the start of every dispatch list.
+    pub half: Option<Tensor>,
 }
 
 /// A non-trainable state tensor (BN running statistics).
@@ -228,16 +237,18 @@ pub fn param_specs(topo: &Topology) -> Result<(Vec<ParamSpec>, Vec<StateSpec>)> 
 pub(super) struct ParamTable<'a> {
     gpu: &'a Gpu,
     mode: NetMode,
+    precision: Precision,
     pub params: Vec<Param>,
     pub state: Vec<StateTensor>,
     rng: rand::rngs::StdRng,
 }
 
 impl<'a> ParamTable<'a> {
-    pub fn new(gpu: &'a Gpu, mode: NetMode, seed: u64) -> Self {
+    pub fn new(gpu: &'a Gpu, mode: NetMode, precision: Precision, seed: u64) -> Self {
         ParamTable {
             gpu,
             mode,
+            precision,
             params: Vec::new(),
             state: Vec::new(),
             rng: rand::rngs::StdRng::seed_from_u64(seed ^ 0x5eed_1417),
@@ -278,6 +289,10 @@ impl ParamSink for ParamTable<'_> {
             ),
             NetMode::Inference => (value.clone(), value.clone()),
         };
+        let half = match (self.precision, spec.layout.has_half()) {
+            (Precision::Mixed, true) => Some(self.gpu.zeros_f16(&half_label(&spec.name), &shape)?),
+            _ => None,
+        };
         self.params.push(Param {
             name: spec.name,
             layout: spec.layout,
@@ -285,6 +300,7 @@ impl ParamSink for ParamTable<'_> {
             grad,
             velocity,
             decay: spec.decay,
+            half,
         });
         Ok(ParamId(self.params.len() - 1))
     }
@@ -304,6 +320,11 @@ impl ParamSink for ParamTable<'_> {
 /// Label of a parameter's gradient buffer.
 pub fn grad_label(name: &str) -> String {
     format!("{name}.grad")
+}
+
+/// Label of a parameter's f16 copy (mixed precision).
+pub fn half_label(name: &str) -> String {
+    format!("{name}.f16")
 }
 
 /// Label of a parameter's SGD momentum buffer.

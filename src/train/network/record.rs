@@ -10,16 +10,22 @@
 
 use super::layers::{ConvBn, Layers};
 use super::params::{Param, ParamId, StateId, StateTensor};
-use super::MethodConfig;
+use super::{MethodConfig, MixedIo, Precision, LOSS_SCALE_INTERVAL};
 use crate::error::Result;
 use crate::gpu::{Dispatch, Gpu, Tensor};
+use crate::kernels::amp::{amp_check, amp_scale, amp_update};
 use crate::kernels::batchnorm::{
     batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train, batchnorm_normalize,
     BatchNormBackward, BatchNormEval, BatchNormNormalize, BatchNormTrain,
 };
+use crate::kernels::cast::cast;
 use crate::kernels::conv2d::{
     conv2d_backward_data, conv2d_backward_weight, conv2d_forward, Conv2dBackwardData,
     Conv2dBackwardWeight, Conv2dForward, Conv2dOptions,
+};
+use crate::kernels::conv2d_coop::{
+    conv2d_backward_data_coop, conv2d_backward_weight_coop, conv2d_forward_coop, CoopConvOptions,
+    CoopTile,
 };
 use crate::kernels::elementwise::{add_inplace, add_relu_inplace, relu_backward_inplace};
 use crate::kernels::pool::{maxpool_backward, maxpool_forward, MaxPoolBackward, MaxPoolForward};
@@ -28,7 +34,7 @@ use crate::method::diversify::{
     average_scores, average_scores_backward, diversify_backward, diversify_forward,
     DiversifyBackward, DiversifyConfig, DiversifyForward,
 };
-use crate::method::head::{head_backward, head_forward, HeadBackward, HeadForward};
+use crate::method::head::{head_backward, head_forward, HeadBackward, HeadForward, HeadHalf};
 use crate::method::loss::{loss_forward_backward, LossForwardBackward, LossKind, LossOptions};
 use crate::train::memory::AdapterClass;
 
@@ -52,12 +58,17 @@ pub(super) struct Io {
     pub hyper: Tensor,
     /// [loss sum, top1, top5, non-finite count] f32.
     pub stats: Tensor,
+    /// Mixed-precision training: the loss-scaling state.
+    pub amp: Option<Tensor>,
+    /// Mixed precision: the f16 images and the head's backward scratch.
+    pub mixed: Option<MixedIo>,
 }
 
 /// Everything the dispatch lists bind.
 pub(super) struct Recorder<'a> {
     pub gpu: &'a Gpu,
     pub class: AdapterClass,
+    pub precision: Precision,
     pub params: &'a [Param],
     pub state: &'a [StateTensor],
     pub layers: &'a Layers,
@@ -77,6 +88,45 @@ impl Recorder<'_> {
         &self.state[id.index()].value
     }
 
+    /// The weight the convolutions and the head multiply by: the f16 copy in mixed
+    /// precision, else the parameter itself.
+    fn weight(&self, id: ParamId) -> &Tensor {
+        let p = self.param(id);
+        p.half.as_ref().unwrap_or(&p.value)
+    }
+
+    /// The batch the stem reads: the f16 copy in mixed precision.
+    fn input(&self) -> &Tensor {
+        match &self.io.mixed {
+            Some(m) => &m.images,
+            None => &self.io.images,
+        }
+    }
+
+    /// Mixed precision: the cooperative-matrix tile the convolutions run on, where the
+    /// adapter has one (else the f16-storage form of the adapter's kernel family).
+    fn coop(&self) -> Option<CoopTile> {
+        match self.precision {
+            Precision::Mixed => CoopTile::best(self.gpu),
+            Precision::F32 => None,
+        }
+    }
+
+    /// Mixed precision, at the start of each list: the f16 copies of the weights (from the
+    /// f32 masters the previous step updated) and of the input batch.
+    fn prologue(&self, out: &mut Vec<Dispatch>) -> Result<()> {
+        let Some(m) = &self.io.mixed else {
+            return Ok(());
+        };
+        for p in self.params {
+            if let Some(h) = &p.half {
+                out.push(cast(self.gpu, &p.value, h, 1.0)?);
+            }
+        }
+        out.push(cast(self.gpu, &self.io.images, &m.images, 1.0)?);
+        Ok(())
+    }
+
     /// One training iteration with `loss` as the loss and `method`'s diversification block.
     pub fn training_iteration(
         &self,
@@ -85,10 +135,14 @@ impl Recorder<'_> {
     ) -> Result<Vec<Dispatch>> {
         let db = method.diversify.as_ref();
         let mut d = Vec::new();
+        self.prologue(&mut d)?;
         self.backbone_forward(true, &mut d)?;
         self.head_forward(&mut d)?;
         self.scores_forward(db, &mut d)?;
         self.loss(loss, &mut d)?;
+        if let Some(amp) = &self.io.amp {
+            d.push(amp_scale(self.gpu, &self.io.dscores, amp)?);
+        }
         self.scores_backward(db, &mut d)?;
         self.head_backward(&mut d)?;
         self.backbone_backward(&mut d)?;
@@ -100,6 +154,7 @@ impl Recorder<'_> {
     /// maps into `scores`.
     pub fn evaluation(&self) -> Result<Vec<Dispatch>> {
         let mut d = Vec::new();
+        self.prologue(&mut d)?;
         self.backbone_forward(false, &mut d)?;
         self.head_forward(&mut d)?;
         self.scores_forward(None, &mut d)?;
@@ -162,7 +217,7 @@ impl Recorder<'_> {
     /// Stem, max pool, then each block: its units, its shortcut, the residual join.
     fn backbone_forward(&self, train: bool, out: &mut Vec<Dispatch>) -> Result<()> {
         let l = self.layers;
-        self.unit_forward(&l.stem, &self.io.images, train, out)?;
+        self.unit_forward(&l.stem, self.input(), train, out)?;
         if let Some(p) = &l.pool {
             let t = MaxPoolForward {
                 x: &l.stem.y,
@@ -196,7 +251,7 @@ impl Recorder<'_> {
         let h = self.layers.head;
         let t = HeadForward {
             feat,
-            weight: &self.param(h.weight).value,
+            weight: self.weight(h.weight),
             bias: &self.param(h.bias).value,
             maps: &self.io.maps,
         };
@@ -213,11 +268,17 @@ impl Recorder<'_> {
         );
         let t = HeadBackward {
             feat,
-            weight: &w.value,
+            weight: self.weight(self.layers.head.weight),
             dmaps: &self.io.dmaps,
             dfeat,
             dweight: &w.grad,
             dbias: &b.grad,
+            half: self
+                .io
+                .mixed
+                .as_ref()
+                .and_then(|m| m.head.as_ref())
+                .map(|(dmaps, dfeat)| HeadHalf { dmaps, dfeat }),
         };
         out.extend(head_backward(self.gpu, &t)?);
         Ok(())
@@ -255,7 +316,7 @@ impl Recorder<'_> {
             };
             out.push(maxpool_backward(self.gpu, &t, p.shape.window())?);
         }
-        self.unit_backward(&l.stem, &self.io.images, &l.stem.dy, None, None, out)
+        self.unit_backward(&l.stem, self.input(), &l.stem.dy, None, None, out)
     }
 
     /// `u.y` from its `z` and the saved batch statistics: forward's own normalize pass
@@ -273,19 +334,31 @@ impl Recorder<'_> {
         batchnorm_normalize(self.gpu, &t, &u.bn)
     }
 
-    /// SGD with momentum and weight decay on every parameter, in table order.
+    /// SGD with momentum and weight decay on every parameter, in table order. Mixed
+    /// precision: every gradient is checked for overflow first, the steps divide by the
+    /// loss scale (and are skipped after an overflow), then the scale is updated.
     fn optimizer(&self, out: &mut Vec<Dispatch>) -> Result<()> {
+        let amp = self.io.amp.as_ref();
+        if let Some(amp) = amp {
+            for p in self.params {
+                out.push(amp_check(self.gpu, &p.grad, amp)?);
+            }
+        }
         for p in self.params {
             let t = SgdStep {
                 param: &p.value,
                 grad: &p.grad,
                 velocity: &p.velocity,
                 hyper: &self.io.hyper,
+                amp,
             };
             let o = SgdOptions {
                 apply_decay: p.decay,
             };
             out.push(sgd_step(self.gpu, &t, &o)?);
+        }
+        if let Some(amp) = amp {
+            out.push(amp_update(self.gpu, amp, LOSS_SCALE_INTERVAL)?);
         }
         Ok(())
     }
@@ -303,14 +376,25 @@ impl Recorder<'_> {
         let p = &u.params;
         let t = Conv2dForward {
             x,
-            w: &self.param(p.weight).value,
+            w: self.weight(p.weight),
             y: &u.z,
         };
-        let o = Conv2dOptions {
-            kernel: Some(self.class.conv),
-            ..Default::default()
-        };
-        out.push(conv2d_forward(g, &t, u.conv.geometry(), &o)?);
+        out.push(match self.coop() {
+            Some(tile) => {
+                let o = CoopConvOptions {
+                    tile: Some(tile),
+                    accumulate: false,
+                };
+                conv2d_forward_coop(g, &t, u.conv.geometry(), &o)?
+            }
+            None => {
+                let o = Conv2dOptions {
+                    kernel: Some(self.class.conv),
+                    ..Default::default()
+                };
+                conv2d_forward(g, &t, u.conv.geometry(), &o)?
+            }
+        });
         let (gamma, beta) = (&self.param(p.gamma).value, &self.param(p.beta).value);
         let (rm, rv) = (self.state(p.running_mean), self.state(p.running_var));
         if train {
@@ -386,24 +470,39 @@ impl Recorder<'_> {
             dy: &u.dz,
             dw: &w.grad,
         };
-        let o = Conv2dOptions {
-            kernel: Some(self.class.conv),
-            scratch: self.scratch,
-            ..Default::default()
+        let geo = u.conv.geometry();
+        let coop = |accumulate| CoopConvOptions {
+            tile: self.coop(),
+            accumulate,
         };
-        out.extend(conv2d_backward_weight(g, &t, u.conv.geometry(), &o)?);
+        match self.coop() {
+            Some(_) => out.push(conv2d_backward_weight_coop(g, &t, geo, &coop(false))?),
+            None => {
+                let o = Conv2dOptions {
+                    kernel: Some(self.class.conv),
+                    scratch: self.scratch,
+                    ..Default::default()
+                };
+                out.extend(conv2d_backward_weight(g, &t, geo, &o)?);
+            }
+        }
         if let Some((dx, accumulate)) = dx {
             let t = Conv2dBackwardData {
                 dy: &u.dz,
-                w: &w.value,
+                w: self.weight(u.params.weight),
                 dx,
             };
-            let o = Conv2dOptions {
-                kernel: Some(self.class.conv),
-                accumulate,
-                ..Default::default()
-            };
-            out.push(conv2d_backward_data(g, &t, u.conv.geometry(), &o)?);
+            out.push(match self.coop() {
+                Some(_) => conv2d_backward_data_coop(g, &t, geo, &coop(accumulate))?,
+                None => {
+                    let o = Conv2dOptions {
+                        kernel: Some(self.class.conv),
+                        accumulate,
+                        ..Default::default()
+                    };
+                    conv2d_backward_data(g, &t, geo, &o)?
+                }
+            });
         }
         Ok(())
     }

@@ -266,6 +266,26 @@ impl Topology {
         [self.batch, self.map.0, self.map.1, self.classes]
     }
 
+    /// Shape of the backbone's output features (N, h, w, D).
+    pub fn features_shape(&self) -> [usize; 4] {
+        [self.batch, self.map.0, self.map.1, self.features]
+    }
+
+    /// GFLOP (multiply-adds counted as 2) of one training step's convolutions and head:
+    /// every convolution's forward pass, data gradient (not the stem's: the images need
+    /// none) and weight gradient, and the head's three products. The element-wise passes,
+    /// batch norm and the method's kernels add little and are left out.
+    pub fn training_gflop(&self) -> f64 {
+        let conv = |u: &Unit| {
+            let c = &u.conv;
+            2.0 * (c.n * c.oh() * c.ow() * c.cout * c.kh * c.kw * c.cin) as f64
+        };
+        let stem = conv(&self.stem);
+        let units: f64 = self.units().map(conv).sum();
+        let head = 2.0 * (self.head_rows() * self.features * self.classes) as f64;
+        (3.0 * units - stem + 3.0 * head) * 1e-9
+    }
+
     /// Rows N * h * w of the head's GEMMs.
     pub fn head_rows(&self) -> usize {
         self.batch * self.map.0 * self.map.1

@@ -1,0 +1,92 @@
+//! Dynamic loss scaling for mixed-precision training (see `shaders/amp.wgsl`): the loss
+//! gradient is multiplied by a power-of-two scale S before the backward pass, so that
+//! small gradients survive f16 storage; every parameter gradient is checked for NaN and
+//! infinities; the optimizer divides by S and skips the step when one was found
+//! ([`crate::kernels::sgd::SgdStep::amp`]); then S halves after an overflow and doubles
+//! after `interval` clean steps. The state stays on the GPU: no step waits for a readback.
+
+use super::AMP;
+use crate::error::{Error, Result};
+use crate::gpu::{DType, Dispatch, Gpu, Size, Tensor};
+
+/// Parameter block of `shaders/amp.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct AmpParams {
+    pub n: u32,
+    pub interval: u32,
+    pub min_scale: f32,
+    pub max_scale: f32,
+}
+
+/// Index of each word of the loss-scaling state (u32 x 4).
+pub const AMP_SCALE: usize = 0;
+pub const AMP_CLEAN: usize = 1;
+pub const AMP_SKIPPED: usize = 2;
+pub const AMP_OVERFLOW: usize = 3;
+/// Length of the state tensor.
+pub const AMP_LEN: usize = 4;
+
+/// The smallest and largest loss scale [`amp_update`] moves between.
+pub const MIN_SCALE: f32 = 1.0;
+pub const MAX_SCALE: f32 = 16_777_216.0; // 2^24
+
+/// The state's initial words for loss scale `scale` (a power of two): no clean steps, none
+/// skipped, no overflow.
+pub fn initial_state(scale: f32) -> [u32; AMP_LEN] {
+    [scale.to_bits(), 0, 0, 0]
+}
+
+/// Error unless `amp` is the u32 x 4 state.
+pub(crate) fn check_state(launcher: &str, amp: &Tensor) -> Result<()> {
+    amp.check(launcher, "amp", DType::U32, Size::Shape(&[AMP_LEN]))
+}
+
+fn elementwise(gpu: &Gpu, entry: &'static str, data: &Tensor, amp: &Tensor) -> Result<Dispatch> {
+    let n = data.numel();
+    data.check(entry, "data", DType::F32, Size::Len(n))?;
+    check_state(entry, amp)?;
+    if n > u32::MAX as usize {
+        return Err(Error::invalid(
+            format!("{entry} tensor `{}`", data.label),
+            format!("{n} elements exceed u32 indexing"),
+        ));
+    }
+    let p = AmpParams {
+        n: n as u32,
+        ..Default::default()
+    };
+    gpu.dispatch(&AMP, entry, &p, &[data, amp], gpu.grid_for(n))
+}
+
+/// `data *= S` in place (the loss gradient, before the backward pass).
+pub fn amp_scale(gpu: &Gpu, data: &Tensor, amp: &Tensor) -> Result<Dispatch> {
+    elementwise(gpu, "amp_scale", data, amp)
+}
+
+/// Flags an overflow in `amp` when any element of `grad` is NaN or infinite (reads
+/// `grad`; only ever sets the flag).
+pub fn amp_check(gpu: &Gpu, grad: &Tensor, amp: &Tensor) -> Result<Dispatch> {
+    elementwise(gpu, "amp_check", grad, amp)
+}
+
+/// After the optimizer: halve S (not below [`MIN_SCALE`]) and count a skipped step when
+/// the flag is set, else count a clean step and double S (not above [`MAX_SCALE`]) after
+/// `interval` of them; clear the flag. `interval` must be at least 1.
+pub fn amp_update(gpu: &Gpu, amp: &Tensor, interval: u32) -> Result<Dispatch> {
+    const L: &str = "amp_update";
+    check_state(L, amp)?;
+    if interval == 0 {
+        return Err(Error::invalid(
+            "amp_update interval",
+            "the growth interval must be at least 1 step",
+        ));
+    }
+    let p = AmpParams {
+        n: 0,
+        interval,
+        min_scale: MIN_SCALE,
+        max_scale: MAX_SCALE,
+    };
+    gpu.dispatch_slots(&AMP, "amp_update", &p, &[(2, amp)], [1, 1, 1])
+}
