@@ -22,7 +22,8 @@ use finegrain::kernels::conv2d_coop::{
 use finegrain::kernels::gemm::{gemm, Gemm, GemmKernel, GemmOptions, GemmSpec};
 use finegrain::model::ModelConfig;
 use finegrain::train::memory::{mib, AdapterClass, Category, MemoryPlan};
-use finegrain::train::{NetMode, TrainConfig, Trainer};
+use finegrain::train::network::Topology;
+use finegrain::train::{NetMode, Precision, TrainConfig, Trainer};
 use rand::{Rng, SeedableRng};
 use std::time::Instant;
 
@@ -59,6 +60,10 @@ struct Cli {
     /// Classes of the training step.
     #[arg(long, value_name = "C")]
     step_classes: Option<usize>,
+    /// Precisions of the training step (and of the memory plans): f32, mixed (default:
+    /// both where the adapter has shader-f16, else f32).
+    #[arg(long, value_name = "P,P", value_delimiter = ',')]
+    precision: Option<Vec<Precision>>,
     /// Print the GPU memory plan of a training and an inference network (bytes by
     /// category, total, largest buffers) and exit, without opening a device.
     #[arg(long, value_name = "MODEL,SIZE,BATCH,CLASSES[,CHANNELS]")]
@@ -79,6 +84,7 @@ struct Args {
     step_size: usize,
     step_batch: usize,
     step_classes: usize,
+    precisions: Vec<Precision>,
 }
 
 impl Args {
@@ -108,6 +114,11 @@ impl Args {
             step_size: pick(cli.step_size, 448, 28),
             step_batch: pick(cli.step_batch, 16, 32),
             step_classes: pick(cli.step_classes, 200, 10),
+            precisions: match &cli.precision {
+                Some(p) => p.clone(),
+                None if gpu.features.shader_f16 => vec![Precision::F32, Precision::Mixed],
+                None => vec![Precision::F32],
+            },
         }
     }
 }
@@ -115,7 +126,7 @@ impl Args {
 /// `--memory MODEL,SIZE,BATCH,CLASSES[,CHANNELS]`: the memory plans of a training network
 /// (with the default recipe's method: diversification block, GCE and its cross-entropy
 /// warm-up list) and of an inference network, from the model alone.
-fn print_memory(spec: &str, class_name: &str) -> finegrain::Result<()> {
+fn print_memory(spec: &str, class_name: &str, precisions: &[Precision]) -> finegrain::Result<()> {
     let bad = |m: String| finegrain::Error::invalid("--memory", m);
     let parts: Vec<&str> = spec.split(',').map(str::trim).collect();
     if !(4..=5).contains(&parts.len()) {
@@ -141,14 +152,23 @@ fn print_memory(spec: &str, class_name: &str) -> finegrain::Result<()> {
         ..TrainConfig::default()
     }
     .method(model.num_classes, model.feature_size())?;
-    let train = MemoryPlan::new(&model, batch, NetMode::Train, class, &method)?;
-    let infer = MemoryPlan::new(&model, batch, NetMode::Inference, class, &method)?;
-    println!(
-        "memory plan: {} {size} px x {channels} channels, batch {batch}, {classes} classes; \
-         adapter class {class_name} ({:?} convolutions, {:?} batch-norm sizing); training \
-         with {} dispatch lists (DB + GCE, cross-entropy warm-up)\n",
-        parts[0], class.conv, class.bn, train.lists
-    );
+    for &precision in precisions {
+        let plan =
+            |mode| MemoryPlan::with_precision(&model, batch, mode, class, &method, precision);
+        let (train, infer) = (plan(NetMode::Train)?, plan(NetMode::Inference)?);
+        println!(
+            "memory plan ({precision}): {} {size} px x {channels} channels, batch {batch}, \
+             {classes} classes; adapter class {class_name} ({:?} convolutions, {:?} batch-norm \
+             sizing); training with {} dispatch lists (DB + GCE, cross-entropy warm-up)\n",
+            parts[0], class.conv, class.bn, train.lists
+        );
+        print_plans(&train, &infer);
+    }
+    Ok(())
+}
+
+/// The category table and the largest buffers of a training and an inference plan.
+fn print_plans(train: &MemoryPlan, infer: &MemoryPlan) {
     println!(
         "| category | train bytes | train MiB | inference bytes | inference MiB |\n\
          |---|---:|---:|---:|---:|"
@@ -178,7 +198,7 @@ fn print_memory(spec: &str, class_name: &str) -> finegrain::Result<()> {
         train.buffers.len(),
         infer.buffers.len()
     );
-    for (plan, mode) in [(&train, "training"), (&infer, "inference")] {
+    for (plan, mode) in [(train, "training"), (infer, "inference")] {
         println!("\n| largest buffers ({mode}) | category | MiB | tensors |\n|---|---|---:|---:|");
         for b in plan.largest(12) {
             println!(
@@ -190,7 +210,7 @@ fn print_memory(spec: &str, class_name: &str) -> finegrain::Result<()> {
             );
         }
     }
-    Ok(())
+    println!();
 }
 
 /// Median GPU time (ms) of running `ds` together: timestamp queries when the adapter has
@@ -845,10 +865,58 @@ fn numel(d: &[usize]) -> usize {
     d.iter().product()
 }
 
-fn bench_step(gpu: &Gpu, a: &Args, rng: &mut impl Rng) -> finegrain::Result<()> {
+/// The training step in each precision, then one summary table.
+fn bench_steps(gpu: &Gpu, a: &Args, rng: &mut impl Rng) -> finegrain::Result<()> {
+    let model = ModelConfig::preset(&a.step_model, 3, a.step_size, a.step_classes)?;
+    let gflop = Topology::new(&model, a.step_batch)?.training_gflop();
+    let mut rows = Vec::new();
+    for &p in &a.precisions {
+        let ms = bench_step(gpu, a, rng, p)?;
+        rows.push((p, step_kernels(gpu, p), ms));
+    }
+    println!(
+        "\n| training step {} {}px batch {}, {} classes, DB+GCE ({gflop:.0} GFLOP of \
+         convolutions and head) | kernels | ms | images/s | TFLOP/s |\n|---|---|---:|---:|---:|",
+        a.step_model, a.step_size, a.step_batch, a.step_classes
+    );
+    for (p, k, ms) in rows {
+        println!(
+            "| {p} | {k} | {ms:.2} | {:.0} | {:.3} |",
+            a.step_batch as f64 * 1e3 / ms,
+            gflop / ms
+        );
+    }
+    Ok(())
+}
+
+/// What the convolutions of a training network in `p` run on this adapter.
+fn step_kernels(gpu: &Gpu, p: Precision) -> String {
+    let family = format!(
+        "{:?}",
+        finegrain::kernels::conv2d::Conv2dKernel::for_gpu(gpu)
+    );
+    match (p, CoopTile::best(gpu)) {
+        (Precision::F32, _) => format!("f32, {family} convolutions"),
+        (Precision::Mixed, Some(t)) => format!(
+            "mixed, coop-matrix {}x{} f16->f32 convolutions and head",
+            t.side(),
+            t.side()
+        ),
+        (Precision::Mixed, None) => format!("mixed, f16-storage {family} convolutions"),
+    }
+}
+
+/// One precision's step table; returns the steady-state ms per step.
+fn bench_step(
+    gpu: &Gpu,
+    a: &Args,
+    rng: &mut impl Rng,
+    precision: Precision,
+) -> finegrain::Result<f64> {
     let model = ModelConfig::preset(&a.step_model, 3, a.step_size, a.step_classes)?;
     let cfg = TrainConfig {
         batch: a.step_batch,
+        precision,
         ..TrainConfig::default()
     };
     let bytes0 = gpu.bytes_created();
@@ -863,8 +931,11 @@ fn bench_step(gpu: &Gpu, a: &Args, rng: &mut impl Rng) -> finegrain::Result<()> 
     trainer.drain(gpu)?;
     let mut prof = Profiler::new(gpu, trainer.net.train_main.len() as u32);
     println!(
-        "\n| training step: {} {}px batch {n}, {} classes, DB+GCE | ms |\n|---|---|",
-        a.step_model, a.step_size, a.step_classes
+        "\n| training step: {} {}px batch {n}, {} classes, DB+GCE, {} | ms |\n|---|---|",
+        a.step_model,
+        a.step_size,
+        a.step_classes,
+        step_kernels(gpu, precision)
     );
     let mut whole = Vec::new();
     let mut method_ms = Vec::new();
@@ -939,13 +1010,17 @@ fn bench_step(gpu: &Gpu, a: &Args, rng: &mut impl Rng) -> finegrain::Result<()> 
             );
         }
     }
-    Ok(())
+    Ok(per_step)
 }
 
 fn main() {
     let cli = Cli::parse();
     if let Some(spec) = &cli.memory {
-        if let Err(e) = print_memory(spec, &cli.memory_adapter) {
+        let precisions = cli
+            .precision
+            .clone()
+            .unwrap_or(vec![Precision::F32, Precision::Mixed]);
+        if let Err(e) = print_memory(spec, &cli.memory_adapter, &precisions) {
             eprintln!("error: {e}");
             std::process::exit(2);
         }
@@ -964,7 +1039,7 @@ fn main() {
     let r = bench_gemm(&gpu, &args, &mut rng)
         .and_then(|_| bench_conv(&gpu, &args, &mut rng))
         .and_then(|_| bench_tiny_conv(&gpu, &args, &mut rng))
-        .and_then(|_| bench_step(&gpu, &args, &mut rng));
+        .and_then(|_| bench_steps(&gpu, &args, &mut rng));
     if let Err(e) = r {
         eprintln!("error: {e}");
         std::process::exit(1);

@@ -68,6 +68,10 @@ struct Args {
     /// Part of the adapter name to use (e.g. "llvmpipe", "H200", "M2").
     #[arg(long)]
     adapter: Option<String>,
+    /// Numeric precision of the inference network: f32 or mixed (f16 activations).
+    /// Default: the precision the checkpoint was trained in.
+    #[arg(long)]
+    precision: Option<finegrain::train::Precision>,
 }
 
 fn main() {
@@ -100,10 +104,11 @@ fn real_main(args: Args) -> Result<()> {
     // Opening checks the metadata (class names, preprocessing and model agree); the data is
     // prepared as the checkpoint's test images were and must have its classes.
     let ck = Checkpoint::open(&weights)?;
-    let clf = Classifier::from_checkpoint(&gpu, &ck, args.batch)?;
+    let precision = args.precision.unwrap_or(ck.precision());
+    let clf = Classifier::from_checkpoint_with(&gpu, &ck, args.batch, precision)?;
     let data = clf.open_data(&path, split)?;
     println!(
-        "model: {} ({} classes) from {}",
+        "model: {} ({} classes) from {}, precision {precision}",
         ck.model.name,
         ck.model.num_classes,
         weights.display()

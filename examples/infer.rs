@@ -51,6 +51,10 @@ struct Args {
     /// Image decoding threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Numeric precision of the inference network: f32 or mixed (f16 activations).
+    /// Default: the precision the checkpoint was trained in.
+    #[arg(long)]
+    precision: Option<finegrain::train::Precision>,
 }
 
 fn main() {
@@ -76,9 +80,12 @@ fn real_main(args: Args) -> Result<()> {
     let gopts = GpuOptions::from_env_and_flags(args.backend.as_deref(), args.adapter.as_deref())?;
     let gpu = Gpu::new(&gopts)?;
     println!("device: {}", gpu.describe());
-    let clf = Classifier::open(&gpu, &weights, args.batch.min(files.len()).max(1))?;
+    let ck = finegrain::checkpoint::Checkpoint::open(&weights)?;
+    let precision = args.precision.unwrap_or(ck.precision());
+    let batch = args.batch.min(files.len()).max(1);
+    let clf = Classifier::from_checkpoint_with(&gpu, &ck, batch, precision)?;
     println!(
-        "model: {} classes from {}",
+        "model: {} classes from {}, precision {precision}",
         clf.classes().len(),
         weights.display()
     );

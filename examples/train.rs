@@ -112,6 +112,11 @@ struct Args {
     /// (3 at 14x14).
     #[arg(long)]
     grid: Option<u32>,
+    /// Numeric precision: f32, or mixed (f16 activations and weight copies, the GPU's
+    /// matrix units where it has them, f32 master weights, dynamic loss scaling; needs
+    /// shader-f16). Default f32 (mixed is not yet measured faster on a GPU).
+    #[arg(long)]
+    precision: Option<finegrain::train::Precision>,
     /// Training augmentation (random crop / shift and horizontal flip): auto = the recipe's
     /// (off for images up to 64 px, where short runs learn faster without it; on for photos).
     #[arg(long, value_enum, default_value_t = AugmentArg::Auto)]
@@ -233,6 +238,9 @@ fn recipe(args: &Args) -> finegrain::Result<(Recipe, &'static str)> {
     if args.no_db {
         t.diversify = false;
     }
+    if let Some(p) = args.precision {
+        t.precision = p;
+    }
     Ok((r, what))
 }
 
@@ -260,7 +268,7 @@ fn real_main(args: Args) -> finegrain::Result<()> {
     }
     let config = &recipe.train;
     println!(
-        "method: {} loss{}, diversification block {}",
+        "method: {} loss{}, diversification block {}; precision {}",
         match config.loss {
             LossChoice::Ce => "cross-entropy".to_string(),
             LossChoice::Gce => format!("GCE (k = {})", config.k),
@@ -281,7 +289,8 @@ fn real_main(args: Args) -> finegrain::Result<()> {
             )
         } else {
             "off".into()
-        }
+        },
+        config.precision
     );
     let mut opts = RunOptions {
         out_dir: args.out.clone(),
