@@ -12,8 +12,9 @@
 use crate::data::{Augment, Normalize, TrainCrop};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
+use crate::kernels::amp::{AMP_SCALE, AMP_SKIPPED, MAX_SCALE, MIN_SCALE};
 use crate::model::ModelConfig;
-use crate::train::network::{NetMode, Network, ParamLayout};
+use crate::train::network::{NetMode, Network, ParamLayout, Precision};
 use crate::train::run::Progress;
 use crate::train::TrainConfig;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
@@ -386,6 +387,34 @@ impl Metadata {
                     ));
                 }
             }
+            // The loss-scaling state: only a mixed-precision run has one, with a power-of-two
+            // scale within the scaler's range and no more skipped steps than steps.
+            let mixed = train.as_ref().map(|t| t.precision) == Some(Precision::Mixed);
+            match (&p.amp, mixed) {
+                (Some(_), false) => {
+                    return bad(format!(
+                        "has a loss-scaling state (`amp`), but the run is not in mixed \
+                         precision (`{TRAIN_KEY}` precision)"
+                    ))
+                }
+                (Some(a), true) => {
+                    let scale = f32::from_bits(a[AMP_SCALE]);
+                    let pow2 = scale.is_normal() && a[AMP_SCALE] & 0x007f_ffff == 0;
+                    if !(pow2 && (MIN_SCALE..=MAX_SCALE).contains(&scale)) {
+                        return bad(format!(
+                            "`amp` loss scale {scale} is not a power of two in \
+                             [{MIN_SCALE}, {MAX_SCALE}]"
+                        ));
+                    }
+                    if a[AMP_SKIPPED] as u64 > p.step {
+                        return bad(format!(
+                            "`amp` counts {} skipped steps in {} steps",
+                            a[AMP_SKIPPED], p.step
+                        ));
+                    }
+                }
+                (None, _) => {}
+            }
             // Every finished epoch took at least one step, and so did every batch of this one.
             let least = (p.epoch as u64).saturating_add(p.batch as u64);
             if p.step < least {
@@ -557,7 +586,7 @@ impl Checkpoint {
 
     /// The precision its run trained in (f32 when it records no training configuration,
     /// or one from before mixed precision existed). The weights are f32 either way.
-    pub fn precision(&self) -> crate::train::Precision {
+    pub fn precision(&self) -> Precision {
         self.meta
             .train
             .as_ref()

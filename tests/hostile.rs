@@ -2271,6 +2271,83 @@ fn checkpoint_cases(c: &mut Cases) {
     );
     c.add(
         r,
+        "training configuration precision half",
+        "error naming the key and the two precisions",
+        err(&[TRAIN_KEY, "half", "f32", "mixed"]),
+        |ctx, d| {
+            open_ck(&ck_file(ctx, d, |m, _| {
+                edit_json(m, TRAIN_KEY, |v| v["precision"] = json!("half"))
+            }))
+        },
+    );
+    c.add(
+        r,
+        "training configuration precision mixed, no loss-scaling state",
+        "accepted: the run resumes at the initial loss scale",
+        ok("10 classes"),
+        |ctx, d| {
+            open_ck(&ck_file(ctx, d, |m, _| {
+                edit_json(m, TRAIN_KEY, |v| v["precision"] = json!("mixed"))
+            }))
+        },
+    );
+    c.add(
+        r,
+        "loss-scaling state in an f32 run",
+        "error naming both keys",
+        err(&[PROGRESS_KEY, "amp", "not in mixed precision", TRAIN_KEY]),
+        |ctx, d| {
+            open_ck(&ck_file(ctx, d, |m, _| {
+                edit_json(m, PROGRESS_KEY, |v| {
+                    v["amp"] = json!([65536f32.to_bits(), 0, 0, 0])
+                })
+            }))
+        },
+    );
+    c.add(
+        r,
+        "mixed run's loss scale 3",
+        "error naming the key and the scale",
+        err(&[PROGRESS_KEY, "loss scale 3", "power of two"]),
+        |ctx, d| {
+            open_ck(&ck_file(ctx, d, |m, _| {
+                edit_json(m, TRAIN_KEY, |v| v["precision"] = json!("mixed"));
+                edit_json(m, PROGRESS_KEY, |v| {
+                    v["amp"] = json!([3f32.to_bits(), 0, 0, 0])
+                })
+            }))
+        },
+    );
+    c.add(
+        r,
+        "mixed run's loss scale infinite",
+        "error naming the key and the scale",
+        err(&[PROGRESS_KEY, "loss scale inf"]),
+        |ctx, d| {
+            open_ck(&ck_file(ctx, d, |m, _| {
+                edit_json(m, TRAIN_KEY, |v| v["precision"] = json!("mixed"));
+                edit_json(m, PROGRESS_KEY, |v| {
+                    v["amp"] = json!([f32::INFINITY.to_bits(), 0, 0, 0])
+                })
+            }))
+        },
+    );
+    c.add(
+        r,
+        "mixed run with more skipped steps than steps",
+        "error naming the key and both counts",
+        err(&[PROGRESS_KEY, "4000000000 skipped steps"]),
+        |ctx, d| {
+            open_ck(&ck_file(ctx, d, |m, _| {
+                edit_json(m, TRAIN_KEY, |v| v["precision"] = json!("mixed"));
+                edit_json(m, PROGRESS_KEY, |v| {
+                    v["amp"] = json!([65536f32.to_bits(), 0, 4_000_000_000u32, 0])
+                })
+            }))
+        },
+    );
+    c.add(
+        r,
         "progress of the wrong type",
         "error naming the key",
         err(&[PROGRESS_KEY, "cannot be read"]),
