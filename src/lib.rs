@@ -7,7 +7,8 @@
 //! Accounting for Subtle Differences between Similar Classes" (AAAI 2020).
 //!
 //! Layout conventions (everywhere in the crate):
-//! - activations are NHWC, f32, contiguous: `(N, H, W, C)`;
+//! - activations are NHWC, contiguous: `(N, H, W, C)`, f32, or f16 in mixed precision
+//!   ([`Precision`]: `recipe.train.precision = Precision::Mixed` before a [`Run`]);
 //! - convolution weights are `(KH, KW, Cin, Cout)` (HWIO), so a convolution is the GEMM
 //!   `im2col(x)[N*OH*OW, KH*KW*Cin] x W[KH*KW*Cin, Cout]`; PyTorch's OIHW weights are
 //!   transposed at load time;
@@ -73,4 +74,4 @@ pub use classify::{Classifier, Prediction};
 pub use error::{Error, Result};
 pub use gpu::{Dispatch, Gpu, GpuOptions, KernelFamily, Tensor};
 pub use recipe::{Choices, Recipe};
-pub use train::{Console, Run, RunOptions};
+pub use train::{Console, Precision, Run, RunOptions};
