@@ -292,14 +292,26 @@ fn learn_case(precision: Precision) {
 
 #[test]
 fn divergence_stops_training_and_keeps_the_last_good_checkpoint() {
+    divergence_case(Precision::F32);
+}
+
+/// Loss scaling skips steps whose gradients overflow, but it does not hide a run that
+/// diverges: the weights blow up, the loss turns non-finite and the guard stops the run.
+#[test]
+fn mixed_precision_divergence_stops_training_too() {
+    divergence_case(Precision::Mixed);
+}
+
+fn divergence_case(precision: Precision) {
     let Some(g) = gpu() else { return };
-    let root = temp_dir("nan");
+    let root = temp_dir(&format!("nan-{precision}"));
     write_dataset(&root.join("data"));
     let (train, test) = datasets(&root.join("data"));
     let model = ModelConfig::preset("tiny", 1, SIZE, 3).unwrap();
     // A sane first run leaves a checkpoint.
     let good = TrainConfig {
         epochs: 1,
+        precision,
         ..config()
     };
     run(
@@ -319,6 +331,7 @@ fn divergence_stops_training_and_keeps_the_last_good_checkpoint() {
     let bad = TrainConfig {
         lr: 1e30,
         warmup_epochs: 0.0,
+        precision,
         ..config()
     };
     let mut o = opts(&root.join("out"), None);
