@@ -1,45 +1,46 @@
 // conv2d_coop: the accessors that make coop_tiles.wgsl the three convolution passes as
 // implicit GEMMs on the matrix units (operands f16, accumulation f32, output DST: f32, or
-// f16 for the forward pass and the data gradient of mixed precision), appended
-// to it with PASS (0 forward, 1 data gradient, 2 weight gradient) in the launcher's tile
-// header. Layouts as in conv2d_common.wgsl: x (N, H, W, Cin), w (KH, KW, Cin, Cout), y
-// (N, OH, OW, Cout), row-major. Params are conv2d's, with rows / cols / red the pass's
-// M / N / K.
+// f16 for the forward pass and the data gradient of mixed precision), appended to it with
+// conv2d_common.wgsl (Params, the result binding `dst` and the index helpers) and PASS
+// (0 forward, 1 data gradient, 2 weight gradient) in the launcher's tile header. Layouts as
+// in conv2d_common.wgsl: x (N, H, W, Cin), w (KH, KW, Cin, Cout), y (N, OH, OW, Cout),
+// row-major. Params are conv2d's, with rows / cols / red the pass's M / N / K.
 //
 // Pass      bindings 1, 2, 3 (f16, f16, DST)  M (row)            N (col)  K (reduction)
 // forward   x, w, y                          N OH OW (out pixel) Cout     (ky, kx, ci)
-// data      dy, w, dx                        N H W (in pixel)    Cin      (ky, kx, co)
+// data      dy, w, dx                        the phase's input   Cin      the phase's
+//                                            pixels (n, jy, jx)           taps (b, d, co)
 // weight    x, dy, dw                        (ky, kx, ci)        Cout     N OH OW (pixel)
-// The data gradient reads dy at output pixel ((iy + pad - ky) / s, (ix + pad - kx) / s)
-// where that divides exactly and lies inside dy, else zero (no stride phases: a stride-2
-// layer does 4x the multiply-adds it needs; fine on matrix units, and simple). With
-// p.accumulate != 0 the backward passes add into dx / dw.
+// The data gradient is split into stride^2 phases (batch index z = the phase, see
+// conv2d_common.wgsl's stride_phase), as the f32 kernels are: phase (ry, rx) holds the input
+// pixels iy = iy0 + s jy, ix = ix0 + s jx, and only its taps ky = ry + s b, kx = rx + s d
+// reach them, from dy row ay0 + jy - b and column ax0 + jx - d (zero outside dy), so a
+// stride-2 layer does no more multiply-adds than it needs. A phase no tap reaches (K = 0)
+// writes zeros (or adds nothing). With p.accumulate != 0 the backward passes add into
+// dx / dw.
 
-struct Params {
-    n: u32, h: u32, w: u32, cin: u32,
-    cout: u32, kh: u32, kw: u32, stride: u32,
-    pad: u32, oh: u32, ow: u32, rows: u32,
-    cols: u32, red: u32, accumulate: u32, zsplit: u32,
-    kchunk: u32, _p0: u32, _p1: u32, _p2: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> src_a: array<f16>;
 @group(0) @binding(2) var<storage, read> src_b: array<f16>;
-@group(0) @binding(3) var<storage, read_write> dst: array<DST>; // DST: f32, or f16 (passes 0, 1)
 
-fn coop_m() -> u32 {
+fn coop_m(z: u32) -> u32 {
+    if (PASS == 1u) {
+        let ph = stride_phase(z);
+        return p.n * ph.cy * ph.cx;
+    }
     return p.rows;
 }
 
-fn coop_n() -> u32 {
+fn coop_n(z: u32) -> u32 {
     return p.cols;
 }
 
-fn coop_k() -> u32 {
+fn coop_k(z: u32) -> u32 {
+    if (PASS == 1u) {
+        let ph = stride_phase(z);
+        return ph.nky * ph.nkx * p.cout;
+    }
     return p.red;
 }
-
 // x at output pixel `pix` and weight row `r` = (ky, kx, ci) (zero in the padding).
 fn im2col(pix: u32, r: u32) -> f16 {
     let ohw = p.oh * p.ow;
@@ -59,30 +60,36 @@ fn im2col(pix: u32, r: u32) -> f16 {
     return src_a[((n * p.h + u32(iy)) * p.w + u32(ix)) * p.cin + ci];
 }
 
-// dy reaching input pixel `pix` through reduction index q = (ky, kx, co) (zero where no
-// output pixel is reached).
-fn dy_at(pix: u32, q: u32) -> f16 {
-    let hw = p.h * p.w;
-    let n = pix / hw;
-    let rem = pix - n * hw;
-    let iy = rem / p.w;
-    let ix = rem - iy * p.w;
+// dy reaching the phase's input pixel `row` = (n, jy, jx) through its tap q = (b, d, co):
+// dy[n, ay0 + jy - b, ax0 + jx - d, co], zero outside dy.
+fn dy_at(ph: Phase, row: u32, q: u32) -> f16 {
+    let cyx = ph.cy * ph.cx;
+    let n = row / cyx;
+    let rem = row - n * cyx;
+    let jy = rem / ph.cx;
+    let jx = rem - jy * ph.cx;
     let tap = q / p.cout;
     let co = q - tap * p.cout;
-    let ky = tap / p.kw;
-    let kx = tap - ky * p.kw;
-    let ny = i32(iy + p.pad) - i32(ky);
-    let nx = i32(ix + p.pad) - i32(kx);
-    if (ny < 0 || nx < 0) {
+    let b = tap / ph.nkx;
+    let d = tap - b * ph.nkx;
+    let oy = ph.ay0 + i32(jy) - i32(b);
+    let ox = ph.ax0 + i32(jx) - i32(d);
+    if (oy < 0 || ox < 0 || oy >= i32(p.oh) || ox >= i32(p.ow)) {
         return f16(0.0);
     }
-    let s = p.stride;
-    let oy = u32(ny) / s;
-    let ox = u32(nx) / s;
-    if (oy * s != u32(ny) || ox * s != u32(nx) || oy >= p.oh || ox >= p.ow) {
-        return f16(0.0);
-    }
-    return src_a[((n * p.oh + oy) * p.ow + ox) * p.cout + co];
+    return src_a[((n * p.oh + u32(oy)) * p.ow + u32(ox)) * p.cout + co];
+}
+
+// dx's flat index of the phase's input pixel `row`, channel `col`.
+fn dx_index(ph: Phase, row: u32, col: u32) -> u32 {
+    let cyx = ph.cy * ph.cx;
+    let n = row / cyx;
+    let rem = row - n * cyx;
+    let jy = rem / ph.cx;
+    let jx = rem - jy * ph.cx;
+    let iy = ph.iy0 + p.stride * jy;
+    let ix = ph.ix0 + p.stride * jx;
+    return ((n * p.h + iy) * p.w + ix) * p.cin + col;
 }
 
 fn coop_a(z: u32, row: u32, k: u32) -> f16 {
@@ -90,7 +97,7 @@ fn coop_a(z: u32, row: u32, k: u32) -> f16 {
         return im2col(row, k);
     }
     if (PASS == 1u) {
-        return dy_at(row, k);
+        return dy_at(stride_phase(z), row, k);
     }
     return im2col(k, row);
 }
@@ -100,16 +107,24 @@ fn coop_b(z: u32, k: u32, col: u32) -> f16 {
         return src_b[k * p.cout + col];
     }
     if (PASS == 1u) {
-        // w[ky, kx, col, co] for k = (ky, kx, co).
+        // w[ky, kx, col, co] for k = (b, d, co), ky = ry + s b, kx = rx + s d.
+        let ph = stride_phase(z);
         let tap = k / p.cout;
         let co = k - tap * p.cout;
-        return src_b[(tap * p.cin + col) * p.cout + co];
+        let b = tap / ph.nkx;
+        let d = tap - b * ph.nkx;
+        let ky = ph.ry + p.stride * b;
+        let kx = ph.rx + p.stride * d;
+        return src_b[((ky * p.kw + kx) * p.cin + col) * p.cout + co];
     }
     return src_b[k * p.cout + col];
 }
 
 fn coop_store(z: u32, row: u32, col: u32, acc: f32) {
-    let idx = row * p.cols + col;
+    var idx = row * p.cols + col;
+    if (PASS == 1u) {
+        idx = dx_index(stride_phase(z), row, col);
+    }
     var v = acc;
     if (p.accumulate != 0u) {
         v += f32(dst[idx]);

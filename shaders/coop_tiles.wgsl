@@ -3,7 +3,7 @@
 // f32 on the matrix units. What A, B and C are comes from the accessor file appended to
 // this one: `gemm_coop.wgsl` (strided matrices, alpha and beta) or `conv2d_coop.wgsl` (the
 // three convolution passes as implicit GEMMs). It declares Params and the bindings and
-// defines coop_m/n/k() (the sizes), coop_a(z, row, k) and coop_b(z, k, col) (elements, as
+// defines coop_m/n/k(z) (the sizes of batch item z, uniform over a workgroup), coop_a(z, row, k) and coop_b(z, k, col) (elements, as
 // f16, only asked for inside the sizes) and coop_store(z, row, col, acc) (only inside the
 // sizes), z being the workgroup's batch index (wg.z).
 //
@@ -48,7 +48,7 @@ fn store_tile(acc: MC, y: u32, lane: u32, z: u32, row: u32, col: u32) {
     for (var e = lane; e < T * T; e += SG) {
         let r = row + e / T;
         let col_e = col + e % T;
-        if (r < coop_m() && col_e < coop_n()) {
+        if (r < coop_m(z) && col_e < coop_n(z)) {
             coop_store(z, r, col_e, tile_c[scratch + e]);
         }
     }
@@ -63,9 +63,9 @@ fn coop_gemm(
     let row0 = wg.y * BM;
     let col0 = wg.x * BN;
     let z = wg.z;
-    let m = coop_m();
-    let n = coop_n();
-    let kk_end = coop_k();
+    let m = coop_m(z);
+    let n = coop_n(z);
+    let kk_end = coop_k(z);
     let threads = 4u * SG;
     // Row y's block within the tile: rows br .. br + 2T, columns bc .. bc + 2T.
     let y = lid.y;

@@ -19,15 +19,15 @@ struct Params {
 @group(0) @binding(2) var<storage, read> b: array<f16>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 
-fn coop_m() -> u32 {
+fn coop_m(z: u32) -> u32 {
     return p.m;
 }
 
-fn coop_n() -> u32 {
+fn coop_n(z: u32) -> u32 {
     return p.n;
 }
 
-fn coop_k() -> u32 {
+fn coop_k(z: u32) -> u32 {
     return p.k;
 }
 

@@ -72,17 +72,19 @@ fn out_dtype(t: &crate::gpu::Tensor) -> DType {
     }
 }
 
+/// The pass's dispatch: the GEMM (m, n, k), or `batch` of them of at most m rows each (the
+/// data gradient's stride phases).
 fn dispatch(
     gpu: &Gpu,
     s: &Conv2dShape,
     (tile, shader): (CoopTile, &'static crate::gpu::ShaderSource),
-    (m, n, k): (usize, usize, usize),
+    (m, n, k, batch): (usize, usize, usize, usize),
     accumulate: bool,
     tensors: [&crate::gpu::Tensor; 3],
 ) -> Result<Dispatch> {
     let p = s.params(m, n, k, accumulate);
     let t = tile.workgroup_tile() as usize;
-    let wg = [n.div_ceil(t) as u32, m.div_ceil(t) as u32, 1];
+    let wg = [n.div_ceil(t) as u32, m.div_ceil(t) as u32, batch as u32];
     let constants = CoopTile::constants(gpu);
     gpu.dispatch_with(shader, "coop_gemm", &constants, &p, &tensors, wg)
 }
@@ -109,11 +111,20 @@ pub fn conv2d_forward_coop(
     )?;
     let rows = s.n * s.oh() * s.ow();
     let red = s.kh * s.kw * s.cin;
-    dispatch(gpu, &s, kernel, (rows, s.cout, red), false, [t.x, t.w, t.y])
+    dispatch(
+        gpu,
+        &s,
+        kernel,
+        (rows, s.cout, red, 1),
+        false,
+        [t.x, t.w, t.y],
+    )
 }
 
 /// Data gradient: dy f16 (N,OH,OW,Cout), w f16 (KH,KW,Cin,Cout) -> dx f32 or f16 (N,H,W,Cin).
-/// Overwrites dx, or adds into it when `o.accumulate`.
+/// Overwrites dx, or adds into it when `o.accumulate`. One GEMM per stride phase (stride^2
+/// of them in one dispatch), each over only the taps that reach its input pixels, so a
+/// stride-2 layer costs what a stride-1 layer of its size does.
 pub fn conv2d_backward_data_coop(
     gpu: &Gpu,
     t: &Conv2dBackwardData,
@@ -132,10 +143,20 @@ pub fn conv2d_backward_data_coop(
             (t.dy, "dy", DType::F16),
         ],
     )?;
-    let rows = s.n * s.h * s.w;
-    let red = s.kh * s.kw * s.cout;
+    // One GEMM per stride phase (batch index), the grid sized for the largest phase: its
+    // input pixels and its taps only.
+    let st = s.stride;
+    let rows = s.n * s.h.div_ceil(st) * s.w.div_ceil(st);
+    let red = s.kh.div_ceil(st) * s.kw.div_ceil(st) * s.cout;
     let tensors = [t.dy, t.w, t.dx];
-    dispatch(gpu, &s, kernel, (rows, s.cin, red), o.accumulate, tensors)
+    dispatch(
+        gpu,
+        &s,
+        kernel,
+        (rows, s.cin, red, st * st),
+        o.accumulate,
+        tensors,
+    )
 }
 
 /// Weight gradient: x f16 (N,H,W,Cin), dy f16 (N,OH,OW,Cout) -> dw f32 (KH,KW,Cin,Cout).
@@ -160,5 +181,12 @@ pub fn conv2d_backward_weight_coop(
     let red = s.n * s.oh() * s.ow();
     let rows = s.kh * s.kw * s.cin;
     let tensors = [t.x, t.dy, t.dw];
-    dispatch(gpu, &s, kernel, (rows, s.cout, red), o.accumulate, tensors)
+    dispatch(
+        gpu,
+        &s,
+        kernel,
+        (rows, s.cout, red, 1),
+        o.accumulate,
+        tensors,
+    )
 }

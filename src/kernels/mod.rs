@@ -226,18 +226,18 @@ impl CoopTile {
 }
 
 /// A cooperative-matrix kernel: `shaders/coop_tiles.wgsl` (enables on its first line) with
-/// the accessor file `$io` and the tile header of side `$t` appended (and `$extra`
-/// declarations, e.g. the convolution pass).
+/// the accessor files `$io` (the accessors, then what they share with other kernels) and the
+/// tile header of side `$t` appended (and `$extra` declarations, e.g. the convolution pass).
 macro_rules! coop {
-    ($name:literal, $io:literal, $t:literal, $extra:literal) => {
+    ($name:literal, [$($io:literal),+], $t:literal, $extra:literal) => {
         ShaderSource {
             name: $name,
             source: concat!(
                 "enable f16; enable wgpu_cooperative_matrix; ",
                 include_str!("../../shaders/coop_tiles.wgsl"),
                 "\n",
-                include_str!(concat!("../../shaders/", $io, ".wgsl")),
-                "\nalias MA = coop_mat",
+                $(include_str!(concat!("../../shaders/", $io, ".wgsl")), "\n",)+
+                "alias MA = coop_mat",
                 $t,
                 "x",
                 $t,
@@ -259,27 +259,27 @@ macro_rules! coop {
 }
 
 /// The cooperative-matrix GEMM (`coop_tiles.wgsl` + `gemm_coop.wgsl`), 8 x 8 tiles.
-pub const GEMM_COOP8: ShaderSource = coop!("gemm_coop", "gemm_coop", "8", "");
+pub const GEMM_COOP8: ShaderSource = coop!("gemm_coop", ["gemm_coop"], "8", "");
 /// The same with 16 x 16 tiles.
-pub const GEMM_COOP16: ShaderSource = coop!("gemm_coop16", "gemm_coop", "16", "");
+pub const GEMM_COOP16: ShaderSource = coop!("gemm_coop16", ["gemm_coop"], "16", "");
 /// The convolution passes on cooperative matrices (`coop_tiles.wgsl` +
 /// `conv2d_coop.wgsl`): forward, data gradient, weight gradient, 8 x 8 and 16 x 16 tiles.
 pub const CONV2D_COOP8: [ShaderSource; 3] = [
     coop!(
         "conv2d_coop",
-        "conv2d_coop",
+        ["conv2d_coop", "conv2d_common"],
         "8",
         "const PASS: u32 = 0u;\nalias DST = f32;\n"
     ),
     coop!(
         "conv2d_coop_data8",
-        "conv2d_coop",
+        ["conv2d_coop", "conv2d_common"],
         "8",
         "const PASS: u32 = 1u;\nalias DST = f32;\n"
     ),
     coop!(
         "conv2d_coop_weight8",
-        "conv2d_coop",
+        ["conv2d_coop", "conv2d_common"],
         "8",
         "const PASS: u32 = 2u;\nalias DST = f32;\n"
     ),
@@ -287,19 +287,19 @@ pub const CONV2D_COOP8: [ShaderSource; 3] = [
 pub const CONV2D_COOP16: [ShaderSource; 3] = [
     coop!(
         "conv2d_coop16",
-        "conv2d_coop",
+        ["conv2d_coop", "conv2d_common"],
         "16",
         "const PASS: u32 = 0u;\nalias DST = f32;\n"
     ),
     coop!(
         "conv2d_coop_data16",
-        "conv2d_coop",
+        ["conv2d_coop", "conv2d_common"],
         "16",
         "const PASS: u32 = 1u;\nalias DST = f32;\n"
     ),
     coop!(
         "conv2d_coop_weight16",
-        "conv2d_coop",
+        ["conv2d_coop", "conv2d_common"],
         "16",
         "const PASS: u32 = 2u;\nalias DST = f32;\n"
     ),
@@ -309,13 +309,13 @@ pub const CONV2D_COOP16: [ShaderSource; 3] = [
 pub const CONV2D_COOP8_F16_OUT: [ShaderSource; 2] = [
     coop!(
         "conv2d_coop_f16_out8",
-        "conv2d_coop",
+        ["conv2d_coop", "conv2d_common"],
         "8",
         "const PASS: u32 = 0u;\nalias DST = f16;\n"
     ),
     coop!(
         "conv2d_coop_data_f16_out8",
-        "conv2d_coop",
+        ["conv2d_coop", "conv2d_common"],
         "8",
         "const PASS: u32 = 1u;\nalias DST = f16;\n"
     ),
@@ -323,13 +323,13 @@ pub const CONV2D_COOP8_F16_OUT: [ShaderSource; 2] = [
 pub const CONV2D_COOP16_F16_OUT: [ShaderSource; 2] = [
     coop!(
         "conv2d_coop_f16_out16",
-        "conv2d_coop",
+        ["conv2d_coop", "conv2d_common"],
         "16",
         "const PASS: u32 = 0u;\nalias DST = f16;\n"
     ),
     coop!(
         "conv2d_coop_data_f16_out16",
-        "conv2d_coop",
+        ["conv2d_coop", "conv2d_common"],
         "16",
         "const PASS: u32 = 1u;\nalias DST = f16;\n"
     ),
