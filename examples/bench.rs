@@ -9,7 +9,7 @@
 //! cargo run --release --example bench -- --memory resnet50,448,16,200   # no device needed
 
 use clap::Parser;
-use finegrain::gpu::{Dispatch, Gpu, Profiler};
+use finegrain::gpu::{Dispatch, Gpu, GpuOptions, Profiler};
 use finegrain::kernels::conv2d::{
     conv2d_backward_data, conv2d_backward_weight, conv2d_forward, weight_grad_splits,
     Conv2dBackwardData, Conv2dBackwardWeight, Conv2dForward, Conv2dKernel, Conv2dOptions,
@@ -695,7 +695,7 @@ fn bench_conv_coop(
     let t = tile.side();
     for (pass, d) in [
         ("forward", &fwd),
-        ("backward_data (no stride phases)", &bd),
+        ("backward_data", &bd),
         ("backward_weight", &bw),
     ] {
         let ms = time(gpu, &[d], a.reps)?;
@@ -873,6 +873,15 @@ fn bench_steps(gpu: &Gpu, a: &Args, rng: &mut impl Rng) -> finegrain::Result<()>
     for &p in &a.precisions {
         let ms = bench_step(gpu, a, rng, p)?;
         rows.push((p, step_kernels(gpu, p), ms));
+        if p == Precision::Mixed && CoopTile::best(gpu).is_some() {
+            // The same step over f16 storage: a device without cooperative matrices.
+            let plain = Gpu::new(&GpuOptions {
+                cooperative_matrices: false,
+                ..GpuOptions::from_env()?
+            })?;
+            let ms = bench_step(&plain, a, rng, p)?;
+            rows.push((p, step_kernels(&plain, p), ms));
+        }
     }
     println!(
         "\n| training step {} {}px batch {}, {} classes, DB+GCE ({gflop:.0} GFLOP of \

@@ -50,8 +50,9 @@ impl KernelFamily {
 }
 
 /// How to choose the adapter. [`GpuOptions::from_env`] reads `WGPU_BACKEND`,
-/// `FINEGRAIN_ADAPTER` and `FINEGRAIN_KERNELS`.
-#[derive(Clone, Debug, Default)]
+/// `FINEGRAIN_ADAPTER`, `FINEGRAIN_KERNELS` and `FINEGRAIN_COOP`. [`Default`]: any backend
+/// and adapter, the automatic kernel family, cooperative matrices where the adapter has them.
+#[derive(Clone, Debug)]
 pub struct GpuOptions {
     /// Backends to consider; `None` means Vulkan, Metal, DX12, and GL only if none of those has an adapter.
     pub backends: Option<wgpu::Backends>,
@@ -59,16 +60,42 @@ pub struct GpuOptions {
     pub adapter_name: Option<String>,
     /// Convolution kernel family.
     pub kernels: KernelFamily,
+    /// Use the adapter's cooperative matrices (wgpu's experimental feature) where it lists a
+    /// tile the kernels have; `false` leaves the feature off, and mixed precision then runs
+    /// its f16-storage kernels.
+    pub cooperative_matrices: bool,
+}
+
+impl Default for GpuOptions {
+    fn default() -> Self {
+        GpuOptions {
+            backends: None,
+            adapter_name: None,
+            kernels: KernelFamily::Auto,
+            cooperative_matrices: true,
+        }
+    }
 }
 
 impl GpuOptions {
     /// Options from the environment: `WGPU_BACKEND` (vulkan, metal, dx12, gl),
-    /// `FINEGRAIN_ADAPTER` (part of an adapter name) and `FINEGRAIN_KERNELS` (auto, tiled,
-    /// cpu). An unrecognised `FINEGRAIN_KERNELS` is an error.
+    /// `FINEGRAIN_ADAPTER` (part of an adapter name), `FINEGRAIN_KERNELS` (auto, tiled,
+    /// cpu) and `FINEGRAIN_COOP` (on, the default, or off: no cooperative matrices). An
+    /// unrecognised `FINEGRAIN_KERNELS` or `FINEGRAIN_COOP` is an error.
     pub fn from_env() -> Result<Self> {
         let kernels = match std::env::var("FINEGRAIN_KERNELS") {
             Ok(v) => KernelFamily::parse("FINEGRAIN_KERNELS", &v)?,
             Err(_) => KernelFamily::Auto,
+        };
+        let cooperative_matrices = match std::env::var("FINEGRAIN_COOP").as_deref() {
+            Err(_) | Ok("") | Ok("on") => true,
+            Ok("off") => false,
+            Ok(other) => {
+                return Err(Error::invalid(
+                    "FINEGRAIN_COOP",
+                    format!("`{other}`: expected `on` or `off`"),
+                ))
+            }
         };
         Ok(GpuOptions {
             backends: wgpu::Backends::from_env(),
@@ -76,6 +103,7 @@ impl GpuOptions {
                 .ok()
                 .filter(|s| !s.is_empty()),
             kernels,
+            cooperative_matrices,
         })
     }
 
@@ -312,12 +340,13 @@ impl Gpu {
             log::warn!("{w}");
         }
         let adapter = adapters.swap_remove(choice.index);
-        let mut gpu = Gpu::with_adapter(adapter)?;
+        let mut gpu = Gpu::with_adapter(adapter, opts.cooperative_matrices)?;
         gpu.kernels = opts.kernels;
         Ok(gpu)
     }
 
-    fn with_adapter(adapter: wgpu::Adapter) -> Result<Gpu> {
+    /// The device of `adapter`; `coop`: request cooperative matrices where it has them.
+    fn with_adapter(adapter: wgpu::Adapter, coop: bool) -> Result<Gpu> {
         let info = adapter.get_info();
         let al = adapter.limits();
         // Ask for what the adapter has where the model benefits (big activations, more
@@ -346,13 +375,14 @@ impl Gpu {
         }
         // Cooperative matrices: only with f16 (their inputs are f16) and a tile the kernels
         // have (wgpu does not check shaders against the adapter's list, so we choose).
-        let mut coop = CoopTiles::default();
+        let mut tiles = CoopTiles::default();
         let mut experimental = wgpu::ExperimentalFeatures::disabled();
-        if af.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+        if coop
+            && af.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
             && required.contains(wgpu::Features::SHADER_F16)
         {
-            coop = CoopTiles::from_properties(&adapter.cooperative_matrix_properties());
-            if coop.any() {
+            tiles = CoopTiles::from_properties(&adapter.cooperative_matrix_properties());
+            if tiles.any() {
                 required |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
                 // SAFETY: the experimental feature is used only by the cooperative-matrix
                 // GEMM kernels, whose every variant is tested against its f64 twin on the
@@ -364,7 +394,7 @@ impl Gpu {
             timestamp_query: required.contains(wgpu::Features::TIMESTAMP_QUERY),
             shader_f16: required.contains(wgpu::Features::SHADER_F16),
             subgroups: required.contains(wgpu::Features::SUBGROUP),
-            coop_f16_f32: coop,
+            coop_f16_f32: tiles,
         };
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("finegrain"),
@@ -653,6 +683,7 @@ mod tests {
             backends,
             adapter_name: name.map(String::from),
             kernels: KernelFamily::Auto,
+            cooperative_matrices: true,
         }
     }
 

@@ -378,3 +378,39 @@ fn loss_scaling_matches_its_model() {
     let e = amp_check(g, &tgrad, &wrong).err().unwrap().to_string();
     assert!(e.contains("amp_f32"), "{e}");
 }
+
+/// `GpuOptions::cooperative_matrices = false` (`FINEGRAIN_COOP=off`) leaves the feature off:
+/// no tile, and a mixed-precision network runs its convolutions over f16 storage instead
+/// (what to fall back to should a driver's experimental cooperative matrices misbehave).
+#[test]
+fn cooperative_matrices_can_be_turned_off() {
+    use finegrain::gpu::GpuOptions;
+    use finegrain::kernels::conv2d_coop::CoopTile;
+    use finegrain::method::loss::LossKind;
+    use finegrain::model::ModelConfig;
+    use finegrain::train::{MethodConfig, Network, Precision};
+    let Some(_) = f16_gpu("cooperative matrices off") else {
+        return;
+    };
+    let g = Gpu::new(&GpuOptions {
+        cooperative_matrices: false,
+        ..GpuOptions::from_env().unwrap()
+    })
+    .unwrap();
+    assert!(!g.features.coop_f16_f32.any(), "{}", g.describe());
+    assert_eq!(CoopTile::best(&g), None);
+    let model = ModelConfig::preset("tiny", 1, 12, 3).unwrap();
+    let method = MethodConfig {
+        diversify: None,
+        loss: LossKind::CrossEntropy,
+    };
+    let net = Network::with_precision(&g, &model, 2, &method, 0, Precision::Mixed).unwrap();
+    let names: Vec<&str> = net.train_main.iter().map(|d| d.name.as_str()).collect();
+    assert!(names.iter().all(|n| !n.contains("coop")), "{names:?}");
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("conv2d") && n.contains("f16")),
+        "{names:?}"
+    );
+}
