@@ -114,7 +114,8 @@ struct Args {
     grid: Option<u32>,
     /// Numeric precision: f32, or mixed (f16 activations and weight copies, the GPU's
     /// matrix units where it has them, f32 master weights, dynamic loss scaling; needs
-    /// shader-f16). Default f32 (mixed is not yet measured faster on a GPU).
+    /// shader-f16). Default f32 (mixed is not yet measured faster on a GPU). With --resume:
+    /// continue the run in this precision instead of the checkpoint's.
     #[arg(long)]
     precision: Option<finegrain::train::Precision>,
     /// Training augmentation (random crop / shift and horizontal flip): auto = the recipe's
@@ -304,6 +305,7 @@ fn real_main(args: Args) -> finegrain::Result<()> {
     if let Some(t) = args.threads {
         opts.threads = t;
     }
+    opts.precision = args.precision;
     // Ctrl-C / SIGTERM: finish the step, write the checkpoint, say how to resume; a second
     // signal exits at once (the last checkpoint is never half-written).
     let stop = finegrain::train::StopFlag::on_signals()?;

@@ -111,6 +111,7 @@ fn opts(out: &Path, max_steps: Option<u64>) -> RunOptions {
         metadata: Default::default(),
         init: None,
         stop: None,
+        precision: None,
     }
 }
 
@@ -721,4 +722,63 @@ fn mixed_precision_overflow_skips_the_step_and_halves_the_scale() {
     assert_eq!(f.amp_state(g).unwrap(), None);
     // A scale that is not a power of two is refused.
     assert!(t.set_amp_state(g, initial_state(3.0)).is_err());
+}
+
+/// A run resumed in the other precision (`RunOptions::precision`): it continues from the
+/// checkpoint's f32 weights and progress, says so in a note, drops or starts the
+/// loss-scaling state, and its checkpoint then records the new precision.
+#[test]
+fn resuming_in_the_other_precision() {
+    let Some(g) = gpu() else { return };
+    if !can_train(g, Precision::Mixed) {
+        return;
+    }
+    let root = temp_dir("switch");
+    write_dataset(&root.join("data"));
+    let (train, test) = datasets(&root.join("data"));
+    let model = ModelConfig::preset("tiny", 1, SIZE, 3).unwrap();
+    let ck = root.join("out").join("last.safetensors");
+    for (from, to) in [
+        (Precision::Mixed, Precision::F32),
+        (Precision::F32, Precision::Mixed),
+    ] {
+        let cfg = TrainConfig {
+            precision: from,
+            ..config()
+        };
+        let o = opts(&root.join("out"), Some(5));
+        run(g, &model, &cfg, train.clone(), None, None, &o, &mut |_| {}).unwrap();
+        assert_eq!(Checkpoint::open(&ck).unwrap().precision(), from);
+        let mut notes = Vec::new();
+        let o = RunOptions {
+            precision: Some(to),
+            ..opts(&root.join("out"), Some(8))
+        };
+        let s = run(
+            g,
+            &model,
+            &cfg,
+            train.clone(),
+            Some(test.clone()),
+            Some(&ck),
+            &o,
+            &mut |n| notes.push(n.to_string()),
+        )
+        .unwrap();
+        assert_eq!(s.step_losses.len(), 3, "steps 5..8");
+        assert!(s.step_losses.iter().all(|(_, l)| l.is_finite()));
+        let note = notes.iter().find(|n| n.contains("resuming in"));
+        assert!(
+            note.is_some_and(|n| n.contains(&format!("trained in {from}"))),
+            "{notes:?}"
+        );
+        let after = Checkpoint::open(&ck).unwrap();
+        assert_eq!(after.precision(), to);
+        assert_eq!(
+            after.progress().unwrap().amp.is_some(),
+            to == Precision::Mixed
+        );
+        std::fs::remove_dir_all(root.join("out")).unwrap();
+    }
+    std::fs::remove_dir_all(&root).unwrap();
 }

@@ -58,6 +58,10 @@ pub struct RunOptions {
     /// checkpoint and returns with [`RunSummary::interrupted`] ([`StopFlag::on_signals`]
     /// sets it on Ctrl-C / SIGTERM).
     pub stop: Option<StopFlag>,
+    /// Resume: continue in this precision instead of the checkpoint's (its weights are
+    /// f32 either way; a note says so, and the run no longer repeats the original one bit
+    /// for bit). Ignored by [`Run::new`], which takes the configuration's.
+    pub precision: Option<super::Precision>,
 }
 
 impl Default for RunOptions {
@@ -75,6 +79,7 @@ impl Default for RunOptions {
             metadata: HashMap::new(),
             init: None,
             stop: None,
+            precision: None,
         }
     }
 }
@@ -254,8 +259,22 @@ impl<'g> Run<'g> {
         mut opts: RunOptions,
     ) -> Result<Run<'g>> {
         let ck = Checkpoint::open(checkpoint)?;
-        let config = ck.train_config()?.clone();
-        let start = ck.progress()?;
+        let mut config = ck.train_config()?.clone();
+        let mut start = ck.progress()?;
+        let mut switched = None;
+        if let Some(p) = opts.precision.filter(|&p| p != config.precision) {
+            switched = Some(format!(
+                "resuming in {p} precision; the checkpoint trained in {} (its weights are f32, \
+                 {})",
+                config.precision,
+                match p {
+                    super::Precision::Mixed => "the loss scale starts afresh",
+                    super::Precision::F32 => "its loss-scaling state is dropped",
+                }
+            ));
+            config.precision = p;
+            start.amp = None;
+        }
         if opts.preprocessing.is_none() && ck.metadata.contains_key(PREPROCESS_KEY) {
             opts.preprocessing = Some(ck.preprocessing().clone());
         }
@@ -271,6 +290,7 @@ impl<'g> Run<'g> {
             start.epoch + 1,
             start.batch
         ));
+        run.notes.extend(switched);
         Ok(run)
     }
 
