@@ -7,15 +7,16 @@
 // Entry point    1 (data)                          what it does
 // amp_scale      the loss gradient (dscores)       data *= S, before the backward pass, so
 //                                                  f16 activation gradients keep small values
-// amp_check      one parameter gradient            flag = 1 when any element is NaN or +-inf
 // amp_update     (not bound)                       one thread, after the optimizer: on a
 //                flagged step S = max(S / 2, p.min_scale), clean = 0, skipped += 1 (the
 //                optimizer skipped the step); else clean += 1 and, after p.interval clean
 //                steps, S = min(2 S, p.max_scale), clean = 0; then flag = 0.
-// S stays a power of two, so scaling and unscaling are exact in f32.
+// S stays a power of two, so scaling and unscaling are exact in f32. The overflow check
+// (flag = 1 when any element of a parameter gradient is NaN or +-inf) is amp_check.wgsl's,
+// seven gradients per dispatch.
 // The SGD entry `sgd_step_amp` (sgd.wgsl) reads the same state: it skips flagged steps
 // and divides the gradient by S.
-// Dispatch: amp_scale / amp_check one thread per element, workgroups of 256 on a 2-D grid
+// Dispatch: amp_scale one thread per element, workgroups of 256 on a 2-D grid
 // (gpu.grid_for(n)), linear index (wg.y * nwg.x + wg.x) * 256 + lid.x, bounds-checked
 // against n; amp_update one workgroup.
 
@@ -43,19 +44,6 @@ fn amp_scale(
     let e = linear_index(wg, nwg, lid);
     if (e < p.n) {
         data[e] = data[e] * bitcast<f32>(atomicLoad(&amp[0]));
-    }
-}
-
-@compute @workgroup_size(256, 1, 1)
-fn amp_check(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_id) lid: vec3<u32>,
-) {
-    let e = linear_index(wg, nwg, lid);
-    // All exponent bits set: an infinity or a NaN (WGSL has no isinf / isnan).
-    if (e < p.n && (bitcast<u32>(data[e]) & 0x7f800000u) == 0x7f800000u) {
-        atomicStore(&amp[3], 1u);
     }
 }
 

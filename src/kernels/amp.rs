@@ -1,11 +1,11 @@
 //! Dynamic loss scaling for mixed-precision training (see `shaders/amp.wgsl`): the loss
 //! gradient is multiplied by a power-of-two scale S before the backward pass, so that
 //! small gradients survive f16 storage; every parameter gradient is checked for NaN and
-//! infinities; the optimizer divides by S and skips the step when one was found
+//! infinities (`shaders/amp_check.wgsl`, seven per dispatch); the optimizer divides by S and skips the step when one was found
 //! ([`crate::kernels::sgd::SgdStep::amp`]); then S halves after an overflow and doubles
 //! after `interval` clean steps. The state stays on the GPU: no step waits for a readback.
 
-use super::AMP;
+use super::{AMP, AMP_CHECK};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Dispatch, Gpu, Size, Tensor};
 
@@ -64,10 +64,78 @@ pub fn amp_scale(gpu: &Gpu, data: &Tensor, amp: &Tensor) -> Result<Dispatch> {
     elementwise(gpu, "amp_scale", data, amp)
 }
 
+/// Parameter block of `shaders/amp_check.wgsl`: the element counts of its seven gradients.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct AmpCheckParams {
+    pub n0: u32,
+    pub n1: u32,
+    pub n2: u32,
+    pub n3: u32,
+    pub n4: u32,
+    pub n5: u32,
+    pub n6: u32,
+    pub _pad: u32,
+}
+
+/// Gradients per dispatch of [`amp_check_all`].
+pub const CHECK_GROUP: usize = 7;
+
 /// Flags an overflow in `amp` when any element of `grad` is NaN or infinite (reads
 /// `grad`; only ever sets the flag).
 pub fn amp_check(gpu: &Gpu, grad: &Tensor, amp: &Tensor) -> Result<Dispatch> {
-    elementwise(gpu, "amp_check", grad, amp)
+    let mut d = amp_check_all(gpu, &[grad], amp)?;
+    Ok(d.remove(0))
+}
+
+/// [`amp_check`] for every tensor of `grads`, [`CHECK_GROUP`] per dispatch (record them
+/// all before the optimizer). Error for an empty list, an empty tensor or one that is not
+/// f32.
+pub fn amp_check_all(gpu: &Gpu, grads: &[&Tensor], amp: &Tensor) -> Result<Vec<Dispatch>> {
+    const L: &str = "amp_check";
+    check_state(L, amp)?;
+    if grads.is_empty() {
+        return Err(Error::invalid(L, "no gradients to check"));
+    }
+    let mut out = Vec::new();
+    for group in grads.chunks(CHECK_GROUP) {
+        let mut n = [0u32; CHECK_GROUP];
+        for (i, g) in group.iter().enumerate() {
+            let len = g.numel();
+            g.check(L, "gradient", DType::F32, Size::Len(len))?;
+            if len == 0 || len > u32::MAX as usize {
+                return Err(Error::invalid(
+                    format!("{L} gradient `{}`", g.label),
+                    format!("{len} elements: at least 1 and within u32 indexing"),
+                ));
+            }
+            n[i] = len as u32;
+        }
+        let p = AmpCheckParams {
+            n0: n[0],
+            n1: n[1],
+            n2: n[2],
+            n3: n[3],
+            n4: n[4],
+            n5: n[5],
+            n6: n[6],
+            _pad: 0,
+        };
+        // Unused slots repeat the first gradient (n = 0: never read past index 0).
+        let mut slots: Vec<(u32, &Tensor)> = (0..CHECK_GROUP)
+            .map(|i| (i as u32 + 1, *group.get(i).unwrap_or(&group[0])))
+            .collect();
+        slots.push((8, amp));
+        let longest = n.iter().copied().max().unwrap_or(1) as usize;
+        out.push(gpu.dispatch_slots(
+            &AMP_CHECK,
+            "amp_check_many",
+            &p,
+            &slots,
+            gpu.grid_for(longest),
+        )?);
+    }
+    Ok(out)
 }
 
 /// After the optimizer: halve S (not below [`MIN_SCALE`]) and count a skipped step when

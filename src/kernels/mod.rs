@@ -60,6 +60,7 @@ macro_rules! act {
 }
 
 pub const AMP: ShaderSource = shader!("amp");
+pub const AMP_CHECK: ShaderSource = shader!("amp_check");
 pub const BATCHNORM: ShaderSource = act!("batchnorm", "batchnorm", f32);
 /// Batch norm over f16 activations (f32 statistics, parameters and sums).
 pub const BATCHNORM_F16: ShaderSource = act!("batchnorm_f16", "batchnorm", f16);
@@ -343,6 +344,7 @@ pub const SGD: ShaderSource = shader!("sgd");
 /// Every shader the crate embeds (the portability test checks that this covers `shaders/`).
 pub const ALL_SHADERS: &[ShaderSource] = &[
     AMP,
+    AMP_CHECK,
     BATCHNORM,
     BATCHNORM_F16,
     CAST_F16,
@@ -389,7 +391,7 @@ pub const ALL_SHADERS: &[ShaderSource] = &[
 #[cfg(test)]
 mod params_layout {
     use super::*;
-    use crate::kernels::amp::AmpParams;
+    use crate::kernels::amp::{AmpCheckParams, AmpParams};
     use crate::kernels::batchnorm::BatchNormParams;
     use crate::kernels::cast::CastParams;
     use crate::kernels::conv2d::Conv2dParams;
@@ -616,6 +618,16 @@ mod params_layout {
                 interval,
                 min_scale,
                 max_scale,
+            }),
+            "amp_check" => rust_layout!(AmpCheckParams {
+                n0,
+                n1,
+                n2,
+                n3,
+                n4,
+                n5,
+                n6,
+                _pad,
             }),
             "batchnorm" | "batchnorm_f16" => rust_layout!(BatchNormParams {
                 rows,

@@ -414,3 +414,52 @@ fn cooperative_matrices_can_be_turned_off() {
         "{names:?}"
     );
 }
+
+/// The grouped overflow check over many gradients of assorted sizes (three dispatches, the
+/// last one part-filled): no flag when every value is finite; the flag for one NaN or
+/// infinity in any gradient, at its first or last element, in any slot of any group.
+#[test]
+fn overflow_check_over_many_gradients() {
+    use finegrain::kernels::amp::{amp_check_all, CHECK_GROUP};
+    let Some(g) = gpu() else { return };
+    let sizes = [
+        1usize, 7, 300, 5, 1000, 2, 257, 64, 9, 1, 3000, 11, 8, 513, 6, 77, 2,
+    ];
+    assert!(sizes.len() > 2 * CHECK_GROUP && !sizes.len().is_multiple_of(CHECK_GROUP));
+    let mut r = rng("overflow check many");
+    let data: Vec<Vec<f32>> = sizes.iter().map(|&n| uniform(&mut r, n, 1e4)).collect();
+    let grads: Vec<Tensor> = data
+        .iter()
+        .enumerate()
+        .map(|(i, d)| g.tensor(&format!("grad{i}"), &[d.len()], d).unwrap())
+        .collect();
+    let refs: Vec<&Tensor> = grads.iter().collect();
+    let amp = g.zeros_u32("amp", &[4]).unwrap();
+    let ds = amp_check_all(g, &refs, &amp).unwrap();
+    assert_eq!(ds.len(), sizes.len().div_ceil(CHECK_GROUP));
+    let ds: Vec<_> = ds.iter().collect();
+    let flag = |g: &Gpu| g.download_u32(&amp).unwrap()[AMP_OVERFLOW];
+    g.upload(&amp, &initial_state(1.0)).unwrap();
+    g.run(&ds).unwrap();
+    assert_eq!(flag(g), 0, "all finite");
+    for (i, bad) in [
+        (0, f32::NAN),
+        (6, f32::INFINITY),
+        (7, f32::NEG_INFINITY),
+        (16, f32::NAN),
+    ]
+    .into_iter()
+    .chain([(10, f32::INFINITY), (13, f32::NAN)])
+    {
+        for at in [0, sizes[i] - 1] {
+            let mut d = data[i].clone();
+            d[at] = bad;
+            g.upload(&grads[i], &d).unwrap();
+            g.upload(&amp, &initial_state(1.0)).unwrap();
+            g.run(&ds).unwrap();
+            assert_eq!(flag(g), 1, "{bad} in gradient {i} at {at}");
+            g.upload(&grads[i], &data[i]).unwrap();
+        }
+    }
+    assert!(amp_check_all(g, &[], &amp).is_err());
+}

@@ -13,7 +13,7 @@ use super::params::{Param, ParamId, StateId, StateTensor};
 use super::{MethodConfig, MixedIo, Precision, LOSS_SCALE_INTERVAL};
 use crate::error::Result;
 use crate::gpu::{Dispatch, Gpu, Tensor};
-use crate::kernels::amp::{amp_check, amp_scale, amp_update};
+use crate::kernels::amp::{amp_check_all, amp_scale, amp_update};
 use crate::kernels::batchnorm::{
     batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train, batchnorm_normalize,
     BatchNormBackward, BatchNormEval, BatchNormNormalize, BatchNormTrain,
@@ -340,9 +340,8 @@ impl Recorder<'_> {
     fn optimizer(&self, out: &mut Vec<Dispatch>) -> Result<()> {
         let amp = self.io.amp.as_ref();
         if let Some(amp) = amp {
-            for p in self.params {
-                out.push(amp_check(self.gpu, &p.grad, amp)?);
-            }
+            let grads: Vec<&Tensor> = self.params.iter().map(|p| &p.grad).collect();
+            out.extend(amp_check_all(self.gpu, &grads, amp)?);
         }
         for p in self.params {
             let t = SgdStep {
