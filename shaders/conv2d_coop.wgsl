@@ -60,14 +60,22 @@ fn im2col(pix: u32, r: u32) -> f16 {
     return src_a[((n * p.h + u32(iy)) * p.w + u32(ix)) * p.cin + ci];
 }
 
-// dy reaching the phase's input pixel `row` = (n, jy, jx) through its tap q = (b, d, co):
-// dy[n, ay0 + jy - b, ax0 + jx - d, co], zero outside dy.
-fn dy_at(ph: Phase, row: u32, q: u32) -> f16 {
+// The phase's input pixel `row` as (n, jy, jx).
+fn phase_pixel(ph: Phase, row: u32) -> vec3<u32> {
     let cyx = ph.cy * ph.cx;
     let n = row / cyx;
     let rem = row - n * cyx;
     let jy = rem / ph.cx;
-    let jx = rem - jy * ph.cx;
+    return vec3<u32>(n, jy, rem - jy * ph.cx);
+}
+
+// dy reaching the phase's input pixel `row` = (n, jy, jx) through its tap q = (b, d, co):
+// dy[n, ay0 + jy - b, ax0 + jx - d, co], zero outside dy.
+fn dy_at(ph: Phase, row: u32, q: u32) -> f16 {
+    let px = phase_pixel(ph, row);
+    let n = px.x;
+    let jy = px.y;
+    let jx = px.z;
     let tap = q / p.cout;
     let co = q - tap * p.cout;
     let b = tap / ph.nkx;
@@ -82,14 +90,10 @@ fn dy_at(ph: Phase, row: u32, q: u32) -> f16 {
 
 // dx's flat index of the phase's input pixel `row`, channel `col`.
 fn dx_index(ph: Phase, row: u32, col: u32) -> u32 {
-    let cyx = ph.cy * ph.cx;
-    let n = row / cyx;
-    let rem = row - n * cyx;
-    let jy = rem / ph.cx;
-    let jx = rem - jy * ph.cx;
-    let iy = ph.iy0 + p.stride * jy;
-    let ix = ph.ix0 + p.stride * jx;
-    return ((n * p.h + iy) * p.w + ix) * p.cin + col;
+    let px = phase_pixel(ph, row);
+    let iy = ph.iy0 + p.stride * px.y;
+    let ix = ph.ix0 + p.stride * px.z;
+    return ((px.x * p.h + iy) * p.w + ix) * p.cin + col;
 }
 
 fn coop_a(z: u32, row: u32, k: u32) -> f16 {

@@ -61,94 +61,119 @@ fn tiles() -> Vec<CoopTile> {
     t
 }
 
+/// Every pass, overwriting and accumulating; the forward pass and the data gradient also
+/// with f16 results (mixed precision's activations: the f32 bound plus one f16 rounding,
+/// the start read from f16 when accumulating).
 #[test]
 fn conv2d_coop_passes_match_twins() {
+    use crate::f16_rounded;
+    use finegrain::gpu::DType;
     let Some(g) = gpu() else { return };
     for tile in tiles() {
-        for s in SHAPES {
-            for accumulate in [false, true] {
-                let tag = format!("{} {tile:?} accumulate={accumulate}", name(s));
-                let mut r = rng(&format!("conv2d_coop {tag}"));
-                let x = round_f16(&uniform(&mut r, numel(s.x_shape()), 1.0));
-                let w = round_f16(&uniform(&mut r, numel(s.w_shape()), 1.0));
-                let dy = round_f16(&uniform(&mut r, numel(s.y_shape()), 1.0));
-                let o = CoopConvOptions {
-                    tile: Some(tile),
-                    accumulate,
-                };
-                let tx = g.tensor_f16("x", &s.x_shape(), &x).unwrap();
-                let tw = g.tensor_f16("w", &s.w_shape(), &w).unwrap();
-                let tdy = g.tensor_f16("dy", &s.y_shape(), &dy).unwrap();
-                // Output start: NaN to be overwritten, or values to add to.
-                let start = |r: &mut rand::rngs::StdRng, n: usize| {
-                    if accumulate {
-                        uniform(r, n, 1.0)
-                    } else {
-                        vec![f32::NAN; n]
-                    }
-                };
-                let (x64, w64, dy64) = (f64s(&x), f64s(&w), f64s(&dy));
-
-                if !accumulate {
-                    let ty = g.tensor("y", &s.y_shape(), &start(&mut r, numel(s.y_shape())));
-                    let ty = ty.unwrap();
-                    let t = Conv2dForward {
-                        x: &tx,
-                        w: &tw,
-                        y: &ty,
-                    };
-                    let d = conv2d_forward_coop(g, &t, s.geometry(), &o).unwrap();
-                    g.run(&[&d]).unwrap();
-                    let want = twin::conv2d_forward(s, &x64, &w64);
-                    let sums = twin::conv2d_forward(s, &abs(&x64), &abs(&w64));
-                    let zero = vec![0.0; want.len()];
-                    let tol = bound(s.kh * s.kw * s.cin, &sums, &zero);
-                    let got = g.download(&ty).unwrap();
-                    assert_close(&format!("forward {tag}"), &got, &want, tol, 0.0);
+        for (s, accumulate, out) in SHAPES.iter().flat_map(|s| {
+            [
+                (false, DType::F32),
+                (true, DType::F32),
+                (false, DType::F16),
+                (true, DType::F16),
+            ]
+            .map(|(a, o)| (s, a, o))
+        }) {
+            let tag = format!(
+                "{} {tile:?} accumulate={accumulate} {out:?} result",
+                name(s)
+            );
+            let mut r = rng(&format!("conv2d_coop {tag}"));
+            let x = round_f16(&uniform(&mut r, numel(s.x_shape()), 1.0));
+            let w = round_f16(&uniform(&mut r, numel(s.w_shape()), 1.0));
+            let dy = round_f16(&uniform(&mut r, numel(s.y_shape()), 1.0));
+            let o = CoopConvOptions {
+                tile: Some(tile),
+                accumulate,
+            };
+            let tx = g.tensor_f16("x", &s.x_shape(), &x).unwrap();
+            let tw = g.tensor_f16("w", &s.w_shape(), &w).unwrap();
+            let tdy = g.tensor_f16("dy", &s.y_shape(), &dy).unwrap();
+            // Output start: NaN to be overwritten, or values to add to (as the result's
+            // type holds them).
+            let start = |r: &mut rand::rngs::StdRng, n: usize| {
+                if accumulate {
+                    round_f16(&uniform(r, n, 1.0))
+                } else {
+                    vec![f32::NAN; n]
                 }
+            };
+            let result = |label: &str, shape: [usize; 4], v: &[f32], dtype: DType| match dtype {
+                DType::F16 => g.tensor_f16(label, &shape, v).unwrap(),
+                _ => g.tensor(label, &shape, v).unwrap(),
+            };
+            let tols = |atol: f64, dtype: DType| match dtype {
+                DType::F16 => f16_rounded(atol),
+                _ => (atol, 0.0),
+            };
+            let (x64, w64, dy64) = (f64s(&x), f64s(&w), f64s(&dy));
 
-                let dx0 = start(&mut r, numel(s.x_shape()));
-                let tdx = g.tensor("dx", &s.x_shape(), &dx0).unwrap();
-                let t = Conv2dBackwardData {
-                    dy: &tdy,
-                    w: &tw,
-                    dx: &tdx,
-                };
-                let d = conv2d_backward_data_coop(g, &t, s.geometry(), &o).unwrap();
-                g.run(&[&d]).unwrap();
-                let init = if accumulate {
-                    f64s(&dx0)
-                } else {
-                    vec![0.0; dx0.len()]
-                };
-                let mut want = twin::conv2d_backward_data(s, &dy64, &w64);
-                want.iter_mut().zip(&init).for_each(|(a, b)| *a += b);
-                let sums = twin::conv2d_backward_data(s, &abs(&dy64), &abs(&w64));
-                let tol = bound(s.kh * s.kw * s.cout, &sums, &init);
-                let got = g.download(&tdx).unwrap();
-                assert_close(&format!("data gradient {tag}"), &got, &want, tol, 0.0);
-
-                let dw0 = start(&mut r, numel(s.w_shape()));
-                let tdw = g.tensor("dw", &s.w_shape(), &dw0).unwrap();
-                let t = Conv2dBackwardWeight {
+            if !accumulate {
+                let ty = result("y", s.y_shape(), &start(&mut r, numel(s.y_shape())), out);
+                let t = Conv2dForward {
                     x: &tx,
-                    dy: &tdy,
-                    dw: &tdw,
+                    w: &tw,
+                    y: &ty,
                 };
-                let d = conv2d_backward_weight_coop(g, &t, s.geometry(), &o).unwrap();
+                let d = conv2d_forward_coop(g, &t, s.geometry(), &o).unwrap();
                 g.run(&[&d]).unwrap();
-                let init = if accumulate {
-                    f64s(&dw0)
-                } else {
-                    vec![0.0; dw0.len()]
-                };
-                let mut want = twin::conv2d_backward_weight(s, &x64, &dy64);
-                want.iter_mut().zip(&init).for_each(|(a, b)| *a += b);
-                let sums = twin::conv2d_backward_weight(s, &abs(&x64), &abs(&dy64));
-                let tol = bound(s.n * s.oh() * s.ow(), &sums, &init);
-                let got = g.download(&tdw).unwrap();
-                assert_close(&format!("weight gradient {tag}"), &got, &want, tol, 0.0);
+                let want = twin::conv2d_forward(s, &x64, &w64);
+                let sums = twin::conv2d_forward(s, &abs(&x64), &abs(&w64));
+                let zero = vec![0.0; want.len()];
+                let (atol, rtol) = tols(bound(s.kh * s.kw * s.cin, &sums, &zero), out);
+                let got = g.download(&ty).unwrap();
+                assert_close(&format!("forward {tag}"), &got, &want, atol, rtol);
             }
+
+            let dx0 = start(&mut r, numel(s.x_shape()));
+            let tdx = result("dx", s.x_shape(), &dx0, out);
+            let t = Conv2dBackwardData {
+                dy: &tdy,
+                w: &tw,
+                dx: &tdx,
+            };
+            let d = conv2d_backward_data_coop(g, &t, s.geometry(), &o).unwrap();
+            g.run(&[&d]).unwrap();
+            let init = if accumulate {
+                f64s(&dx0)
+            } else {
+                vec![0.0; dx0.len()]
+            };
+            let mut want = twin::conv2d_backward_data(s, &dy64, &w64);
+            want.iter_mut().zip(&init).for_each(|(a, b)| *a += b);
+            let sums = twin::conv2d_backward_data(s, &abs(&dy64), &abs(&w64));
+            let (atol, rtol) = tols(bound(s.kh * s.kw * s.cout, &sums, &init), out);
+            let got = g.download(&tdx).unwrap();
+            assert_close(&format!("data gradient {tag}"), &got, &want, atol, rtol);
+            if out == DType::F16 {
+                continue; // the weight gradient is f32 only
+            }
+
+            let dw0 = start(&mut r, numel(s.w_shape()));
+            let tdw = g.tensor("dw", &s.w_shape(), &dw0).unwrap();
+            let t = Conv2dBackwardWeight {
+                x: &tx,
+                dy: &tdy,
+                dw: &tdw,
+            };
+            let d = conv2d_backward_weight_coop(g, &t, s.geometry(), &o).unwrap();
+            g.run(&[&d]).unwrap();
+            let init = if accumulate {
+                f64s(&dw0)
+            } else {
+                vec![0.0; dw0.len()]
+            };
+            let mut want = twin::conv2d_backward_weight(s, &x64, &dy64);
+            want.iter_mut().zip(&init).for_each(|(a, b)| *a += b);
+            let sums = twin::conv2d_backward_weight(s, &abs(&x64), &abs(&dy64));
+            let tol = bound(s.n * s.oh() * s.ow(), &sums, &init);
+            let got = g.download(&tdw).unwrap();
+            assert_close(&format!("weight gradient {tag}"), &got, &want, tol, 0.0);
         }
     }
 }
@@ -195,77 +220,5 @@ fn conv2d_coop_refusals() {
             .unwrap()
             .to_string();
         assert!(e.contains("accumulate"), "{e}");
-    }
-}
-
-/// The forward pass and the data gradient with f16 results (mixed precision's
-/// activations): the f32 bound plus one f16 rounding; the data gradient overwriting and
-/// accumulating (read from f16, summed in f32, rounded once), outputs poisoned.
-#[test]
-fn conv2d_coop_f16_results_match_twins() {
-    use crate::f16_rounded;
-    let Some(g) = gpu() else { return };
-    for tile in tiles() {
-        for s in SHAPES {
-            let tag = format!("{} {tile:?} f16 result", name(s));
-            let mut r = rng(&format!("conv2d_coop {tag}"));
-            let x = round_f16(&uniform(&mut r, numel(s.x_shape()), 1.0));
-            let w = round_f16(&uniform(&mut r, numel(s.w_shape()), 1.0));
-            let dy = round_f16(&uniform(&mut r, numel(s.y_shape()), 1.0));
-            let (x64, w64, dy64) = (f64s(&x), f64s(&w), f64s(&dy));
-            let tx = g.tensor_f16("x", &s.x_shape(), &x).unwrap();
-            let tw = g.tensor_f16("w", &s.w_shape(), &w).unwrap();
-            let tdy = g.tensor_f16("dy", &s.y_shape(), &dy).unwrap();
-            let ty = g.zeros_f16("y", &s.y_shape()).unwrap();
-            g.fill(&ty, f32::NAN).unwrap();
-            let o = CoopConvOptions {
-                tile: Some(tile),
-                accumulate: false,
-            };
-            let t = Conv2dForward {
-                x: &tx,
-                w: &tw,
-                y: &ty,
-            };
-            let d = conv2d_forward_coop(g, &t, s.geometry(), &o).unwrap();
-            g.run(&[&d]).unwrap();
-            let want = twin::conv2d_forward(s, &x64, &w64);
-            let sums = twin::conv2d_forward(s, &abs(&x64), &abs(&w64));
-            let zero = vec![0.0; want.len()];
-            let (atol, rtol) = f16_rounded(bound(s.kh * s.kw * s.cin, &sums, &zero));
-            let got = g.download(&ty).unwrap();
-            assert_close(&format!("forward {tag}"), &got, &want, atol, rtol);
-            for accumulate in [false, true] {
-                let dx0 = if accumulate {
-                    round_f16(&uniform(&mut r, numel(s.x_shape()), 1.0))
-                } else {
-                    vec![f32::NAN; numel(s.x_shape())]
-                };
-                let tdx = g.tensor_f16("dx", &s.x_shape(), &dx0).unwrap();
-                let t = Conv2dBackwardData {
-                    dy: &tdy,
-                    w: &tw,
-                    dx: &tdx,
-                };
-                let o = CoopConvOptions {
-                    tile: Some(tile),
-                    accumulate,
-                };
-                let d = conv2d_backward_data_coop(g, &t, s.geometry(), &o).unwrap();
-                g.run(&[&d]).unwrap();
-                let init = if accumulate {
-                    f64s(&dx0)
-                } else {
-                    vec![0.0; dx0.len()]
-                };
-                let mut want = twin::conv2d_backward_data(s, &dy64, &w64);
-                want.iter_mut().zip(&init).for_each(|(a, b)| *a += b);
-                let sums = twin::conv2d_backward_data(s, &abs(&dy64), &abs(&w64));
-                let (atol, rtol) = f16_rounded(bound(s.kh * s.kw * s.cout, &sums, &init));
-                let got = g.download(&tdx).unwrap();
-                let what = format!("data gradient accumulate={accumulate} {tag}");
-                assert_close(&what, &got, &want, atol, rtol);
-            }
-        }
     }
 }
