@@ -884,7 +884,7 @@ fn bench_steps(gpu: &Gpu, a: &Args, rng: &mut impl Rng) -> finegrain::Result<()>
         }
     }
     println!(
-        "\n| training step {} {}px batch {}, {} classes, DB+GCE ({gflop:.0} GFLOP of \
+        "\n| training step {} {}px batch {}, {} classes, DB+GCE ({gflop:.1} GFLOP of \
          convolutions and head) | kernels | ms | images/s | TFLOP/s |\n|---|---|---:|---:|---:|",
         a.step_model, a.step_size, a.step_batch, a.step_classes
     );

@@ -296,6 +296,20 @@ impl Topology {
 mod tests {
     use super::*;
 
+    /// The paper's step: torchvision counts ResNet-50 at 4.09 G multiply-adds per 224 px
+    /// image, so at 448 px 16.4 G; three passes (less the stem's data gradient) and the
+    /// 2048 -> 200 head over 14 x 14, times 16 images, come to about 1.57 TFLOP (what the
+    /// issue quotes PyTorch's step at).
+    #[test]
+    fn training_gflop_of_the_papers_step() {
+        let cfg = ModelConfig::preset("resnet50", 3, 448, 200).unwrap();
+        let g = Topology::new(&cfg, 16).unwrap().training_gflop();
+        assert!((1560.0..1590.0).contains(&g), "{g} GFLOP");
+        // Linear in the batch.
+        let one = Topology::new(&cfg, 1).unwrap().training_gflop();
+        assert!((g / one - 16.0).abs() < 1e-9);
+    }
+
     #[test]
     fn resnet50_has_the_torchvision_layout() {
         let cfg = ModelConfig::preset("resnet50", 3, 224, 10).unwrap();
