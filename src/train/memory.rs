@@ -1,8 +1,9 @@
 //! The memory plan of a [`Network`](super::Network): every GPU buffer it allocates, named,
-//! sized and put in a category, computed from the model, the batch size, the mode and the
-//! adapter class alone (no device). [`ActivationLayout`] is where the activations and
-//! their gradients share storage by liveness; `Network::build` allocates by it, so the
-//! sharing rules live here and only here.
+//! sized and put in a category, computed from the model, the batch size, the mode, the
+//! precision (f16 activations in mixed precision) and the adapter class alone (no device).
+//! [`ActivationLayout`] is where the activations and their gradients share storage by
+//! liveness; `Network::build` allocates by it, so the sharing rules live here and only
+//! here.
 //!
 //! What the plan counts: every storage buffer the network creates, including the scratch
 //! buffers its kernels' launchers create and keep alive in their bind groups (batch-norm
@@ -14,7 +15,7 @@
 //!
 //! ```
 //! use finegrain::model::ModelConfig;
-//! use finegrain::train::memory::{AdapterClass, MemoryPlan};
+//! use finegrain::train::memory::{AdapterClass, Category, MemoryPlan};
 //! use finegrain::train::NetMode;
 //! use finegrain::train::TrainConfig;
 //!
@@ -25,6 +26,18 @@
 //! let train = MemoryPlan::new(&model, 8, NetMode::Train, AdapterClass::GPU, &method).unwrap();
 //! let infer = MemoryPlan::new(&model, 8, NetMode::Inference, AdapterClass::GPU, &method).unwrap();
 //! assert!(infer.total_bytes() < train.total_bytes() / 2);
+//! // Mixed precision stores activations and their gradients in f16: half the bytes.
+//! let mixed = MemoryPlan::with_precision(
+//!     &model,
+//!     8,
+//!     NetMode::Train,
+//!     AdapterClass::GPU,
+//!     &method,
+//!     finegrain::train::Precision::Mixed,
+//! )
+//! .unwrap();
+//! let z = |p: &MemoryPlan| p.category_bytes(Category::ConvOutputs);
+//! assert_eq!(2 * z(&mixed), z(&train));
 //! println!("{}", train.markdown_table());
 //! ```
 
