@@ -1,5 +1,5 @@
-//! Conversions between f32 and f16 tensors, with a scale (`shaders/cast_f16.wgsl`,
-//! `shaders/cast_f32.wgsl`): the f16 copies of mixed precision and the way back.
+//! Conversions between f32 and f16 tensors, with a scale (`shaders/cast.wgsl`): the f16
+//! copies of mixed precision and the way back.
 
 use super::{CAST_F16, CAST_F32};
 use crate::error::{Error, Result};
@@ -20,9 +20,9 @@ pub struct CastParams {
 pub fn cast(gpu: &Gpu, src: &Tensor, dst: &Tensor, scale: f32) -> Result<Dispatch> {
     const L: &str = "cast";
     let n = src.numel();
-    let (shader, entry) = match (src.dtype, dst.dtype) {
-        (DType::F32, DType::F16) => (&CAST_F16, "cast_f16"),
-        (DType::F16, DType::F32) => (&CAST_F32, "cast_f32"),
+    let shader = match (src.dtype, dst.dtype) {
+        (DType::F32, DType::F16) => &CAST_F16,
+        (DType::F16, DType::F32) => &CAST_F32,
         (a, b) => {
             return Err(Error::invalid(
                 format!("{L} `{}` -> `{}`", src.label, dst.label),
@@ -42,5 +42,5 @@ pub fn cast(gpu: &Gpu, src: &Tensor, dst: &Tensor, scale: f32) -> Result<Dispatc
         scale,
         _pad: [0; 2],
     };
-    gpu.dispatch(shader, entry, &p, &[src, dst], gpu.grid_for(n))
+    gpu.dispatch(shader, "cast_values", &p, &[src, dst], gpu.grid_for(n))
 }

@@ -141,13 +141,23 @@ pub const CONV2D_IO_F16: ShaderSource = ShaderSource {
         include_str!("../../shaders/conv2d_io_f16.wgsl")
     ),
 };
+/// `shaders/cast.wgsl` f32 -> f16 (overflow to infinities).
 pub const CAST_F16: ShaderSource = ShaderSource {
     name: "cast_f16",
-    source: concat!("enable f16; ", include_str!("../../shaders/cast_f16.wgsl")),
+    source: concat!(
+        "enable f16; ",
+        include_str!("../../shaders/cast.wgsl"),
+        "\nalias SRC = f32;\nalias DST = f16;\nconst NARROW: bool = true;\n"
+    ),
 };
+/// `shaders/cast.wgsl` f16 -> f32.
 pub const CAST_F32: ShaderSource = ShaderSource {
     name: "cast_f32",
-    source: concat!("enable f16; ", include_str!("../../shaders/cast_f32.wgsl")),
+    source: concat!(
+        "enable f16; ",
+        include_str!("../../shaders/cast.wgsl"),
+        "\nalias SRC = f16;\nalias DST = f32;\nconst NARROW: bool = false;\n"
+    ),
 };
 pub const DIVERSIFY: ShaderSource = shader!("diversify");
 pub const ELEMENTWISE: ShaderSource = act!("elementwise", "elementwise", f32);

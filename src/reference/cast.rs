@@ -1,4 +1,4 @@
-//! Twins of `shaders/cast_f16.wgsl` and `shaders/cast_f32.wgsl`.
+//! Twins of `shaders/cast.wgsl` (f32 -> f16 and f16 -> f32).
 
 /// `x * scale` rounded to the nearest f16 (ties to even), magnitudes that round past 65504
 /// as infinities of their sign, NaN as NaN; returned as the f32 values the f16s hold.
