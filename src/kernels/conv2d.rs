@@ -4,6 +4,10 @@
 //!
 //! Layouts: x (N, H, W, Cin), w (KH, KW, Cin, Cout), y (N, OH, OW, Cout), f32, contiguous.
 
+use super::conv2d_coop::{
+    conv2d_backward_data_coop, conv2d_backward_weight_coop, conv2d_forward_coop, CoopConvOptions,
+    CoopTile,
+};
 use super::{
     CONV2D, CONV2D_F16, CONV2D_F16_OUT, CONV2D_SUBGROUP, CONV2D_SUBGROUP_F16,
     CONV2D_SUBGROUP_F16_OUT,
@@ -416,9 +420,21 @@ pub struct Conv2dOptions<'a> {
     /// it before the next layer writes it); `None`: the dispatches own one. Refused by the
     /// other passes.
     pub scratch: Option<&'a Tensor>,
+    /// Run the pass on the GPU's matrix units with this tile instead
+    /// ([`super::conv2d_coop`]: f16 operands; `kernel`, `splits` and `scratch` do not apply
+    /// there); `None`: the kernel family.
+    pub coop: Option<CoopTile>,
 }
 
 impl Conv2dOptions<'_> {
+    /// The cooperative-matrix options of a pass these options send there.
+    fn coop_options(&self) -> Option<CoopConvOptions> {
+        self.coop.map(|tile| CoopConvOptions {
+            tile: Some(tile),
+            accumulate: self.accumulate,
+        })
+    }
+
     /// The kernel family these options pick on `gpu`, after checking that `gpu` runs it
     /// and that the pass (`launcher`) takes every option set: `accumulate` only the
     /// backward passes, `splits` and `scratch` only the weight gradient.
@@ -455,6 +471,9 @@ pub fn conv2d_forward(
     o: &Conv2dOptions,
 ) -> Result<Dispatch> {
     const L: &str = "conv2d_forward";
+    if let Some(c) = o.coop_options() {
+        return conv2d_forward_coop(gpu, t, g, &c);
+    }
     let s = Conv2dShape::of(L, (t.x, "x"), (t.w, "w"), g)?;
     let kernel = o.kernel(gpu, L, false, false)?;
     let (dt, out, module, sg_module) = modules(t.x.dtype, t.y.dtype, true);
@@ -502,6 +521,9 @@ pub fn conv2d_backward_data(
     o: &Conv2dOptions,
 ) -> Result<Dispatch> {
     const L: &str = "conv2d_backward_data";
+    if let Some(c) = o.coop_options() {
+        return conv2d_backward_data_coop(gpu, t, g, &c);
+    }
     let s = Conv2dShape::of(L, (t.dx, "dx"), (t.w, "w"), g)?;
     let kernel = o.kernel(gpu, L, true, false)?;
     let (dt, out, module, sg_module) = modules(t.dy.dtype, t.dx.dtype, true);
@@ -632,6 +654,9 @@ pub fn conv2d_backward_weight(
     o: &Conv2dOptions,
 ) -> Result<Vec<Dispatch>> {
     const L: &str = "conv2d_backward_weight";
+    if let Some(c) = o.coop_options() {
+        return Ok(vec![conv2d_backward_weight_coop(gpu, t, g, &c)?]);
+    }
     let s = Conv2dShape::of(L, (t.x, "x"), (t.dw, "dw"), g)?;
     let (dt, _, module, sg_module) = modules(t.x.dtype, DType::F32, false);
     s.check_typed(

@@ -211,6 +211,19 @@ fn conv2d_coop_refusals() {
         }
     }
     if let Some(tile) = CoopTile::best(g) {
+        // The usual launcher sends a pass there when its options name a tile.
+        let x16 = g.zeros_f16("x16", &s.x_shape()).unwrap();
+        let t16 = Conv2dForward {
+            x: &x16,
+            w: &w,
+            y: &y,
+        };
+        let o = finegrain::kernels::conv2d::Conv2dOptions {
+            coop: Some(tile),
+            ..Default::default()
+        };
+        let d = finegrain::kernels::conv2d::conv2d_forward(g, &t16, s.geometry(), &o).unwrap();
+        assert!(d.name.starts_with("conv2d_coop"), "{}", d.name);
         let o = CoopConvOptions {
             tile: Some(tile),
             accumulate: true,

@@ -23,10 +23,7 @@ use crate::kernels::conv2d::{
     conv2d_backward_data, conv2d_backward_weight, conv2d_forward, Conv2dBackwardData,
     Conv2dBackwardWeight, Conv2dForward, Conv2dOptions,
 };
-use crate::kernels::conv2d_coop::{
-    conv2d_backward_data_coop, conv2d_backward_weight_coop, conv2d_forward_coop, CoopConvOptions,
-    CoopTile,
-};
+use crate::kernels::conv2d_coop::CoopTile;
 use crate::kernels::elementwise::{add_inplace, add_relu_inplace, relu_backward_inplace};
 use crate::kernels::pool::{maxpool_backward, maxpool_forward, MaxPoolBackward, MaxPoolForward};
 use crate::kernels::sgd::{sgd_step, SgdOptions, SgdStep};
@@ -378,22 +375,12 @@ impl Recorder<'_> {
             w: self.weight(p.weight),
             y: &u.z,
         };
-        out.push(match self.coop() {
-            Some(tile) => {
-                let o = CoopConvOptions {
-                    tile: Some(tile),
-                    accumulate: false,
-                };
-                conv2d_forward_coop(g, &t, u.conv.geometry(), &o)?
-            }
-            None => {
-                let o = Conv2dOptions {
-                    kernel: Some(self.class.conv),
-                    ..Default::default()
-                };
-                conv2d_forward(g, &t, u.conv.geometry(), &o)?
-            }
-        });
+        let o = Conv2dOptions {
+            kernel: Some(self.class.conv),
+            coop: self.coop(),
+            ..Default::default()
+        };
+        out.push(conv2d_forward(g, &t, u.conv.geometry(), &o)?);
         let (gamma, beta) = (&self.param(p.gamma).value, &self.param(p.beta).value);
         let (rm, rv) = (self.state(p.running_mean), self.state(p.running_var));
         if train {
@@ -469,39 +456,26 @@ impl Recorder<'_> {
             dy: &u.dz,
             dw: &w.grad,
         };
-        let geo = u.conv.geometry();
-        let coop = |accumulate| CoopConvOptions {
-            tile: self.coop(),
-            accumulate,
+        let o = Conv2dOptions {
+            kernel: Some(self.class.conv),
+            scratch: self.scratch,
+            coop: self.coop(),
+            ..Default::default()
         };
-        match self.coop() {
-            Some(_) => out.push(conv2d_backward_weight_coop(g, &t, geo, &coop(false))?),
-            None => {
-                let o = Conv2dOptions {
-                    kernel: Some(self.class.conv),
-                    scratch: self.scratch,
-                    ..Default::default()
-                };
-                out.extend(conv2d_backward_weight(g, &t, geo, &o)?);
-            }
-        }
+        out.extend(conv2d_backward_weight(g, &t, u.conv.geometry(), &o)?);
         if let Some((dx, accumulate)) = dx {
             let t = Conv2dBackwardData {
                 dy: &u.dz,
                 w: self.weight(u.params.weight),
                 dx,
             };
-            out.push(match self.coop() {
-                Some(_) => conv2d_backward_data_coop(g, &t, geo, &coop(accumulate))?,
-                None => {
-                    let o = Conv2dOptions {
-                        kernel: Some(self.class.conv),
-                        accumulate,
-                        ..Default::default()
-                    };
-                    conv2d_backward_data(g, &t, geo, &o)?
-                }
-            });
+            let o = Conv2dOptions {
+                kernel: Some(self.class.conv),
+                accumulate,
+                coop: self.coop(),
+                ..Default::default()
+            };
+            out.push(conv2d_backward_data(g, &t, u.conv.geometry(), &o)?);
         }
         Ok(())
     }
