@@ -164,73 +164,61 @@ pub fn head_backward(gpu: &Gpu, t: &HeadBackward) -> Result<Vec<Dispatch>> {
         .check(L, "dfeat", t.feat.dtype, Size::Shape(&t.feat.shape))?;
     t.dweight
         .check(L, "dweight", DType::F32, Size::Shape(&[d, c]))?;
-    if t.feat.dtype == DType::F16 {
-        let Some(h) = &t.half else {
+    // Mixed precision: the GEMMs read dmaps rounded to f16 and write dfeat through an f32
+    // scratch, rounded after.
+    let half = match (t.feat.dtype, &t.half) {
+        (DType::F16, Some(h)) => {
+            h.dmaps
+                .check(L, "f16 dmaps", DType::F16, Size::Shape(&t.dmaps.shape))?;
+            h.dfeat
+                .check(L, "f32 dfeat", DType::F32, Size::Shape(&t.feat.shape))?;
+            Some(h)
+        }
+        (DType::F16, None) => {
             return Err(Error::invalid(
                 L,
                 format!(
                     "f16 features `{}` need the f16 scratch (HeadBackward::half)",
                     t.feat.label
                 ),
-            ));
-        };
-        h.dmaps
-            .check(L, "f16 dmaps", DType::F16, Size::Shape(&t.dmaps.shape))?;
-        h.dfeat
-            .check(L, "f32 dfeat", DType::F32, Size::Shape(&t.feat.shape))?;
-        let trans_b = GemmOptions {
-            trans_b: true,
-            ..Default::default()
-        };
-        let trans_a = GemmOptions {
-            trans_a: true,
-            ..Default::default()
-        };
-        let data = Gemm {
-            a: h.dmaps,
-            b: t.weight,
-            c: h.dfeat,
-        };
-        let wgrad = Gemm {
-            a: t.feat,
-            b: h.dmaps,
-            c: t.dweight,
-        };
-        return Ok(vec![
-            cast(gpu, t.dmaps, h.dmaps, 1.0)?,
-            gemm(gpu, &data, &trans_b)?,
-            cast(gpu, h.dfeat, t.dfeat, 1.0)?,
-            gemm(gpu, &wgrad, &trans_a)?,
-            column_sum(gpu, t.dmaps, t.dbias, false)?,
-        ]);
+            ))
+        }
+        _ => None,
+    };
+    let (dmaps, dfeat) = half.map_or((t.dmaps, t.dfeat), |h| (h.dmaps, h.dfeat));
+    let mut out = Vec::new();
+    if let Some(h) = half {
+        out.push(cast(gpu, t.dmaps, h.dmaps, 1.0)?);
     }
     // dfeat (rows, D) = dmaps (rows, C) x weight^T: weight (D, C) is B stored (n, k),
     // used transposed.
     let data = Gemm {
-        a: t.dmaps,
+        a: dmaps,
         b: t.weight,
-        c: t.dfeat,
+        c: dfeat,
     };
     let data_o = GemmOptions {
         trans_b: true,
         ..Default::default()
     };
+    out.push(gemm(gpu, &data, &data_o)?);
+    if let Some(h) = half {
+        out.push(cast(gpu, h.dfeat, t.dfeat, 1.0)?);
+    }
     // dweight (D, C) = feat^T x dmaps (rows, C): feat (rows, D) is A stored (k, m), used
     // transposed.
     let wgrad = Gemm {
         a: t.feat,
-        b: t.dmaps,
+        b: dmaps,
         c: t.dweight,
     };
     let wgrad_o = GemmOptions {
         trans_a: true,
         ..Default::default()
     };
-    Ok(vec![
-        gemm(gpu, &data, &data_o)?,
-        gemm(gpu, &wgrad, &wgrad_o)?,
-        column_sum(gpu, t.dmaps, t.dbias, false)?,
-    ])
+    out.push(gemm(gpu, &wgrad, &wgrad_o)?);
+    out.push(column_sum(gpu, t.dmaps, t.dbias, false)?);
+    Ok(out)
 }
 
 /// `dst (cols) = (accumulate ? dst : 0) + sum over r of src (rows, cols)[r, :]`, summed in
