@@ -12,7 +12,7 @@
 use crate::data::{Augment, Normalize, TrainCrop};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::kernels::amp::{AMP_SCALE, AMP_SKIPPED, MAX_SCALE, MIN_SCALE};
+use crate::kernels::amp::{valid_scale, AMP_SCALE, AMP_SKIPPED, MAX_SCALE, MIN_SCALE};
 use crate::model::ModelConfig;
 use crate::train::network::{NetMode, Network, ParamLayout, Precision};
 use crate::train::run::Progress;
@@ -399,8 +399,7 @@ impl Metadata {
                 }
                 (Some(a), true) => {
                     let scale = f32::from_bits(a[AMP_SCALE]);
-                    let pow2 = scale.is_normal() && a[AMP_SCALE] & 0x007f_ffff == 0;
-                    if !(pow2 && (MIN_SCALE..=MAX_SCALE).contains(&scale)) {
+                    if !valid_scale(scale) {
                         return bad(format!(
                             "`amp` loss scale {scale} is not a power of two in \
                              [{MIN_SCALE}, {MAX_SCALE}]"

@@ -31,6 +31,14 @@ pub const AMP_LEN: usize = 4;
 pub const MIN_SCALE: f32 = 1.0;
 pub const MAX_SCALE: f32 = 16_777_216.0; // 2^24
 
+/// Whether `scale` is a loss scale [`amp_update`] can hold: a power of two in
+/// [[`MIN_SCALE`], [`MAX_SCALE`]] (a normal number with no mantissa bits).
+pub fn valid_scale(scale: f32) -> bool {
+    scale.is_normal()
+        && scale.to_bits() & 0x007f_ffff == 0
+        && (MIN_SCALE..=MAX_SCALE).contains(&scale)
+}
+
 /// The state's initial words for loss scale `scale` (a power of two): no clean steps, none
 /// skipped, no overflow.
 pub fn initial_state(scale: f32) -> [u32; AMP_LEN] {

@@ -125,10 +125,8 @@ pub struct StepStats {
     /// Mixed precision: whether the optimizer skipped this step (a gradient overflowed at
     /// the loss scale; the scale was halved).
     pub skipped: bool,
-    /// Mixed precision: the loss scale after this step (1 in f32).
-    pub loss_scale: f32,
-    /// The step ran in mixed precision (with loss scaling).
-    pub mixed: bool,
+    /// Mixed precision: the loss scale after this step (`None` in f32).
+    pub loss_scale: Option<f32>,
 }
 
 /// Steps in flight before the oldest step's statistics are read back.
@@ -146,8 +144,9 @@ pub struct Trainer {
     /// Host-readable copy of `net.scores`, reused by every evaluation batch.
     scores_staging: wgpu::Buffer,
     pending: VecDeque<(u64, usize, wgpu::SubmissionIndex)>,
-    /// Mixed precision: skipped steps counted up to the last step read back.
-    skipped_total: u32,
+    /// Mixed precision: the loss-scaling state after the last step read back (staged with
+    /// its statistics), or as set before the first.
+    amp_last: Option<[u32; 4]>,
 }
 
 /// Bytes of each step's staged statistics: the loss statistics (f32 x 4), then the
@@ -176,12 +175,14 @@ impl Trainer {
             config.precision,
         )?;
         allocated(gpu, model, config.batch, at, &method)?;
-        if let Some(amp) = &net.amp {
-            gpu.upload(
-                amp,
-                &crate::kernels::amp::initial_state(network::LOSS_SCALE_INIT),
-            )?;
-        }
+        let amp_last = match &net.amp {
+            Some(amp) => {
+                let state = crate::kernels::amp::initial_state(network::LOSS_SCALE_INIT);
+                gpu.upload(amp, &state)?;
+                Some(state)
+            }
+            None => None,
+        };
         let spe = steps_per_epoch.max(1);
         let schedule = LrSchedule {
             base_lr: config.lr,
@@ -204,7 +205,7 @@ impl Trainer {
                 staging,
                 scores_staging,
                 pending: VecDeque::new(),
-                skipped_total: 0,
+                amp_last,
             },
             note,
         ))
@@ -322,15 +323,15 @@ impl Trainer {
                 self.schedule.lr(step)
             )));
         }
-        let (skipped, loss_scale) = match &self.net.amp {
-            Some(_) => {
-                // The skip counter of this step against the one before it.
-                let total = amp[crate::kernels::amp::AMP_SKIPPED];
-                let skipped = total > self.skipped_total;
-                self.skipped_total = total;
-                (skipped, f32::from_bits(amp[crate::kernels::amp::AMP_SCALE]))
+        let (skipped, loss_scale) = match self.amp_last {
+            Some(before) => {
+                // This step's skip counter against the one before it.
+                let k = crate::kernels::amp::AMP_SKIPPED;
+                self.amp_last = Some(amp);
+                let scale = f32::from_bits(amp[crate::kernels::amp::AMP_SCALE]);
+                (amp[k] > before[k], Some(scale))
             }
-            None => (false, 1.0),
+            None => (false, None),
         };
         Ok(StepStats {
             step,
@@ -340,22 +341,18 @@ impl Trainer {
             images: n,
             skipped,
             loss_scale,
-            mixed: self.net.amp.is_some(),
         })
     }
 
-    /// Mixed precision: the loss-scaling state on the GPU (after the steps submitted so far;
-    /// read back, so call it between steps, e.g. at a checkpoint). `None` in f32.
-    pub fn amp_state(&self, gpu: &Gpu) -> Result<Option<[u32; 4]>> {
-        let Some(amp) = &self.net.amp else {
-            return Ok(None);
-        };
-        let v = gpu.download_u32(amp)?;
-        Ok(v.try_into().ok())
+    /// Mixed precision: the loss-scaling state after the last step read back (it comes
+    /// with each step's statistics, so no extra readback; after [`Trainer::drain`], the
+    /// state now). `None` in f32.
+    pub fn amp_state(&self) -> Option<[u32; 4]> {
+        self.amp_last
     }
 
     /// Mixed precision: continue from a saved loss-scaling state (a resumed run); an error
-    /// in f32 or for a scale that is not a positive power of two.
+    /// in f32 or for a scale [`crate::kernels::amp::valid_scale`] refuses.
     pub fn set_amp_state(&mut self, gpu: &Gpu, state: [u32; 4]) -> Result<()> {
         let Some(amp) = &self.net.amp else {
             return Err(Error::invalid(
@@ -364,16 +361,15 @@ impl Trainer {
             ));
         };
         let scale = f32::from_bits(state[crate::kernels::amp::AMP_SCALE]);
-        // A power of two: a positive normal number with no mantissa bits.
-        if !(scale.is_normal() && scale > 0.0 && scale.to_bits() & 0x007f_ffff == 0) {
+        if !crate::kernels::amp::valid_scale(scale) {
             return Err(Error::invalid(
                 "loss-scaling state",
-                format!("loss scale {scale} is not a positive power of two"),
+                format!("loss scale {scale} is not a power of two in the scaler's range"),
             ));
         }
         // The flag is always clear between steps.
         let state = [state[0], state[1], state[2], 0];
-        self.skipped_total = state[crate::kernels::amp::AMP_SKIPPED];
+        self.amp_last = Some(state);
         gpu.upload(amp, &state)
     }
 

@@ -509,7 +509,7 @@ impl<'g> Run<'g> {
                         step: self.trainer.step,
                         epoch,
                         batch: batch_index,
-                        amp: self.trainer.amp_state(gpu)?,
+                        amp: self.trainer.amp_state(),
                     };
                     self.save(observer)?;
                 }
@@ -524,7 +524,7 @@ impl<'g> Run<'g> {
             step: self.trainer.step,
             epoch: if done { epoch + 1 } else { epoch },
             batch: if done { 0 } else { batch_index },
-            amp: self.trainer.amp_state(gpu)?,
+            amp: self.trainer.amp_state(),
         };
         self.save(observer)?;
         let eval = match &self.test {
@@ -623,8 +623,8 @@ impl EpochTotals {
         self.images += s.images;
         self.steps += 1;
         self.skipped_steps += s.skipped as u64;
-        if s.mixed {
-            self.loss_scale = Some(s.loss_scale);
+        if s.loss_scale.is_some() {
+            self.loss_scale = s.loss_scale;
         }
         summary.step_losses.push((s.step, s.loss));
         observer.event(&Event::StepStats(s));
