@@ -15,6 +15,15 @@ pub enum DType {
 }
 
 impl DType {
+    /// F16 for F16, else F32: the element type of a launcher that takes either (its checks
+    /// then name a tensor of any other type).
+    pub fn float(self) -> DType {
+        match self {
+            DType::F16 => DType::F16,
+            _ => DType::F32,
+        }
+    }
+
     /// Bytes per element.
     pub fn size(self) -> u64 {
         match self {

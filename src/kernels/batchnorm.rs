@@ -220,10 +220,7 @@ impl BatchNormShape {
         acts: &[(&Tensor, &str)],
         chans: &[(&Tensor, &str)],
     ) -> Result<&'static ShaderSource> {
-        let act = match x.dtype {
-            DType::F16 => DType::F16,
-            _ => DType::F32,
-        };
+        let act = x.dtype.float();
         for (t, role) in acts {
             t.check(launcher, role, act, Size::Shape(&x.shape))?;
         }

@@ -293,9 +293,6 @@ fn bcast_grid(gpu: &Gpu, rows: usize, chans: usize, kernel: Conv2dKernel) -> [u3
     [chans.div_ceil(kernel.block()) as u32, g[0], g[1]]
 }
 
-/// The element type of a pass's operands (f16: the f16-storage kernels, which widen each
-/// load to f32 and compute as the f32 ones do) and the shader modules holding its entry
-/// points: (the tiled and broadcast kernels' module, the subgroup kernels').
 /// The operands' and the result's dtypes of a pass whose first operand is `operand` and
 /// whose result is `out`, and its (tiled / broadcast, subgroup) modules: f32 operands give
 /// an f32 result; f16 operands an f32 or an f16 one (`allow_f16_out`: the forward pass and

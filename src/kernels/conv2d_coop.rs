@@ -64,14 +64,6 @@ fn pass(
     Ok((tile, shader))
 }
 
-/// f16 when `t` holds f16, else f32 (the shape check names any other dtype).
-fn out_dtype(t: &crate::gpu::Tensor) -> DType {
-    match t.dtype {
-        DType::F16 => DType::F16,
-        _ => DType::F32,
-    }
-}
-
 /// The pass's dispatch: the GEMM (m, n, k), or `batch` of them of at most m rows each (the
 /// data gradient's stride phases).
 fn dispatch(
@@ -99,7 +91,7 @@ pub fn conv2d_forward_coop(
 ) -> Result<Dispatch> {
     const L: &str = "conv2d_forward_coop";
     let s = Conv2dShape::of(L, (t.x, "x"), (t.w, "w"), g)?;
-    let out = out_dtype(t.y);
+    let out = t.y.dtype.float();
     let kernel = pass(gpu, L, o, false, (0, out))?;
     s.check_typed(
         L,
@@ -133,7 +125,7 @@ pub fn conv2d_backward_data_coop(
 ) -> Result<Dispatch> {
     const L: &str = "conv2d_backward_data_coop";
     let s = Conv2dShape::of(L, (t.dx, "dx"), (t.w, "w"), g)?;
-    let out = out_dtype(t.dx);
+    let out = t.dx.dtype.float();
     let kernel = pass(gpu, L, o, true, (1, out))?;
     s.check_typed(
         L,

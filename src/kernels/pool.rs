@@ -128,7 +128,7 @@ impl MaxPoolShape {
     /// The shape of a max pool of `input` (N, H, W, C) (its role in `launcher`), validated.
     pub fn of(launcher: &str, input: (&Tensor, &str), win: MaxPoolWindow) -> Result<MaxPoolShape> {
         let (t, role) = input;
-        let [n, h, w, c] = dims_of(launcher, role, t, act_dtype(t), ["N", "H", "W", "C"])?;
+        let [n, h, w, c] = dims_of(launcher, role, t, t.dtype.float(), ["N", "H", "W", "C"])?;
         let s = MaxPoolShape {
             n,
             h,
@@ -140,15 +140,6 @@ impl MaxPoolShape {
         };
         s.validate()?;
         Ok(s)
-    }
-}
-
-/// The value dtype of a launch whose first tensor is `t`: f16, else f32 (the check then
-/// names any other dtype).
-fn act_dtype(t: &Tensor) -> DType {
-    match t.dtype {
-        DType::F16 => DType::F16,
-        _ => DType::F32,
     }
 }
 

@@ -101,10 +101,7 @@ fn head_dims(
     bias: &Tensor,
     maps: (&Tensor, &str),
 ) -> Result<(usize, usize, usize)> {
-    let operands = match weight.dtype {
-        DType::F16 => DType::F16,
-        _ => DType::F32,
-    };
+    let operands = weight.dtype.float();
     let [d, c] = dims_of(launcher, "weight", weight, operands, ["D", "C"])?;
     let rows = rows_typed(launcher, "feat", feat, d, operands)?;
     dims(launcher, &[("rows", rows), ("C", c)])?;
