@@ -43,8 +43,12 @@
 // Channels per workgroup: two per lane of an 8-wide subgroup.
 const CB: u32 = 16u;
 
+// The quiet NaN is built from the runtime subgroup size (min(.., 0u) is always 0): a NaN
+// written as a constant expression is a shader-creation error in WGSL, which naga lets
+// through but Tint (Chrome's compiler) rejects.
 fn nan_unless_8(v: f32, subgroup_size: u32) -> f32 {
-    return select(bitcast<f32>(0x7fc00000u), v, subgroup_size == 8u);
+    let quiet_nan = bitcast<f32>(0x7fc00000u + min(subgroup_size, 0u));
+    return select(quiet_nan, v, subgroup_size == 8u);
 }
 
 // acc[j] += v * (channel j of the block), the block's channels j and j + 8 held by lane j

@@ -497,6 +497,12 @@ impl Checkpoint {
     /// [`Checkpoint::load_into`], against the network built from the model.
     pub fn open(path: &Path) -> Result<Checkpoint> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Checkpoint::from_bytes(path, bytes)
+    }
+
+    /// [`Checkpoint::open`] for a checkpoint already in memory (a file a web page was given,
+    /// or fetched); `path` names it in errors. The same checks.
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Checkpoint> {
         let st = SafeTensors::deserialize(&bytes)
             .map_err(|e| Error::format(path, format!("not a safetensors file: {e}")))?;
         let (_, header) = SafeTensors::read_metadata(&bytes)

@@ -21,7 +21,7 @@
 //! ```
 
 use crate::checkpoint::Checkpoint;
-use crate::data::{open_dataset, read_image, Augment, DataOptions, Dataset, ImageU8, Split};
+use crate::data::{decode_image, open_dataset, Augment, DataOptions, Dataset, ImageU8, Split};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::train::{EvalReport, Precision, Predictor};
@@ -209,9 +209,16 @@ impl Classifier {
     /// Decode an image file and preprocess it as the checkpoint's test images were. A
     /// decoder that panics on a malformed file gives an error naming the file.
     pub fn prepare(&self, path: &Path) -> Result<Vec<f32>> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        self.prepare_bytes(path, &bytes)
+    }
+
+    /// [`Classifier::prepare`] for an image file already in memory (one a web page was
+    /// given); `path` names it in errors.
+    pub fn prepare_bytes(&self, path: &Path, bytes: &[u8]) -> Result<Vec<f32>> {
         let aug = &self.preprocessing;
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let (data, width, height) = read_image(path, aug.channels)?;
+            let (data, width, height) = decode_image(path, bytes, aug.channels)?;
             let src = ImageU8 {
                 data: &data,
                 width,
@@ -233,6 +240,7 @@ impl Classifier {
     }
 
     /// [`Classifier::prepare`] for every file, on `threads` threads; results in file order.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn prepare_all(&self, files: &[PathBuf], threads: usize) -> Vec<Result<Vec<f32>>> {
         let per = files.len().div_ceil(threads.max(1)).max(1);
         std::thread::scope(|s| {
@@ -276,6 +284,19 @@ impl Classifier {
         top_k: usize,
         maps: usize,
     ) -> Result<Vec<(Prediction, Vec<ClassMap>)>> {
+        pollster::block_on(self.classify_with_maps_async(gpu, inputs, top_k, maps))
+    }
+
+    /// [`Classifier::classify_with_maps`] as a future: the one implementation, which a web
+    /// page awaits (the browser hands back GPU results only once control returns to it) and
+    /// native code blocks on.
+    pub async fn classify_with_maps_async(
+        &self,
+        gpu: &Gpu,
+        inputs: &[f32],
+        top_k: usize,
+        maps: usize,
+    ) -> Result<Vec<(Prediction, Vec<ClassMap>)>> {
         let len = self.input_len();
         if !inputs.len().is_multiple_of(len) {
             return Err(Error::invalid(
@@ -299,9 +320,9 @@ impl Classifier {
         for chunk in inputs.chunks(n * len) {
             let valid = chunk.len() / len;
             padded[..chunk.len()].copy_from_slice(chunk);
-            let scores = self.predictor.scores(gpu, &padded, valid)?;
+            let scores = self.predictor.scores_async(gpu, &padded, valid).await?;
             let all_maps = if maps > 0 {
-                Some(gpu.download(&self.predictor.net.maps)?)
+                Some(gpu.download_async(&self.predictor.net.maps).await?)
             } else {
                 None
             };
@@ -330,6 +351,7 @@ impl Classifier {
 
     /// Decode, preprocess and classify image files: one result per file, in order; a file
     /// that cannot be read is an `Err` naming it, and the others are still classified.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn classify_paths(
         &self,
         gpu: &Gpu,

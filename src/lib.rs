@@ -72,6 +72,6 @@ pub mod viz;
 
 pub use classify::{Classifier, Prediction};
 pub use error::{Error, Result};
-pub use gpu::{Dispatch, Gpu, GpuOptions, KernelFamily, Tensor};
+pub use gpu::{Dispatch, Gpu, GpuOptions, KernelFamily, LimitsMode, Tensor};
 pub use recipe::{Choices, Recipe};
 pub use train::{Console, Precision, Run, RunOptions};

@@ -601,18 +601,34 @@ fn a_network_too_large_for_the_adapter_names_its_buffers_and_a_batch_that_fits()
     use finegrain::train::memory::{AdapterClass, MemoryPlan};
     let Some(g) = gpu() else { return };
     let model = ModelConfig::preset("resnet18", 3, 448, 3).unwrap();
-    let cfg = TrainConfig {
-        batch: 64,
-        ..config()
-    };
     let limit = g
         .limits
         .max_storage_buffer_binding_size
         .min(g.limits.max_buffer_size);
+    let (method, _) = config().method(3, model.feature_size()).unwrap();
+    let largest = |b: usize| {
+        MemoryPlan::new(&model, b, NetMode::Train, AdapterClass::of(g), &method)
+            .unwrap()
+            .buffers
+            .iter()
+            .map(|x| x.bytes())
+            .max()
+            .unwrap()
+    };
+    // The smallest batch whose largest buffer (conv1.out, 224 x 224 x 64 floats an image)
+    // passes this adapter's limit, whatever the limit is.
+    let batch = (limit / largest(1) + 1) as usize;
+    assert!(
+        largest(batch) > limit,
+        "batch {batch} must exceed {limit} bytes"
+    );
+    let cfg = TrainConfig { batch, ..config() };
     // (Refused before allocating: the check runs on the memory plan; bytes_created cannot
     // show it here, other tests allocate on the same adapter concurrently.)
     let err = match Trainer::new(g, &model, &cfg, 10) {
-        Ok(_) => panic!("64 x 224 x 224 x 64 floats cannot fit one binding of {limit} bytes"),
+        Ok(_) => {
+            panic!("batch {batch} of 224 x 224 x 64 floats cannot fit one binding of {limit} bytes")
+        }
         Err(e) => e.to_string(),
     };
     assert!(
@@ -625,14 +641,7 @@ fn a_network_too_large_for_the_adapter_names_its_buffers_and_a_batch_that_fits()
         .and_then(|s| s.split(' ').next())
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("a batch that fits: {err}"));
-    let (method, _) = cfg.method(3, model.feature_size()).unwrap();
-    let ok = |b: usize| {
-        MemoryPlan::new(&model, b, NetMode::Train, AdapterClass::of(g), &method)
-            .unwrap()
-            .buffers
-            .iter()
-            .all(|x| x.bytes() <= limit)
-    };
+    let ok = |b: usize| largest(b) <= limit;
     assert!(
         ok(fits) && !ok(fits + 1),
         "batch {fits} is the largest that fits"
@@ -783,5 +792,79 @@ fn resuming_in_the_other_precision() {
         );
         std::fs::remove_dir_all(root.join("out")).unwrap();
     }
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// WebGPU's default limits (what a browser gives a page that asks for nothing,
+/// `LimitsMode::WebGpuDefault`, `FINEGRAIN_LIMITS=webgpu`): the device gets exactly them,
+/// the toy model trains within them to the same losses as on the adapter's own limits, and
+/// a network whose largest buffer passes the 128 MiB binding limit is refused, naming the
+/// buffer, its size and the limit.
+#[test]
+fn webgpu_default_limits_train_what_fits_and_refuse_what_does_not() {
+    use finegrain::gpu::{Gpu, GpuOptions, LimitsMode};
+    let Some(g) = gpu() else { return };
+    let w = Gpu::new(&GpuOptions {
+        limits: LimitsMode::WebGpuDefault,
+        ..GpuOptions::from_env().unwrap()
+    })
+    .unwrap();
+    let d = wgpu::Limits::default();
+    assert_eq!(w.limits_mode, LimitsMode::WebGpuDefault);
+    assert_eq!(w.limits.max_storage_buffer_binding_size, 128 << 20);
+    assert_eq!(w.limits.max_buffer_size, d.max_buffer_size);
+    assert_eq!(w.limits.max_storage_buffers_per_shader_stage, 8);
+    assert_eq!(w.limits.max_compute_workgroup_storage_size, 16 << 10);
+    assert_eq!(w.limits.max_compute_invocations_per_workgroup, 256);
+    assert!(
+        w.describe().contains("WebGPU default limits"),
+        "{}",
+        w.describe()
+    );
+
+    let root = temp_dir("webgpu-limits");
+    write_dataset(&root.join("data"));
+    let model = ModelConfig::preset("tiny", 1, SIZE, 3).unwrap();
+    let mut losses = Vec::new();
+    for (gpu, out) in [(g, "adapter"), (&w, "webgpu")] {
+        let (train, _) = datasets(&root.join("data"));
+        let cfg = TrainConfig {
+            epochs: 2,
+            ..config()
+        };
+        let s = run(
+            gpu,
+            &model,
+            &cfg,
+            train,
+            None,
+            None,
+            &opts(&root.join(out), None),
+            &mut |_| {},
+        )
+        .unwrap();
+        losses.push(s.epochs.iter().map(|e| e.train_loss).collect::<Vec<_>>());
+    }
+    assert_eq!(losses[0].len(), 2, "{losses:?}");
+    assert!(losses[0].iter().all(|l| l.is_finite()), "{losses:?}");
+    assert_eq!(
+        losses[0], losses[1],
+        "the same kernels run under either set of limits"
+    );
+
+    // ResNet-50 at 448 px, batch 16: its stem output alone is 16 x 224 x 224 x 64 floats.
+    let big = ModelConfig::preset("resnet50", 3, 448, 200).unwrap();
+    let cfg = TrainConfig {
+        batch: 16,
+        ..config()
+    };
+    let err = match Trainer::new(&w, &big, &cfg, 200) {
+        Ok(_) => panic!("ResNet-50/448/16 cannot fit WebGPU's 128 MiB bindings"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("does not fit") && err.contains("conv1.out") && err.contains("128.0 MiB"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&root).unwrap();
 }

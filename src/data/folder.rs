@@ -42,11 +42,17 @@ fn decode_limits() -> image::Limits {
 /// the size its header announces, before any pixel is decoded.
 pub fn read_image(path: &Path, channels: usize) -> Result<(Vec<u8>, usize, usize)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    decode_image(path, &bytes, channels)
+}
+
+/// [`read_image`] for an image already in memory (a file a web page was given); `path`
+/// names it in errors.
+pub fn decode_image(path: &Path, bytes: &[u8], channels: usize) -> Result<(Vec<u8>, usize, usize)> {
     if bytes.is_empty() {
         return Err(Error::format(path, "empty file (0 bytes), not an image"));
     }
     let guess = || {
-        image::ImageReader::new(std::io::Cursor::new(bytes.as_slice()))
+        image::ImageReader::new(std::io::Cursor::new(bytes))
             .with_guessed_format()
             .map_err(|e| Error::format(path, format!("cannot read image: {e}")))
     };

@@ -23,7 +23,9 @@ use rand::rngs::StdRng;
 
 pub use augment::{Augment, ImageU8, Normalize, TrainCrop};
 pub use cub::{is_cub_dir, Cub};
-pub use folder::{image_files, read_image, ImageFolder, MAX_DECODE_BYTES, MAX_DECODE_SIDE};
+pub use folder::{
+    decode_image, image_files, read_image, ImageFolder, MAX_DECODE_BYTES, MAX_DECODE_SIDE,
+};
 pub use idx::{
     fashion_mnist_default, is_idx_dir, read_idx_images, read_idx_labels, read_idx_pair,
     resolve_fashion_mnist, write_idx_images, write_idx_labels, FashionMnist, IdxDataset, IdxImages,

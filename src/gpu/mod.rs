@@ -9,7 +9,7 @@ mod tensor;
 
 pub use pipeline::{Dispatch, ShaderSource};
 pub use profiler::{ProfileRow, Profiler};
-pub(crate) use tensor::map_read;
+pub(crate) use tensor::map_read_async;
 pub use tensor::{DType, Size, Tensor};
 
 use crate::error::{Error, Result};
@@ -49,9 +49,39 @@ impl KernelFamily {
     }
 }
 
+/// Which device limits to request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LimitsMode {
+    /// What the adapter has, where finegrain benefits: storage bindings and buffers as
+    /// large as it allows, more storage buffers, workgroup memory and invocations.
+    #[default]
+    Adapter,
+    /// WebGPU's default limits only (`wgpu::Limits::default()`: 128 MiB per storage
+    /// binding, 256 MiB per buffer, 8 storage buffers per shader stage, 16 KiB of workgroup
+    /// memory, 256 invocations per workgroup), what a browser hands a page that asks for
+    /// nothing. Every kernel works within them, and a network whose buffers do not fit is
+    /// refused naming the buffer, its size and the limit.
+    WebGpuDefault,
+}
+
+impl LimitsMode {
+    /// Parse `adapter` or `webgpu`; `what` names the flag or variable in errors.
+    pub fn parse(what: &str, v: &str) -> Result<Self> {
+        match v.trim().to_ascii_lowercase().as_str() {
+            "adapter" | "" => Ok(LimitsMode::Adapter),
+            "webgpu" | "default" => Ok(LimitsMode::WebGpuDefault),
+            other => Err(Error::invalid(
+                what,
+                format!("`{other}` is not one of adapter, webgpu"),
+            )),
+        }
+    }
+}
+
 /// How to choose the adapter. [`GpuOptions::from_env`] reads `WGPU_BACKEND`,
-/// `FINEGRAIN_ADAPTER`, `FINEGRAIN_KERNELS` and `FINEGRAIN_COOP`. [`Default`]: any backend
-/// and adapter, the automatic kernel family, cooperative matrices where the adapter has them.
+/// `FINEGRAIN_ADAPTER`, `FINEGRAIN_KERNELS`, `FINEGRAIN_COOP` and `FINEGRAIN_LIMITS`.
+/// [`Default`]: any backend and adapter, the automatic kernel family, cooperative matrices
+/// where the adapter has them, the adapter's limits.
 #[derive(Clone, Debug)]
 pub struct GpuOptions {
     /// Backends to consider; `None` means Vulkan, Metal, DX12, and GL only if none of those has an adapter.
@@ -64,6 +94,9 @@ pub struct GpuOptions {
     /// tile the kernels have; `false` leaves the feature off, and mixed precision then runs
     /// its f16-storage kernels.
     pub cooperative_matrices: bool,
+    /// The device limits to request: the adapter's, or WebGPU's defaults (how a page in a
+    /// browser runs, tested natively).
+    pub limits: LimitsMode,
 }
 
 impl Default for GpuOptions {
@@ -73,6 +106,7 @@ impl Default for GpuOptions {
             adapter_name: None,
             kernels: KernelFamily::Auto,
             cooperative_matrices: true,
+            limits: LimitsMode::Adapter,
         }
     }
 }
@@ -80,8 +114,9 @@ impl Default for GpuOptions {
 impl GpuOptions {
     /// Options from the environment: `WGPU_BACKEND` (vulkan, metal, dx12, gl),
     /// `FINEGRAIN_ADAPTER` (part of an adapter name), `FINEGRAIN_KERNELS` (auto, tiled,
-    /// cpu) and `FINEGRAIN_COOP` (on, the default, or off: no cooperative matrices). An
-    /// unrecognised `FINEGRAIN_KERNELS` or `FINEGRAIN_COOP` is an error.
+    /// cpu), `FINEGRAIN_COOP` (on, the default, or off: no cooperative matrices) and
+    /// `FINEGRAIN_LIMITS` (adapter, the default, or webgpu: WebGPU's default limits). An
+    /// unrecognised `FINEGRAIN_KERNELS`, `FINEGRAIN_COOP` or `FINEGRAIN_LIMITS` is an error.
     pub fn from_env() -> Result<Self> {
         let kernels = match std::env::var("FINEGRAIN_KERNELS") {
             Ok(v) => KernelFamily::parse("FINEGRAIN_KERNELS", &v)?,
@@ -97,7 +132,12 @@ impl GpuOptions {
                 ))
             }
         };
+        let limits = match std::env::var("FINEGRAIN_LIMITS") {
+            Ok(v) => LimitsMode::parse("FINEGRAIN_LIMITS", &v)?,
+            Err(_) => LimitsMode::Adapter,
+        };
         Ok(GpuOptions {
+            limits,
             backends: wgpu::Backends::from_env(),
             adapter_name: std::env::var("FINEGRAIN_ADAPTER")
                 .ok()
@@ -193,6 +233,8 @@ pub struct Gpu {
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
+    /// Whether `limits` are the adapter's or WebGPU's defaults.
+    pub limits_mode: LimitsMode,
     pub features: GpuFeatures,
     /// Convolution kernel family asked for in [`GpuOptions::kernels`].
     pub kernels: KernelFamily,
@@ -312,6 +354,7 @@ pub fn choose_adapter(
 impl Gpu {
     /// Choose an adapter from the environment (`WGPU_BACKEND`, `FINEGRAIN_ADAPTER`) and
     /// create a device on it.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn from_env() -> Result<Gpu> {
         Gpu::new(&GpuOptions::from_env()?)
     }
@@ -319,20 +362,28 @@ impl Gpu {
     /// Choose an adapter (a real GPU before a software one, unless a name is given) and
     /// create a device asking for the limits and optional features finegrain can use. A
     /// software OpenGL adapter (llvmpipe) is refused unless GL was asked for
-    /// ([`choose_adapter`]).
+    /// ([`choose_adapter`]). The blocking form of [`Gpu::new_async`] (native only).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn new(opts: &GpuOptions) -> Result<Gpu> {
+        pollster::block_on(Gpu::new_async(opts))
+    }
+
+    /// [`Gpu::new`] as a future: what a web page awaits (the browser answers adapter and
+    /// device requests only after control returns to it).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub async fn new_async(opts: &GpuOptions) -> Result<Gpu> {
         // Vulkan, Metal, DX12 first; GL only when asked for or when nothing else exists.
         let mut backends = opts.backends.unwrap_or(wgpu::Backends::PRIMARY);
         let enumerate = |b: wgpu::Backends| {
             let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
             desc.backends = b;
             let instance = wgpu::Instance::new(desc);
-            pollster::block_on(instance.enumerate_adapters(b))
+            async move { instance.enumerate_adapters(b).await }
         };
-        let mut adapters = enumerate(backends);
+        let mut adapters = enumerate(backends).await;
         if adapters.is_empty() && opts.backends.is_none() {
             backends = wgpu::Backends::SECONDARY;
-            adapters = enumerate(backends);
+            adapters = enumerate(backends).await;
         }
         let infos: Vec<wgpu::AdapterInfo> = adapters.iter().map(|a| a.get_info()).collect();
         let choice = choose_adapter(&infos, opts, backends)?;
@@ -340,27 +391,52 @@ impl Gpu {
             log::warn!("{w}");
         }
         let adapter = adapters.swap_remove(choice.index);
-        let mut gpu = Gpu::with_adapter(adapter, opts.cooperative_matrices)?;
+        let mut gpu = Gpu::with_adapter(adapter, opts.cooperative_matrices, opts.limits).await?;
         gpu.kernels = opts.kernels;
         Ok(gpu)
     }
 
-    /// The device of `adapter`; `coop`: request cooperative matrices where it has them.
-    fn with_adapter(adapter: wgpu::Adapter, coop: bool) -> Result<Gpu> {
+    /// The browser's adapter (its WebGPU implementation chooses; `opts.adapter_name` and
+    /// `opts.backends` do not apply) and a device on it.
+    #[cfg(target_arch = "wasm32")]
+    pub async fn new_async(opts: &GpuOptions) -> Result<Gpu> {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = wgpu::Backends::BROWSER_WEBGPU;
+        let instance = wgpu::Instance::new(desc);
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::NoAdapter {
+                detail: format!("the browser's WebGPU has no adapter ({e})"),
+            })?;
+        let mut gpu = Gpu::with_adapter(adapter, false, opts.limits).await?;
+        gpu.kernels = opts.kernels;
+        Ok(gpu)
+    }
+
+    /// The device of `adapter`; `coop`: request cooperative matrices where it has them;
+    /// `mode`: the limits to request.
+    async fn with_adapter(adapter: wgpu::Adapter, coop: bool, mode: LimitsMode) -> Result<Gpu> {
         let info = adapter.get_info();
         let al = adapter.limits();
         // Ask for what the adapter has where the model benefits (big activations, more
         // storage buffers); shaders themselves stay within the portable defaults.
-        let limits = wgpu::Limits {
-            max_storage_buffer_binding_size: al.max_storage_buffer_binding_size,
-            max_buffer_size: al.max_buffer_size,
-            max_storage_buffers_per_shader_stage: al.max_storage_buffers_per_shader_stage,
-            max_compute_workgroup_storage_size: al.max_compute_workgroup_storage_size,
-            max_compute_invocations_per_workgroup: al.max_compute_invocations_per_workgroup,
-            max_compute_workgroup_size_x: al.max_compute_workgroup_size_x,
-            max_compute_workgroup_size_y: al.max_compute_workgroup_size_y,
-            max_compute_workgroups_per_dimension: al.max_compute_workgroups_per_dimension,
-            ..wgpu::Limits::default()
+        let limits = match mode {
+            LimitsMode::WebGpuDefault => wgpu::Limits::default(),
+            LimitsMode::Adapter => wgpu::Limits {
+                max_storage_buffer_binding_size: al.max_storage_buffer_binding_size,
+                max_buffer_size: al.max_buffer_size,
+                max_storage_buffers_per_shader_stage: al.max_storage_buffers_per_shader_stage,
+                max_compute_workgroup_storage_size: al.max_compute_workgroup_storage_size,
+                max_compute_invocations_per_workgroup: al.max_compute_invocations_per_workgroup,
+                max_compute_workgroup_size_x: al.max_compute_workgroup_size_x,
+                max_compute_workgroup_size_y: al.max_compute_workgroup_size_y,
+                max_compute_workgroups_per_dimension: al.max_compute_workgroups_per_dimension,
+                ..wgpu::Limits::default()
+            },
         };
         let af = adapter.features();
         let mut required = wgpu::Features::empty();
@@ -396,18 +472,20 @@ impl Gpu {
             subgroups: required.contains(wgpu::Features::SUBGROUP),
             coop_f16_f32: tiles,
         };
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            label: Some("finegrain"),
-            required_features: required,
-            required_limits: limits.clone(),
-            experimental_features: experimental,
-            memory_hints: wgpu::MemoryHints::Performance,
-            trace: wgpu::Trace::Off,
-        }))
-        .map_err(|e| Error::RequestDevice {
-            adapter: info.name.clone(),
-            message: e.to_string(),
-        })?;
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("finegrain"),
+                required_features: required,
+                required_limits: limits.clone(),
+                experimental_features: experimental,
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| Error::RequestDevice {
+                adapter: info.name.clone(),
+                message: e.to_string(),
+            })?;
         // Errors outside an error scope are collected and surfaced by `check()` instead of
         // aborting the process.
         let errors: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
@@ -433,6 +511,7 @@ impl Gpu {
             queue,
             info,
             limits,
+            limits_mode: mode,
             features,
             kernels: KernelFamily::Auto,
             modules: Mutex::new(HashMap::new()),
@@ -468,12 +547,16 @@ impl Gpu {
             _ => {}
         }
         format!(
-            "{} ({:?}, {:?}, driver {} {}; max binding {} MiB; features: {})",
+            "{} ({:?}, {:?}, driver {} {}; {}max binding {} MiB; features: {})",
             i.name,
             i.backend,
             i.device_type,
             i.driver,
             i.driver_info,
+            match self.limits_mode {
+                LimitsMode::WebGpuDefault => "WebGPU default limits, ",
+                LimitsMode::Adapter => "",
+            },
             self.limits.max_storage_buffer_binding_size >> 20,
             if opt.is_empty() {
                 "none".to_string()
@@ -682,8 +765,7 @@ mod tests {
         GpuOptions {
             backends,
             adapter_name: name.map(String::from),
-            kernels: KernelFamily::Auto,
-            cooperative_matrices: true,
+            ..GpuOptions::default()
         }
     }
 

@@ -15,6 +15,69 @@ pub struct ShaderSource {
 }
 
 impl ShaderSource {
+    /// True when the module uses subgroup operations (`subgroupBroadcast`, the
+    /// `subgroup_size` built-in).
+    pub fn uses_subgroups(&self) -> bool {
+        self.source.contains("subgroupBroadcast") || self.source.contains("subgroup_size")
+    }
+
+    /// The module's WGSL as a browser's compiler must see it. The WGSL standard asks for
+    /// `enable subgroups;` before any subgroup operation, which naga 30 does not implement
+    /// (it refuses the directive), so [`ShaderSource::source`] leaves it out and this adds
+    /// it, with `diagnostic(off, subgroup_uniformity);`: the subgroup convolutions call
+    /// `subgroupBroadcast` after a lane-dependent early return that is taken by whole
+    /// subgroups only (`if (!subgroupAny(ok)) { return; }`), which the standard's
+    /// uniformity analysis cannot prove and Tint (Chrome's compiler) otherwise rejects.
+    /// Both go at the start of the first line, so that line numbers in messages stay the
+    /// file's.
+    pub fn browser_source(&self) -> String {
+        if !self.uses_subgroups() {
+            return self.source.to_string();
+        }
+        format!(
+            "enable subgroups; diagnostic(off, subgroup_uniformity); {}",
+            self.source
+        )
+    }
+
+    /// The optional device features the module needs, by WebGPU's names: `shader-f16`,
+    /// `subgroups`, and wgpu's experimental `cooperative-matrix` (native only).
+    pub fn features(&self) -> Vec<&'static str> {
+        let mut f = Vec::new();
+        if self.source.contains("enable f16;") {
+            f.push("shader-f16");
+        }
+        if self.uses_subgroups() {
+            f.push("subgroups");
+        }
+        if self.source.contains("enable wgpu_cooperative_matrix;") {
+            f.push("cooperative-matrix");
+        }
+        f
+    }
+
+    /// The compute entry points of the module (none for the fragments that are only ever
+    /// appended to another module).
+    pub fn entry_points(&self) -> Result<Vec<String>> {
+        Ok(self
+            .validate()?
+            .entry_points
+            .iter()
+            .filter(|e| e.stage == naga::ShaderStage::Compute)
+            .map(|e| e.name.clone())
+            .collect())
+    }
+
+    /// The WGSL to hand `backend`'s device: [`ShaderSource::browser_source`] for a
+    /// browser's WebGPU, the source itself for wgpu's own (native) backends.
+    pub fn for_backend(&self, backend: wgpu::Backend) -> std::borrow::Cow<'static, str> {
+        if backend == wgpu::Backend::BrowserWebGpu {
+            self.browser_source().into()
+        } else {
+            self.source.into()
+        }
+    }
+
     /// Parse and validate with naga; the error message names the shader and the line.
     pub fn validate(&self) -> Result<naga::Module> {
         let module = naga::front::wgsl::parse_str(self.source).map_err(|e| Error::Shader {
@@ -77,6 +140,23 @@ fn pad16(b: &[u8]) -> Vec<u8> {
 }
 
 impl Gpu {
+    /// Run `f` (which creates a wgpu object) inside a validation error scope and return its
+    /// first validation error. In a browser a scope's result arrives only once control has
+    /// returned to the page's event loop, so there no scope is pushed: the error reaches
+    /// the device's uncaptured-error sink, and the next [`Gpu::check`] reports it.
+    pub(crate) fn validated<T>(&self, f: impl FnOnce() -> T) -> (T, Option<wgpu::Error>) {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+            let value = f();
+            (value, pollster::block_on(scope.pop()))
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            (f(), None)
+        }
+    }
+
     /// The compute pipeline for `shader`'s `entry`, compiled once and cached.
     pub fn pipeline(
         &self,
@@ -123,21 +203,21 @@ impl Gpu {
                     .join(",")
             ),
         };
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let p = self
-            .device
-            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(&label),
-                layout: None,
-                module: &module,
-                entry_point: Some(entry),
-                compilation_options: wgpu::PipelineCompilationOptions {
-                    constants,
-                    ..Default::default()
-                },
-                cache: None,
-            });
-        if let Some(e) = pollster::block_on(scope.pop()) {
+        let (p, error) = self.validated(|| {
+            self.device
+                .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(&label),
+                    layout: None,
+                    module: &module,
+                    entry_point: Some(entry),
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        constants,
+                        ..Default::default()
+                    },
+                    cache: None,
+                })
+        });
+        if let Some(e) = error {
             return Err(Error::Shader {
                 shader: label,
                 message: e.to_string(),
@@ -160,7 +240,6 @@ impl Gpu {
             return Ok(m);
         }
         shader.validate()?;
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         // wgpu by default wraps every loop in a 64-bit iteration counter ("loop bounding"), so
         // that a driver may not treat an infinite loop as unreachable. Inside our innermost
         // reduction loops that counter is a branch per iteration, which CPU adapters such as
@@ -172,16 +251,17 @@ impl Gpu {
         checks.force_loop_bounding = false;
         // SAFETY: loop bounding is the only check turned off, and no loop in `shaders/` can
         // run forever (see above; the shader tests run every entry point to completion).
-        let m = unsafe {
+        let source = shader.for_backend(self.info.backend);
+        let (m, error) = self.validated(|| unsafe {
             self.device.create_shader_module_trusted(
                 wgpu::ShaderModuleDescriptor {
                     label: Some(shader.name),
-                    source: wgpu::ShaderSource::Wgsl(shader.source.into()),
+                    source: wgpu::ShaderSource::Wgsl(source),
                 },
                 checks,
             )
-        };
-        if let Some(e) = pollster::block_on(scope.pop()) {
+        });
+        if let Some(e) = error {
             return Err(Error::Shader {
                 shader: shader.name.to_string(),
                 message: e.to_string(),
@@ -306,13 +386,14 @@ impl Gpu {
                 resource: b.as_entire_binding(),
             });
         }
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(&name),
-            layout: &pipeline.get_bind_group_layout(0),
-            entries: &entries,
+        let (bind_group, error) = self.validated(|| {
+            self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(&name),
+                layout: &pipeline.get_bind_group_layout(0),
+                entries: &entries,
+            })
         });
-        if let Some(e) = pollster::block_on(scope.pop()) {
+        if let Some(e) = error {
             return Err(Error::Gpu {
                 context: format!("bind group for `{name}`"),
                 message: e.to_string(),

@@ -206,8 +206,14 @@ impl Gpu {
 
     /// Read an f16 tensor back to the host as f32 (exact; submits and waits).
     pub fn download_f16(&self, t: &Tensor) -> Result<Vec<f32>> {
+        pollster::block_on(self.download_f16_async(t))
+    }
+
+    async fn download_f16_async(&self, t: &Tensor) -> Result<Vec<f32>> {
         t.check("download_f16", "source", DType::F16, Size::Len(t.numel()))?;
-        let b = self.read_bytes(&t.buffer, t.bytes().next_multiple_of(4))?;
+        let b = self
+            .read_bytes_async(&t.buffer, t.bytes().next_multiple_of(4))
+            .await?;
         let h: Vec<half::f16> = bytemuck::pod_collect_to_vec(&b);
         Ok(h[..t.numel()].iter().map(|v| v.to_f32()).collect())
     }
@@ -263,6 +269,11 @@ impl Gpu {
 
     /// Read a buffer's first `bytes` bytes back (submits and waits).
     pub fn read_bytes(&self, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+        pollster::block_on(self.read_bytes_async(buffer, bytes))
+    }
+
+    /// [`Gpu::read_bytes`] as a future (what a web page awaits).
+    pub async fn read_bytes_async(&self, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
         if bytes == 0 {
             return Ok(Vec::new());
         }
@@ -270,15 +281,20 @@ impl Gpu {
         let mut enc = self.encoder("finegrain.readback");
         enc.copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes);
         self.queue.submit([enc.finish()]);
-        map_read(self, &staging, bytes)
+        map_read_async(self, &staging, bytes).await
     }
 
     /// Read an f32 tensor (or an f16 one, converted) back to the host (submits and waits).
     pub fn download(&self, t: &Tensor) -> Result<Vec<f32>> {
+        pollster::block_on(self.download_async(t))
+    }
+
+    /// [`Gpu::download`] as a future (what a web page awaits).
+    pub async fn download_async(&self, t: &Tensor) -> Result<Vec<f32>> {
         if t.dtype == DType::F16 {
-            return self.download_f16(t);
+            return self.download_f16_async(t).await;
         }
-        let b = self.read_bytes(&t.buffer, t.bytes())?;
+        let b = self.read_bytes_async(&t.buffer, t.bytes()).await?;
         Ok(bytemuck::pod_collect_to_vec(&b))
     }
 
@@ -331,18 +347,32 @@ impl Gpu {
     }
 }
 
-/// Map a MAP_READ buffer whose copy has been submitted, wait, and copy its bytes out.
+/// Map a MAP_READ buffer whose copy has been submitted, wait, and copy its bytes out. The
+/// blocking form of [`map_read_async`] (native only).
 pub(crate) fn map_read(gpu: &Gpu, staging: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+    pollster::block_on(map_read_async(gpu, staging, bytes))
+}
+
+/// [`map_read`] as a future. Natively the device is polled until the copy is done, so the
+/// future is ready when first polled; in a browser it resolves when the browser has mapped
+/// the buffer.
+pub(crate) async fn map_read_async(
+    gpu: &Gpu,
+    staging: &wgpu::Buffer,
+    bytes: u64,
+) -> Result<Vec<u8>> {
     let slice = staging.slice(0..bytes);
-    let (tx, rx) = std::sync::mpsc::channel();
+    let (tx, rx) = futures_channel::oneshot::channel();
     slice.map_async(wgpu::MapMode::Read, move |r| {
         let _ = tx.send(r);
     });
+    #[cfg(not(target_arch = "wasm32"))]
     gpu.wait()?;
-    let mapped = rx.recv().map_err(|_| Error::Gpu {
+    let mapped = rx.await.map_err(|_| Error::Gpu {
         context: "map_async".into(),
         message: "callback never ran".into(),
     })?;
+    gpu.check("readback")?;
     mapped.map_err(|e| Error::Gpu {
         context: "map_async".into(),
         message: e.to_string(),

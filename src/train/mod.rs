@@ -388,6 +388,16 @@ fn eval_batch(
     images: &[f32],
     valid: usize,
 ) -> Result<Vec<f32>> {
+    pollster::block_on(eval_batch_async(gpu, net, staging, images, valid))
+}
+
+async fn eval_batch_async(
+    gpu: &Gpu,
+    net: &Network,
+    staging: &wgpu::Buffer,
+    images: &[f32],
+    valid: usize,
+) -> Result<Vec<f32>> {
     gpu.upload(&net.images, images)?;
     let mut enc = gpu.encoder("eval.batch");
     {
@@ -402,7 +412,7 @@ fn eval_batch(
     enc.copy_buffer_to_buffer(&net.scores.buffer, 0, staging, 0, net.scores.bytes());
     gpu.queue.submit([enc.finish()]);
     let c = net.config.num_classes;
-    let bytes = crate::gpu::map_read(gpu, staging, net.scores.bytes())?;
+    let bytes = crate::gpu::map_read_async(gpu, staging, net.scores.bytes()).await?;
     let mut s: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes);
     s.truncate(valid * c);
     Ok(s)
@@ -469,6 +479,11 @@ impl Predictor {
 
     /// Scores (N, C) of one batch (padded to the batch size) for its first `valid` images.
     pub fn scores(&self, gpu: &Gpu, images: &[f32], valid: usize) -> Result<Vec<f32>> {
-        eval_batch(gpu, &self.net, &self.scores_staging, images, valid)
+        pollster::block_on(self.scores_async(gpu, images, valid))
+    }
+
+    /// [`Predictor::scores`] as a future (what a web page awaits).
+    pub async fn scores_async(&self, gpu: &Gpu, images: &[f32], valid: usize) -> Result<Vec<f32>> {
+        eval_batch_async(gpu, &self.net, &self.scores_staging, images, valid).await
     }
 }
