@@ -55,6 +55,10 @@ struct Args {
     /// Default: the precision the checkpoint was trained in.
     #[arg(long)]
     precision: Option<finegrain::train::Precision>,
+    /// Print one JSON object per image on standard output ({"file", "top": [{"class",
+    /// "name", "probability", "score"}]}), and everything else on standard error.
+    #[arg(long)]
+    json: bool,
 }
 
 fn main() {
@@ -79,16 +83,24 @@ fn real_main(args: Args) -> Result<()> {
     let files = finegrain::data::image_files(&args.images)?;
     let gopts = GpuOptions::from_env_and_flags(args.backend.as_deref(), args.adapter.as_deref())?;
     let gpu = Gpu::new(&gopts)?;
-    println!("device: {}", gpu.describe());
+    // With --json, standard output carries only the results.
+    let info = |line: String| {
+        if args.json {
+            eprintln!("{line}")
+        } else {
+            println!("{line}")
+        }
+    };
+    info(format!("device: {}", gpu.describe()));
     let ck = finegrain::checkpoint::Checkpoint::open(&weights)?;
     let precision = args.precision.unwrap_or(ck.precision());
     let batch = args.batch.min(files.len()).max(1);
     let clf = Classifier::from_checkpoint_with(&gpu, &ck, batch, precision)?;
-    println!(
+    info(format!(
         "model: {} classes from {}, precision {precision}",
         clf.classes().len(),
         weights.display()
-    );
+    ));
     if let Some(d) = &args.cam {
         std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
     }
@@ -121,12 +133,31 @@ fn real_main(args: Args) -> Result<()> {
         let results = clf.classify_with_maps(&gpu, &inputs, args.top, maps)?;
         gpu_secs += tg.elapsed().as_secs_f64();
         for (i, (f, (pred, class_maps))) in ok.iter().zip(&results).enumerate() {
-            let line: Vec<String> = pred
-                .top
-                .iter()
-                .map(|c| format!("{} {:.1}%", c.name, 100.0 * c.probability))
-                .collect();
-            println!("{}: {}", f.display(), line.join(", "));
+            if args.json {
+                let top: Vec<_> = pred
+                    .top
+                    .iter()
+                    .map(|c| {
+                        serde_json::json!({
+                            "class": c.class,
+                            "name": c.name,
+                            "probability": c.probability,
+                            "score": c.score,
+                        })
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::json!({ "file": f.display().to_string(), "top": top })
+                );
+            } else {
+                let line: Vec<String> = pred
+                    .top
+                    .iter()
+                    .map(|c| format!("{} {:.1}%", c.name, 100.0 * c.probability))
+                    .collect();
+                println!("{}: {}", f.display(), line.join(", "));
+            }
             if let Some(dir) = &args.cam {
                 let input = &inputs[i * clf.input_len()..(i + 1) * clf.input_len()];
                 let stem = f
@@ -140,7 +171,7 @@ fn real_main(args: Args) -> Result<()> {
         done += ok.len();
     }
     let secs = t0.elapsed().as_secs_f64();
-    println!(
+    info(format!(
         "{done} images in {secs:.2} s: {:.1} images/s end to end, {:.1} images/s on the GPU{}",
         done as f64 / secs.max(1e-9),
         done as f64 / gpu_secs.max(1e-9),
@@ -149,9 +180,9 @@ fn real_main(args: Args) -> Result<()> {
         } else {
             String::new()
         }
-    );
+    ));
     if let Some(d) = &args.cam {
-        println!("class activation maps written to {}", d.display());
+        info(format!("class activation maps written to {}", d.display()));
     }
     if done == 0 {
         return Err(Error::invalid(
