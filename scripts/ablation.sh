@@ -3,7 +3,7 @@
 # seeds each; prints a markdown table of final test top-1 (mean and sample std).
 #
 #   scripts/ablation.sh [SEEDS] [EXTRA TRAIN FLAGS...]
-#   scripts/ablation.sh "0 1 2" --subset --epochs 4          # the README's table
+#   scripts/ablation.sh "0 1 2" --subset --epochs 4          # the table in docs/performance.md
 #
 # Runs the release `train` example; outputs go to runs/ablation/<config>-s<seed>/.
 # Environment: FINEGRAIN_TRAIN_BIN = a prebuilt train binary (skips the cargo build),

@@ -1,6 +1,6 @@
 #!/bin/sh
-# Long fuzzing run (profile fuzz: release with overflow checks) of every reader of user data (issue #13): 1,000,000 seeded,
-# structure-aware cases per reader by default, printed as the README's markdown table.
+# Long fuzzing run (profile fuzz: release with overflow checks) of every reader of user data: 1,000,000 seeded,
+# structure-aware cases per reader by default, printed as the markdown table of docs/testing.md.
 #   scripts/fuzz.sh [CASES [SEED]]
 # Needs an adapter for the torchvision reader (lavapipe will do: WGPU_BACKEND=vulkan);
 # without one that row says it was skipped. Exits 1 if any case failed (panic, case over

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Prepare, on a development machine, everything a run on a lent GPU machine needs (see
-# ../shared/GPU.md): release binaries in .bin/, the Vulkan loader packages in .gl/, the full
-# Fashion-MNIST set in .data/fashion-mnist/, all git-ignored (the binaries xz-packed in
-# .bin/bins.tar.xz, including the release GPU and parity test binaries). Then run, in one call there,
+# Prepare, on a machine with Rust, everything a GPU machine without a Rust toolchain needs
+# (see docs/performance.md, "On a GPU"): release binaries in .bin/, the Vulkan loader packages
+# in .gl/, the full Fashion-MNIST set in .data/fashion-mnist/, all git-ignored (the binaries
+# xz-packed in .bin/bins.tar.xz, including the release GPU and parity test binaries). Then,
+# with .bin, .gl and .data copied next to the checkout on the GPU machine, run there
 #   bash scripts/device/run.sh
-# carrying .bin, .gl and .data. Everything it measures is written under $OUT.
+# Everything it measures is written under $OUT.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cargo build --release --examples

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One call on a lent GPU machine (prepared by scripts/device/prepare.sh): the kernel
-# benchmark at the sizes (GEMM 1024-8192 with every kernel the adapter has: f32,
+# Every GPU measurement in one run, on a GPU machine prepared by scripts/device/prepare.sh:
+# the kernel benchmark at the GPU sizes (GEMM 1024-8192 with every kernel the adapter has: f32,
 # f16 storage, cooperative matrices 8x8 / 16x16; the ResNet-50/448/16 step in f32 and mixed
 # precision), the default run in f32 and in mixed precision (accuracy and time), the
 # full-data Fashion-MNIST run, and the method ablation,
@@ -16,7 +16,7 @@ mkdir -p "$OUT"
 if [ -f .bin/bins.tar.xz ]; then
   tar -C .bin -xJf .bin/bins.tar.xz
 fi
-# The Vulkan loader, where the machine lacks one (GPU.md).
+# The Vulkan loader, where the machine lacks one (the packages prepare.sh downloaded).
 if ! ldconfig -p | grep -q 'libvulkan.so.1 ' && ls .gl/*.deb >/dev/null 2>&1; then
   for f in .gl/*.deb; do dpkg -x "$f" /; done
   ldconfig
@@ -46,7 +46,7 @@ echo "== bench" >&2
 timeout "$t_bench" .bin/bench "${bench_args[@]}" > "$OUT/bench.md" 2> "$OUT/bench.err"
 echo "bench exit $?" >&2
 
-echo "== memory plan (no device needed; the paper's step, for the README)" >&2
+echo "== memory plan (no device needed; the paper's step)" >&2
 .bin/bench --memory resnet50,448,16,200 > "$OUT/memory.md" 2>&1
 echo "memory exit $?" >&2
 

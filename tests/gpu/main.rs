@@ -14,7 +14,7 @@ mod pool;
 mod sgd;
 mod tensor;
 
-/// Set to 1 where the adapter must have cooperative matrices (CI's Mesa 26 stage, the lent
+/// Set to 1 where the adapter must have cooperative matrices (CI's Mesa 26 stage, a
 /// GPU): the cooperative-matrix tests then fail instead of checking the refusal.
 pub const REQUIRE_COOP: &str = "FINEGRAIN_REQUIRE_COOP";
 
