@@ -117,10 +117,8 @@ fn spirv(s: &finegrain::gpu::ShaderSource) -> Result<Vec<u32>> {
         lang_version: (1, 3),
         ..Default::default()
     };
-    naga::back::spv::write_vec(&module, &info, &options, None).map_err(|e| {
-        Error::Shader {
-            shader: s.name.into(),
-            message: e.to_string(),
-        }
+    naga::back::spv::write_vec(&module, &info, &options, None).map_err(|e| Error::Shader {
+        shader: s.name.into(),
+        message: e.to_string(),
     })
 }
