@@ -368,6 +368,16 @@ impl Recipe {
                 train.epochs, train.batch, train.lr, train.warmup_epochs, train.ce_warmup_epochs
             ));
         }
+        // The batch never exceeds the training set: each epoch drops its last partial batch,
+        // so a larger batch would leave no step at all.
+        if s.train_images < train.batch {
+            train.batch = s.train_images.max(1);
+            reasons.push(format!(
+                "batch {}: the training set has only {} images (each epoch drops its last \
+                 partial batch)",
+                train.batch, s.train_images
+            ));
+        }
         debug_assert_eq!(train.loss, LossChoice::Gce);
         Ok(Recipe {
             data: s.path.clone(),
@@ -427,6 +437,33 @@ mod tests {
             height: side,
             grayscale: gray,
             sampled: 10,
+        }
+    }
+
+    #[test]
+    fn the_batch_never_exceeds_the_training_set() {
+        // (training images, fine-tuning, the batch, whether the cap was said)
+        for (images, pretrained, want, capped) in [
+            (18, false, 18, true),
+            (12, true, 12, true),
+            (1, false, 1, true),
+            (32, false, 32, false),
+            (1000, false, 32, false),
+            (20, true, 16, false),
+        ] {
+            let mut s = survey_of(DatasetKind::ImageFolder, 28, true, 3);
+            s.train_images = images;
+            let choices = Choices {
+                pretrained: pretrained.then(|| PathBuf::from("w.safetensors")),
+                ..Choices::default()
+            };
+            let r = Recipe::from_survey(s, &choices).unwrap();
+            assert_eq!(
+                r.train.batch, want,
+                "{images} images, pretrained {pretrained}"
+            );
+            let told = r.reasons.iter().any(|x| x.contains("has only"));
+            assert_eq!(told, capped, "{:?}", r.reasons);
         }
     }
 
