@@ -149,11 +149,13 @@ struct Args {
     /// Part of the adapter name to use (default: FINEGRAIN_ADAPTER or the best adapter).
     #[arg(long)]
     adapter: Option<String>,
-    /// Initialise the backbone from a torchvision/timm ResNet state dict saved as
-    /// safetensors (e.g. ImageNet-pretrained resnet50); `fc` initialises the class-map head
-    /// when the class count matches. The recipe then fine-tunes as the paper does.
-    #[arg(long)]
-    init: Option<PathBuf>,
+    /// Backbone weights: a torchvision/timm ResNet state dict (safetensors file), a Hugging
+    /// Face Hub id (e.g. timm/resnet50.tv_in1k, downloaded once into the Hub cache), or
+    /// `none` to train from scratch. `fc` initialises the class-map head when the class
+    /// count matches. Pretrained weights switch the recipe to the paper's fine-tuning
+    /// (recipe: photos start from torchvision's ImageNet weights for their model).
+    #[arg(long, value_name = "FILE|HUB-ID|none")]
+    init: Option<finegrain::BackboneInit>,
     /// After training, also export the model as a plain torchvision ResNet state dict
     /// (safetensors; the head becomes `fc`).
     #[arg(long)]
@@ -190,7 +192,7 @@ fn recipe(args: &Args) -> finegrain::Result<(Recipe, &'static str)> {
             AugmentArg::On => Some(true),
             AugmentArg::Off => Some(false),
         },
-        pretrained: args.init.clone(),
+        init: args.init.clone(),
         seed: args.seed,
     };
     let (mut r, what) = match &args.data {
@@ -245,6 +247,14 @@ fn recipe(args: &Args) -> finegrain::Result<(Recipe, &'static str)> {
     Ok((r, what))
 }
 
+/// The file an error names, if any.
+fn e_path(e: &finegrain::Error) -> Option<&std::path::Path> {
+    match e {
+        finegrain::Error::Format { path, .. } | finegrain::Error::Io { path, .. } => Some(path),
+        _ => None,
+    }
+}
+
 fn real_main(args: Args) -> finegrain::Result<()> {
     let gopts = GpuOptions::from_env_and_flags(args.backend.as_deref(), args.adapter.as_deref())?;
     let gpu = Gpu::new(&gopts)?;
@@ -293,13 +303,38 @@ fn real_main(args: Args) -> finegrain::Result<()> {
         },
         config.precision
     );
+    // The pretrained backbone: a file, or the Hub's cache, or a download (a resumed run has
+    // its weights in its checkpoint).
+    let init = if args.resume.is_some() {
+        None
+    } else {
+        let hub = finegrain::hub::HubOptions::from_env();
+        match recipe.fetch_init(&hub) {
+            Ok(p) => p,
+            Err(e @ finegrain::Error::Hub { .. }) => {
+                eprintln!("error: {e}");
+                eprintln!(
+                    "  The pretrained backbone could not be had. Train from scratch instead \
+                     with --init none (a worse model on photos), give a state dict file with \
+                     --init FILE, or fix the network (HF_ENDPOINT, HF_HUB_OFFLINE, HF_TOKEN) \
+                     and run again: once downloaded, the file is taken from the cache ({})",
+                    hub.cache_dir.display()
+                );
+                std::process::exit(1);
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    if let Some(p) = &init {
+        println!("backbone: {}", p.display());
+    }
     let mut opts = RunOptions {
         out_dir: args.out.clone(),
         max_steps: args.max_steps,
         checkpoint_every: args.checkpoint_every,
         strict: args.strict,
         preprocessing: Some(recipe.preprocessing()?),
-        init: recipe.pretrained.clone(),
+        init,
         ..RunOptions::default()
     };
     if let Some(t) = args.threads {
@@ -314,7 +349,20 @@ fn real_main(args: Args) -> finegrain::Result<()> {
         Some(ck) => Run::resume(&gpu, ck, train, Some(test), opts)?,
         None => {
             let model = recipe.model_config(info.num_classes)?;
-            Run::new(&gpu, &model, config, train, Some(test), opts)?
+            let init = opts.init.clone();
+            match Run::new(&gpu, &model, config, train, Some(test), opts) {
+                Err(e @ finegrain::Error::Format { .. }) if e_path(&e) == init.as_deref() => {
+                    // Most often a backbone of another architecture than --model.
+                    eprintln!("error: {e}");
+                    eprintln!(
+                        "  The weights of --init {} do not fit {}: pick the --model they were \
+                         trained as, other weights, or --init none to train from scratch.",
+                        recipe.init, recipe.model
+                    );
+                    std::process::exit(1);
+                }
+                r => r?,
+            }
         }
     };
     let ck_path = run.checkpoint_path();

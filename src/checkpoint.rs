@@ -751,6 +751,8 @@ mod tests {
 pub struct BackboneReport {
     /// The head was initialised from `fc.weight` / `fc.bias` (class counts matched).
     pub head_from_fc: bool,
+    /// The file's `fc` has this many classes, not the model's: the head starts afresh.
+    pub fc_classes: Option<usize>,
     /// Tensors in the file that the model has no use for (warned about, not an error).
     pub ignored: Vec<String>,
 }
@@ -781,8 +783,9 @@ fn f32_tensor(path: &Path, st: &SafeTensors<'_>, name: &str) -> Result<(Vec<usiz
 /// backbone of `net`, which is how the paper trains (ImageNet-pretrained ResNet-50).
 /// Every backbone tensor must be present with the right shape (missing or mis-shaped
 /// tensors are listed in the error), in float32, finite, with no negative running variance;
-/// `fc` initialises the class-map head when its class count matches; `num_batches_tracked`
-/// and other extra tensors are ignored and reported. Everything is read and checked before
+/// `fc` initialises the class-map head when its class count matches (else the head starts
+/// afresh, [`BackboneReport::fc_classes`]); `num_batches_tracked` may be there or not;
+/// other extra tensors are ignored and reported. Everything is read and checked before
 /// anything is uploaded: on an error the network is as it was.
 pub fn load_torchvision(gpu: &Gpu, net: &Network, path: &Path) -> Result<BackboneReport> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
@@ -858,6 +861,10 @@ pub fn load_torchvision(gpu: &Gpu, net: &Network, path: &Path) -> Result<Backbon
                 used.insert("fc.weight".into());
                 used.insert("fc.bias".into());
                 report.head_from_fc = true;
+            } else if fw.shape().len() == 2 {
+                report.fc_classes = Some(fw.shape()[0]);
+                used.insert("fc.weight".into());
+                used.insert("fc.bias".into());
             }
         }
     }

@@ -95,6 +95,20 @@ pub enum Error {
     #[error("{}: {message}", path.display())]
     Format { path: PathBuf, message: String },
 
+    /// A file could not be had from the Hugging Face Hub ([`crate::hub::fetch`]).
+    #[error(
+        "`{}` of {} (revision {}) from {endpoint}: {problem}: {detail}",
+        file.file, file.repo, file.revision
+    )]
+    Hub {
+        /// The repository, file and revision asked for.
+        file: Box<crate::hub::HubFile>,
+        /// The Hub's address.
+        endpoint: String,
+        problem: crate::hub::HubProblem,
+        detail: String,
+    },
+
     /// Training produced a non-finite loss.
     #[error("{0}")]
     NonFinite(String),

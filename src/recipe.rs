@@ -10,8 +10,9 @@
 //! | --- | --- | --- | --- | --- |
 //! | small images (longest side <= 64 px, e.g. Fashion-MNIST, 28x28 grayscale) | `tiny` | their own size | off (short runs learn faster without it) | 4, 32, 0.1 |
 //! | medium images (65-160 px) | `resnet18` | their size, rounded down to a multiple of 32 | random crop + flip | 30, 32, 0.1 |
-//! | photos (larger) | `resnet50` | 224 (the paper: 448, `input_size`) | random resized crop + flip | 30, 16, 0.05 |
-//! | photos with a pretrained backbone ([`Choices::pretrained`]) | as above | as above | as above | the paper's fine-tuning: 90, 16, 0.001, x0.1 at 30 and 60 |
+//! | photos (larger), the default: ImageNet-pretrained `timm/resnet50.tv_in1k` from the Hugging Face Hub ([`BackboneInit`]) | `resnet50` | 224 (the paper: 448, `input_size`) | random resized crop + flip | the paper's fine-tuning: 90, 16, 0.001, x0.1 at 30 and 60, no cross-entropy epoch |
+//! | photos from scratch ([`BackboneInit::Scratch`]) | by input size, as above | 224 | as above | 30, 16, 0.05 |
+//! | any data with a pretrained backbone ([`Choices::init`]) | as chosen | as chosen | as chosen | the paper's fine-tuning |
 //!
 //! Channels: 1 when every sampled image is grayscale (IDX data always), else 3. GCE's k:
 //! `C / 4` clamped to 3..=15 and to C - 1 (3 for 10 classes, the paper's 15 for 200);
@@ -33,9 +34,12 @@ use crate::data::{
     DatasetKind, ImageFolder, Split, TrainCrop,
 };
 use crate::error::{Error, Result};
+use crate::hub::HubFile;
 use crate::model::ModelConfig;
 use crate::train::{LossChoice, Schedule, TrainConfig};
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::sync::Arc;
 
 /// Longest image side (px) up to which images count as small (Fashion-MNIST, CIFAR-like).
@@ -175,11 +179,67 @@ pub struct Choices {
     pub input_size: Option<usize>,
     /// Training augmentation on or off.
     pub augment: Option<bool>,
-    /// An ImageNet-pretrained torchvision/timm state dict (safetensors) for the backbone:
-    /// the recipe switches to the paper's fine-tuning schedule.
-    pub pretrained: Option<PathBuf>,
+    /// Where the backbone's weights come from. `None`: photos start from torchvision's
+    /// ImageNet weights for their model ([`crate::hub::imagenet_weights`]), everything
+    /// else from scratch. Any pretrained backbone switches the recipe to the paper's
+    /// fine-tuning schedule.
+    pub init: Option<BackboneInit>,
     /// Seed of the initialisation, data order, augmentation, masks and held-out split.
     pub seed: u64,
+}
+
+/// Where a backbone's initial weights come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BackboneInit {
+    /// Random initialisation: train from scratch.
+    Scratch,
+    /// A torchvision/timm ResNet state dict saved as safetensors.
+    File(PathBuf),
+    /// Such a file on the Hugging Face Hub, e.g. `timm/resnet50.tv_in1k`.
+    Hub(HubFile),
+}
+
+impl fmt::Display for BackboneInit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BackboneInit::Scratch => f.write_str("scratch"),
+            BackboneInit::File(p) => write!(f, "{}", p.display()),
+            BackboneInit::Hub(h) => write!(f, "{h}"),
+        }
+    }
+}
+
+impl FromStr for BackboneInit {
+    type Err = Error;
+
+    /// `none` (or `scratch`); a file that exists; `hf://…` or `owner/name[/file][@rev]`
+    /// for the Hub; anything else is taken as a file (and fails, naming it, when opened).
+    fn from_str(s: &str) -> Result<BackboneInit> {
+        let t = s.trim();
+        if t.eq_ignore_ascii_case("none") || t.eq_ignore_ascii_case("scratch") {
+            return Ok(BackboneInit::Scratch);
+        }
+        if t.is_empty() {
+            return Err(Error::invalid(
+                "init",
+                "empty: give a safetensors file, a Hugging Face Hub id or `none`",
+            ));
+        }
+        let path = Path::new(t);
+        if t.starts_with("hf://") {
+            return Ok(BackboneInit::Hub(t.parse()?));
+        }
+        // `weights/r50.safetensors` is a path even when missing; `timm/resnet50.tv_in1k`
+        // a Hub id unless a file of that name exists.
+        let two_parts_file = t.matches('/').count() == 1 && t.ends_with(".safetensors");
+        if path.exists() || two_parts_file || t.starts_with(['.', '/', '~']) {
+            return Ok(BackboneInit::File(path.to_path_buf()));
+        }
+        match t.parse::<HubFile>() {
+            Ok(h) => Ok(BackboneInit::Hub(h)),
+            Err(_) => Ok(BackboneInit::File(path.to_path_buf())),
+        }
+    }
 }
 
 /// Everything a training run needs, chosen from the data (see the module docs); change any
@@ -197,8 +257,8 @@ pub struct Recipe {
     /// How the dataset is opened and preprocessed.
     pub data_options: DataOptions,
     pub train: TrainConfig,
-    /// Backbone initialisation (torchvision/timm state dict), if any.
-    pub pretrained: Option<PathBuf>,
+    /// Where the backbone's weights come from ([`Recipe::fetch_init`] gets the file).
+    pub init: BackboneInit,
     /// One line per choice, saying what was chosen and why.
     pub reasons: Vec<String>,
 }
@@ -243,15 +303,8 @@ impl Recipe {
                 s.sampled
             )
         };
-        let channels = if s.grayscale { 1 } else { 3 };
-        reasons.push(format!(
-            "channels {channels}: {}",
-            if s.grayscale {
-                "every sampled image is grayscale"
-            } else {
-                "colour images"
-            }
-        ));
+        // Photos: the paper's setting, an ImageNet-pretrained backbone fine-tuned.
+        let photos = !idx && side > MEDIUM_MAX;
         let input_size = match choices.input_size {
             Some(0) => return Err(Error::invalid("input size", "must be at least 1 pixel")),
             Some(n) => {
@@ -281,6 +334,12 @@ impl Recipe {
                 reasons.push(format!("model {m}: chosen by the caller"));
                 m.clone()
             }
+            None if photos && choices.init != Some(BackboneInit::Scratch) => {
+                reasons.push(
+                    "model resnet50: photos, the paper's backbone, ImageNet-pretrained".into(),
+                );
+                "resnet50".to_string()
+            }
             None => {
                 let (m, why) = if input_size <= SMALL_MAX {
                     ("tiny", "small inputs: three 16/32/64-channel stages")
@@ -293,6 +352,43 @@ impl Recipe {
                 m.to_string()
             }
         };
+        let init = match &choices.init {
+            Some(i) => {
+                if *i != BackboneInit::Scratch {
+                    reasons.push(format!("backbone from {i}: chosen by the caller"));
+                }
+                i.clone()
+            }
+            None if photos => match crate::hub::imagenet_weights(&model) {
+                Some(w) => {
+                    reasons.push(format!(
+                        "backbone from {w}: photos fine-tune from torchvision's ImageNet \
+                         weights (Hugging Face Hub), as the paper does; init none trains \
+                         from scratch"
+                    ));
+                    BackboneInit::Hub(w)
+                }
+                None => {
+                    reasons.push(format!(
+                        "backbone from scratch: there are no ImageNet weights for {model}"
+                    ));
+                    BackboneInit::Scratch
+                }
+            },
+            None => BackboneInit::Scratch,
+        };
+        let pretrained = init != BackboneInit::Scratch;
+        let channels = if s.grayscale && !pretrained { 1 } else { 3 };
+        reasons.push(format!(
+            "channels {channels}: {}",
+            if pretrained {
+                "the pretrained backbone takes RGB"
+            } else if s.grayscale {
+                "every sampled image is grayscale"
+            } else {
+                "colour images"
+            }
+        ));
         // Validate the model against the input early: a clear error before any file is
         // decoded or any GPU buffer allocated.
         ModelConfig::preset(&model, channels, input_size, s.num_classes.max(1))?;
@@ -304,7 +400,7 @@ impl Recipe {
                 ));
                 a
             }
-            None if input_size <= SMALL_MAX => {
+            None if input_size <= SMALL_MAX && !photos => {
                 reasons.push(
                     "augmentation off: small images (on Fashion-MNIST a 4-epoch run reaches \
                      87.9% without shift + flip, 82.7% with)"
@@ -348,7 +444,7 @@ impl Recipe {
             train.batch = 16;
             train.lr = 0.05;
         }
-        if choices.pretrained.is_some() {
+        if pretrained {
             train.epochs = 90;
             train.batch = 16;
             train.lr = 0.001;
@@ -388,7 +484,7 @@ impl Recipe {
             augment,
             data_options,
             train,
-            pretrained: choices.pretrained.clone(),
+            init,
             reasons,
         })
     }
@@ -400,6 +496,16 @@ impl Recipe {
             split,
             &self.data_options,
         )?))
+    }
+
+    /// The local file of the recipe's pretrained backbone, `None` from scratch: a file as
+    /// it is, a Hub file from the cache or downloaded into it ([`crate::hub::fetch`]).
+    pub fn fetch_init(&self, hub: &crate::hub::HubOptions) -> Result<Option<PathBuf>> {
+        match &self.init {
+            BackboneInit::Scratch => Ok(None),
+            BackboneInit::File(p) => Ok(Some(p.clone())),
+            BackboneInit::Hub(h) => crate::hub::fetch(h, hub).map(Some),
+        }
     }
 
     /// The model for `num_classes` classes (the dataset's).
@@ -454,7 +560,7 @@ mod tests {
             let mut s = survey_of(DatasetKind::ImageFolder, 28, true, 3);
             s.train_images = images;
             let choices = Choices {
-                pretrained: pretrained.then(|| PathBuf::from("w.safetensors")),
+                init: pretrained.then(|| BackboneInit::File(PathBuf::from("w.safetensors"))),
                 ..Choices::default()
             };
             let r = Recipe::from_survey(s, &choices).unwrap();
@@ -508,13 +614,85 @@ mod tests {
         let p = Recipe::from_survey(
             survey_of(DatasetKind::Cub, 500, false, 200),
             &Choices {
-                pretrained: Some("r50.safetensors".into()),
+                init: Some(BackboneInit::File("r50.safetensors".into())),
                 input_size: Some(448),
                 ..Choices::default()
             },
         )
         .unwrap();
         assert_eq!((p.input_size, p.train.epochs, p.train.lr), (448, 90, 0.001));
+    }
+
+    #[test]
+    fn photos_fine_tune_from_imagenet_weights_unless_told_otherwise() {
+        let photos = || survey_of(DatasetKind::ImageFolder, 500, true, 20);
+        let r = Recipe::from_survey(photos(), &Choices::default()).unwrap();
+        let want = crate::hub::imagenet_weights("resnet50").unwrap();
+        assert_eq!(r.init, BackboneInit::Hub(want));
+        assert_eq!(
+            r.channels, 3,
+            "ImageNet weights take RGB, even for grayscale photos"
+        );
+        assert_eq!((r.train.lr, r.train.ce_warmup_epochs), (0.001, 0));
+        // From scratch: the schedule for training from scratch, the images' own channels.
+        let scratch = Choices {
+            init: Some(BackboneInit::Scratch),
+            ..Choices::default()
+        };
+        let r = Recipe::from_survey(photos(), &scratch).unwrap();
+        assert_eq!(r.init, BackboneInit::Scratch);
+        assert_eq!((r.channels, r.train.lr, r.train.epochs), (1, 0.05, 30));
+        // A model with no ImageNet weights trains from scratch, and says so.
+        let tiny = Choices {
+            model: Some("tiny".into()),
+            input_size: Some(64),
+            ..Choices::default()
+        };
+        let r = Recipe::from_survey(photos(), &tiny).unwrap();
+        assert_eq!(r.init, BackboneInit::Scratch);
+        assert!(r
+            .reasons
+            .iter()
+            .any(|x| x.contains("no ImageNet weights for tiny")));
+        // The medium row and small images never download anything.
+        for side in [28, 100, 160] {
+            let s = survey_of(DatasetKind::ImageFolder, side, false, 20);
+            let r = Recipe::from_survey(s, &Choices::default()).unwrap();
+            assert_eq!(r.init, BackboneInit::Scratch, "{side} px");
+        }
+    }
+
+    #[test]
+    fn init_sources_parse() {
+        let p = |s: &str| s.parse::<BackboneInit>().unwrap();
+        assert_eq!(p("none"), BackboneInit::Scratch);
+        assert_eq!(p("SCRATCH"), BackboneInit::Scratch);
+        assert_eq!(
+            p("timm/resnet50.tv_in1k"),
+            BackboneInit::Hub(crate::hub::HubFile::new(
+                "timm/resnet50.tv_in1k",
+                "model.safetensors"
+            ))
+        );
+        assert_eq!(
+            p("weights/r50.safetensors"),
+            BackboneInit::File("weights/r50.safetensors".into())
+        );
+        assert_eq!(p("./a/b"), BackboneInit::File("./a/b".into()));
+        assert_eq!(
+            p("r50.safetensors"),
+            BackboneInit::File("r50.safetensors".into())
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let local = dir.path().join("timm");
+        std::fs::create_dir_all(local.join("resnet50.tv_in1k")).unwrap();
+        let existing = local.join("resnet50.tv_in1k");
+        assert_eq!(
+            p(existing.to_str().unwrap()),
+            BackboneInit::File(existing.clone()),
+            "a path that exists is a file"
+        );
+        assert!("".parse::<BackboneInit>().is_err());
     }
 
     #[test]

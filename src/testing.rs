@@ -295,3 +295,225 @@ pub fn torchvision_state_dict(checkpoint: &[u8]) -> Vec<u8> {
     }
     write_safetensors(None, &sd)
 }
+
+/// A stand-in for the Hugging Face Hub on 127.0.0.1, for tests that must not touch the
+/// internet: it serves files in the Hub's URL layout (`/{owner}/{name}/resolve/{rev}/{file}`)
+/// with the headers `hf-hub` reads (`x-repo-commit`, `x-linked-etag` = the file's SHA-256,
+/// `content-range` for range requests), and answers 404 with the Hub's `x-error-code`
+/// (`RepoNotFound`, `EntryNotFound`) otherwise. It stops when dropped.
+#[cfg(not(target_arch = "wasm32"))]
+pub struct FakeHub {
+    /// `http://127.0.0.1:PORT`: the `HF_ENDPOINT` of the tests.
+    pub endpoint: String,
+    requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// One file a [`FakeHub`] serves.
+#[cfg(not(target_arch = "wasm32"))]
+#[derive(Clone, Debug)]
+pub struct HubFixture {
+    /// `owner/name`.
+    pub repo: String,
+    pub file: String,
+    pub bytes: Vec<u8>,
+    /// Announce this SHA-256 instead of the bytes' own (a corrupted transfer).
+    pub wrong_sha: bool,
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl FakeHub {
+    /// Serve `files` on a fresh port of 127.0.0.1.
+    pub fn serve(files: Vec<HubFixture>) -> FakeHub {
+        use sha2::{Digest, Sha256};
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+        let addr = listener.local_addr().expect("local address");
+        let files: Vec<(HubFixture, String)> = files
+            .into_iter()
+            .map(|f| {
+                let mut sha: String = Sha256::digest(&f.bytes)
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                if f.wrong_sha {
+                    sha = sha.chars().rev().collect();
+                }
+                (f, sha)
+            })
+            .collect();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (req, stp) = (requests.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stp.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                req.fetch_add(1, Ordering::SeqCst);
+                let _ = answer(conn, &files);
+            }
+        });
+        FakeHub {
+            endpoint: format!("http://{addr}"),
+            requests,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// HTTP requests answered so far.
+    pub fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl Drop for FakeHub {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wake the accept loop so that it sees the flag.
+        let _ = std::net::TcpStream::connect(self.endpoint.trim_start_matches("http://"));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Answer one HTTP/1.1 request of `hf-hub` (GET, optionally with `Range: bytes=a-[b]`).
+#[cfg(not(target_arch = "wasm32"))]
+fn answer(mut conn: std::net::TcpStream, files: &[(HubFixture, String)]) -> std::io::Result<()> {
+    use std::io::{BufRead, BufReader, Write};
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut first = String::new();
+    reader.read_line(&mut first)?;
+    let mut range: Option<(usize, Option<usize>)> = None;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.trim().eq_ignore_ascii_case("range") {
+                if let Some((a, b)) = v.trim().trim_start_matches("bytes=").split_once('-') {
+                    range = a.parse().ok().map(|a| (a, b.parse().ok()));
+                }
+            }
+        }
+    }
+    let path = first.split_whitespace().nth(1).unwrap_or("/");
+    let parts: Vec<&str> = path.trim_start_matches('/').splitn(5, '/').collect();
+    let not_found = |conn: &mut std::net::TcpStream, code: &str| {
+        let body = format!("{{\"error\":\"{code}\"}}");
+        write!(
+            conn,
+            "HTTP/1.1 404 Not Found\r\nx-error-code: {code}\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    if parts.len() < 5 || parts[2] != "resolve" {
+        return not_found(&mut conn, "RepoNotFound");
+    }
+    let repo = format!("{}/{}", parts[0], parts[1]);
+    let (revision, file) = (parts[3], parts[4]);
+    if !files.iter().any(|(f, _)| f.repo == repo) {
+        return not_found(&mut conn, "RepoNotFound");
+    }
+    let Some((f, sha)) = files
+        .iter()
+        .find(|(f, _)| f.repo == repo && f.file == file && revision == "main")
+    else {
+        return not_found(&mut conn, "EntryNotFound");
+    };
+    let n = f.bytes.len();
+    let (a, b) = match range {
+        Some((a, b)) => (a.min(n), b.map_or(n, |b| (b + 1).min(n))),
+        None => (0, n),
+    };
+    let body = &f.bytes[a..b.max(a)];
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let status = if range.is_some() {
+        "206 Partial Content"
+    } else {
+        "200 OK"
+    };
+    write!(
+        conn,
+        "HTTP/1.1 {status}\r\nx-repo-commit: {commit}\r\nx-linked-etag: \"{sha}\"\r\n\
+         etag: \"{sha}\"\r\ncontent-range: bytes {a}-{}/{n}\r\ncontent-length: {}\r\n\
+         content-type: application/octet-stream\r\nconnection: close\r\n\r\n",
+        b.max(a + 1) - 1,
+        body.len()
+    )?;
+    conn.write_all(body)?;
+    conn.flush()
+}
+
+/// A torchvision-named ImageNet-style state dict for `model` (a preset name, 3 channels),
+/// with random weights drawn from `seed`, as timm publishes them: `fc` for 1,000 classes,
+/// and `num_batches_tracked` only when `tracked` is set. The pretrained fixture of the
+/// Hub tests, in place of the real 100 MB download.
+pub fn imagenet_fixture(model: &str, seed: u64, tracked: bool) -> crate::Result<Vec<u8>> {
+    use crate::train::network::ParamLayout;
+    let config = crate::model::ModelConfig::preset(model, 3, 224, 1000)?;
+    let topo = crate::train::network::Topology::new(&config, 1)?;
+    let (params, state) = crate::train::network::params::param_specs(&topo)?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut t: StTensors = Vec::new();
+    let f32s = |v: Vec<f32>| bytemuck::cast_slice::<f32, u8>(&v).to_vec();
+    for p in &params {
+        let (shape, v) = match p.layout {
+            ParamLayout::Conv { kh, kw, cin, .. } => {
+                let n = p.layout.numel();
+                let a = (6.0 / (kh * kw * cin) as f32).sqrt();
+                let (shape, v) = crate::checkpoint::to_torch(p.layout, &uniform(&mut rng, n, a));
+                (shape, v)
+            }
+            ParamLayout::Head { d, c } => {
+                let v = uniform(&mut rng, d * c, (1.0 / d as f32).sqrt());
+                (vec![c, d], v)
+            }
+            ParamLayout::Vector(n) if p.name.ends_with(".weight") => (
+                vec![n],
+                (0..n).map(|_| rng.random_range(0.5..1.5)).collect(),
+            ),
+            ParamLayout::Vector(n) => (vec![n], uniform(&mut rng, n, 0.1)),
+        };
+        let name = match p.name.as_str() {
+            "head.weight" => "fc.weight".to_string(),
+            "head.bias" => "fc.bias".to_string(),
+            n => n.to_string(),
+        };
+        t.push((name, safetensors::Dtype::F32, shape, f32s(v)));
+    }
+    for s in &state {
+        let v: Vec<f32> = if s.name.ends_with("running_var") {
+            (0..s.len).map(|_| rng.random_range(0.5..2.0)).collect()
+        } else {
+            uniform(&mut rng, s.len, 0.2)
+        };
+        t.push((
+            s.name.clone(),
+            safetensors::Dtype::F32,
+            vec![s.len],
+            f32s(v),
+        ));
+        if tracked && s.name.ends_with("running_mean") {
+            let bn = s.name.trim_end_matches(".running_mean");
+            let n = 1000i64.to_le_bytes().to_vec();
+            t.push((
+                format!("{bn}.num_batches_tracked"),
+                safetensors::Dtype::I64,
+                vec![],
+                n,
+            ));
+        }
+    }
+    t.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(write_safetensors(None, &t))
+}

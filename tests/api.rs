@@ -146,3 +146,211 @@ fn recipe_train_and_classify_through_the_public_api() {
     let cam = clf.cam_image(&inputs[..clf.input_len()], &with_maps[0].0, &with_maps[0].1);
     assert!(cam.width() >= SIZE && cam.height() >= SIZE);
 }
+
+/// A file fetched from the Hub stand-in: downloaded once into the cache, then taken from
+/// it with no request, offline too; every failure is an [`Error::Hub`] naming its problem.
+#[test]
+fn hub_files_download_once_then_come_from_the_cache() {
+    use finegrain::hub::{fetch, HubFile, HubOptions, HubProblem};
+    use finegrain::testing::{FakeHub, HubFixture};
+    let payload: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let fixture = |repo: &str, wrong_sha| HubFixture {
+        repo: repo.into(),
+        file: "model.safetensors".into(),
+        bytes: payload.clone(),
+        wrong_sha,
+    };
+    let hub = FakeHub::serve(vec![fixture("me/net", false), fixture("me/bad", true)]);
+    let cache = tempfile::tempdir().unwrap();
+    let opts = HubOptions::new(&hub.endpoint, cache.path().join("hub"));
+    let file: HubFile = "me/net".parse().unwrap();
+
+    let path = fetch(&file, &opts).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), payload);
+    assert!(
+        path.starts_with(cache.path()),
+        "{} outside the cache",
+        path.display()
+    );
+    let asked = hub.requests();
+    assert!(asked >= 2, "a metadata request and a download, got {asked}");
+    // The second time, and offline: the cache, without a request.
+    assert_eq!(fetch(&file, &opts).unwrap(), path);
+    let offline = HubOptions {
+        offline: true,
+        ..opts.clone()
+    };
+    assert_eq!(fetch(&file, &offline).unwrap(), path);
+    assert_eq!(hub.requests(), asked, "the cached file was asked for again");
+
+    let problem = |f: &str, o: &HubOptions| match fetch(&f.parse().unwrap(), o) {
+        Err(e @ finegrain::Error::Hub { .. }) => {
+            let finegrain::Error::Hub { problem, .. } = &e else {
+                unreachable!()
+            };
+            (*problem, e.to_string())
+        }
+        other => panic!("{f}: expected a Hub error, got {other:?}"),
+    };
+    let (p, msg) = problem("me/other", &offline);
+    assert_eq!(p, HubProblem::OfflineNotCached, "{msg}");
+    assert!(
+        msg.contains("me/other") && msg.contains("model.safetensors"),
+        "{msg}"
+    );
+    let (p, msg) = problem("nobody/nothing", &opts);
+    assert_eq!(p, HubProblem::RepoNotFound, "{msg}");
+    assert!(
+        msg.contains("nobody/nothing") && msg.contains(&hub.endpoint),
+        "{msg}"
+    );
+    let (p, msg) = problem("me/net/other.safetensors", &opts);
+    assert_eq!(p, HubProblem::FileNotFound, "{msg}");
+    // A transfer that does not match the Hub's SHA-256 is refused and not kept.
+    let (p, msg) = problem("me/bad", &opts);
+    assert_eq!(p, HubProblem::Corrupt, "{msg}");
+    let kept = finegrain::hub::fetch(&"me/bad".parse().unwrap(), &offline);
+    assert!(
+        kept.is_err(),
+        "the corrupt copy stayed in the cache: {kept:?}"
+    );
+    // A Hub that does not answer.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let gone = HubOptions::new(format!("http://{closed}"), cache.path().join("hub"));
+    let (p, msg) = problem("me/elsewhere", &gone);
+    assert_eq!(p, HubProblem::Unreachable, "{msg}");
+}
+
+/// The photo path end to end: JPEG photos of several sizes and aspect ratios in class
+/// folders, the recipe with no choices but a small input, the ImageNet backbone it picks
+/// fetched from the Hub stand-in and fine-tuned for a few steps, then the checkpoint
+/// classifies the test photos (with class maps) exactly as the run evaluated them.
+#[test]
+fn photos_fine_tune_from_the_hub_by_default() {
+    use finegrain::hub::HubOptions;
+    use finegrain::recipe::BackboneInit;
+    use finegrain::testing::{FakeHub, HubFixture};
+    let Some(gpu) = finegrain::testing::gpu() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("photos");
+    let sizes = [(320, 240), (240, 320), (300, 300), (400, 225), (257, 193)];
+    let classes = ["red_fox", "grey_wolf", "fennec"];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let mut test_files = Vec::new();
+    for (split, n) in [("train", 5), ("test", 2)] {
+        for (c, name) in classes.iter().enumerate() {
+            let folder = data.join(split).join(name);
+            std::fs::create_dir_all(&folder).unwrap();
+            for i in 0..n {
+                let (w, h) = sizes[(i + c) % sizes.len()];
+                let tint = [[200u8, 80, 40], [120, 120, 130], [230, 200, 150]][c];
+                let img = image::RgbImage::from_fn(w, h, |x, y| {
+                    let stripe = ((x + y * (c as u32 + 1)) / 16).is_multiple_of(2);
+                    let k: i32 = rng.random_range(-25..25) + if stripe { 20 } else { -20 };
+                    image::Rgb(tint.map(|v| (v as i32 + k).clamp(0, 255) as u8))
+                });
+                let f = folder.join(format!("{i}.jpg"));
+                img.save(&f).unwrap();
+                if split == "test" {
+                    test_files.push((f, c));
+                }
+            }
+        }
+    }
+    let choices = Choices {
+        input_size: Some(64),
+        ..Choices::default()
+    };
+    let recipe = Recipe::for_data(&data, &choices).unwrap();
+    let weights = finegrain::hub::imagenet_weights("resnet50").unwrap();
+    assert_eq!(recipe.model, "resnet50", "{:#?}", recipe.reasons);
+    assert_eq!(recipe.init, BackboneInit::Hub(weights.clone()));
+    assert_eq!((recipe.channels, recipe.augment), (3, true));
+    assert_eq!(recipe.train.lr, 0.001, "the paper's fine-tuning rate");
+    assert_eq!(recipe.train.ce_warmup_epochs, 0);
+    assert!(
+        recipe.train.batch <= 15,
+        "batch {} > 15 images",
+        recipe.train.batch
+    );
+    assert!(
+        recipe
+            .reasons
+            .iter()
+            .any(|r| r.contains("timm/resnet50.tv_in1k")),
+        "the choice is not said: {:#?}",
+        recipe.reasons
+    );
+
+    let fixture = finegrain::testing::imagenet_fixture("resnet50", 3, false).unwrap();
+    let hub = FakeHub::serve(vec![HubFixture {
+        repo: weights.repo.clone(),
+        file: weights.file.clone(),
+        bytes: fixture.clone(),
+        wrong_sha: false,
+    }]);
+    let hub_opts = HubOptions::new(&hub.endpoint, dir.path().join("hf"));
+    let init = recipe
+        .fetch_init(&hub_opts)
+        .unwrap()
+        .expect("a pretrained file");
+    assert_eq!(std::fs::read(&init).unwrap(), fixture);
+
+    let opts = RunOptions {
+        out_dir: dir.path().join("run"),
+        threads: 2,
+        max_steps: Some(2),
+        init: Some(init),
+        ..RunOptions::default()
+    };
+    let run = Run::from_recipe(gpu, &recipe, opts).unwrap();
+    let checkpoint = run.checkpoint_path();
+    let summary = run.run(&mut |_: &Event| {}).unwrap();
+    let eval = summary.final_eval.expect("a final evaluation");
+    assert_eq!(eval.images, test_files.len());
+
+    // The backbone is the fixture's, moved only by two steps at lr 0.001.
+    let (_, want) = finegrain::testing::read_safetensors(&fixture);
+    let (_, got) = finegrain::testing::read_safetensors(&std::fs::read(&checkpoint).unwrap());
+    let f32s = |b: &[u8]| -> Vec<f32> {
+        b.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    };
+    for name in ["bn1.weight", "layer4.2.bn3.bias", "layer3.5.bn2.weight"] {
+        let w = want.iter().find(|t| t.0 == name).unwrap();
+        let g = got.iter().find(|t| t.0 == name).unwrap();
+        let (w, g) = (f32s(&w.3), f32s(&g.3));
+        let diff = w
+            .iter()
+            .zip(&g)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            diff < 0.02,
+            "{name}: moved {diff} from the fixture's values"
+        );
+    }
+
+    // The checkpoint classifies as the run evaluated: the same confusion matrix.
+    let classifier = Classifier::open(gpu, &checkpoint, 4).unwrap();
+    let mut confusion = vec![vec![0usize; classes.len()]; classes.len()];
+    for (file, truth) in &test_files {
+        let input = classifier.prepare(file).unwrap();
+        let (pred, maps) = classifier
+            .classify_with_maps(gpu, &input, 3, 1)
+            .unwrap()
+            .pop()
+            .unwrap();
+        confusion[*truth][pred.top[0].class] += 1;
+        assert_eq!(maps.len(), 1, "one class map asked for");
+        assert_eq!((maps[0].height, maps[0].width), (2, 2), "64 px / 32");
+        assert!(maps[0].values.iter().all(|v| v.is_finite()));
+    }
+    assert_eq!(confusion, eval.confusion);
+}

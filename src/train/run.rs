@@ -233,10 +233,13 @@ impl<'g> Run<'g> {
             run.notes.push(format!(
                 "backbone initialised from {}{}{}",
                 init.display(),
-                if rep.head_from_fc {
-                    "; head from its fc layer"
-                } else {
-                    ""
+                match (rep.head_from_fc, rep.fc_classes) {
+                    (true, _) => "; head from its fc layer".to_string(),
+                    (false, Some(c)) => format!(
+                        "; its fc has {c} classes, the model {}: the head starts afresh",
+                        model.num_classes
+                    ),
+                    _ => String::new(),
                 },
                 if rep.ignored.is_empty() {
                     String::new()
@@ -296,7 +299,11 @@ impl<'g> Run<'g> {
 
     /// A fresh run of `recipe`: its data (train and test splits), model and training
     /// configuration, its preprocessing recorded in the checkpoints and its pretrained
-    /// backbone (if any) loaded.
+    /// backbone (if any) loaded: unless `opts.init` names a file, [`Recipe::fetch_init`]
+    /// gets it, from the Hugging Face Hub's cache or by downloading it
+    /// ([`HubOptions::from_env`](crate::hub::HubOptions::from_env)).
+    ///
+    /// [`Recipe::fetch_init`]: crate::recipe::Recipe::fetch_init
     pub fn from_recipe(
         gpu: &'g Gpu,
         recipe: &crate::recipe::Recipe,
@@ -307,7 +314,7 @@ impl<'g> Run<'g> {
         let model = recipe.model_config(train.info().num_classes)?;
         opts.preprocessing = Some(recipe.preprocessing()?);
         if opts.init.is_none() {
-            opts.init = recipe.pretrained.clone();
+            opts.init = recipe.fetch_init(&crate::hub::HubOptions::from_env())?;
         }
         Run::new(gpu, &model, &recipe.train, train, Some(test), opts)
     }
