@@ -717,35 +717,6 @@ impl Checkpoint {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn layout_round_trips() {
-        let conv = ParamLayout::Conv {
-            kh: 3,
-            kw: 2,
-            cin: 5,
-            cout: 7,
-        };
-        let v: Vec<f32> = (0..3 * 2 * 5 * 7).map(|i| i as f32).collect();
-        let (shape, t) = to_torch(conv, &v);
-        assert_eq!(shape, vec![7, 5, 3, 2]);
-        // element (kh=2, kw=1, ci=4, co=6) in HWIO is at ((2*2+1)*5+4)*7+6
-        assert_eq!(
-            t[((6 * 5 + 4) * 3 + 2) * 2 + 1],
-            v[((2 * 2 + 1) * 5 + 4) * 7 + 6]
-        );
-        assert_eq!(from_torch(conv, &t), v);
-        let head = ParamLayout::Head { d: 4, c: 3 };
-        let h: Vec<f32> = (0..12).map(|i| i as f32).collect();
-        let (shape, t) = to_torch(head, &h);
-        assert_eq!(shape, vec![3, 4, 1, 1]);
-        assert_eq!(from_torch(head, &t), h);
-    }
-}
-
 /// What [`load_torchvision`] did besides copying the backbone.
 #[derive(Clone, Debug, Default)]
 pub struct BackboneReport {
@@ -934,4 +905,33 @@ pub fn export_torchvision(gpu: &Gpu, net: &Network, path: &Path) -> Result<()> {
     let bytes =
         safetensors::serialize(views, None).map_err(|e| Error::invalid("export", e.to_string()))?;
     write_in_new_folder(path, &bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_round_trips() {
+        let conv = ParamLayout::Conv {
+            kh: 3,
+            kw: 2,
+            cin: 5,
+            cout: 7,
+        };
+        let v: Vec<f32> = (0..3 * 2 * 5 * 7).map(|i| i as f32).collect();
+        let (shape, t) = to_torch(conv, &v);
+        assert_eq!(shape, vec![7, 5, 3, 2]);
+        // element (kh=2, kw=1, ci=4, co=6) in HWIO is at ((2*2+1)*5+4)*7+6
+        assert_eq!(
+            t[((6 * 5 + 4) * 3 + 2) * 2 + 1],
+            v[((2 * 2 + 1) * 5 + 4) * 7 + 6]
+        );
+        assert_eq!(from_torch(conv, &t), v);
+        let head = ParamLayout::Head { d: 4, c: 3 };
+        let h: Vec<f32> = (0..12).map(|i| i as f32).collect();
+        let (shape, t) = to_torch(head, &h);
+        assert_eq!(shape, vec![3, 4, 1, 1]);
+        assert_eq!(from_torch(head, &t), h);
+    }
 }

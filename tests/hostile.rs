@@ -2706,28 +2706,139 @@ fn cell(s: &str) -> String {
     s.replace('|', "\\|")
 }
 
-#[test]
-fn hostile_inputs_catalogue() {
-    let t0 = Instant::now();
-    // The known defects run after the asserting cases and are reported, not asserted.
+/// The readers of the catalogue, each run by the test of the same name.
+const READERS: [&str; 9] = [
+    "IDX images",
+    "IDX labels",
+    "IDX folder",
+    "CUB files",
+    "class folders",
+    "image decoding",
+    "checkpoint",
+    "checkpoint tensors",
+    "torchvision import",
+];
+
+/// Names one case (or those whose name contains it) to run alone, with `cargo test --test
+/// hostile -- --nocapture`: the other cases are not run.
+const CASE_VAR: &str = "FINEGRAIN_HOSTILE_CASE";
+
+/// The whole catalogue, numbered as its table is: the asserting cases, then the known
+/// defects (run after them and reported, not asserted).
+fn numbered() -> Vec<(usize, Case)> {
     let (known_defects, cases): (Vec<Case>, Vec<Case>) =
         catalogue().into_iter().partition(|c| c.defect.is_some());
-    assert!(cases.len() >= 55, "only {} asserted cases", cases.len());
+    cases
+        .into_iter()
+        .chain(known_defects)
+        .enumerate()
+        .map(|(n, c)| (n + 1, c))
+        .collect()
+}
+
+#[test]
+fn the_catalogue_names_each_case_once_for_a_known_reader() {
+    let all = numbered();
+    let asserted = all.iter().filter(|(_, c)| c.defect.is_none()).count();
+    assert!(asserted >= 55, "only {asserted} asserted cases");
     let mut names = std::collections::HashSet::new();
-    for c in cases.iter().chain(&known_defects) {
+    for (_, c) in &all {
         assert!(
             names.insert((c.reader, c.name)),
             "case `{} / {}` twice",
             c.reader,
             c.name
         );
+        assert!(
+            READERS.contains(&c.reader),
+            "case `{}` of reader `{}`, which has no test: add it to READERS and a test",
+            c.name,
+            c.reader
+        );
+    }
+    for r in READERS {
+        assert!(all.iter().any(|(_, c)| c.reader == r), "no case for `{r}`");
+    }
+}
+
+/// One test per reader: `cargo test --test hostile readers::cub_files`.
+mod readers {
+    use super::run_reader;
+
+    #[test]
+    fn idx_images() {
+        run_reader("IDX images");
+    }
+
+    #[test]
+    fn idx_labels() {
+        run_reader("IDX labels");
+    }
+
+    #[test]
+    fn idx_folder() {
+        run_reader("IDX folder");
+    }
+
+    #[test]
+    fn cub_files() {
+        run_reader("CUB files");
+    }
+
+    #[test]
+    fn class_folders() {
+        run_reader("class folders");
+    }
+
+    #[test]
+    fn image_decoding() {
+        run_reader("image decoding");
+    }
+
+    #[test]
+    fn checkpoint() {
+        run_reader("checkpoint");
+    }
+
+    #[test]
+    fn checkpoint_tensors() {
+        run_reader("checkpoint tensors");
+    }
+
+    #[test]
+    fn torchvision_import() {
+        run_reader("torchvision import");
+    }
+}
+
+/// One reader test at a time: the panic hook and the watchdog's record are global.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Run the cases of `reader` (only those whose name contains `FINEGRAIN_HOSTILE_CASE` when
+/// it is set), print their rows of the table and assert that each behaves as catalogued.
+fn run_reader(reader: &str) {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let t0 = Instant::now();
+    let only = std::env::var(CASE_VAR).ok().filter(|v| !v.is_empty());
+    let all = numbered();
+    let picked: Vec<(usize, &Case)> = all
+        .iter()
+        .filter(|(_, c)| c.reader == reader)
+        .filter(|(_, c)| only.as_deref().is_none_or(|o| c.name.contains(o)))
+        .map(|(n, c)| (*n, c))
+        .collect();
+    if picked.is_empty() {
+        assert!(only.is_some(), "no case for reader `{reader}`");
+        println!("{reader}: no case named like {only:?} ({CASE_VAR})");
+        return;
     }
     let ctx = context();
     let root = tempfile::Builder::new()
         .prefix("finegrain-hostile-")
         .tempdir()
         .unwrap();
-    watchdog();
+    static WATCHDOG: std::sync::Once = std::sync::Once::new();
+    WATCHDOG.call_once(watchdog);
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     let mut rows = Vec::new();
@@ -2735,8 +2846,7 @@ fn hostile_inputs_catalogue() {
     let mut defects = Vec::new();
     let mut skipped = 0;
     let mut slowest = (Duration::ZERO, "");
-    for (n, case) in cases.iter().chain(&known_defects).enumerate() {
-        let num = n + 1;
+    for &(num, case) in &picked {
         let dir = root.path().join(format!("{num:03}"));
         let (status, shown) = if case.gpu && ctx.net.is_none() {
             skipped += 1;
@@ -2800,11 +2910,10 @@ fn hostile_inputs_catalogue() {
     }
     println!();
     println!(
-        "{} cases ({} asserted, {} known defects), {skipped} skipped without an \
-         adapter, {} failing; slowest `{}` {:?}; {:?} in all",
-        cases.len() + known_defects.len(),
-        cases.len(),
-        known_defects.len(),
+        "{reader}: {} cases ({} known defects), {skipped} skipped without an adapter, {} \
+         failing; slowest `{}` {:?}; {:?} in all",
+        picked.len(),
+        picked.iter().filter(|(_, c)| c.defect.is_some()).count(),
         failures.len(),
         slowest.1,
         slowest.0,
@@ -2818,7 +2927,7 @@ fn hostile_inputs_catalogue() {
     }
     assert!(
         failures.is_empty(),
-        "{} hostile case(s) failed:\n{}",
+        "{} hostile case(s) of {reader} failed:\n{}",
         failures.len(),
         failures.join("\n")
     );

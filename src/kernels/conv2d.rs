@@ -2,7 +2,10 @@
 //! its weight gradient, as tiled implicit GEMMs, plus a direct forward kernel kept as the
 //! readable reference and fallback (see `shaders/conv2d.wgsl`).
 //!
-//! Layouts: x (N, H, W, Cin), w (KH, KW, Cin, Cout), y (N, OH, OW, Cout), f32, contiguous.
+//! Layouts: x (N, H, W, Cin), w (KH, KW, Cin, Cout), y (N, OH, OW, Cout), contiguous.
+//! Tensors are f32, or in mixed precision f16 operands (each tensor's [`DType`]) with f32
+//! arithmetic: the weight gradient is written in f32, the forward pass and the data
+//! gradient in f16, rounded once from the f32 sum.
 
 use super::conv2d_coop::{
     conv2d_backward_data_coop, conv2d_backward_weight_coop, conv2d_forward_coop, CoopConvOptions,
