@@ -10,14 +10,14 @@
 
 use clap::Parser;
 use finegrain::gpu::{Dispatch, Gpu, GpuOptions, Profiler};
+use finegrain::kernels::conv2d::coop::{
+    conv2d_backward_data_coop, conv2d_backward_weight_coop, conv2d_forward_coop, CoopConvOptions,
+    CoopTile,
+};
 use finegrain::kernels::conv2d::{
     conv2d_backward_data, conv2d_backward_weight, conv2d_forward, weight_grad_splits,
     Conv2dBackwardData, Conv2dBackwardWeight, Conv2dForward, Conv2dKernel, Conv2dOptions,
     Conv2dShape,
-};
-use finegrain::kernels::conv2d_coop::{
-    conv2d_backward_data_coop, conv2d_backward_weight_coop, conv2d_forward_coop, CoopConvOptions,
-    CoopTile,
 };
 use finegrain::kernels::gemm::{gemm, Gemm, GemmKernel, GemmOptions, GemmSpec};
 use finegrain::model::ModelConfig;

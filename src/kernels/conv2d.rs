@@ -7,16 +7,18 @@
 //! arithmetic: the weight gradient is written in f32, the forward pass and the data
 //! gradient in f16, rounded once from the f32 sum.
 
-use super::conv2d_coop::{
-    conv2d_backward_data_coop, conv2d_backward_weight_coop, conv2d_forward_coop, CoopConvOptions,
-    CoopTile,
-};
+pub mod coop;
+
 use super::{
     CONV2D, CONV2D_F16, CONV2D_F16_OUT, CONV2D_SUBGROUP, CONV2D_SUBGROUP_F16,
     CONV2D_SUBGROUP_F16_OUT,
 };
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Dispatch, Gpu, KernelFamily, ShaderSource, Size, Tensor};
+use coop::{
+    conv2d_backward_data_coop, conv2d_backward_weight_coop, conv2d_forward_coop, CoopConvOptions,
+    CoopTile,
+};
 
 /// Geometry of one convolution: input (n, h, w, cin), kernel (kh, kw), cout output channels,
 /// the same stride and zero padding on both spatial axes.
@@ -421,7 +423,7 @@ pub struct Conv2dOptions<'a> {
     /// other passes.
     pub scratch: Option<&'a Tensor>,
     /// Run the pass on the GPU's matrix units with this tile instead
-    /// ([`super::conv2d_coop`]: f16 operands; `kernel`, `splits` and `scratch` do not apply
+    /// ([`coop`]: f16 operands; `kernel`, `splits` and `scratch` do not apply
     /// there); `None`: the kernel family.
     pub coop: Option<CoopTile>,
 }

@@ -5,7 +5,6 @@ pub mod amp;
 pub mod batchnorm;
 pub mod cast;
 pub mod conv2d;
-pub mod conv2d_coop;
 pub mod elementwise;
 pub mod gemm;
 pub mod pool;

@@ -5,12 +5,12 @@
 
 use crate::conv2d::{name, numel, shape};
 use crate::{coop_required, REQUIRE_COOP};
-use finegrain::kernels::conv2d::{
-    Conv2dBackwardData, Conv2dBackwardWeight, Conv2dForward, Conv2dShape,
-};
-use finegrain::kernels::conv2d_coop::{
+use finegrain::kernels::conv2d::coop::{
     conv2d_backward_data_coop, conv2d_backward_weight_coop, conv2d_forward_coop, CoopConvOptions,
     CoopTile,
+};
+use finegrain::kernels::conv2d::{
+    Conv2dBackwardData, Conv2dBackwardWeight, Conv2dForward, Conv2dShape,
 };
 use finegrain::reference::conv2d as twin;
 use finegrain::reference::gemm::round_f16;

@@ -385,7 +385,7 @@ fn loss_scaling_matches_its_model() {
 #[test]
 fn cooperative_matrices_can_be_turned_off() {
     use finegrain::gpu::GpuOptions;
-    use finegrain::kernels::conv2d_coop::CoopTile;
+    use finegrain::kernels::conv2d::coop::CoopTile;
     use finegrain::method::loss::LossKind;
     use finegrain::model::ModelConfig;
     use finegrain::train::{MethodConfig, Network, Precision};

@@ -19,11 +19,11 @@ use crate::kernels::batchnorm::{
     BatchNormBackward, BatchNormEval, BatchNormNormalize, BatchNormTrain,
 };
 use crate::kernels::cast::cast;
+use crate::kernels::conv2d::coop::CoopTile;
 use crate::kernels::conv2d::{
     conv2d_backward_data, conv2d_backward_weight, conv2d_forward, Conv2dBackwardData,
     Conv2dBackwardWeight, Conv2dForward, Conv2dOptions,
 };
-use crate::kernels::conv2d_coop::CoopTile;
 use crate::kernels::elementwise::{add_inplace, add_relu_inplace, relu_backward_inplace};
 use crate::kernels::pool::{maxpool_backward, maxpool_forward, MaxPoolBackward, MaxPoolForward};
 use crate::kernels::sgd::{sgd_step, SgdOptions, SgdStep};

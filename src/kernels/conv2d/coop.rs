@@ -1,18 +1,16 @@
 //! The three convolution passes on the GPU's matrix units: `shaders/coop_tiles.wgsl` with
 //! the accessors of `shaders/conv2d_coop.wgsl`, implicit GEMMs whose operands are f16 and
 //! whose products are accumulated, and written, in f32. The mixed-precision counterparts of
-//! [`conv2d_forward`](super::conv2d::conv2d_forward), [`conv2d_backward_data`](super::conv2d::conv2d_backward_data)
-//! and [`conv2d_backward_weight`](super::conv2d::conv2d_backward_weight), with the same
+//! [`conv2d_forward`](super::conv2d_forward), [`conv2d_backward_data`](super::conv2d_backward_data)
+//! and [`conv2d_backward_weight`](super::conv2d_backward_weight), with the same
 //! tensor structs and geometry: the read tensors are f16, the written one f32, or f16 for
 //! the forward pass and the data gradient (rounded once from the f32 accumulator).
 
-use super::conv2d::{
-    Conv2dBackwardData, Conv2dBackwardWeight, Conv2dForward, Conv2dGeometry, Conv2dShape,
-};
-pub use super::CoopTile;
-use super::{CONV2D_COOP16, CONV2D_COOP16_F16_OUT, CONV2D_COOP8, CONV2D_COOP8_F16_OUT};
+use super::{Conv2dBackwardData, Conv2dBackwardWeight, Conv2dForward, Conv2dGeometry, Conv2dShape};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Dispatch, Gpu};
+pub use crate::kernels::CoopTile;
+use crate::kernels::{CONV2D_COOP16, CONV2D_COOP16_F16_OUT, CONV2D_COOP8, CONV2D_COOP8_F16_OUT};
 
 /// How a cooperative-matrix convolution pass runs. [`Default`]: the largest tile the
 /// adapter has, overwrite the output.
