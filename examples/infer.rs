@@ -2,7 +2,7 @@
 //! GPU, optionally with class activation maps overlaid on each image.
 //!
 //!     cargo run --release --example infer -- path/to/image.png path/to/folder
-//!     cargo run --release --example infer -- --weights runs/default/last.safetensors --cam cams/ images/
+//!     cargo run --release --example infer -- --weights runs/run-1/last.safetensors --cam cams/ images/
 //!
 //! Without `--weights` it uses the model shipped in `weights/` (trained with the train example).
 //! Everything but argument parsing and printing is `finegrain::classify::Classifier`.

@@ -7,13 +7,16 @@
 //!
 //!     cargo run --release --example train
 //!     cargo run --release --example train -- --data path/to/CUB_200_2011 --model resnet50 --input-size 448
-//!     cargo run --release --example train -- --resume runs/default/last.safetensors
+//!     cargo run --release --example train -- --resume runs/run-1/last.safetensors
+//!
+//! Each run writes to a new folder `runs/run-N` unless `--out` names one; a folder holding
+//! another run is refused unless `--overwrite`, and one a live run writes to is refused.
 
 use clap::{Parser, ValueEnum};
 use finegrain::gpu::{Gpu, GpuOptions};
 use finegrain::recipe::{Choices, Recipe};
 use finegrain::train::observe::{Console, ProgressStyle};
-use finegrain::train::{LossChoice, Run, RunOptions, Schedule};
+use finegrain::train::{LossChoice, OutDir, Run, RunOptions, Schedule};
 use std::path::PathBuf;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -125,9 +128,15 @@ struct Args {
     /// Seed for initialisation, data order, augmentation and masks.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Output folder for last.safetensors, metrics.csv and the plot.
-    #[arg(long, default_value = "runs/default")]
-    out: PathBuf,
+    /// Output folder for last.safetensors, metrics.csv and the plot. Default: a new folder
+    /// runs/run-N for each run (with --resume: the checkpoint's folder). A folder that holds
+    /// another run is refused unless --overwrite.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Let this run replace the run already in --out (its files stay until this run writes
+    /// its first checkpoint). A folder that a running run writes to is refused all the same.
+    #[arg(long)]
+    overwrite: bool,
     /// Continue a run from its checkpoint (its model and settings are used).
     #[arg(long)]
     resume: Option<PathBuf>,
@@ -247,6 +256,53 @@ fn recipe(args: &Args) -> finegrain::Result<(Recipe, &'static str)> {
     Ok((r, what))
 }
 
+/// The data flags a command continuing this run needs.
+fn data_args(args: &Args) -> String {
+    match &args.data {
+        Some(d) => format!(" --data {}", shell_word(&d.to_string_lossy())),
+        None if args.subset => " --subset".to_string(),
+        None => String::new(),
+    }
+}
+
+/// `word` as one word of a shell command (quoted when needed).
+fn shell_word(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_-./=:,+@%".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
+/// An output folder that holds another run: say how to continue that run or replace it,
+/// and exit. Other errors are returned as they are.
+fn advise(e: finegrain::Error, args: &Args) -> finegrain::Error {
+    let finegrain::Error::RunExists {
+        dir, checkpoint, ..
+    } = &e
+    else {
+        return e;
+    };
+    let cmd = "cargo run --release --example train --";
+    eprintln!("error: {e}");
+    if let Some(ck) = checkpoint {
+        eprintln!(
+            "  continue that run:  {cmd} --resume {} --out {}{}",
+            shell_word(&ck.to_string_lossy()),
+            shell_word(&dir.to_string_lossy()),
+            data_args(args)
+        );
+    }
+    let given: Vec<String> = std::env::args().skip(1).map(|a| shell_word(&a)).collect();
+    eprintln!(
+        "  replace it:         {cmd} {} --overwrite",
+        given.join(" ")
+    );
+    eprintln!("  or choose another --out (with none, each run gets a new folder in runs/)");
+    std::process::exit(1);
+}
+
 /// The file an error names, if any.
 fn e_path(e: &finegrain::Error) -> Option<&std::path::Path> {
     match e {
@@ -329,7 +385,11 @@ fn real_main(args: Args) -> finegrain::Result<()> {
         println!("backbone: {}", p.display());
     }
     let mut opts = RunOptions {
-        out_dir: args.out.clone(),
+        out_dir: match &args.out {
+            Some(p) => OutDir::At(p.clone()),
+            None => OutDir::default(),
+        },
+        overwrite: args.overwrite,
         max_steps: args.max_steps,
         checkpoint_every: args.checkpoint_every,
         strict: args.strict,
@@ -346,7 +406,7 @@ fn real_main(args: Args) -> finegrain::Result<()> {
     let stop = finegrain::train::StopFlag::on_signals()?;
     opts.stop = Some(stop.clone());
     let run = match &args.resume {
-        Some(ck) => Run::resume(&gpu, ck, train, Some(test), opts)?,
+        Some(ck) => Run::resume(&gpu, ck, train, Some(test), opts).map_err(|e| advise(e, &args))?,
         None => {
             let model = recipe.model_config(info.num_classes)?;
             let init = opts.init.clone();
@@ -361,11 +421,21 @@ fn real_main(args: Args) -> finegrain::Result<()> {
                     );
                     std::process::exit(1);
                 }
-                r => r?,
+                r => r.map_err(|e| advise(e, &args))?,
             }
         }
     };
     let ck_path = run.checkpoint_path();
+    let out_dir = run.out_dir().to_path_buf();
+    println!(
+        "out: {}{}",
+        out_dir.display(),
+        if args.out.is_none() && args.resume.is_none() {
+            " (a new folder; --out DIR names one)"
+        } else {
+            ""
+        }
+    );
     let mut console = if args.quiet {
         Console::with_style(ProgressStyle::None)
     } else {
@@ -382,13 +452,9 @@ fn real_main(args: Args) -> finegrain::Result<()> {
             p.epoch + 1,
             p.batch,
             ck_path.display(),
-            ck_path.display(),
-            args.out.display(),
-            match &args.data {
-                Some(d) => format!(" --data {}", d.display()),
-                None if args.subset => " --subset".to_string(),
-                None => String::new(),
-            }
+            shell_word(&ck_path.to_string_lossy()),
+            shell_word(&out_dir.to_string_lossy()),
+            data_args(&args)
         );
         std::process::exit(stop.exit_status());
     }

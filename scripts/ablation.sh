@@ -5,7 +5,8 @@
 #   scripts/ablation.sh [SEEDS] [EXTRA TRAIN FLAGS...]
 #   scripts/ablation.sh "0 1 2" --subset --epochs 4          # the table in docs/performance.md
 #
-# Runs the release `train` example; outputs go to runs/ablation/<config>-s<seed>/.
+# Runs the release `train` example; outputs go to runs/ablation/<config>-s<seed>/, replacing
+# those of an earlier ablation (--overwrite).
 # Environment: FINEGRAIN_TRAIN_BIN = a prebuilt train binary (skips the cargo build),
 # ABLATION_DIR = output folder instead of runs/ablation.
 set -euo pipefail
@@ -31,7 +32,7 @@ for cfg in "${order[@]}"; do
     out="$root/${cfg}-s${s}"
     echo "== $cfg seed $s" >&2
     # shellcheck disable=SC2086
-    $bin --quiet --seed "$s" --out "$out" ${flags[$cfg]} "$@" > "$out.log" 2>&1 || { echo "run failed: $out.log" >&2; exit 1; }
+    $bin --quiet --seed "$s" --out "$out" --overwrite ${flags[$cfg]} "$@" > "$out.log" 2>&1 || { echo "run failed: $out.log" >&2; exit 1; }
   done
 done
 echo "| configuration | seeds | test top-1 % (mean ± std) | per seed |"

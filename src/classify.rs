@@ -9,7 +9,7 @@
 //! use finegrain::classify::Classifier;
 //! use finegrain::gpu::Gpu;
 //! let gpu = Gpu::from_env()?;
-//! let clf = Classifier::open(&gpu, "runs/default/last.safetensors".as_ref(), 32)?;
+//! let clf = Classifier::open(&gpu, "runs/run-1/last.safetensors".as_ref(), 32)?;
 //! let files = finegrain::data::image_files(&["photos/".into()])?;
 //! for (file, result) in files.iter().zip(clf.classify_paths(&gpu, &files, 5, 4)?) {
 //!     match result {

@@ -112,6 +112,34 @@ pub enum Error {
     /// Training produced a non-finite loss.
     #[error("{0}")]
     NonFinite(String),
+
+    /// A run's output folder holds another run's files (`files`, among
+    /// [`RUN_FILES`](crate::train::rundir::RUN_FILES); `checkpoint` is its checkpoint, if it
+    /// has one), which this run would replace: a fresh run, or one resumed from another
+    /// checkpoint, without [`RunOptions::overwrite`](crate::train::RunOptions::overwrite).
+    #[error(
+        "{} holds another run ({}): a run does not replace another's files. Resume that run \
+         from its checkpoint, choose another folder, or ask to overwrite it",
+        dir.display(),
+        files.join(", ")
+    )]
+    RunExists {
+        dir: PathBuf,
+        checkpoint: Option<PathBuf>,
+        files: Vec<String>,
+    },
+
+    /// Another live run is writing to a run's output folder (it holds the folder's lock).
+    #[error(
+        "{} is in use by another run: {holder} holds its lock ({}); wait for that run to end \
+         or choose another folder",
+        dir.display(),
+        dir.join(crate::train::rundir::LOCK_FILE).display()
+    )]
+    RunLocked {
+        dir: PathBuf,
+        holder: crate::train::rundir::LockHolder,
+    },
 }
 
 /// `Result` with [`Error`].

@@ -12,9 +12,10 @@
 //! - convolution weights are `(KH, KW, Cin, Cout)` (HWIO), so a convolution is the GEMM
 //!   `im2col(x)[N*OH*OW, KH*KW*Cin] x W[KH*KW*Cin, Cout]`; PyTorch's OIHW weights are
 //!   transposed at load time;
-//! - every GPU kernel has a CPU twin in f64 in `reference` (with the cargo feature
-//!   `testing`, which the crate's own tests, benchmark and doctests enable, together with
-//!   `testing`: the shared test adapter and GPU-versus-twin comparisons).
+//! - every GPU kernel has a CPU twin in f64 in the module `reference`; it and the module
+//!   `testing` (the shared test adapter, fresh random inputs, GPU-versus-twin comparisons)
+//!   are built with the cargo feature `testing`, which the crate's own tests, benchmark
+//!   and doctests enable.
 //!
 //! # Use as a library
 //!
@@ -34,7 +35,7 @@
 //! let mut recipe = Recipe::for_data("data/fashion-mnist-subset".as_ref(), &Choices::default())?;
 //! recipe.train.epochs = 1;
 //! let opts = RunOptions {
-//!     out_dir: out.path().to_path_buf(), // e.g. "runs/mine".into()
+//!     out_dir: out.path().into(), // e.g. "runs/mine".into(); by default a new runs/run-N
 //!     max_steps: Some(10),
 //!     evaluate: false,
 //!     ..RunOptions::default()

@@ -61,7 +61,7 @@ fn recipe_train_and_classify_through_the_public_api() {
 
     let out = dir.path().join("run");
     let opts = RunOptions {
-        out_dir: out.clone(),
+        out_dir: out.clone().into(),
         threads: 2,
         ..RunOptions::default()
     };
@@ -302,7 +302,7 @@ fn photos_fine_tune_from_the_hub_by_default() {
     assert_eq!(std::fs::read(&init).unwrap(), fixture);
 
     let opts = RunOptions {
-        out_dir: dir.path().join("run"),
+        out_dir: dir.path().join("run").into(),
         threads: 2,
         max_steps: Some(2),
         init: Some(init),

@@ -35,7 +35,7 @@ fn a_lost_device_stops_the_run_with_a_clear_error_and_keeps_the_checkpoint() {
         ..TrainConfig::default()
     };
     let opts = RunOptions {
-        out_dir: out.clone(),
+        out_dir: out.clone().into(),
         threads: 1,
         evaluate: false,
         ..RunOptions::default()

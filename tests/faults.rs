@@ -27,7 +27,7 @@ fn run(g: &finegrain::Gpu, train: Arc<dyn Dataset>, out: &Path) -> finegrain::Re
         ..TrainConfig::default()
     };
     let opts = RunOptions {
-        out_dir: out.to_path_buf(),
+        out_dir: out.into(),
         checkpoint_every: Some(1),
         threads: 1,
         evaluate: false,

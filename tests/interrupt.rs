@@ -46,7 +46,7 @@ fn config() -> TrainConfig {
 
 fn opts(out: &Path) -> RunOptions {
     RunOptions {
-        out_dir: out.to_path_buf(),
+        out_dir: out.into(),
         threads: 1,
         evaluate: false,
         ..RunOptions::default()

@@ -8,7 +8,8 @@ use finegrain::model::ModelConfig;
 use finegrain::testing::gpu;
 use finegrain::train::observe::Event;
 use finegrain::train::{LossChoice, NetMode, Precision, Schedule, TrainConfig, Trainer};
-use finegrain::train::{Run, RunOptions, RunSummary};
+use finegrain::train::{OutDir, Run, RunOptions, RunSummary};
+use finegrain::Error;
 use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -101,7 +102,8 @@ fn config() -> TrainConfig {
 
 fn opts(out: &Path, max_steps: Option<u64>) -> RunOptions {
     RunOptions {
-        out_dir: out.to_path_buf(),
+        out_dir: out.into(),
+        overwrite: false,
         max_steps,
         checkpoint_every: None,
         strict: false,
@@ -365,8 +367,10 @@ fn divergence_case(precision: Precision) {
         precision,
         ..config()
     };
+    // (A second fresh run in the same folder: it may replace the first one's files.)
     let mut o = opts(&root.join("out"), None);
     o.checkpoint_every = Some(1);
+    o.overwrite = true;
     let err = run(g, &model, &bad, train, Some(test), None, &o, &mut |_| {}).unwrap_err();
     let msg = err.to_string();
     assert!(
@@ -380,6 +384,149 @@ fn divergence_case(precision: Precision) {
     ck2.load_into(g, &t.net, true)
         .expect("the kept checkpoint loads (all values finite)");
     assert!(!after.is_empty() && !before.is_empty());
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// No run destroys another (#20): a second run into a folder that holds a run is refused
+/// and leaves that run's files byte-identical, also when resumed from another checkpoint;
+/// resuming from the folder's own checkpoint continues there; with `overwrite` the run is
+/// replaced; a folder a live run holds is refused naming its process; a lock left by a killed
+/// run is taken over; runs given no folder get new ones and leave each other alone.
+#[test]
+fn a_second_run_never_replaces_another_runs_files() {
+    let Some(g) = gpu() else { return };
+    let root = temp_dir("no-clobber");
+    write_dataset(&root.join("data"));
+    let (train, _) = datasets(&root.join("data"));
+    let model = ModelConfig::preset("tiny", 1, SIZE, 3).unwrap();
+    let cfg = TrainConfig {
+        epochs: 1,
+        ..config()
+    };
+    let quick = |out: OutDir, steps: u64, overwrite: bool| RunOptions {
+        out_dir: out,
+        overwrite,
+        evaluate: false,
+        ..opts(Path::new("unused"), Some(steps))
+    };
+    let fresh = |o: RunOptions| Run::new(g, &model, &cfg, train.clone(), None, o);
+    let train_to_end = |r: Run<'_>| {
+        let mut notes = Vec::new();
+        r.run(&mut |e: &Event| {
+            if let Event::Note(n) = e {
+                notes.push(n.to_string())
+            }
+        })
+        .unwrap();
+        notes
+    };
+    let a = root.join("a");
+    let (ck, csv) = (a.join("last.safetensors"), a.join("metrics.csv"));
+    train_to_end(fresh(quick(a.clone().into(), 2, false)).unwrap());
+    let (ck_bytes, csv_bytes) = (std::fs::read(&ck).unwrap(), std::fs::read(&csv).unwrap());
+    let untouched = |what: &str| {
+        assert_eq!(std::fs::read(&ck).unwrap(), ck_bytes, "{what}: checkpoint");
+        assert_eq!(std::fs::read(&csv).unwrap(), csv_bytes, "{what}: metrics");
+        assert!(!a.join(".lock").exists(), "{what}: no lock left");
+    };
+
+    // A second fresh run there is refused, naming the folder and the run's checkpoint.
+    match fresh(quick(a.clone().into(), 1, false)) {
+        Err(Error::RunExists {
+            dir,
+            checkpoint,
+            files,
+        }) => {
+            assert_eq!(dir, a);
+            assert_eq!(checkpoint.as_deref(), Some(ck.as_path()));
+            assert_eq!(files, ["last.safetensors", "metrics.csv", "metrics.png"]);
+        }
+        Err(e) => panic!("refused for the wrong reason: {e}"),
+        Ok(_) => panic!("a second run into {} was accepted", a.display()),
+    }
+    untouched("a second fresh run");
+
+    // So is a run resumed from another run's checkpoint.
+    let b = root.join("b");
+    train_to_end(fresh(quick(b.clone().into(), 1, false)).unwrap());
+    let other = Run::resume(
+        g,
+        &b.join("last.safetensors"),
+        train.clone(),
+        None,
+        quick(a.clone().into(), 2, false),
+    );
+    assert!(
+        matches!(other, Err(Error::RunExists { .. })),
+        "{:?}",
+        other.err()
+    );
+    untouched("a run resumed from another checkpoint");
+
+    // A live run's folder is refused, even with overwrite, naming the process.
+    let live = fresh(quick(a.clone().into(), 1, true)).unwrap();
+    match fresh(quick(a.clone().into(), 1, true)) {
+        Err(e @ Error::RunLocked { .. }) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&format!("process {}", std::process::id()))
+                    && msg.contains(&a.display().to_string()),
+                "{msg}"
+            );
+        }
+        Err(e) => panic!("refused for the wrong reason: {e}"),
+        Ok(_) => panic!("a second live run in {} was accepted", a.display()),
+    }
+    drop(live);
+    untouched("a refused run next to a live one");
+
+    // Resuming from the folder's own checkpoint continues there, by default too.
+    let resumed = Run::resume(
+        g,
+        &ck,
+        train.clone(),
+        None,
+        quick(OutDir::default(), 3, false),
+    )
+    .unwrap();
+    assert_eq!(resumed.out_dir(), a);
+    train_to_end(resumed);
+    assert_eq!(Checkpoint::open(&ck).unwrap().progress().unwrap().step, 3);
+    let rows = finegrain::train::run::read_metrics(&csv).unwrap();
+    assert_eq!(rows.len(), 1, "the epoch's row, rewritten");
+
+    // A lock left by a killed run (a record nobody holds) is taken over; with overwrite the
+    // old run is replaced.
+    std::fs::write(
+        a.join(".lock"),
+        r#"{"pid":4000000,"host":"elsewhere","started":1700000000,"command":["train"]}"#,
+    )
+    .unwrap();
+    let notes = train_to_end(fresh(quick(a.clone().into(), 1, true)).unwrap());
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("took over") && n.contains("process 4000000")),
+        "{notes:?}"
+    );
+    assert!(notes.iter().any(|n| n.contains("overwriting")), "{notes:?}");
+    assert_eq!(Checkpoint::open(&ck).unwrap().progress().unwrap().step, 1);
+    assert!(!a.join(".lock").exists());
+
+    // No folder given: each run gets a new one, and leaves the others' files alone.
+    let runs = root.join("runs");
+    let first = fresh(quick(OutDir::New(runs.clone()), 1, false)).unwrap();
+    assert_eq!(first.out_dir(), runs.join("run-1"));
+    train_to_end(first);
+    let first_ck = std::fs::read(runs.join("run-1/last.safetensors")).unwrap();
+    let second = fresh(quick(OutDir::New(runs.clone()), 2, false)).unwrap();
+    assert_eq!(second.out_dir(), runs.join("run-2"));
+    train_to_end(second);
+    assert_eq!(
+        std::fs::read(runs.join("run-1/last.safetensors")).unwrap(),
+        first_ck
+    );
+    assert!(runs.join("run-2/last.safetensors").is_file());
     std::fs::remove_dir_all(&root).unwrap();
 }
 

@@ -61,13 +61,13 @@ echo "test-parity exit $?" >&2
 
 echo "== default run, f32 and mixed precision (the shipped subset)" >&2
 for p in f32 mixed; do
-  timeout "$t_default" .bin/train "${default_args[@]}" --precision "$p" --quiet --out "$OUT/default-$p" \
+  timeout "$t_default" .bin/train "${default_args[@]}" --precision "$p" --quiet --overwrite --out "$OUT/default-$p" \
     > "$OUT/default-$p.log" 2>&1
   echo "default $p exit $?" >&2
 done
 
 echo "== full-data run" >&2
-timeout "$t_full" .bin/train "${full_args[@]}" --quiet --out "$OUT/full" > "$OUT/full.log" 2>&1
+timeout "$t_full" .bin/train "${full_args[@]}" --quiet --overwrite --out "$OUT/full" > "$OUT/full.log" 2>&1
 echo "full exit $?" >&2
 
 echo "== ablation" >&2

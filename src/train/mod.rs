@@ -9,6 +9,7 @@ pub mod memory;
 pub mod network;
 pub mod observe;
 pub mod run;
+pub mod rundir;
 pub mod schedule;
 pub mod stop;
 
@@ -21,6 +22,7 @@ pub use eval::EvalReport;
 pub use network::{MethodConfig, NetMode, Network, Precision};
 pub use observe::{Console, Event, Observer};
 pub use run::{EpochSummary, Progress, Run, RunOptions, RunSummary};
+pub use rundir::OutDir;
 pub use schedule::{LrSchedule, Schedule};
 use std::collections::VecDeque;
 pub use stop::StopFlag;

@@ -3,6 +3,7 @@
 //! example is a command-line front end to it.
 
 use super::observe::{Event, Observer, RunStart};
+use super::rundir::{OutDir, RunDir};
 use super::{EvalReport, StepStats, StopFlag, TrainConfig, Trainer};
 use crate::checkpoint::{self, Checkpoint};
 use crate::data::{Dataset, Loader, LoaderOptions};
@@ -35,8 +36,17 @@ pub struct Progress {
 /// Options of a run besides the model and the training configuration.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
-    /// Folder for checkpoints (`last.safetensors`), `metrics.csv` and `metrics.png`.
-    pub out_dir: PathBuf,
+    /// Folder for checkpoints (`last.safetensors`), `metrics.csv` and `metrics.png`: by
+    /// default a new folder of its own inside `runs/` (`runs/run-1`, `runs/run-2`, ...; a
+    /// resumed run continues in its checkpoint's folder), or a folder given as a path
+    /// (`"runs/mine".into()`), which must not hold another run's files unless
+    /// [`overwrite`](Self::overwrite) is set ([`OutDir`]). A run locks its folder while
+    /// alive: a second run there is refused ([`Error::RunLocked`]).
+    pub out_dir: OutDir,
+    /// Let a fresh run (or one resumed from another checkpoint) replace the files of
+    /// another run in [`out_dir`](Self::out_dir): they stay until this run writes its first
+    /// checkpoint. Without it such a folder is refused ([`Error::RunExists`]).
+    pub overwrite: bool,
     /// Stop after this many steps in total (tests, quick looks); `None`: all epochs.
     pub max_steps: Option<u64>,
     /// Also checkpoint every this many steps (besides each epoch end).
@@ -65,11 +75,12 @@ pub struct RunOptions {
 }
 
 impl Default for RunOptions {
-    /// `runs/default`, every core decoding, evaluation at each epoch end, checkpoints at
-    /// epoch ends only.
+    /// A new folder inside `runs/`, every core decoding, evaluation at each epoch end,
+    /// checkpoints at epoch ends only.
     fn default() -> Self {
         RunOptions {
-            out_dir: PathBuf::from("runs/default"),
+            out_dir: OutDir::default(),
+            overwrite: false,
             max_steps: None,
             checkpoint_every: None,
             strict: false,
@@ -198,16 +209,20 @@ pub fn evaluate_with(
 /// A training run (fresh or resumed): its network, data, options and where it stands.
 /// [`Run::run`] trains to the end (or to `max_steps`) and reports through an [`Observer`].
 ///
-/// A run checkpoints to `out_dir/last.safetensors` atomically at every epoch end (and every
-/// `checkpoint_every` steps), appends a row per epoch to `metrics.csv` and redraws
-/// `metrics.png`. Resuming from its checkpoint continues with the same batches, masks and
-/// losses as an uninterrupted run.
+/// A run checkpoints to `last.safetensors` in its folder ([`Run::out_dir`]) atomically at
+/// every epoch end (and every `checkpoint_every` steps), appends a row per epoch to
+/// `metrics.csv` and redraws `metrics.png`. Resuming from its checkpoint continues with the
+/// same batches, masks and losses as an uninterrupted run. The folder is chosen, checked and
+/// locked when the run is made ([`RunOptions::out_dir`]), and stays locked until the run is
+/// dropped.
 pub struct Run<'g> {
     gpu: &'g Gpu,
     trainer: Trainer,
     train: Arc<dyn Dataset>,
     test: Option<Arc<dyn Dataset>>,
     opts: RunOptions,
+    /// The output folder, locked.
+    dir: RunDir,
     /// Where the next step is.
     progress: Progress,
     /// Metadata written into every checkpoint besides the training state.
@@ -227,7 +242,7 @@ impl<'g> Run<'g> {
         opts: RunOptions,
     ) -> Result<Run<'g>> {
         let start = Progress::default();
-        let mut run = Run::build(gpu, model, config, train, test, opts, start)?;
+        let mut run = Run::build(gpu, model, config, (train, test), opts, (start, None))?;
         if let Some(init) = run.opts.init.clone() {
             let rep = checkpoint::load_torchvision(gpu, &run.trainer.net, &init)?;
             run.notes.push(format!(
@@ -253,7 +268,8 @@ impl<'g> Run<'g> {
 
     /// Continue the run that wrote `checkpoint`: its model, training configuration,
     /// weights, momentum and progress; its recorded preprocessing is kept unless `opts`
-    /// gives one.
+    /// gives one. With the default [`RunOptions::out_dir`] a checkpoint named
+    /// `last.safetensors` is continued in its own folder.
     pub fn resume(
         gpu: &'g Gpu,
         checkpoint: &Path,
@@ -281,7 +297,15 @@ impl<'g> Run<'g> {
         if opts.preprocessing.is_none() && ck.metadata.contains_key(PREPROCESS_KEY) {
             opts.preprocessing = Some(ck.preprocessing().clone());
         }
-        let mut run = Run::build(gpu, &ck.model, &config, train, test, opts, start)?;
+        let data = (train, test);
+        let mut run = Run::build(
+            gpu,
+            &ck.model,
+            &config,
+            data,
+            opts,
+            (start, Some(checkpoint)),
+        )?;
         ck.load_into(gpu, &run.trainer.net, true)?;
         run.trainer.step = start.step;
         if let Some(state) = start.amp {
@@ -319,14 +343,14 @@ impl<'g> Run<'g> {
         Run::new(gpu, &model, &recipe.train, train, Some(test), opts)
     }
 
+    /// `resume`: the checkpoint a resumed run starts from.
     fn build(
         gpu: &'g Gpu,
         model: &ModelConfig,
         config: &TrainConfig,
-        train: Arc<dyn Dataset>,
-        test: Option<Arc<dyn Dataset>>,
+        (train, test): (Arc<dyn Dataset>, Option<Arc<dyn Dataset>>),
         opts: RunOptions,
-        start: Progress,
+        (start, resume): (Progress, Option<&Path>),
     ) -> Result<Run<'g>> {
         opts.validate()?;
         config.validate()?;
@@ -344,6 +368,8 @@ impl<'g> Run<'g> {
                 ),
             ));
         }
+        // The folder before the GPU: a refused folder costs nothing.
+        let mut dir = RunDir::open(&opts.out_dir, resume, opts.overwrite)?;
         let steps_per_epoch = (train.len() / config.batch) as u64;
         let (trainer, note) = Trainer::new(gpu, model, config, steps_per_epoch)?;
         let mut metadata = opts.metadata.clone();
@@ -365,9 +391,14 @@ impl<'g> Run<'g> {
             train,
             test,
             opts,
+            notes: dir
+                .take_notes()
+                .into_iter()
+                .chain(note.map(|n| format!("note: {n}")))
+                .collect(),
+            dir,
             progress: start,
             metadata,
-            notes: note.map(|n| format!("note: {n}")).into_iter().collect(),
         })
     }
 
@@ -381,14 +412,19 @@ impl<'g> Run<'g> {
         self.progress
     }
 
-    /// The checkpoint this run writes.
+    /// The checkpoint this run writes: `last.safetensors` in [`Run::out_dir`].
     pub fn checkpoint_path(&self) -> PathBuf {
-        self.opts.out_dir.join("last.safetensors")
+        self.dir.checkpoint_path()
+    }
+
+    /// The folder this run writes to (chosen when the run was made, and locked by it).
+    pub fn out_dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// Train to the last epoch (or `max_steps`), reporting to `observer`.
     pub fn run(mut self, observer: &mut dyn Observer) -> Result<RunSummary> {
-        let out_dir = self.opts.out_dir.clone();
+        let out_dir = self.dir.path().to_path_buf();
         std::fs::create_dir_all(&out_dir).map_err(|e| Error::io(&out_dir, e))?;
         let metrics_path = out_dir.join("metrics.csv");
         // A run killed in the middle of a write (kill -9, power cut) leaves its temporary
@@ -400,8 +436,9 @@ impl<'g> Run<'g> {
         ] {
             crate::fsio::remove_stale_temporaries(&f)?;
         }
-        let mut metrics = if self.progress.step > 0 {
-            // Rows of epochs not finished before the resume point are written again.
+        let mut metrics = if self.progress.step > 0 && self.dir.continues() {
+            // Rows of epochs not finished before the resume point are written again (a run
+            // resumed in another folder starts a metrics file of its own).
             let mut m = read_metrics(&metrics_path)?;
             m.retain(|r| r.epoch <= self.progress.epoch);
             m
@@ -576,8 +613,9 @@ impl<'g> Run<'g> {
         Ok(es)
     }
 
-    /// Write the checkpoint (weights, momentum, progress, configuration, metadata).
-    fn save(&self, observer: &mut dyn Observer) -> Result<()> {
+    /// Write the checkpoint (weights, momentum, progress, configuration, metadata); the
+    /// first one also removes the other files of a run this one overwrites.
+    fn save(&mut self, observer: &mut dyn Observer) -> Result<()> {
         let mut meta = self.metadata.clone();
         meta.insert(
             TRAIN_KEY.to_string(),
@@ -604,6 +642,7 @@ impl<'g> Run<'g> {
             ),
             other => other,
         })?;
+        self.dir.checkpoint_written()?;
         observer.event(&Event::Checkpoint {
             path: &path,
             progress: self.progress,
