@@ -72,6 +72,11 @@ pub mod testing;
 pub mod train;
 pub mod viz;
 
+/// The README's Rust example, compiled by `cargo test` so that it cannot fall behind the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 pub use classify::{Classifier, Prediction};
 pub use error::{Error, Result};
 pub use gpu::{Dispatch, Gpu, GpuOptions, KernelFamily, LimitsMode, Tensor};
