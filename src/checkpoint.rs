@@ -14,12 +14,27 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernels::amp::{valid_scale, AMP_SCALE, AMP_SKIPPED, MAX_SCALE, MIN_SCALE};
 use crate::model::ModelConfig;
+use crate::train::config::TrainConfig;
 use crate::train::network::{NetMode, Network, ParamLayout, Precision};
-use crate::train::run::Progress;
-use crate::train::TrainConfig;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+
+/// Where a run is and what it has written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Progress {
+    /// Global step of the next iteration.
+    pub step: u64,
+    /// Epoch of the next iteration (0-based).
+    pub epoch: usize,
+    /// Batch index within that epoch of the next iteration.
+    pub batch: usize,
+    /// Mixed precision: the loss-scaling state after the last step
+    /// ([`crate::kernels::amp`]: scale bits, clean steps, skipped steps, flag), so a resumed
+    /// run continues with the same scale.
+    #[serde(default)]
+    pub amp: Option<[u32; 4]>,
+}
 
 /// Metadata key holding the model configuration JSON.
 pub const MODEL_KEY: &str = "finegrain.model";

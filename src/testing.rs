@@ -462,7 +462,7 @@ pub fn imagenet_fixture(model: &str, seed: u64, tracked: bool) -> crate::Result<
     use crate::train::network::ParamLayout;
     let config = crate::model::ModelConfig::preset(model, 3, 224, 1000)?;
     let topo = crate::train::network::Topology::new(&config, 1)?;
-    let (params, state) = crate::train::network::params::param_specs(&topo)?;
+    let (params, state) = crate::train::params::param_specs(&topo)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut t: StTensors = Vec::new();
     let f32s = |v: Vec<f32>| bytemuck::cast_slice::<f32, u8>(&v).to_vec();

@@ -893,3 +893,63 @@ mod tests {
         );
     }
 }
+
+/// The numeric format a [`Network`](crate::train::Network) computes in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Every tensor f32, every kernel f32.
+    #[default]
+    F32,
+    /// Automatic mixed precision: f32 master weights, momentum and SGD; activations and the
+    /// tensors saved for backward stored in f16; the convolutions and the head on the
+    /// GPU's matrix units (cooperative matrices) where the adapter has a matching
+    /// configuration, else f16 storage with f32 arithmetic; batch-norm statistics, the
+    /// diversification block, the loss and every reduction in f32; dynamic loss scaling
+    /// (skipped steps are counted). Needs an adapter with `shader-f16`.
+    Mixed,
+}
+
+impl Precision {
+    /// `f32` or `mixed`, as the flags and checkpoints spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Mixed => "mixed",
+        }
+    }
+
+    /// From [`Precision::name`]'s spelling; `what` names the source in the error.
+    pub fn parse(s: &str, what: &str) -> Result<Precision> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "mixed" => Ok(Precision::Mixed),
+            other => Err(Error::invalid(
+                what,
+                format!("precision `{other}`: expected `f32` or `mixed`"),
+            )),
+        }
+    }
+
+    /// The element type of activations and their gradients.
+    pub fn activations(self) -> DType {
+        match self {
+            Precision::F32 => DType::F32,
+            Precision::Mixed => DType::F16,
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Precision> {
+        Precision::parse(s, "precision")
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}

@@ -2,9 +2,9 @@
 //! is allocated and stored in checkpoints so a resumed run continues with the same
 //! settings.
 
-use super::network::{MethodConfig, Precision};
 use super::schedule::Schedule;
 use crate::error::{Error, Result};
+use crate::gpu::Precision;
 use crate::method::diversify::DiversifyConfig;
 use crate::method::loss::{effective_k, LossKind};
 use serde::{Deserialize, Serialize};
@@ -358,4 +358,28 @@ mod tests {
             assert!(e.contains(name), "{name}: {e}");
         }
     }
+}
+
+/// Method settings the iteration is built with.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MethodConfig {
+    /// `None`: plain global average pooling (baseline).
+    pub diversify: Option<DiversifyConfig>,
+    /// The loss of the main phase.
+    pub loss: LossKind,
+}
+
+/// What a [`Network`](super::Network) is built for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetMode {
+    /// Everything training needs: gradients, SGD momentum, activation gradients, the
+    /// training dispatch lists and the evaluation list.
+    Train,
+    /// Parameters, batch-norm statistics and four activation buffers shared by liveness,
+    /// and only the evaluation list (ResNet-50 at 448 px, batch 2: 201 MiB against the
+    /// training network's 919 MiB, from `bench --memory resnet50,448,2,200`; see
+    /// [`crate::train::memory`]). The gradient fields (`Param::grad`,
+    /// `Param::velocity`, `dmaps`, `dscores`, activation gradients) alias the values they
+    /// would be the gradients of; nothing writes them.
+    Inference,
 }

@@ -41,17 +41,23 @@
 //! println!("{}", train.markdown_table());
 //! ```
 
-use super::network::params::{grad_label, half_label, momentum_label, param_specs};
-use super::network::topology::{Topology, Unit};
-use super::network::{Precision, AMP_STATE, DFEAT_F32, DMAPS_F16, IMAGES_F16};
-use super::{MethodConfig, NetMode};
+use super::config::{MethodConfig, NetMode};
+use super::params::{grad_label, half_label, momentum_label, param_specs};
+use super::topology::{Topology, Unit};
 use crate::error::Result;
+use crate::gpu::Precision;
 use crate::gpu::{DType, Gpu};
 use crate::kernels::amp::AMP_LEN;
 use crate::kernels::batchnorm::BnSizing;
 use crate::kernels::conv2d::{weight_grad_scratch_len, Conv2dKernel};
 use crate::method::loss::{LossKind, STATS};
 use crate::model::ModelConfig;
+
+/// Labels of the mixed-precision buffers outside the backbone (the memory plan lists them).
+pub const IMAGES_F16: &str = "images.f16";
+pub const DMAPS_F16: &str = "class_maps.grad.f16";
+pub const DFEAT_F32: &str = "features.grad.f32";
+pub const AMP_STATE: &str = "amp.state";
 
 /// The adapter properties that buffer sizes depend on: the convolution kernel family
 /// (the split-K weight gradient's scratch) and the batch-norm sizing (its reduction

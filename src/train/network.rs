@@ -3,12 +3,14 @@
 //! (forward, diversification block, loss, backward in reverse, optimizer) and of one
 //! evaluation batch, built once and recorded every step.
 //!
-//! Split by job:
-//! - [`topology`]: the units and blocks of a [`ModelConfig`] with their shapes (pure);
-//! - `params`: the parameter table, declared once, and typed ids ([`ParamId`], [`StateId`]);
+//! Split by job, in the order they depend on each other (none on a later one):
+//! - [`crate::train::topology`]: the units and blocks of a [`ModelConfig`] with their
+//!   shapes (pure);
+//! - `train::params`: the parameter table, declared once, and typed ids ([`ParamId`],
+//!   [`StateId`]);
 //! - [`crate::train::memory`]: the memory plan, and the [`ActivationLayout`] that places
 //!   activations and their gradients in shared buffers by liveness (pure);
-//! - `layers`: the units' GPU tensors, allocated by that layout;
+//! - this module's `layers`: the units' GPU tensors, allocated by that layout;
 //! - `record`: the dispatch lists, top to bottom.
 //!
 //! Buffer conventions: activations are NHWC. In a training network the activations the
@@ -27,15 +29,20 @@
 //! statistics, class maps, scores and the loss stay f32.
 
 mod layers;
-pub(crate) mod params;
 mod record;
-pub mod topology;
 
+pub use super::config::{MethodConfig, NetMode};
+pub use super::memory::{AMP_STATE, DFEAT_F32, DMAPS_F16, IMAGES_F16};
+use super::params::ParamTable;
+pub use super::params::{
+    Init, Param, ParamId, ParamLayout, ParamSpec, StateId, StateSpec, StateTensor,
+};
+pub use super::topology::Topology;
 use crate::error::Error;
 use crate::error::Result;
-use crate::gpu::{DType, Dispatch, Gpu, Tensor};
+pub use crate::gpu::Precision;
+use crate::gpu::{Dispatch, Gpu, Tensor};
 use crate::kernels::amp::AMP_LEN;
-use crate::method::diversify::DiversifyConfig;
 use crate::method::loss::LossKind;
 use crate::model::ModelConfig;
 use crate::train::memory::{
@@ -43,105 +50,12 @@ use crate::train::memory::{
     SPLIT_K_SCRATCH,
 };
 use layers::Layers;
-use params::ParamTable;
-pub use params::{Init, Param, ParamId, ParamLayout, ParamSpec, StateId, StateSpec, StateTensor};
 use record::{Io, Recorder};
-pub use topology::Topology;
-
-/// Labels of the mixed-precision buffers outside the backbone (the memory plan lists them).
-pub const IMAGES_F16: &str = "images.f16";
-pub const DMAPS_F16: &str = "class_maps.grad.f16";
-pub const DFEAT_F32: &str = "features.grad.f32";
-pub const AMP_STATE: &str = "amp.state";
-
-/// Method settings the iteration is built with.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct MethodConfig {
-    /// `None`: plain global average pooling (baseline).
-    pub diversify: Option<DiversifyConfig>,
-    /// The loss of the main phase.
-    pub loss: LossKind,
-}
-
-/// The numeric format a [`Network`] computes in.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Precision {
-    /// Every tensor f32, every kernel f32.
-    #[default]
-    F32,
-    /// Automatic mixed precision: f32 master weights, momentum and SGD; activations and the
-    /// tensors saved for backward stored in f16; the convolutions and the head on the
-    /// GPU's matrix units (cooperative matrices) where the adapter has a matching
-    /// configuration, else f16 storage with f32 arithmetic; batch-norm statistics, the
-    /// diversification block, the loss and every reduction in f32; dynamic loss scaling
-    /// (skipped steps are counted). Needs an adapter with `shader-f16`.
-    Mixed,
-}
-
-impl Precision {
-    /// `f32` or `mixed`, as the flags and checkpoints spell it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Precision::F32 => "f32",
-            Precision::Mixed => "mixed",
-        }
-    }
-
-    /// From [`Precision::name`]'s spelling; `what` names the source in the error.
-    pub fn parse(s: &str, what: &str) -> Result<Precision> {
-        match s {
-            "f32" => Ok(Precision::F32),
-            "mixed" => Ok(Precision::Mixed),
-            other => Err(Error::invalid(
-                what,
-                format!("precision `{other}`: expected `f32` or `mixed`"),
-            )),
-        }
-    }
-
-    /// The element type of activations and their gradients.
-    pub fn activations(self) -> DType {
-        match self {
-            Precision::F32 => DType::F32,
-            Precision::Mixed => DType::F16,
-        }
-    }
-}
-
-impl std::str::FromStr for Precision {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Precision> {
-        Precision::parse(s, "precision")
-    }
-}
-
-impl std::fmt::Display for Precision {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 /// The initial loss scale of mixed-precision training (2^16, as PyTorch's GradScaler).
 pub const LOSS_SCALE_INIT: f32 = 65536.0;
 /// Clean steps after which the loss scale doubles (PyTorch's default).
 pub const LOSS_SCALE_INTERVAL: u32 = 2000;
-
-/// What a [`Network`] is built for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NetMode {
-    /// Everything training needs: gradients, SGD momentum, activation gradients, the
-    /// training dispatch lists and the evaluation list.
-    Train,
-    /// Parameters, batch-norm statistics and four activation buffers shared by liveness,
-    /// and only the evaluation list (ResNet-50 at 448 px, batch 2: 201 MiB against the
-    /// training network's 919 MiB, from `bench --memory resnet50,448,2,200`; see
-    /// [`crate::train::memory`]). The gradient fields (`Param::grad`,
-    /// `Param::velocity`, `dmaps`, `dscores`, activation gradients) alias the values they
-    /// would be the gradients of; nothing writes them.
-    Inference,
-}
 
 /// The whole network, its buffers and its recorded dispatch lists.
 pub struct Network {
@@ -280,7 +194,7 @@ impl Network {
             ));
         }
         let mut table = ParamTable::new(gpu, mode, precision, seed);
-        let (unit_params, head) = params::declare(&topo, &mut table)?;
+        let (unit_params, head) = super::params::declare(&topo, &mut table)?;
         let layout = ActivationLayout::new(&topo, mode);
         let act = precision.activations();
         let layers = Layers::allocate(gpu, (class.bn, act), &topo, &layout, &unit_params, head)?;

@@ -5,7 +5,7 @@
 use super::observe::{Event, Observer, RunStart};
 use super::rundir::{OutDir, RunDir};
 use super::{EvalReport, StepStats, StopFlag, TrainConfig, Trainer};
-use crate::checkpoint::{self, Checkpoint};
+use crate::checkpoint::{self, Checkpoint, CLASSES_KEY, PREPROCESS_KEY, PROGRESS_KEY, TRAIN_KEY};
 use crate::data::{Dataset, Loader, LoaderOptions};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -15,23 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-pub use crate::checkpoint::{CLASSES_KEY, PREPROCESS_KEY, PROGRESS_KEY, TRAIN_KEY};
-
-/// Where a run is and what it has written.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Progress {
-    /// Global step of the next iteration.
-    pub step: u64,
-    /// Epoch of the next iteration (0-based).
-    pub epoch: usize,
-    /// Batch index within that epoch of the next iteration.
-    pub batch: usize,
-    /// Mixed precision: the loss-scaling state after the last step
-    /// ([`crate::kernels::amp`]: scale bits, clean steps, skipped steps, flag), so a resumed
-    /// run continues with the same scale.
-    #[serde(default)]
-    pub amp: Option<[u32; 4]>,
-}
+pub use crate::checkpoint::Progress;
 
 /// Options of a run besides the model and the training configuration.
 #[derive(Clone, Debug)]

@@ -8,14 +8,14 @@
 //! (N, OH, OW, Cout), stored f32, or f16 in a mixed-precision network (the batch
 //! statistics stay f32).
 
-use super::params::{grad_label, HeadParams, UnitParams};
-use super::topology::{Topology, Unit};
 use crate::error::Result;
 use crate::gpu::{DType, Gpu, Tensor};
 use crate::kernels::batchnorm::{BatchNormOptions, BnSizing};
 use crate::kernels::conv2d::Conv2dShape;
 use crate::kernels::pool::MaxPoolShape;
 use crate::train::memory::{ActivationLayout, Placement, SharedBuffer, UnitPlacement};
+use crate::train::params::{grad_label, HeadParams, UnitParams};
+use crate::train::topology::{Topology, Unit};
 use crate::train::NetMode;
 
 /// One convolution followed by batch norm (and optionally ReLU).

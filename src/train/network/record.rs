@@ -9,7 +9,6 @@
 //! place.
 
 use super::layers::{ConvBn, Layers};
-use super::params::{Param, ParamId, StateId, StateTensor};
 use super::{MethodConfig, MixedIo, Precision, LOSS_SCALE_INTERVAL};
 use crate::error::Result;
 use crate::gpu::{Dispatch, Gpu, Tensor};
@@ -34,6 +33,7 @@ use crate::method::diversify::{
 use crate::method::head::{head_backward, head_forward, HeadBackward, HeadForward, HeadHalf};
 use crate::method::loss::{loss_forward_backward, LossForwardBackward, LossKind, LossOptions};
 use crate::train::memory::AdapterClass;
+use crate::train::params::{Param, ParamId, StateId, StateTensor};
 
 /// The network's tensors outside the backbone.
 pub(super) struct Io {

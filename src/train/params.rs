@@ -3,9 +3,10 @@
 //! order and initialised from one seeded RNG as torchvision does, and the typed ids the
 //! dispatch lists refer to them by.
 
+use super::config::NetMode;
 use super::topology::{Topology, Unit};
-use super::{NetMode, Precision};
 use crate::error::Result;
+use crate::gpu::Precision;
 use crate::gpu::{Gpu, Tensor};
 use rand::{Rng, SeedableRng};
 
