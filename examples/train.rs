@@ -33,12 +33,6 @@ enum AugmentArg {
     Off,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum LossArg {
-    Ce,
-    Gce,
-}
-
 /// Train a fine-grained image classifier on the GPU (WGSL compute shaders through wgpu).
 /// Flags without a default shown take the recipe's choice for the data (printed at start).
 #[derive(Parser, Debug)]
@@ -90,8 +84,8 @@ struct Args {
     #[arg(long)]
     warmup_epochs: Option<f32>,
     /// Loss: ce (plain cross-entropy) or gce (gradient-boosting cross-entropy).
-    #[arg(long, value_enum)]
-    loss: Option<LossArg>,
+    #[arg(long)]
+    loss: Option<LossChoice>,
     /// GCE's number of negatives k (clamped to classes - 1; recipe: classes / 4 within
     /// 3..=15, the paper's 15 for 200 classes).
     #[arg(long)]
@@ -242,10 +236,7 @@ fn recipe(args: &Args) -> finegrain::Result<(Recipe, &'static str)> {
         };
     }
     if let Some(l) = args.loss {
-        t.loss = match l {
-            LossArg::Ce => LossChoice::Ce,
-            LossArg::Gce => LossChoice::Gce,
-        };
+        t.loss = l;
     }
     if args.no_db {
         t.diversify = false;

@@ -19,6 +19,22 @@ pub enum LossChoice {
     Gce,
 }
 
+impl std::str::FromStr for LossChoice {
+    type Err = Error;
+
+    /// `ce` or `gce`, as checkpoints and the `--loss` flag spell them.
+    fn from_str(s: &str) -> Result<LossChoice> {
+        match s {
+            "ce" => Ok(LossChoice::Ce),
+            "gce" => Ok(LossChoice::Gce),
+            other => Err(Error::invalid(
+                "loss",
+                format!("`{other}`: expected `ce` (cross-entropy) or `gce`"),
+            )),
+        }
+    }
+}
+
 /// Everything that defines a training run; serialised into checkpoints so `--resume`
 /// continues with the same settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -183,6 +199,15 @@ impl TrainConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loss_choices_parse_as_checkpoints_spell_them() {
+        for l in [LossChoice::Ce, LossChoice::Gce] {
+            let spelled = serde_json::to_string(&l).unwrap();
+            assert_eq!(spelled.trim_matches('"').parse::<LossChoice>().unwrap(), l);
+        }
+        assert!("GCE".parse::<LossChoice>().is_err());
+    }
 
     /// Every numeric setting at zero or out of range is an error naming the setting.
     #[test]
