@@ -56,7 +56,8 @@ struct Args {
     /// Write per_class.csv and confusion.csv into this folder.
     #[arg(long)]
     report: Option<PathBuf>,
-    /// Stop at the first unreadable image instead of skipping it.
+    /// Stop at the first unreadable image or unusable folder entry (a link loop, an
+    /// unreadable folder, a broken link) instead of skipping it with a warning.
     #[arg(long)]
     strict: bool,
     /// Image decoding threads (default: all cores).
@@ -106,7 +107,7 @@ fn real_main(args: Args) -> Result<()> {
     let ck = Checkpoint::open(&weights)?;
     let precision = args.precision.unwrap_or(ck.precision());
     let clf = Classifier::from_checkpoint_with(&gpu, &ck, args.batch, precision)?;
-    let data = clf.open_data(&path, split)?;
+    let data = clf.open_data_with(&path, split, args.strict)?;
     println!(
         "model: {} ({} classes) from {}, precision {precision}",
         ck.model.name,

@@ -140,7 +140,8 @@ struct Args {
     /// Stop after N steps in total.
     #[arg(long)]
     max_steps: Option<u64>,
-    /// Fail on the first unreadable image instead of skipping it with a warning.
+    /// Fail on the first unreadable image or unusable folder entry (a link loop, an
+    /// unreadable folder, a broken link) instead of skipping it with a warning.
     #[arg(long)]
     strict: bool,
     /// Image decoding threads (default: number of cores).
@@ -210,6 +211,7 @@ fn recipe(args: &Args) -> finegrain::Result<(Recipe, &'static str)> {
             (r, what)
         }
     };
+    r.data_options.strict = args.strict;
     let t = &mut r.train;
     macro_rules! set {
         ($($field:ident),*) => { $(if let Some(v) = args.$field { t.$field = v; })* };

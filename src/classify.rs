@@ -133,7 +133,32 @@ impl Classifier {
     /// checking that its classes are the checkpoint's, in the same order (without recorded
     /// names only the count can be compared).
     pub fn open_data(&self, path: &Path, split: Split) -> Result<Arc<dyn Dataset>> {
-        let data: Arc<dyn Dataset> = Arc::from(open_dataset(path, split, &self.data_options())?);
+        self.open_data_with(path, split, false)
+    }
+
+    /// [`Classifier::open_data`]; `strict` refuses a class-folder entry that cannot be used
+    /// ([`DataOptions::strict`]) instead of skipping it with a warning. A split without
+    /// images is an error naming the dataset.
+    pub fn open_data_with(
+        &self,
+        path: &Path,
+        split: Split,
+        strict: bool,
+    ) -> Result<Arc<dyn Dataset>> {
+        let opts = DataOptions {
+            strict,
+            ..self.data_options()
+        };
+        let data: Arc<dyn Dataset> = Arc::from(open_dataset(path, split, &opts)?);
+        if data.is_empty() {
+            return Err(Error::format(
+                path,
+                format!(
+                    "the {split:?} split has no images (a class folder of one or two images \
+                     holds none out for testing)"
+                ),
+            ));
+        }
         let (have, want) = (&data.info().class_names, &self.classes);
         if have.len() != want.len() {
             return Err(Error::format(

@@ -8,16 +8,27 @@
 //!
 //! | the data | model | input | augmentation | epochs, batch, lr |
 //! | --- | --- | --- | --- | --- |
-//! | small images (longest side <= 64 px, e.g. Fashion-MNIST, 28x28 grayscale) | `tiny` | their own size | off (short runs learn faster without it) | 4, 32, 0.1 |
-//! | medium images (65-160 px) | `resnet18` | their size, rounded down to a multiple of 32 | random crop + flip | 30, 32, 0.1 |
+//! | small images (shorter side <= 64 px, e.g. Fashion-MNIST, 28x28 grayscale) | `tiny` | their shorter side (at least 8) | off (short runs learn faster without it) | 4, 32, 0.1 |
+//! | medium images (shorter side 65-160 px) | `resnet18` | their shorter side, rounded down to a multiple of 32 | random crop + flip | 30, 32, 0.1 |
 //! | photos (larger), the default: ImageNet-pretrained `timm/resnet50.tv_in1k` from the Hugging Face Hub ([`BackboneInit`]) | `resnet50` | 224 (the paper: 448, `input_size`) | random resized crop + flip | the paper's fine-tuning: 90, 16, 0.001, x0.1 at 30 and 60, no cross-entropy epoch |
 //! | photos from scratch ([`BackboneInit::Scratch`]) | by input size, as above | 224 | as above | 30, 16, 0.05 |
 //! | any data with a pretrained backbone ([`Choices::init`]) | as chosen | as chosen | as chosen | the paper's fine-tuning |
 //!
+//! Sizes are those of the median image by shorter side. Non-square images follow one rule
+//! in training, evaluation and inference alike: the shorter side is resized (to the input
+//! size; photos to `input * 256 / 224`, torchvision's ImageNet evaluation) and the centre
+//! square cropped, never stretched; training crops from the same image (a random resized
+//! crop, or that centre square shifted, or as is with augmentation off). The checkpoint
+//! records this preprocessing ([`Recipe::preprocessing`]) and inference reads it from there.
+//!
 //! Channels: 1 when every sampled image is grayscale (IDX data always), else 3. GCE's k:
 //! `C / 4` clamped to 3..=15 and to C - 1 (3 for 10 classes, the paper's 15 for 200);
 //! cross-entropy for the first epoch, then GCE; the diversification block on (alpha 0.1,
-//! p_peak = p_patch = 0.5).
+//! p_peak = p_patch = 0.5). Small training sets: the batch is at most the training set
+//! (each epoch drops its last partial batch), and a run from scratch has at least
+//! [`MIN_TRAIN_STEPS`] steps (more epochs, its warm-up and cross-entropy epochs stretched
+//! alike). A caller's input size below the model's smallest
+//! ([`ModelConfig::min_input_size`]: 32 for ResNets) is refused.
 //!
 //! ```no_run
 //! use finegrain::recipe::{Choices, Recipe};
@@ -48,6 +59,9 @@ pub const SMALL_MAX: usize = 64;
 pub const MEDIUM_MAX: usize = 160;
 /// Image files whose headers [`survey`] reads (spread evenly over the training split).
 pub const SURVEY_SAMPLE: usize = 64;
+/// Fewest optimizer steps of a run from scratch: a small training set (few steps per epoch)
+/// gets more epochs (Fashion-MNIST's 4 epochs are 1,248 steps).
+pub const MIN_TRAIN_STEPS: usize = 100;
 
 /// What [`survey`] found out about a dataset without decoding its images.
 #[derive(Clone, Debug, PartialEq)]
@@ -56,7 +70,9 @@ pub struct Survey {
     pub kind: DatasetKind,
     pub num_classes: usize,
     pub train_images: usize,
-    /// Median width and height of the sampled images.
+    /// Width and height of the median sampled image by shorter side (IDX: the files'
+    /// size), so that [`Survey::shorter_side`] is the median of the images' shorter sides
+    /// whatever their orientation.
     pub width: usize,
     pub height: usize,
     /// Whether every sampled image is grayscale.
@@ -69,6 +85,12 @@ impl Survey {
     /// The longer side of the median image.
     pub fn longest_side(&self) -> usize {
         self.width.max(self.height)
+    }
+
+    /// The shorter side of the median image: what the recipe's choices follow, since every
+    /// image is prepared by resizing its shorter side and cropping a centre square.
+    pub fn shorter_side(&self) -> usize {
+        self.width.min(self.height)
     }
 }
 
@@ -116,37 +138,37 @@ pub fn survey(path: &Path) -> Result<Survey> {
         });
     }
     let step = files.len().div_ceil(SURVEY_SAMPLE).max(1);
-    let (mut widths, mut heights, mut grayscale) = (Vec::new(), Vec::new(), true);
+    // (shorter side, width, height) of each image read.
+    let (mut sizes, mut grayscale) = (Vec::new(), true);
     let mut unreadable = Vec::new();
     for f in files.iter().step_by(step) {
         match image_header(f) {
             Ok((w, h, gray)) => {
-                widths.push(w);
-                heights.push(h);
+                sizes.push((w.min(h), w, h));
                 grayscale &= gray;
             }
             Err(e) => unreadable.push(e),
         }
     }
-    if widths.is_empty() {
+    if sizes.is_empty() {
         return Err(match unreadable.into_iter().next() {
             Some(e) => e,
             None => Error::format(path, "the dataset has no image files"),
         });
     }
-    let median = |v: &mut Vec<usize>| {
-        v.sort_unstable();
-        v[v.len() / 2]
-    };
+    // The median image by shorter side: 40x30 and 30x40 images have a median shorter side
+    // of 30 (the medians of widths and of heights taken apart could be 40 and 40).
+    sizes.sort_unstable();
+    let (_, width, height) = sizes[sizes.len() / 2];
     Ok(Survey {
         path: path.to_path_buf(),
         kind,
         num_classes,
         train_images,
-        width: median(&mut widths),
-        height: median(&mut heights),
+        width,
+        height,
         grayscale,
-        sampled: widths.len(),
+        sampled: sizes.len(),
     })
 }
 
@@ -290,7 +312,9 @@ impl Recipe {
     /// The recipe for a dataset already surveyed (pure: reads no file).
     pub fn from_survey(s: Survey, choices: &Choices) -> Result<Recipe> {
         let mut reasons = Vec::new();
-        let side = s.longest_side();
+        // Every image is prepared by resizing its shorter side and cropping a centre square
+        // (see the module docs), so the shorter side decides.
+        let side = s.shorter_side();
         let idx = matches!(s.kind, DatasetKind::Idx | DatasetKind::FashionMnist);
         let looked = if idx {
             format!("{}x{} IDX images", s.width, s.height)
@@ -305,20 +329,24 @@ impl Recipe {
         };
         // Photos: the paper's setting, an ImageNet-pretrained backbone fine-tuned.
         let photos = !idx && side > MEDIUM_MAX;
-        let input_size = match choices.input_size {
+        let input_reason = reasons.len();
+        let mut input_size = match choices.input_size {
             Some(0) => return Err(Error::invalid("input size", "must be at least 1 pixel")),
             Some(n) => {
                 reasons.push(format!("input {n} px: chosen by the caller"));
                 n
             }
             None if side <= SMALL_MAX => {
-                reasons.push(format!("input {side} px: the images' own size ({looked})"));
+                reasons.push(format!(
+                    "input {side} px: the images' own size, their shorter side ({looked})"
+                ));
                 side
             }
             None if side <= MEDIUM_MAX => {
                 let n = (side / 32 * 32).max(64);
                 reasons.push(format!(
-                    "input {n} px: the images' size rounded down to a multiple of 32 ({looked})"
+                    "input {n} px: the images' shorter side rounded down to a multiple of 32 \
+                     ({looked})"
                 ));
                 n
             }
@@ -329,6 +357,9 @@ impl Recipe {
                 224
             }
         };
+        // Small inputs get the small model, no augmentation and short runs; medium images
+        // whose shorter side rounds down to 64 px stay medium.
+        let small = input_size <= SMALL_MAX && (choices.input_size.is_some() || side <= SMALL_MAX);
         let model = match &choices.model {
             Some(m) => {
                 reasons.push(format!("model {m}: chosen by the caller"));
@@ -341,7 +372,7 @@ impl Recipe {
                 "resnet50".to_string()
             }
             None => {
-                let (m, why) = if input_size <= SMALL_MAX {
+                let (m, why) = if small {
                     ("tiny", "small inputs: three 16/32/64-channel stages")
                 } else if input_size <= MEDIUM_MAX {
                     ("resnet18", "medium inputs")
@@ -352,6 +383,19 @@ impl Recipe {
                 m.to_string()
             }
         };
+        // Images smaller than the model takes are enlarged to its smallest input (a caller's
+        // size is checked below, and refused naming that smallest).
+        if choices.input_size.is_none() {
+            let min =
+                ModelConfig::preset(&model, 1, crate::data::MAX_IMAGE_SIZE, 2)?.min_input_size();
+            if input_size < min {
+                reasons[input_reason] = format!(
+                    "input {min} px: the images' shorter side ({looked}) enlarged to the \
+                     smallest input {model} takes (a 1x1 class map)"
+                );
+                input_size = min;
+            }
+        }
         let init = match &choices.init {
             Some(i) => {
                 if *i != BackboneInit::Scratch {
@@ -400,7 +444,7 @@ impl Recipe {
                 ));
                 a
             }
-            None if input_size <= SMALL_MAX && !photos => {
+            None if small && !photos => {
                 reasons.push(
                     "augmentation off: small images (on Fashion-MNIST a 4-epoch run reaches \
                      87.9% without shift + flip, 82.7% with)"
@@ -420,8 +464,14 @@ impl Recipe {
         if !idx {
             data_options.channels = Some(channels);
         }
-        if !idx || choices.input_size.is_some() {
+        if !idx || input_size != s.width || input_size != s.height {
             data_options.size = Some(input_size);
+        }
+        // The shorter side to the input size, then the centre square: nothing but the longer
+        // side's excess is cut. Photos keep torchvision's ImageNet evaluation (the shorter
+        // side to size * 256 / 224, the pretrained weights' own preprocessing).
+        if !idx && !photos {
+            data_options.eval_resize = Some(input_size);
         }
         if !augment {
             data_options.train_crop = Some(TrainCrop::Center);
@@ -437,7 +487,7 @@ impl Recipe {
             seed: choices.seed,
             ..TrainConfig::default()
         };
-        if input_size > SMALL_MAX {
+        if !small {
             train.epochs = 30;
         }
         if input_size > MEDIUM_MAX {
@@ -472,6 +522,28 @@ impl Recipe {
                 "batch {}: the training set has only {} images (each epoch drops its last \
                  partial batch)",
                 train.batch, s.train_images
+            ));
+        }
+        // A small training set gives few steps per epoch: a run from scratch gets at least
+        // MIN_TRAIN_STEPS steps, its warm-up and cross-entropy phase stretched alike, so they
+        // keep their share of the run. Fine-tuning keeps the paper's epochs and milestones.
+        let steps_per_epoch = (s.train_images / train.batch).max(1);
+        if !pretrained && train.epochs * steps_per_epoch < MIN_TRAIN_STEPS {
+            let epochs = MIN_TRAIN_STEPS.div_ceil(steps_per_epoch);
+            let stretch = epochs as f64 / train.epochs as f64;
+            train.warmup_epochs =
+                ((train.warmup_epochs as f64 * stretch * 100.0).round() / 100.0) as f32;
+            train.ce_warmup_epochs = (train.ce_warmup_epochs as f64 * stretch).round() as usize;
+            train.epochs = epochs;
+            reasons.push(format!(
+                "{epochs} epochs: {} images give {steps_per_epoch} step{} of {} per epoch, and a \
+                 run needs at least {MIN_TRAIN_STEPS} steps; warm-up {} epochs and cross-entropy \
+                 for {} epochs keep their share of the run",
+                s.train_images,
+                if steps_per_epoch == 1 { "" } else { "s" },
+                train.batch,
+                train.warmup_epochs,
+                train.ce_warmup_epochs
             ));
         }
         debug_assert_eq!(train.loss, LossChoice::Gce);
@@ -704,6 +776,135 @@ mod tests {
         .unwrap();
         assert_eq!((r.model.as_str(), r.input_size), ("resnet18", 96));
         assert_eq!(r.train.k, 10);
+        // A shorter side of 70 rounds down to 64 and stays medium.
+        let r = Recipe::from_survey(
+            survey_of(DatasetKind::ImageFolder, 70, false, 40),
+            &Choices::default(),
+        )
+        .unwrap();
+        assert_eq!((r.model.as_str(), r.input_size), ("resnet18", 64));
+        assert!(r.augment);
+        assert_eq!(r.train.epochs, 30);
+    }
+
+    #[test]
+    fn non_square_images_follow_their_shorter_side_cropped_never_stretched() {
+        // 40x30 images, landscape or portrait: 30 px, the shorter side to 30 and the centre
+        // 30x30 kept, in training (augmentation off) as in evaluation.
+        for (w, h) in [(40, 30), (30, 40)] {
+            let mut s = survey_of(DatasetKind::ImageFolder, 0, false, 5);
+            (s.width, s.height) = (w, h);
+            let r = Recipe::from_survey(s, &Choices::default()).unwrap();
+            assert_eq!((r.model.as_str(), r.input_size), ("tiny", 30), "{w}x{h}");
+            let a = r.preprocessing().unwrap();
+            assert_eq!((a.height, a.width, a.eval_resize), (30, 30, 30));
+            assert_eq!(a.train_crop, TrainCrop::Center);
+        }
+        // Medium: the shorter side rounded down to a multiple of 32; photos: 224 with
+        // torchvision's 256/224 resize.
+        let mut s = survey_of(DatasetKind::ImageFolder, 0, false, 5);
+        (s.width, s.height) = (300, 100);
+        let r = Recipe::from_survey(s, &Choices::default()).unwrap();
+        assert_eq!((r.model.as_str(), r.input_size), ("resnet18", 96));
+        assert_eq!(r.preprocessing().unwrap().eval_resize, 96);
+        let mut s = survey_of(DatasetKind::ImageFolder, 0, false, 5);
+        (s.width, s.height) = (500, 375);
+        let r = Recipe::from_survey(s, &Choices::default()).unwrap();
+        assert_eq!(r.input_size, 224);
+        assert_eq!(r.preprocessing().unwrap().eval_resize, 256);
+        // Non-square IDX files are cropped alike; square ones keep their own defaults.
+        let mut s = survey_of(DatasetKind::Idx, 0, true, 10);
+        (s.width, s.height) = (28, 20);
+        let r = Recipe::from_survey(s, &Choices::default()).unwrap();
+        let a = r.preprocessing().unwrap();
+        assert_eq!(
+            (r.input_size, a.height, a.width, a.eval_resize),
+            (20, 20, 20, 20)
+        );
+    }
+
+    #[test]
+    fn images_smaller_than_the_model_takes_are_enlarged_and_a_caller_size_refused() {
+        let r = Recipe::from_survey(
+            survey_of(DatasetKind::ImageFolder, 5, false, 4),
+            &Choices::default(),
+        )
+        .unwrap();
+        assert_eq!((r.model.as_str(), r.input_size), ("tiny", 8));
+        assert!(
+            r.reasons
+                .iter()
+                .any(|x| x.starts_with("input 8 px") && x.contains("enlarged")),
+            "{:?}",
+            r.reasons
+        );
+        let e = Recipe::from_survey(
+            survey_of(DatasetKind::Cub, 500, false, 200),
+            &Choices {
+                model: Some("resnet50".into()),
+                input_size: Some(4),
+                ..Choices::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("input size") && e.contains("32 px") && e.contains("448"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn small_training_sets_get_at_least_min_train_steps() {
+        // 12 small images: batch 12, one step per epoch, 100 epochs; the warm-up (0.2 of 4
+        // epochs) and the cross-entropy epoch (1 of 4) keep their share of the run.
+        let mut s = survey_of(DatasetKind::ImageFolder, 28, false, 3);
+        s.train_images = 12;
+        let r = Recipe::from_survey(s, &Choices::default()).unwrap();
+        let t = &r.train;
+        assert_eq!((t.batch, t.epochs, t.ce_warmup_epochs), (12, 100, 25));
+        assert_eq!(t.warmup_epochs, 5.0);
+        assert!(
+            r.reasons
+                .iter()
+                .any(|x| x.starts_with("100 epochs: 12 images give 1 step of 12")),
+            "{:?}",
+            r.reasons
+        );
+        // 500 images: 15 steps per epoch, 7 epochs; medium images stretch 30 epochs alike.
+        let mut s = survey_of(DatasetKind::ImageFolder, 28, false, 3);
+        s.train_images = 500;
+        let r = Recipe::from_survey(s, &Choices::default()).unwrap();
+        assert_eq!((r.train.epochs, r.train.ce_warmup_epochs), (7, 2));
+        let mut s = survey_of(DatasetKind::ImageFolder, 100, false, 3);
+        s.train_images = 40;
+        let r = Recipe::from_survey(s, &Choices::default()).unwrap();
+        assert_eq!((r.train.batch, r.train.epochs), (32, 100));
+        assert_eq!((r.train.warmup_epochs, r.train.ce_warmup_epochs), (0.67, 3));
+        // Enough steps: untouched (Fashion-MNIST's subset: 312 steps per epoch).
+        let mut s = survey_of(DatasetKind::FashionMnist, 28, true, 10);
+        s.train_images = 10_000;
+        let r = Recipe::from_survey(s, &Choices::default()).unwrap();
+        assert_eq!(
+            r.train,
+            TrainConfig {
+                k: 3,
+                ..TrainConfig::default()
+            }
+        );
+        assert_eq!(
+            (r.data_options.size, r.data_options.eval_resize),
+            (None, None)
+        );
+        // Fine-tuning keeps the paper's 90 epochs and milestones.
+        let mut s = survey_of(DatasetKind::ImageFolder, 28, false, 3);
+        s.train_images = 12;
+        let choices = Choices {
+            init: Some(BackboneInit::File("w.safetensors".into())),
+            ..Choices::default()
+        };
+        let r = Recipe::from_survey(s, &choices).unwrap();
+        assert_eq!((r.train.batch, r.train.epochs), (12, 90));
     }
 
     #[test]

@@ -778,9 +778,11 @@ fn folder_walk_keeps_the_old_file_order() {
     }
     let opts = tree_opts(8);
     let ds = ImageFolder::open(root, Split::Train, &opts).unwrap();
+    // The old walk's order, less the broken link (now skipped at open with a warning).
     let want: Vec<PathBuf> = ["a", "b"]
         .iter()
         .flat_map(|c| old_image_walk(&root.join(c)))
+        .filter(|p| !p.ends_with("b/dangling.png"))
         .collect();
     assert_eq!(ds.files(), want.as_slice());
     assert!(want.iter().all(|p| !p.to_string_lossy().contains("hidden")));
@@ -788,11 +790,113 @@ fn folder_walk_keeps_the_old_file_order() {
     #[cfg(unix)]
     {
         assert!(want.iter().any(|p| p.ends_with("b/linked/two.png")));
-        assert!(want.iter().any(|p| p.ends_with("b/dangling.png")));
-        // A link loop is an error naming it, not an endless walk.
+        let skipped: Vec<&PathBuf> = ds.skipped().iter().map(|(p, _)| p).collect();
+        assert_eq!(
+            skipped,
+            [&root.join("b/dangling.png")],
+            "{:?}",
+            ds.skipped()
+        );
+        assert!(ds.skipped()[0].1.contains("broken symbolic link"));
+        // A link loop is skipped naming it, not an endless walk; the rest opens as before.
         std::os::unix::fs::symlink(root.join("a"), root.join("a/nested/loop")).unwrap();
-        let e = err_text(ImageFolder::open(root, Split::Train, &opts));
-        assert!(e.contains("loop"), "{e}");
+        let ds = ImageFolder::open(root, Split::Train, &opts).unwrap();
+        assert_eq!(ds.files(), want.as_slice());
+        assert!(
+            ds.skipped()
+                .iter()
+                .any(|(p, why)| p.ends_with("a/nested/loop") && why.contains("loop")),
+            "{:?}",
+            ds.skipped()
+        );
+    }
+}
+
+/// Entries of a class-folder tree that cannot be used (a link loop, a broken link, a folder
+/// that cannot be read) are skipped at open with a warning naming them, the rest of the tree
+/// opening as without them; with `DataOptions::strict` the first is an error naming it.
+#[cfg(unix)]
+#[test]
+fn unusable_folder_entries_are_skipped_naming_them_or_refused_when_strict() {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    let d = tmp();
+    let root = d.path();
+    for f in ["a/1.png", "a/2.png", "b/1.png", "b/2.png", "b/deep/3.png"] {
+        put(&root.join(f));
+    }
+    let clean = ImageFolder::open(root, Split::Train, &tree_opts(8)).unwrap();
+    assert!(clean.skipped().is_empty());
+    let loop_link = root.join("a/loop");
+    let broken = root.join("b/gone.jpg");
+    let broken_class = root.join("c");
+    symlink(root.join("a"), &loop_link).unwrap();
+    symlink(root.join("nowhere.jpg"), &broken).unwrap();
+    symlink(root.join("no-such-class"), &broken_class).unwrap();
+    // Ignored like any file that would not be used: a broken link of another name, a hidden
+    // loop.
+    symlink(root.join("x.txt"), root.join("b/gone.txt")).unwrap();
+    symlink(root.join("b"), root.join("b/.hidden-loop")).unwrap();
+    // A folder that cannot be read: permissions do not stop root, so that part of the case
+    // only runs as another user.
+    let locked = root.join("b/locked");
+    put(&locked.join("4.png"));
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let can_lock = std::fs::read_dir(&locked).is_err();
+    if !can_lock {
+        eprintln!("running as root: an unreadable folder cannot be made, that part is skipped");
+        std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::remove_dir_all(&locked).unwrap();
+    }
+    let ds = ImageFolder::open(root, Split::Train, &tree_opts(8)).unwrap();
+    assert_eq!(
+        ds.files(),
+        clean.files(),
+        "the usable images, as without them"
+    );
+    assert_eq!(ds.info().class_names, ["a", "b"]);
+    let mut want = vec![
+        (loop_link.clone(), "symbolic link loop"),
+        (broken.clone(), "broken symbolic link"),
+        (broken_class.clone(), "broken symbolic link"),
+    ];
+    if can_lock {
+        want.push((locked.clone(), "cannot be read"));
+    }
+    assert_eq!(ds.skipped().len(), want.len(), "{:?}", ds.skipped());
+    for (path, why) in &want {
+        assert!(
+            ds.skipped()
+                .iter()
+                .any(|(p, w)| p == path && w.contains(why)),
+            "{} ({why}) not in {:?}",
+            path.display(),
+            ds.skipped()
+        );
+    }
+    // The survey and the recipe see the same usable files.
+    let r = finegrain::recipe::Recipe::for_data(root, &Default::default()).unwrap();
+    assert_eq!(
+        r.survey.train_images,
+        clean.files().len() - 1,
+        "one held out of b"
+    );
+    // Strict: an error naming an unusable entry.
+    let strict = DataOptions {
+        strict: true,
+        ..tree_opts(8)
+    };
+    let e = err_text(ImageFolder::open(root, Split::Train, &strict));
+    assert!(
+        want.iter()
+            .any(|(p, _)| e.contains(&p.display().to_string()))
+            && e.contains("strict"),
+        "{e}"
+    );
+    // Inference over the folder skips them too.
+    let files = image_files(&[root.to_path_buf()]).unwrap();
+    assert_eq!(files, clean.files());
+    if can_lock {
+        std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 }
 
@@ -1011,4 +1115,299 @@ fn loader_options_at_zero_name_the_field() {
     }
     .validate()
     .unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// Defaults that fit every dataset: the recipe and the data over a matrix of shapes.
+
+/// A class-folder dataset to write: `classes` folders, class `c` holding `per_class(c)`
+/// images, image `i` of class `c` of `size(c, i)` (width, height), grayscale when
+/// `gray(c, i)`, as JPEG or PNG.
+struct Shape {
+    name: &'static str,
+    classes: usize,
+    per_class: fn(usize) -> usize,
+    size: fn(usize, usize) -> (u32, u32),
+    gray: fn(usize, usize) -> bool,
+    jpeg: bool,
+}
+
+impl Shape {
+    fn write(&self, root: &Path) {
+        for c in 0..self.classes {
+            let dir = root.join(format!("class{c:04}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            for i in 0..(self.per_class)(c) {
+                let (w, h) = (self.size)(c, i);
+                let v = |x: u32, y: u32| ((x * 7 + y * 3 + (c * 29 + i * 5) as u32) % 256) as u8;
+                let img = if (self.gray)(c, i) {
+                    image::DynamicImage::ImageLuma8(ImageBuffer::from_fn(w, h, |x, y| {
+                        Luma([v(x, y)])
+                    }))
+                } else {
+                    image::DynamicImage::ImageRgb8(ImageBuffer::from_fn(w, h, |x, y| {
+                        Rgb([v(x, y), v(y, x), 255 - v(x, y)])
+                    }))
+                };
+                let ext = if self.jpeg { "jpg" } else { "png" };
+                img.save(dir.join(format!("{i}.{ext}"))).unwrap();
+            }
+        }
+    }
+}
+
+/// What the held-out split keeps for testing from a class of `n` images (20%, rounded, at
+/// least one image left to train on).
+fn held_out(n: usize) -> usize {
+    ((0.2 * n as f64).round() as usize).min(n - 1)
+}
+
+/// Every dataset shape of the family, from 2 to 1,000 classes with 1 to 5 images each, in
+/// small, medium and photo sizes, square and not, grayscale, colour and both: the recipe's
+/// choices follow its rules (the batch within the training set, k below the class count,
+/// the input from the median image's shorter side, the channels from the colour, enough
+/// steps) and every image of both splits decodes to the model's input shape.
+#[test]
+fn recipe_and_data_fit_every_dataset_shape() {
+    use finegrain::recipe::{Choices, Recipe, MIN_TRAIN_STEPS};
+    let shapes = [
+        Shape {
+            name: "2 classes, 1 image each, small square grayscale",
+            classes: 2,
+            per_class: |_| 1,
+            size: |_, _| (12, 12),
+            gray: |_, _| true,
+            jpeg: false,
+        },
+        Shape {
+            name: "3 classes, 1-3 images, non-square 40x30 and 30x40 colour",
+            classes: 3,
+            per_class: |c| c + 1,
+            size: |c, i| if (c + i) % 2 == 0 { (40, 30) } else { (30, 40) },
+            gray: |_, _| false,
+            jpeg: false,
+        },
+        Shape {
+            name: "5 classes, 1-5 images, mixed sizes, grayscale and colour",
+            classes: 5,
+            per_class: |c| c + 1,
+            size: |c, i| [(16, 16), (40, 30), (30, 40), (24, 18), (9, 13), (64, 20)][(c + i) % 6],
+            gray: |c, i| (c + i) % 3 == 0,
+            jpeg: false,
+        },
+        Shape {
+            name: "4 classes, 5 images, tiny 5x4 images (below the model's smallest input)",
+            classes: 4,
+            per_class: |_| 5,
+            size: |_, i| if i % 2 == 0 { (5, 4) } else { (4, 5) },
+            gray: |_, _| true,
+            jpeg: false,
+        },
+        Shape {
+            name: "7 classes, 2 images, medium non-square grayscale JPEG",
+            classes: 7,
+            per_class: |_| 2,
+            size: |_, i| if i == 0 { (100, 70) } else { (90, 120) },
+            gray: |_, _| true,
+            jpeg: true,
+        },
+        Shape {
+            name: "3 classes, 2-4 images, photos (non-square colour JPEG)",
+            classes: 3,
+            per_class: |c| c + 2,
+            size: |c, i| [(240, 180), (180, 240), (200, 200)][(c + i) % 3],
+            gray: |_, _| false,
+            jpeg: true,
+        },
+        Shape {
+            name: "40 classes, 3 images, small colour",
+            classes: 40,
+            per_class: |_| 3,
+            size: |_, _| (20, 14),
+            gray: |_, _| false,
+            jpeg: true,
+        },
+        Shape {
+            name: "1000 classes, 1 image each, tiny grayscale",
+            classes: 1000,
+            per_class: |_| 1,
+            size: |_, _| (6, 6),
+            gray: |_, _| true,
+            jpeg: false,
+        },
+    ];
+    for shape in &shapes {
+        let t0 = std::time::Instant::now();
+        let d = tmp();
+        let root = d.path();
+        shape.write(root);
+        let name = shape.name;
+        let r = Recipe::for_data(root, &Choices::default())
+            .unwrap_or_else(|e| panic!("{name}: no recipe: {e}"));
+        let counts: Vec<usize> = (0..shape.classes).map(shape.per_class).collect();
+        let want_train: usize = counts.iter().map(|&n| n - held_out(n)).sum();
+        let want_test: usize = counts.iter().map(|&n| held_out(n)).sum();
+        let s = &r.survey;
+        assert_eq!(
+            (s.num_classes, s.train_images),
+            (shape.classes, want_train),
+            "{name}"
+        );
+
+        // The input size, model and channels, from the training images' own headers.
+        let train_files = ImageFolder::open(root, Split::Train, &r.data_options)
+            .unwrap()
+            .files()
+            .to_vec();
+        let dims: Vec<(u32, u32)> = train_files
+            .iter()
+            .map(|f| image::image_dimensions(f).unwrap())
+            .collect();
+        let uniform = dims.iter().all(|&x| x == dims[0]);
+        assert!(
+            dims.len() <= 64 || uniform,
+            "{name}: the survey would sample"
+        );
+        let mut shorter: Vec<usize> = dims.iter().map(|&(w, h)| w.min(h) as usize).collect();
+        shorter.sort_unstable();
+        let side = shorter[shorter.len() / 2];
+        let (model, input) = match side {
+            0..=64 => ("tiny", side.max(8)),
+            65..=160 => ("resnet18", (side / 32 * 32).max(64)),
+            _ => ("resnet50", 224),
+        };
+        let photos = side > 160;
+        assert_eq!(
+            (r.model.as_str(), r.input_size),
+            (model, input),
+            "{name}: {:#?}",
+            r.reasons
+        );
+        let all_gray = (0..shape.classes)
+            .flat_map(|c| (0..counts[c]).map(move |i| (c, i)))
+            .all(|(c, i)| (shape.gray)(c, i));
+        let channels = if all_gray && !photos { 1 } else { 3 };
+        assert_eq!(r.channels, channels, "{name}");
+
+        // The batch within the training set, k below the class count, enough steps.
+        let t = &r.train;
+        let default_batch = if photos { 16 } else { 32 };
+        assert_eq!(t.batch, default_batch.min(want_train), "{name}");
+        assert!(t.batch <= want_train && t.batch >= 1, "{name}");
+        assert!(
+            t.k >= 1 && (t.k as usize) < shape.classes,
+            "{name}: k {}",
+            t.k
+        );
+        if photos {
+            assert_eq!(t.epochs, 90, "{name}: fine-tuning keeps the paper's epochs");
+        } else {
+            assert!(
+                t.epochs * (want_train / t.batch) >= MIN_TRAIN_STEPS,
+                "{name}: {} epochs of {} steps",
+                t.epochs,
+                want_train / t.batch
+            );
+        }
+        t.validate().unwrap();
+        r.model_config(shape.classes).unwrap();
+
+        // One rule for every image: the shorter side resized, the centre square cropped.
+        let pre = r.preprocessing().unwrap();
+        let eval_resize = if photos {
+            (input as f64 * 256.0 / 224.0).round() as usize
+        } else {
+            input
+        };
+        assert_eq!(
+            (pre.height, pre.width, pre.channels, pre.eval_resize),
+            (input, input, channels, eval_resize),
+            "{name}"
+        );
+
+        // Both splits open (a test split held out of classes too small is empty) and every
+        // image decodes, for training and for evaluation, to the model's input.
+        let train = r.open(Split::Train).unwrap();
+        let test = r.open(Split::Test).unwrap();
+        assert_eq!((train.len(), test.len()), (want_train, want_test), "{name}");
+        let len = input * input * channels;
+        let mut out = vec![0f32; len];
+        for (ds, train_mode) in [(&train, true), (&train, false), (&test, false)] {
+            assert_eq!(ds.info().sample_len(), len, "{name}");
+            for i in 0..ds.len() {
+                assert!((ds.label(i) as usize) < shape.classes);
+                out.fill(f32::NAN);
+                ds.load(i, train_mode, &mut sample_rng(1, 0, i), &mut out)
+                    .unwrap_or_else(|e| panic!("{name}: sample {i}: {e}"));
+                assert!(out.iter().all(|v| v.is_finite()), "{name}: sample {i}");
+            }
+        }
+        eprintln!("{name}: {:.2} s", t0.elapsed().as_secs_f64());
+    }
+}
+
+/// A 40x30 image is its centre 30x30 square at 30 px, not stretched: its 5-px black bands
+/// left and right are cut, the white middle fills the input (and the same portrait).
+#[test]
+fn non_square_images_are_cropped_to_the_centre_never_stretched() {
+    use finegrain::recipe::{Choices, Recipe};
+    let d = tmp();
+    let root = d.path();
+    for c in ["a", "b"] {
+        for i in 0..4 {
+            std::fs::create_dir_all(root.join(c)).unwrap();
+            let (w, h) = if i % 2 == 0 { (40, 30) } else { (30, 40) };
+            let img: ImageBuffer<Luma<u8>, Vec<u8>> = ImageBuffer::from_fn(w, h, |x, y| {
+                let along = if w > h { x } else { y };
+                Luma([if (5..35).contains(&along) { 255 } else { 0 }])
+            });
+            img.save(root.join(c).join(format!("{i}.png"))).unwrap();
+        }
+    }
+    let r = Recipe::for_data(root, &Choices::default()).unwrap();
+    assert_eq!((r.input_size, r.channels), (30, 1), "{:#?}", r.reasons);
+    let pre = r.preprocessing().unwrap();
+    let white = (1.0 - pre.normalize.mean[0]) / pre.normalize.std[0];
+    let ds = r.open(Split::Train).unwrap();
+    let mut out = vec![0f32; 30 * 30];
+    for i in 0..ds.len() {
+        for train in [false, true] {
+            ds.load(i, train, &mut sample_rng(3, 0, i), &mut out)
+                .unwrap();
+            assert!(
+                out.iter().all(|v| (v - white).abs() < 1e-4),
+                "sample {i} (train {train}): a black band is in the input"
+            );
+        }
+    }
+}
+
+/// The default run (the shipped Fashion-MNIST subset) keeps its recipe: 28 px IDX images at
+/// their own preprocessing, the tiny model, 4 epochs of batch 32, nothing stretched.
+#[test]
+fn the_fashion_mnist_recipe_is_unchanged() {
+    use finegrain::recipe::{Choices, Recipe};
+    use finegrain::train::TrainConfig;
+    let r = Recipe::for_data(Path::new(FASHION_MNIST_SUBSET_DIR), &Choices::default()).unwrap();
+    assert_eq!(
+        (r.model.as_str(), r.input_size, r.channels),
+        ("tiny", 28, 1)
+    );
+    assert_eq!(
+        r.train,
+        TrainConfig {
+            k: 3,
+            ..TrainConfig::default()
+        }
+    );
+    assert_eq!(
+        r.data_options,
+        DataOptions {
+            train_crop: Some(TrainCrop::Center),
+            hflip: Some(false),
+            ..DataOptions::default()
+        }
+    );
+    let pre = r.preprocessing().unwrap();
+    assert_eq!((pre.height, pre.width, pre.eval_resize), (28, 28, 28));
 }

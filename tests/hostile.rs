@@ -421,8 +421,12 @@ fn load_ck(ctx: &Ctx, p: &Path, optimizer: bool) -> Outcome {
 fn load_tv(ctx: &Ctx, p: &Path) -> Outcome {
     let (g, net) = ctx.net.as_ref().expect("a GPU case without an adapter");
     let r = checkpoint::load_torchvision(g, net, p).map(|rep| {
+        let fc = match rep.fc_classes {
+            Some(c) => format!(" (its fc has {c} classes)"),
+            None => String::new(),
+        };
         format!(
-            "head from fc: {}, ignored [{}]",
+            "head from fc: {}{fc}, ignored [{}]",
             rep.head_from_fc,
             rep.ignored.join(", ")
         )
@@ -1501,20 +1505,36 @@ fn folder_cases(c: &mut Cases) {
     c.add(
         r,
         "symbolic link loop inside a class folder",
-        "error naming the link: file system loop",
-        err(&["loop"]),
+        "opens; the link is skipped with a warning naming it (an error with --strict)",
+        ok("6 samples, 2 classes [a, b]"),
         |_, d| {
             toy(d);
             std::os::unix::fs::symlink("..", d.join("a/loop")).unwrap();
-            (d.join("a/loop"), dataset(d, Split::Train))
+            (d.join("a/loop"), dataset_with(d, Split::Train, no_test()))
+        },
+    );
+    #[cfg(unix)]
+    c.add(
+        r,
+        "symbolic link loop inside a class folder, strict",
+        "error naming the link: a loop, refused in strict mode",
+        err(&["symbolic link loop", "strict"]),
+        |_, d| {
+            toy(d);
+            std::os::unix::fs::symlink("..", d.join("a/loop")).unwrap();
+            let strict = DataOptions {
+                strict: true,
+                ..no_test()
+            };
+            (d.join("a/loop"), dataset_with(d, Split::Train, strict))
         },
     );
     #[cfg(unix)]
     c.add(
         r,
         "dangling symbolic link named .png",
-        "opens; the sample is skipped with a warning naming the link",
-        err(&["No such file"]),
+        "opens; the link is skipped with a warning naming it (an error with --strict)",
+        ok("6 samples, 2 classes [a, b]"),
         |_, d| {
             toy(d);
             std::os::unix::fs::symlink(d.join("gone.png"), d.join("a/link.png")).unwrap();
@@ -1585,8 +1605,8 @@ fn folder_cases(c: &mut Cases) {
     c.add(
         r,
         "one image per class, test split held out",
-        "error: the test split has no images",
-        err(&["Test split has no images"]),
+        "opens empty: no class can hold an image out (a run trains without evaluation)",
+        ok("0 samples, 2 classes [a, b]"),
         |_, d| {
             finegrain::testing::write_toy_folders(d, &["a", "b"], 1, 8, 1);
             (d.to_path_buf(), dataset(d, Split::Test))
@@ -2515,8 +2535,8 @@ fn checkpoint_cases(c: &mut Cases) {
     c.add(
         r,
         "fc for another class count (ImageNet's 1000)",
-        "accepted: backbone loaded, head left as initialised",
-        ok("head from fc: false"),
+        "accepted: backbone loaded, the head starts afresh (a note says why)",
+        ok("head from fc: false (its fc has 1000 classes), ignored []"),
         |ctx, d| {
             load_tv(
                 ctx,

@@ -1014,3 +1014,107 @@ fn webgpu_default_limits_train_what_fits_and_refuse_what_does_not() {
     );
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+/// `train --data DIR` with no flags on class folders of 12 to 30 small images, grayscale and
+/// colour, 16x12 and 12x16: the recipe's defaults train (a few steps here), evaluation and
+/// inference prepare each image as training did (the checkpoint records the preprocessing),
+/// and classes too small to hold a test image out train without evaluation, saying so.
+#[test]
+fn the_recipe_defaults_train_class_folders_of_12_to_30_images() {
+    use finegrain::classify::Classifier;
+    use finegrain::data::ImageFolder;
+    use finegrain::recipe::{Choices, Recipe, MIN_TRAIN_STEPS};
+    let Some(g) = gpu() else { return };
+    // (classes, images per class, test images held out)
+    for (classes, per_class, held_out) in [(3, 4, 3), (5, 6, 5), (6, 2, 0)] {
+        let what = format!("{classes} classes of {per_class}");
+        let root = temp_dir(&format!("recipe-{classes}x{per_class}"));
+        let data = root.join("data");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(classes as u64);
+        for c in 0..classes {
+            let dir = data.join(format!("c{c}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            for i in 0..per_class {
+                let (w, h) = if i % 2 == 0 { (16, 12) } else { (12, 16) };
+                let img = image::RgbImage::from_fn(w, h, |x, y| {
+                    let on = (x * (c as u32 + 1) + y) % 5 < 2;
+                    let v = if on { 200.0 } else { 50.0 } + rng.random_range(-20.0f32..20.0);
+                    let v = v.clamp(0.0, 255.0) as u8;
+                    image::Rgb(if i % 3 == 0 {
+                        [v, v, v]
+                    } else {
+                        [v, 255 - v, v / 2]
+                    })
+                });
+                img.save(dir.join(format!("{i}.png"))).unwrap();
+            }
+        }
+        let recipe = Recipe::for_data(&data, &Choices::default()).unwrap();
+        let train_images = classes * per_class - held_out;
+        assert_eq!(
+            (recipe.model.as_str(), recipe.input_size, recipe.channels),
+            ("tiny", 12, 3),
+            "{what}: {:#?}",
+            recipe.reasons
+        );
+        assert_eq!(recipe.train.batch, train_images, "{what}");
+        assert!(
+            recipe.train.epochs >= MIN_TRAIN_STEPS,
+            "{what}: one step an epoch"
+        );
+
+        let out = root.join("run");
+        let mut notes = Vec::new();
+        let summary = Run::from_recipe(g, &recipe, opts(&out, Some(3)))
+            .unwrap()
+            .run(&mut |e: &Event| {
+                if let Event::Note(n) = e {
+                    notes.push(n.to_string());
+                }
+            })
+            .unwrap();
+        assert_eq!(summary.step_losses.len(), 3, "{what}");
+        assert!(summary.step_losses.iter().all(|(_, l)| l.is_finite()));
+        match summary.final_eval {
+            Some(e) => assert_eq!(e.images, held_out, "{what}"),
+            None => {
+                assert_eq!(held_out, 0, "{what}: not evaluated");
+                assert!(
+                    notes
+                        .iter()
+                        .any(|n| n.contains("training without evaluation")),
+                    "{what}: {notes:?}"
+                );
+            }
+        }
+
+        // The checkpoint records the recipe's preprocessing; inference prepares each
+        // image exactly as the dataset did for evaluation (shorter side, centre square).
+        let ck = out.join("last.safetensors");
+        let pre = recipe.preprocessing().unwrap();
+        assert_eq!(Checkpoint::open(&ck).unwrap().preprocessing(), &pre);
+        assert_eq!(
+            pre.eval_resize, 12,
+            "{what}: the shorter side, nothing more"
+        );
+        let clf = Classifier::open(g, &ck, 4).unwrap();
+        assert_eq!(clf.preprocessing(), &pre);
+        let ds = ImageFolder::open(&data, Split::Train, &recipe.data_options).unwrap();
+        let mut want = vec![0f32; ds.info().sample_len()];
+        for i in 0..ds.len().min(4) {
+            ds.load(
+                i,
+                false,
+                &mut rand::rngs::StdRng::seed_from_u64(0),
+                &mut want,
+            )
+            .unwrap();
+            assert_eq!(
+                clf.prepare(&ds.files()[i]).unwrap(),
+                want,
+                "{what}: sample {i}"
+            );
+        }
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}

@@ -5,10 +5,16 @@
 //! (classes taken from `train/`; every `test/` class must also be in `train/`). Otherwise each
 //! class's files are split deterministically: ordered by a hash of (split seed, relative
 //! path) and the first `round(test_fraction * n)` are the test set (at least one image is kept
-//! for training). Image files are those ending in `.jpg`, `.jpeg` or `.png` (any case); hidden
-//! files and anything else are ignored; files are sorted by path.
+//! for training; a class of one or two images holds none out, so a tree of such classes has an
+//! empty test split). Image files are those ending in `.jpg`, `.jpeg` or `.png` (any case);
+//! hidden files and anything else are ignored; files are sorted by path. Symbolic links are
+//! followed. Entries that cannot be used (a symbolic link loop, a folder that cannot be read, a
+//! broken link where a class folder or an image file would be) are skipped with a warning
+//! naming them ([`ImageFolder::skipped`]), or refused with [`DataOptions::strict`].
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use rand::rngs::StdRng;
 
@@ -150,61 +156,142 @@ fn hidden(p: &Path) -> bool {
         .is_some_and(|n| n.starts_with('.'))
 }
 
+/// A folder entry that cannot be used, and why.
+pub type Unusable = (PathBuf, String);
+
+/// What [`walk`] found: (path, is a folder) of each entry, and the entries it cannot use.
+type Walked = (Vec<(PathBuf, bool)>, Vec<Unusable>);
+
 /// The entries below `dir` down to `max_depth` levels (1: its children only), not `dir`
 /// itself, skipping hidden files and never entering hidden folders; symbolic links are
-/// followed (a link loop is an error naming it). Returns (path, is a folder), unsorted. A
-/// dangling link counts as a file, as it did when these walks used `Path::is_dir`.
-fn walk(dir: &Path, max_depth: usize) -> Result<Vec<(PathBuf, bool)>> {
-    let mut out = Vec::new();
-    let walker = walkdir::WalkDir::new(dir)
+/// followed. Returns (path, is a folder), unsorted, and the entries that cannot be used: a
+/// link loop, a folder that cannot be read, a broken link (kept when `wanted(path)` says a
+/// broken link of that name would have been used, else ignored like any other unused file).
+/// An error only when `dir` itself cannot be read.
+fn walk(dir: &Path, max_depth: usize, wanted: impl Fn(&Path) -> bool) -> Result<Walked> {
+    let (mut out, mut unusable) = (Vec::new(), Vec::new());
+    let mut walker = walkdir::WalkDir::new(dir)
         .min_depth(1)
         .max_depth(max_depth)
         .follow_links(true)
         .into_iter()
         .filter_entry(|e| !hidden(e.path()));
-    for entry in walker {
-        match entry {
-            Ok(e) => out.push((e.path().to_path_buf(), e.file_type().is_dir())),
-            Err(err) => {
-                let path = err.path().unwrap_or(dir).to_path_buf();
-                let dangling = err.loop_ancestor().is_none()
-                    && std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink())
-                    && std::fs::metadata(&path).is_err();
-                if dangling {
-                    if !hidden(&path) {
-                        out.push((path, false));
+    while let Some(entry) = walker.next() {
+        let err = match entry {
+            Ok(e) => {
+                let is_dir = e.file_type().is_dir();
+                if is_dir && e.path_is_symlink() {
+                    if let Some(target) = link_to_a_container(e.path()) {
+                        // The walk would only see the loop where it re-enters one of its
+                        // own folders, taking in what lies between (another class's
+                        // images) first.
+                        unusable.push((
+                            e.path().to_path_buf(),
+                            format!(
+                                "symbolic link loop: it leads back to {}, a folder that \
+                                 contains it",
+                                target.display()
+                            ),
+                        ));
+                        walker.skip_current_dir();
+                        continue;
                     }
-                    continue;
                 }
-                let msg = err.to_string();
-                let io = err
-                    .into_io_error()
-                    .unwrap_or_else(|| std::io::Error::other(msg));
-                return Err(Error::io(path, io));
+                out.push((e.path().to_path_buf(), is_dir));
+                continue;
             }
+            Err(err) => err,
+        };
+        let path = err.path().unwrap_or(dir).to_path_buf();
+        if path != dir && hidden(&path) {
+            // Hidden entries are ignored, whatever they are.
+            continue;
+        }
+        if let Some(ancestor) = err.loop_ancestor() {
+            unusable.push((
+                path,
+                format!(
+                    "symbolic link loop: it leads back to {}, a folder that contains it",
+                    ancestor.display()
+                ),
+            ));
+            continue;
+        }
+        let is_link = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+        if let (true, Err(e)) = (is_link, std::fs::metadata(&path)) {
+            if wanted(&path) {
+                let target = std::fs::read_link(&path)
+                    .map(|t| t.display().to_string())
+                    .unwrap_or_else(|_| "its target".into());
+                let why = if e.kind() == std::io::ErrorKind::NotFound {
+                    format!("broken symbolic link: {target} does not exist")
+                } else {
+                    format!("symbolic link to {target} that cannot be followed: {e}")
+                };
+                unusable.push((path, why));
+            }
+            continue;
+        }
+        let msg = err.to_string();
+        let io = err
+            .into_io_error()
+            .unwrap_or_else(|| std::io::Error::other(msg));
+        if path == dir {
+            return Err(Error::io(path, io));
+        }
+        unusable.push((path, format!("cannot be read: {io}")));
+    }
+    Ok((out, unusable))
+}
+
+/// Where the symbolic link `link` to a folder leads, when that folder contains the link
+/// (after every link on both ways is resolved): following it would go round for ever.
+fn link_to_a_container(link: &Path) -> Option<PathBuf> {
+    let target = std::fs::canonicalize(link).ok()?;
+    let parent = std::fs::canonicalize(link.parent()?).ok()?;
+    parent.starts_with(&target).then_some(target)
+}
+
+/// The class folders directly inside `dir` (not hidden), sorted by name, and the entries
+/// there that cannot be used (a class folder that cannot be read is one).
+fn class_dirs(dir: &Path) -> Result<(Vec<PathBuf>, Vec<Unusable>)> {
+    let (entries, mut unusable) = walk(dir, 1, |_| true)?;
+    let mut v = Vec::new();
+    for (p, is_dir) in entries {
+        if !is_dir {
+            continue;
+        }
+        match std::fs::read_dir(&p) {
+            Ok(_) => v.push(p),
+            Err(e) => unusable.push((p, format!("class folder cannot be read: {e}"))),
         }
     }
-    Ok(out)
-}
-
-/// The class folders directly inside `dir` (not hidden), sorted by name.
-fn class_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut v: Vec<PathBuf> = walk(dir, 1)?
-        .into_iter()
-        .filter_map(|(p, is_dir)| is_dir.then_some(p))
-        .collect();
     v.sort();
-    Ok(v)
+    Ok((v, unusable))
 }
 
-/// Image files below `dir` (recursively, hidden entries skipped), sorted by path.
-fn images_below(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut out: Vec<PathBuf> = walk(dir, usize::MAX)?
+/// Image files below `dir` (recursively, hidden entries skipped), sorted by path, and the
+/// entries below it that cannot be used.
+fn images_below(dir: &Path) -> Result<(Vec<PathBuf>, Vec<Unusable>)> {
+    let (entries, unusable) = walk(dir, usize::MAX, is_image)?;
+    let mut out: Vec<PathBuf> = entries
         .into_iter()
         .filter_map(|(p, is_dir)| (!is_dir && is_image(&p)).then_some(p))
         .collect();
     out.sort();
-    Ok(out)
+    Ok((out, unusable))
+}
+
+/// Logs a warning naming each unusable entry, once per entry in this process (a tree is
+/// walked again for each split it is opened for).
+fn warn_unusable(unusable: &[Unusable]) {
+    static WARNED: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+    let mut warned = WARNED.lock().unwrap_or_else(|p| p.into_inner());
+    for (path, why) in unusable {
+        if warned.insert(path.clone()) {
+            log::warn!("skipping {}: {why}", path.display());
+        }
+    }
 }
 
 /// The image files named by `paths`, for inference over files and folders: a file is taken
@@ -216,7 +303,9 @@ pub fn image_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in paths {
         if p.is_dir() {
-            out.extend(images_below(p)?);
+            let (found, unusable) = images_below(p)?;
+            warn_unusable(&unusable);
+            out.extend(found);
         } else if p.exists() {
             out.push(p.clone());
         } else {
@@ -266,6 +355,7 @@ pub struct ImageFolder {
     labels: Vec<u32>,
     augment: Augment,
     root: PathBuf,
+    skipped: Vec<Unusable>,
 }
 
 impl ImageFolder {
@@ -287,7 +377,12 @@ impl ImageFolder {
         let (train_dir, test_dir) = (root.join("train"), root.join("test"));
         let presplit = train_dir.is_dir() && test_dir.is_dir();
         let class_root = if presplit { &train_dir } else { root };
-        let classes = class_dirs(class_root)?;
+        let mut skipped = Vec::new();
+        let mut keep = |(v, unusable): (Vec<PathBuf>, Vec<Unusable>)| {
+            skipped.extend(unusable);
+            v
+        };
+        let classes = keep(class_dirs(class_root)?);
         if classes.is_empty() {
             return Err(Error::format(
                 class_root,
@@ -304,7 +399,7 @@ impl ImageFolder {
                 &test_dir
             };
             if split == Split::Test {
-                for d in class_dirs(&test_dir)? {
+                for d in keep(class_dirs(&test_dir)?) {
                     if !class_names.contains(&name_of(&d)) {
                         return Err(Error::format(
                             &d,
@@ -321,7 +416,7 @@ impl ImageFolder {
             for (label, name) in class_names.iter().enumerate() {
                 let d = dir.join(name);
                 let found = if d.is_dir() {
-                    images_below(&d)?
+                    keep(images_below(&d)?)
                 } else {
                     Vec::new()
                 };
@@ -336,7 +431,7 @@ impl ImageFolder {
             }
         } else {
             for (label, d) in classes.iter().enumerate() {
-                let found = images_below(d)?;
+                let found = keep(images_below(d)?);
                 if found.is_empty() {
                     return Err(Error::format(
                         d,
@@ -366,12 +461,24 @@ impl ImageFolder {
                 files.extend(chosen);
             }
         }
-        if files.is_empty() {
+        // A held-out test split may be empty (every class too small to hold an image out):
+        // a run then trains without evaluation. Anything else without images is an error.
+        if files.is_empty() && (presplit || split == Split::Train) {
             return Err(Error::format(
                 root,
                 format!("the {split:?} split has no images; {FOLDER_LAYOUT}"),
             ));
         }
+        if let (true, Some((path, why))) = (opts.strict, skipped.first()) {
+            return Err(Error::format(
+                path,
+                format!(
+                    "{why}; strict mode refuses an unusable folder entry (without it the \
+                     entry is skipped with a warning)"
+                ),
+            ));
+        }
+        warn_unusable(&skipped);
         let augment = opts.augment(DatasetKind::ImageFolder, 0, 0)?;
         Ok(ImageFolder {
             info: DatasetInfo {
@@ -385,7 +492,15 @@ impl ImageFolder {
             labels,
             augment,
             root: root.to_path_buf(),
+            skipped,
         })
+    }
+
+    /// The folder entries that could not be used and were skipped (each logged once as a
+    /// warning): (path, why). Empty when opened with [`DataOptions::strict`], which refuses
+    /// them.
+    pub fn skipped(&self) -> &[Unusable] {
+        &self.skipped
     }
 
     /// The image files of this split, in index order.

@@ -24,7 +24,7 @@ use rand::rngs::StdRng;
 pub use augment::{Augment, ImageU8, Normalize, TrainCrop};
 pub use cub::{is_cub_dir, Cub};
 pub use folder::{
-    decode_image, image_files, read_image, ImageFolder, MAX_DECODE_BYTES, MAX_DECODE_SIDE,
+    decode_image, image_files, read_image, ImageFolder, Unusable, MAX_DECODE_BYTES, MAX_DECODE_SIDE,
 };
 pub use idx::{
     fashion_mnist_default, is_idx_dir, read_idx_images, read_idx_labels, read_idx_pair,
@@ -102,6 +102,10 @@ pub enum DatasetKind {
 /// | `train_crop` | `Pad { pad: max(1, size / 14) }` | `RandomResized` (0.08..1, 3/4..4/3) |
 /// | `hflip` | Fashion-MNIST: true, other IDX: false | true |
 /// | `normalize` | Fashion-MNIST 0.2860 / 0.3530, MNIST 0.1307 / 0.3081 | ImageNet |
+///
+/// Every image, whatever its shape, has its shorter side resized to `eval_resize` and the
+/// centre `size x size` cropped (never stretched); training crops come from the same image
+/// ([`Augment`]). [`crate::recipe::Recipe`] sets `eval_resize` to `size` except for photos.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DataOptions {
     pub channels: Option<usize>,
@@ -114,6 +118,10 @@ pub struct DataOptions {
     pub test_fraction: f64,
     /// Class folders without `train/` and `test/`: seed of the held-out choice.
     pub split_seed: u64,
+    /// Class folders: an entry that cannot be used (a symbolic link loop, a folder that
+    /// cannot be read, a broken link) is an error naming it, instead of being skipped with
+    /// a warning. Unreadable image files are the loader's ([`LoaderOptions::strict`]).
+    pub strict: bool,
 }
 
 impl Default for DataOptions {
@@ -127,6 +135,7 @@ impl Default for DataOptions {
             normalize: None,
             test_fraction: 0.2,
             split_seed: 0,
+            strict: false,
         }
     }
 }

@@ -62,6 +62,8 @@ pub const MAX_MODEL_DIM: usize = 1 << 16;
 impl ModelConfig {
     /// A preset by name: `tiny` (28x28 grayscale, 3 stages, fast on a CPU adapter),
     /// `small` (32-64 px), `resnet18`, `resnet34`, `resnet50` (torchvision topology).
+    /// An input smaller than [`ModelConfig::min_input_size`] (32 px for the ResNets, 8 for
+    /// `tiny`, 4 for `small`) is refused, naming that size.
     pub fn preset(
         name: &str,
         in_channels: usize,
@@ -144,7 +146,39 @@ impl ModelConfig {
             bn_momentum: 0.1,
         };
         c.validate()?;
+        let (stride, min) = (c.total_stride(), c.min_input_size());
+        if input_size < min {
+            return Err(Error::invalid(
+                "input size",
+                format!(
+                    "{input_size} px is too small for {name}, whose class maps are 1/{stride} \
+                     of the input: the smallest input that gives a 1x1 class map is {min} px \
+                     (the paper's 14x14 maps need {})",
+                    14 * stride
+                ),
+            ));
+        }
         Ok(c)
+    }
+
+    /// How many input pixels one class-map cell spans on a side: the product of the
+    /// stem's, the max pool's and every stage's stride (32 for the ResNets, 8 for `tiny`,
+    /// 4 for `small`).
+    pub fn total_stride(&self) -> usize {
+        let pool = if self.stem.maxpool { 2 } else { 1 };
+        self.strides
+            .iter()
+            .fold(self.stem.stride.saturating_mul(pool), |a, &s| {
+                a.saturating_mul(s)
+            })
+    }
+
+    /// The smallest input size whose class maps are at least 1x1 without the padding
+    /// alone making them: [`ModelConfig::total_stride`]. A smaller input still gives 1x1
+    /// maps (every convolution is padded), but made of padding and one corner of the
+    /// image, so [`ModelConfig::preset`] refuses it.
+    pub fn min_input_size(&self) -> usize {
+        self.total_stride()
     }
 
     /// Check that the configuration describes a buildable network: sizes within bounds
@@ -250,6 +284,45 @@ impl ModelConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An input below the network's total stride is refused, naming the smallest that
+    /// gives a 1x1 class map and the paper's 448 for 14x14; that smallest one builds.
+    #[test]
+    fn an_input_too_small_for_the_model_is_refused_naming_the_smallest() {
+        for (name, min) in [
+            ("tiny", 8),
+            ("small", 4),
+            ("resnet18", 32),
+            ("resnet34", 32),
+            ("resnet50", 32),
+        ] {
+            let m = ModelConfig::preset(name, 3, min, 10).unwrap();
+            assert_eq!(
+                (m.min_input_size(), m.feature_size()),
+                (min, (1, 1)),
+                "{name}"
+            );
+            let e = ModelConfig::preset(name, 3, min - 1, 10)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("input size")
+                    && e.contains(&format!("{} px is too small for {name}", min - 1))
+                    && e.contains(&format!("1x1 class map is {min} px")),
+                "{e}"
+            );
+        }
+        let e = ModelConfig::preset("resnet50", 3, 4, 200)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("14x14 maps need 448"), "{e}");
+        assert_eq!(
+            ModelConfig::preset("resnet50", 3, 448, 200)
+                .unwrap()
+                .feature_size(),
+            (14, 14)
+        );
+    }
 
     /// Out-of-bound sizes are refused by `validate` itself (whatever the configuration
     /// came from), naming the field, before any size arithmetic.

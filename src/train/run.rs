@@ -338,6 +338,9 @@ impl<'g> Run<'g> {
     ) -> Result<Run<'g>> {
         opts.validate()?;
         config.validate()?;
+        // An empty test set (class folders too small to hold an image out) is no test set.
+        let no_test = test.as_ref().is_some_and(|t| t.is_empty());
+        let test = test.filter(|t| !t.is_empty());
         check_data(train.as_ref(), model, "training")?;
         if let Some(t) = &test {
             check_data(t.as_ref(), model, "test")?;
@@ -379,6 +382,11 @@ impl<'g> Run<'g> {
                 .take_notes()
                 .into_iter()
                 .chain(note.map(|n| format!("note: {n}")))
+                .chain(no_test.then(|| {
+                    "note: the test set has no images (no class has enough to hold one out): \
+                     training without evaluation"
+                        .to_string()
+                }))
                 .collect(),
             dir,
             progress: start,
