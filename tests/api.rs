@@ -225,7 +225,7 @@ fn hub_files_download_once_then_come_from_the_cache() {
 }
 
 /// The photo path end to end: JPEG photos of several sizes and aspect ratios in class
-/// folders, the recipe with no choices but a small input, the ImageNet backbone it picks
+/// folders, the recipe with no choices but the smallest input, the ImageNet backbone it picks
 /// fetched from the Hub stand-in and fine-tuned for a few steps, then the checkpoint
 /// classifies the test photos (with class maps) exactly as the run evaluated them.
 #[test]
@@ -242,7 +242,7 @@ fn photos_fine_tune_from_the_hub_by_default() {
     let classes = ["red_fox", "grey_wolf", "fennec"];
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     let mut test_files = Vec::new();
-    for (split, n) in [("train", 5), ("test", 2)] {
+    for (split, n) in [("train", 2), ("test", 1)] {
         for (c, name) in classes.iter().enumerate() {
             let folder = data.join(split).join(name);
             std::fs::create_dir_all(&folder).unwrap();
@@ -262,8 +262,9 @@ fn photos_fine_tune_from_the_hub_by_default() {
             }
         }
     }
+    // The smallest input a ResNet takes (1x1 class maps): this test also runs on SwiftShader.
     let choices = Choices {
-        input_size: Some(64),
+        input_size: Some(32),
         ..Choices::default()
     };
     let recipe = Recipe::for_data(&data, &choices).unwrap();
@@ -273,11 +274,7 @@ fn photos_fine_tune_from_the_hub_by_default() {
     assert_eq!((recipe.channels, recipe.augment), (3, true));
     assert_eq!(recipe.train.lr, 0.001, "the paper's fine-tuning rate");
     assert_eq!(recipe.train.ce_warmup_epochs, 0);
-    assert!(
-        recipe.train.batch <= 15,
-        "batch {} > 15 images",
-        recipe.train.batch
-    );
+    assert_eq!(recipe.train.batch, 6, "the batch is the 6 training images");
     assert!(
         recipe
             .reasons
@@ -314,27 +311,34 @@ fn photos_fine_tune_from_the_hub_by_default() {
     let eval = summary.final_eval.expect("a final evaluation");
     assert_eq!(eval.images, test_files.len());
 
-    // The backbone is the fixture's, moved only by two steps at lr 0.001.
+    // The backbone is the fixture's: two steps at lr 0.001 move it (random weights give
+    // large gradients: conv1 keeps a correlation of 0.99 with the fixture at 32 px), but a
+    // fresh initialisation would be uncorrelated with it, about 0.
     let (_, want) = finegrain::testing::read_safetensors(&fixture);
     let (_, got) = finegrain::testing::read_safetensors(&std::fs::read(&checkpoint).unwrap());
-    let f32s = |b: &[u8]| -> Vec<f32> {
+    let f64s = |b: &[u8]| -> Vec<f64> {
         b.chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
             .collect()
     };
-    for name in ["bn1.weight", "layer4.2.bn3.bias", "layer3.5.bn2.weight"] {
-        let w = want.iter().find(|t| t.0 == name).unwrap();
-        let g = got.iter().find(|t| t.0 == name).unwrap();
-        let (w, g) = (f32s(&w.3), f32s(&g.3));
-        let diff = w
-            .iter()
-            .zip(&g)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
-        assert!(
-            diff < 0.02,
-            "{name}: moved {diff} from the fixture's values"
-        );
+    for name in [
+        "conv1.weight",
+        "layer1.0.conv2.weight",
+        "layer4.2.conv3.weight",
+    ] {
+        let w = f64s(&want.iter().find(|t| t.0 == name).unwrap().3);
+        let g = f64s(&got.iter().find(|t| t.0 == name).unwrap().3);
+        assert_eq!(w.len(), g.len(), "{name}");
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        let (mw, mg) = (mean(&w), mean(&g));
+        let (mut cov, mut vw, mut vg) = (0.0, 0.0, 0.0);
+        for (a, b) in w.iter().zip(&g) {
+            cov += (a - mw) * (b - mg);
+            vw += (a - mw) * (a - mw);
+            vg += (b - mg) * (b - mg);
+        }
+        let corr = cov / (vw * vg).sqrt();
+        assert!(corr > 0.9, "{name}: correlation {corr} with the fixture");
     }
 
     // The checkpoint classifies as the run evaluated: the same confusion matrix.
@@ -349,7 +353,7 @@ fn photos_fine_tune_from_the_hub_by_default() {
             .unwrap();
         confusion[*truth][pred.top[0].class] += 1;
         assert_eq!(maps.len(), 1, "one class map asked for");
-        assert_eq!((maps[0].height, maps[0].width), (2, 2), "64 px / 32");
+        assert_eq!((maps[0].height, maps[0].width), (1, 1), "32 px / 32");
         assert!(maps[0].values.iter().all(|v| v.is_finite()));
     }
     assert_eq!(confusion, eval.confusion);
