@@ -119,7 +119,7 @@ impl LockHolder {
 }
 
 impl std::fmt::Display for LockHolder {
-    /// For example: process 1234 on host, started 2026-12-04 03:20:11 UTC, running
+    /// For example: process 1234 on host, started 2026-12-04T03:20:11Z, running
     /// `train --out runs/x`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.pid {
@@ -130,7 +130,8 @@ impl std::fmt::Display for LockHolder {
             write!(f, " on {h}")?;
         }
         if let Some(s) = self.started {
-            write!(f, ", started {}", utc_datetime(s))?;
+            let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(s);
+            write!(f, ", started {}", humantime::format_rfc3339_seconds(at))?;
         }
         if !self.command.is_empty() {
             write!(f, ", running `{}`", self.command.join(" "))?;
@@ -505,27 +506,6 @@ fn hostname() -> Option<String> {
         .find(|h| !h.is_empty())
 }
 
-/// `secs` since the Unix epoch as `YYYY-MM-DD HH:MM:SS UTC` (the proleptic Gregorian
-/// calendar; Howard Hinnant's `civil_from_days`).
-pub fn utc_datetime(secs: u64) -> String {
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -555,14 +535,6 @@ mod tests {
     }
 
     #[test]
-    fn utc_dates_are_the_calendars() {
-        assert_eq!(utc_datetime(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(utc_datetime(951_782_400), "2000-02-29 00:00:00 UTC");
-        assert_eq!(utc_datetime(1_700_000_000), "2023-11-14 22:13:20 UTC");
-        assert_eq!(utc_datetime(4_102_444_799), "2099-12-31 23:59:59 UTC");
-    }
-
-    #[test]
     fn a_lock_holder_names_its_process() {
         let h = LockHolder {
             pid: Some(1234),
@@ -572,7 +544,7 @@ mod tests {
         };
         assert_eq!(
             h.to_string(),
-            "process 1234 on box, started 2023-11-14 22:13:20 UTC, running `train --out runs/x`"
+            "process 1234 on box, started 2023-11-14T22:13:20Z, running `train --out runs/x`"
         );
         let json = serde_json::to_string(&h).unwrap();
         assert_eq!(serde_json::from_str::<LockHolder>(&json).unwrap(), h);
