@@ -17,8 +17,8 @@
 // batchnorm_forward_eval                x      y               gamma    beta    r_mean   r_var
 // batchnorm_backward_reduce             x               dy     part     mean    invstd
 // batchnorm_backward_finalize                                  part     dbeta   dgamma
-// batchnorm_backward_dx                 x      dx       dy     mean     invstd  gamma    dbeta  dgamma
-// batchnorm_backward_dx_inplace         dy     x->dx           mean     invstd  gamma    dbeta  dgamma
+// batchnorm_backward_dx                 x      dx       dy     mean     invstd  gamma    part
+// batchnorm_backward_dx_inplace         dy     x->dx           mean     invstd  gamma    part
 // (`mean`, `invstd` are the saved batch statistics save_mean / save_invstd, C each.)
 //
 // Reductions (deterministic, no atomics). Rows are cut into `chunks` chunks of `chunk_rows`
@@ -41,7 +41,10 @@
 // p.relu != 0 the forward kernels (normalize, eval) write max(y, 0) instead: the ReLU that
 // follows most batch norms, fused so that y is not read and written a second time.
 // Backward: dbeta = sum dy, dgamma = sum dy * xhat, xhat = (x - mean) * invstd,
-// dx = gamma * invstd * (dy - (dbeta + xhat * dgamma) / rows).
+// dx = gamma * invstd * (dy - (dbeta + xhat * dgamma) / rows). The finalize writes this
+// batch's dbeta, dgamma into rows 0 and 1 of `part` too, where the dx pass reads them: the
+// parameter gradients themselves may hold a sum over micro-batches (p.accumulate != 0 adds
+// into them).
 // Element-wise kernels (normalize, eval, dx) run `stripes * C` threads in workgroups of 256
 // on a 2-D grid (linear index t = (wg.y * nwg.x + wg.x) * 256 + lid.x). Thread t owns channel
 // t % C and the elements t, t + stripes * C, t + 2 * stripes * C, ... (rows t / C,
@@ -59,7 +62,7 @@ struct Params {
     inv_rows: f32,
     stripes: u32,
     relu: u32,
-    _p0: u32,
+    accumulate: u32,
     _p1: u32,
     _p2: u32,
 }
@@ -274,7 +277,9 @@ fn batchnorm_backward_reduce(
     }
 }
 
-// dbeta, dgamma = sums of the chunk partials. part at b4, dbeta at b5, dgamma at b6.
+// dbeta, dgamma = sums of the chunk partials (added into them when p.accumulate != 0), and
+// the same sums into rows 0 and 1 of part for the dx pass (row 0 and 1 of channel c are
+// read only by this invocation, above). part at b4, dbeta at b5, dgamma at b6.
 @compute @workgroup_size(32, 8, 1)
 fn batchnorm_backward_finalize(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -294,13 +299,20 @@ fn batchnorm_backward_finalize(
     let tdy = lane_sum(sdy, lid);
     let tdx = lane_sum(sdx, lid);
     if (ok && lid.y == 0u) {
-        b5[c] = tdy;
-        b6[c] = tdx;
+        b4[c] = tdy;
+        b4[cn + c] = tdx;
+        if (p.accumulate != 0u) {
+            b5[c] = b5[c] + tdy;
+            b6[c] = b6[c] + tdx;
+        } else {
+            b5[c] = tdy;
+            b6[c] = tdx;
+        }
     }
 }
 
 // dx = gamma * invstd * (dy - (dbeta + xhat * dgamma) / rows).
-// x at 1, dx at 2, dy at 3, mean b4, invstd b5, gamma b6, dbeta b7, dgamma b8.
+// x at 1, dx at 2, dy at 3, mean b4, invstd b5, gamma b6, part b7 (dbeta, dgamma: rows 0, 1).
 @compute @workgroup_size(256, 1, 1)
 fn batchnorm_backward_dx(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -317,7 +329,7 @@ fn batchnorm_backward_dx(
     let invstd = b5[c];
     let scale = b6[c] * invstd;
     let dbeta = b7[c];
-    let dgamma = b8[c];
+    let dgamma = b7[p.channels + c];
     let n = p.rows * p.channels;
     for (var e = t; e < n; e += step) {
         let xhat = (x_at(e) - mean) * invstd;
@@ -343,7 +355,7 @@ fn batchnorm_backward_dx_inplace(
     let invstd = b5[c];
     let scale = b6[c] * invstd;
     let dbeta = b7[c];
-    let dgamma = b8[c];
+    let dgamma = b7[p.channels + c];
     let n = p.rows * p.channels;
     for (var e = t; e < n; e += step) {
         let xhat = (f32(ya[e]) - mean) * invstd;

@@ -137,7 +137,10 @@ pub struct BatchNormParams {
     pub stripes: u32,
     /// Forward kernels: nonzero applies the fused ReLU to y.
     pub relu: u32,
-    pub _pad: [u32; 3],
+    /// Backward finalize: nonzero adds the batch's parameter gradients into dgamma and
+    /// dbeta instead of overwriting them (gradient accumulation).
+    pub accumulate: u32,
+    pub _pad: [u32; 2],
 }
 
 impl BatchNormShape {
@@ -169,7 +172,8 @@ impl BatchNormShape {
             inv_rows: 1.0 / self.rows.max(1) as f32,
             stripes: self.stripes(o.sizing) as u32,
             relu: 0,
-            _pad: [0; 3],
+            accumulate: 0,
+            _pad: [0; 2],
         }
     }
 
@@ -315,6 +319,9 @@ pub struct BatchNormBackward<'a> {
     pub dbeta: &'a Tensor,
     /// Reduction partials shared with other launches (`None`: the launch allocates its own).
     pub partials: Option<&'a Tensor>,
+    /// Add this batch's `dgamma`, `dbeta` into the tensors instead of overwriting them (the
+    /// micro-batches of one optimizer step). `dx` is this batch's either way.
+    pub accumulate: bool,
 }
 
 /// Training-mode forward: batch mean and biased variance over the rows normalise `x`,
@@ -499,8 +506,9 @@ pub fn batchnorm_forward_eval(
 /// Backward of the training-mode forward (before its ReLU: `o.relu` is ignored), from the
 /// saved batch statistics: `dbeta = sum dy`, `dgamma = sum dy * xhat`,
 /// `dx = gamma * invstd / rows * (rows * dy - dbeta - xhat * dgamma)`.
-/// Overwrites `dx` (rows, C), `dgamma` (C) and `dbeta` (C). Three dispatches (reduce,
-/// finalize, dx), to be recorded in order.
+/// Overwrites `dx` (rows, C), and `dgamma` (C) and `dbeta` (C) or, with `t.accumulate`,
+/// adds into them. The dx pass reads this batch's sums from the partials, where the
+/// finalize leaves them. Three dispatches (reduce, finalize, dx), to be recorded in order.
 pub fn batchnorm_backward(
     gpu: &Gpu,
     t: &BatchNormBackward,
@@ -522,7 +530,10 @@ pub fn batchnorm_backward(
         ],
     )?;
     let sizing = o.sizing;
-    let p = s.params(o);
+    let p = BatchNormParams {
+        accumulate: t.accumulate as u32,
+        ..s.params(o)
+    };
     let label = format!("{}.bn_grad_partials", t.dy.label);
     let part = s.scratch(gpu, sizing, t.partials, L, &label)?;
     let reduce = gpu.dispatch_slots(
@@ -546,7 +557,7 @@ pub fn batchnorm_backward(
         s.finalize_grid(),
     )?;
     let grid = s.elementwise_grid(gpu, sizing);
-    let chans = [t.save_mean, t.save_invstd, t.gamma, t.dbeta, t.dgamma];
+    let chans = [t.save_mean, t.save_invstd, t.gamma, &part];
     let mut b: Vec<(u32, &Tensor)> = (4..).zip(chans).collect();
     let dxd = if t.dx.buffer == t.x.buffer {
         // In place: one read-write binding for x and dx (a buffer may not be bound both

@@ -648,6 +648,7 @@ mod params_layout {
                 inv_rows,
                 stripes,
                 relu,
+                accumulate,
                 _pad,
             }),
             name if name.starts_with("conv2d") && !name.starts_with("conv2d_io") => {
@@ -794,7 +795,7 @@ mod params_layout {
             "{d:#?}"
         );
         assert!(
-            d[2].contains("_pad[2]") && d[2].contains("no WGSL"),
+            d[2].contains("_pad[1]") && d[2].contains("no WGSL"),
             "{d:#?}"
         );
         // Two fields of the same type swapped are caught by name.

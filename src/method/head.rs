@@ -50,6 +50,9 @@ pub struct HeadBackward<'a> {
     pub dbias: &'a Tensor,
     /// Required when `feat` and `weight` are f16 (and `dfeat` then is too).
     pub half: Option<HeadHalf<'a>>,
+    /// Add this batch's `dweight`, `dbias` into the tensors instead of overwriting them
+    /// (the micro-batches of one optimizer step). `dfeat` is this batch's either way.
+    pub accumulate: bool,
 }
 
 /// The backward pass's scratch in mixed precision: `dmaps` rounded to f16 (`dmaps`'s
@@ -153,7 +156,7 @@ pub fn head_bias_add(gpu: &Gpu, bias: &Tensor, maps: &Tensor) -> Result<Dispatch
 /// `dbias (C) = sum over rows of dmaps`. Three dispatches (independent of each other); five
 /// in mixed precision (`dmaps` rounded to f16 first, `dfeat` rounded from its f32 scratch
 /// after), to be recorded in order.
-/// Overwrites `dfeat`, `dweight` and `dbias`.
+/// Overwrites `dfeat`, and `dweight` and `dbias` or, with `t.accumulate`, adds into them.
 pub fn head_backward(gpu: &Gpu, t: &HeadBackward) -> Result<Vec<Dispatch>> {
     const L: &str = "head_backward";
     let (_, d, c) = head_dims(L, t.feat, t.weight, t.dbias, (t.dmaps, "dmaps"))?;
@@ -211,10 +214,11 @@ pub fn head_backward(gpu: &Gpu, t: &HeadBackward) -> Result<Vec<Dispatch>> {
     };
     let wgrad_o = GemmOptions {
         trans_a: true,
+        beta: if t.accumulate { 1.0 } else { 0.0 },
         ..Default::default()
     };
     out.push(gemm(gpu, &wgrad, &wgrad_o)?);
-    out.push(column_sum(gpu, t.dmaps, t.dbias, false)?);
+    out.push(column_sum(gpu, t.dmaps, t.dbias, t.accumulate)?);
     Ok(out)
 }
 

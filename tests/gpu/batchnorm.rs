@@ -343,6 +343,7 @@ fn backward_sized(rows: usize, c: usize, offset: f32, sizing: BnSizing, act: DTy
         dgamma: &tdg,
         dbeta: &tdb,
         partials: None,
+        accumulate: false,
     };
     let ds = batchnorm_backward(g, &t, &o).unwrap();
     g.run(&ds.iter().collect::<Vec<_>>()).unwrap();
@@ -376,12 +377,41 @@ fn backward_sized(rows: usize, c: usize, offset: f32, sizing: BnSizing, act: DTy
     );
     let dx_tol = 1.5 * imax * (2.0 * sum_tol / rows as f64 + 4.0 * ulp * imax) + 1e-6;
     let (atol, rtol) = act_tol(dx_tol, 1e-5, act);
-    assert_close(
-        &format!("{name} dx"),
-        &g.download(&tdx).unwrap(),
-        &dx,
-        atol,
-        rtol,
+    let dx1 = g.download(&tdx).unwrap();
+    assert_close(&format!("{name} dx"), &dx1, &dx, atol, rtol);
+
+    // Gradient accumulation: the same batch launched again with `accumulate` adds its
+    // sums into dgamma, dbeta (holding earlier micro-batches' sums: random here), exactly
+    // one f32 addition each, and writes the same dx bit for bit (the dx pass reads this
+    // batch's sums, not the accumulated gradients).
+    let (dg1, db1) = (g.download(&tdg).unwrap(), g.download(&tdb).unwrap());
+    let (held_g, held_b) = (uniform(&mut r, c, 3.0), uniform(&mut r, c, 3.0));
+    g.upload(&tdg, &held_g).unwrap();
+    g.upload(&tdb, &held_b).unwrap();
+    let tdx2 = poisoned_act(g, "dx2", &[rows, c], act);
+    let t = BatchNormBackward {
+        dx: &tdx2,
+        accumulate: true,
+        ..t
+    };
+    let ds = batchnorm_backward(g, &t, &o).unwrap();
+    g.run(&ds.iter().collect::<Vec<_>>()).unwrap();
+    let sum = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x + y).collect::<Vec<f32>>();
+    let bits = |v: Vec<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+    assert_eq!(
+        bits(g.download(&tdg).unwrap()),
+        bits(sum(&held_g, &dg1)),
+        "{name}: accumulated dgamma"
+    );
+    assert_eq!(
+        bits(g.download(&tdb).unwrap()),
+        bits(sum(&held_b, &db1)),
+        "{name}: accumulated dbeta"
+    );
+    assert_eq!(
+        bits(g.download(&tdx2).unwrap()),
+        bits(dx1),
+        "{name}: dx of an accumulating launch"
     );
 }
 
@@ -512,6 +542,7 @@ fn shared_and_inplace_case(rows: usize, c: usize, sizing: BnSizing, act: DType) 
             dgamma: &tdg,
             dbeta: &tdb,
             partials,
+            accumulate: false,
         };
         let mut ds = batchnorm_forward_train(g, &fwd, &o).unwrap();
         ds.extend(batchnorm_backward(g, &bwd, &o).unwrap());

@@ -57,6 +57,7 @@ fn head_case(g: &Gpu, n: usize, h: usize, w: usize, d: usize, c: usize) {
             dweight: &t_dweight,
             dbias: &t_dbias,
             half: None,
+            accumulate: false,
         },
     )
     .unwrap();
@@ -94,6 +95,51 @@ fn head_case(g: &Gpu, n: usize, h: usize, w: usize, d: usize, c: usize) {
         &want_dbias,
         tol(rows),
         1e-5,
+    );
+
+    // Gradient accumulation: the same batch again with `accumulate` adds its dweight,
+    // dbias into what the tensors hold (earlier micro-batches' sums: random here), one f32
+    // addition each, and writes the same dfeat.
+    let (dw1, db1, df1) = (
+        g.download(&t_dweight).unwrap(),
+        g.download(&t_dbias).unwrap(),
+        g.download(&t_dfeat).unwrap(),
+    );
+    let (held_w, held_b) = (uniform(&mut r, d * c, 3.0), uniform(&mut r, c, 3.0));
+    g.upload(&t_dweight, &held_w).unwrap();
+    g.upload(&t_dbias, &held_b).unwrap();
+    g.fill(&t_dfeat, f32::NAN).unwrap();
+    let bwd = head_backward(
+        g,
+        &HeadBackward {
+            feat: &t_feat,
+            weight: &t_weight,
+            dmaps: &t_dmaps,
+            dfeat: &t_dfeat,
+            dweight: &t_dweight,
+            dbias: &t_dbias,
+            half: None,
+            accumulate: true,
+        },
+    )
+    .unwrap();
+    g.run(&bwd.iter().collect::<Vec<_>>()).unwrap();
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+    let sum = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x + y).collect::<Vec<f32>>();
+    assert_eq!(
+        bits(&g.download(&t_dweight).unwrap()),
+        bits(&sum(&held_w, &dw1)),
+        "{name}: accumulated dweight"
+    );
+    assert_eq!(
+        bits(&g.download(&t_dbias).unwrap()),
+        bits(&sum(&held_b, &db1)),
+        "{name}: accumulated dbias"
+    );
+    assert_eq!(
+        bits(&g.download(&t_dfeat).unwrap()),
+        bits(&df1),
+        "{name}: dfeat of an accumulating launch"
     );
 }
 

@@ -220,6 +220,7 @@ fn head_mixed_matches_twin() {
                 dmaps: &s_dmaps,
                 dfeat: &s_dfeat,
             }),
+            accumulate: false,
         };
         let bwd = head_backward(g, &t).unwrap();
         let all: Vec<_> = fwd.iter().chain(bwd.iter()).collect();
@@ -403,6 +404,7 @@ fn cooperative_matrices_can_be_turned_off() {
     let method = MethodConfig {
         diversify: None,
         loss: LossKind::CrossEntropy,
+        accumulate: false,
     };
     let net = Network::with_precision(&g, &model, 2, &method, 0, Precision::Mixed).unwrap();
     let names: Vec<&str> = net.train_main.iter().map(|d| d.name.as_str()).collect();
