@@ -164,6 +164,52 @@ fn print_memory(spec: &str, class_name: &str, precisions: &[Precision]) -> fineg
         );
         print_plans(&train, &infer);
     }
+    print_exchange(&model, batch, class, &method)?;
+    Ok(())
+}
+
+/// What a data-parallel step exchanges per rank (`finegrain::distributed`): the gradients
+/// and BN running statistics of the plan, the bytes each rank sends, and an estimate of
+/// the time on links of the stated bandwidths (computed, not measured).
+fn print_exchange(
+    model: &ModelConfig,
+    batch: usize,
+    class: AdapterClass,
+    method: &finegrain::train::MethodConfig,
+) -> finegrain::Result<()> {
+    let plan =
+        MemoryPlan::with_precision(model, batch, NetMode::Train, class, method, Precision::F32)?;
+    let grads = (plan.category_bytes(Category::Gradients) / 4) as usize;
+    let stats = (plan.category_bytes(Category::BnRunningStats) / 4) as usize;
+    println!(
+        "data-parallel step (--features mpi): each rank exchanges {grads} gradient values \
+         ({:.1} MiB) and {stats} BN running statistics ({:.1} KiB), staged through host \
+         memory (GPU to host and back: {:.1} MiB each way)\n",
+        mib(4 * grads as u64),
+        4.0 * stats as f64 / 1024.0,
+        mib(4 * (grads + stats) as u64)
+    );
+    // Estimates from nominal link rates: PCIe 5.0 x16 (about 64 GB/s each way; an H200
+    // SXM's host link), and 400 Gb/s InfiniBand NDR (50 GB/s) between machines.
+    let (pcie, link) = (64e9, 50e9);
+    println!(
+        "| ranks | MiB sent per rank per step | estimate: staging over PCIe 5.0 x16 | estimate: exchange over 400 Gb/s |\n|---:|---:|---:|---:|"
+    );
+    // The chain is pipelined in messages of 4 MiB (`distributed::mpi::CHUNK` f32 values):
+    // the last rank has the sum one message per link after the first rank starts.
+    let chunk = 4.0 * (1 << 20) as f64;
+    for ranks in [2, 4, 8, 16] {
+        let sent = finegrain::distributed::bytes_per_step(grads, stats, ranks);
+        let staging = 2.0 * 4.0 * (grads + stats) as f64 / pcie;
+        let exchange = (sent as f64 + (ranks - 1) as f64 * chunk) / link;
+        println!(
+            "| {ranks} | {:.1} | {:.1} ms | {:.1} ms |",
+            mib(sent),
+            1e3 * staging,
+            1e3 * exchange
+        );
+    }
+    println!();
     Ok(())
 }
 
@@ -938,7 +984,8 @@ fn bench_step(
         .collect();
     trainer.step(gpu, &images, &labels)?;
     trainer.drain(gpu)?;
-    let mut prof = Profiler::new(gpu, trainer.net.train_main.len() as u32);
+    let steps = trainer.net.train_main.len() + trainer.net.optimizer.len();
+    let mut prof = Profiler::new(gpu, steps as u32);
     println!(
         "\n| training step: {} {}px batch {n}, {} classes, DB+GCE, {} | ms |\n|---|---|",
         a.step_model,
@@ -957,7 +1004,8 @@ fn bench_step(
         trainer.drain(gpu)?;
         whole.push(t.elapsed().as_secs_f64() * 1e3);
         if let Some(p) = prof.as_mut() {
-            let ds: Vec<&Dispatch> = trainer.net.train_main.iter().collect();
+            let net = &trainer.net;
+            let ds: Vec<&Dispatch> = net.train_main.iter().chain(&net.optimizer).collect();
             let mut enc = gpu.encoder("bench.step");
             p.record(&mut enc, &ds)?;
             let rows = p.finish(gpu, enc)?;

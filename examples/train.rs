@@ -11,13 +11,20 @@
 //!
 //! Each run writes to a new folder `runs/run-N` unless `--out` names one; a folder holding
 //! another run is refused unless `--overwrite`, and one a live run writes to is refused.
+//!
+//! Built with the feature `mpi`, it is one rank of a data-parallel job when started by
+//! `mpirun -np R` or `srun` (each rank on its own GPU, rank 0 printing and writing):
+//!
+//!     mpirun -np 2 cargo run --release --features mpi --example train -- --data photos/
 
 use clap::{Parser, ValueEnum};
 use finegrain::gpu::{Gpu, GpuOptions};
 use finegrain::recipe::{Choices, Recipe};
 use finegrain::train::observe::{Console, ProgressStyle};
 use finegrain::train::{LossChoice, OutDir, Run, RunOptions, Schedule};
+use finegrain::Collective;
 use std::path::PathBuf;
+use std::rc::Rc;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum ScheduleArg {
@@ -62,6 +69,10 @@ struct Args {
     /// Images per batch (recipe: 32; 16 for photos).
     #[arg(long)]
     batch: Option<usize>,
+    /// Gradient accumulation: N micro-batches of --batch images per optimizer step (a
+    /// larger effective batch than the GPU holds; batch norm still sees --batch images).
+    #[arg(long, default_value_t = 1)]
+    accumulate: usize,
     /// Base learning rate, SGD with momentum (recipe: 0.1; 0.05 for photos; 0.001 fine-tuning).
     #[arg(long)]
     lr: Option<f32>,
@@ -150,7 +161,8 @@ struct Args {
     /// Graphics backend: vulkan, metal, dx12, gl, auto (default: WGPU_BACKEND or auto).
     #[arg(long)]
     backend: Option<String>,
-    /// Part of the adapter name to use (default: FINEGRAIN_ADAPTER or the best adapter).
+    /// Part of the adapter name to use (default: FINEGRAIN_ADAPTER or the best adapter; each
+    /// rank of an MPI job takes the next of the best adapters, by its rank on the machine).
     #[arg(long)]
     adapter: Option<String>,
     /// Backbone weights: a torchvision/timm ResNet state dict (safetensors file), a Hugging
@@ -169,10 +181,35 @@ struct Args {
     quiet: bool,
 }
 
+/// This process's rank in the job and its rank on its machine: an MPI job's with the
+/// feature `mpi` (one rank when not started by mpirun or srun), else one process.
+#[cfg(feature = "mpi")]
+fn ranks() -> finegrain::Result<(Rc<dyn Collective>, usize)> {
+    let mpi = finegrain::distributed::mpi::Mpi::init()?;
+    let local = mpi.local_rank();
+    Ok((Rc::new(mpi), local))
+}
+
+#[cfg(not(feature = "mpi"))]
+fn ranks() -> finegrain::Result<(Rc<dyn Collective>, usize)> {
+    Ok((Rc::new(finegrain::Solo), 0))
+}
+
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let args = Args::parse();
-    if let Err(e) = real_main(args) {
+    let (comm, local) = match ranks() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = real_main(args, &comm, local) {
+        if comm.size() > 1 {
+            // One failed rank ends the job with its message; the others do not wait.
+            comm.abort(&format!("error: {e}"));
+        }
         eprintln!("error: {e}");
         std::process::exit(1);
     }
@@ -227,6 +264,7 @@ fn recipe(args: &Args) -> finegrain::Result<(Recipe, &'static str)> {
         ce_warmup_epochs
     );
     set!(alpha, p_peak, p_patch, grid);
+    t.accumulate = args.accumulate;
     if let Some(s) = args.schedule {
         t.schedule = match s {
             ScheduleArg::Cosine => Schedule::Cosine { min_factor: 0.0 },
@@ -304,10 +342,24 @@ fn e_path(e: &finegrain::Error) -> Option<&std::path::Path> {
     }
 }
 
-fn real_main(args: Args) -> finegrain::Result<()> {
-    let gopts = GpuOptions::from_env_and_flags(args.backend.as_deref(), args.adapter.as_deref())?;
+fn real_main(args: Args, comm: &Rc<dyn Collective>, local_rank: usize) -> finegrain::Result<()> {
+    let (rank, ranks) = (comm.rank(), comm.size());
+    let mut gopts =
+        GpuOptions::from_env_and_flags(args.backend.as_deref(), args.adapter.as_deref())?;
+    if ranks > 1 && args.adapter.is_none() {
+        gopts.device_index = Some(local_rank);
+    }
     let gpu = Gpu::new(&gopts)?;
-    println!("device: {}", gpu.describe());
+    if ranks > 1 {
+        // Every rank says which device it took; the rest is rank 0's to print.
+        println!("rank {rank} of {ranks}: device {}", gpu.describe());
+    }
+    if rank > 0 {
+        return follow(args, comm, &gpu);
+    }
+    if ranks == 1 {
+        println!("device: {}", gpu.describe());
+    }
     let (recipe, what) = recipe(&args)?;
     let train = recipe.open(finegrain::data::Split::Train)?;
     let test = recipe.open(finegrain::data::Split::Test)?;
@@ -352,6 +404,15 @@ fn real_main(args: Args) -> finegrain::Result<()> {
         },
         config.precision
     );
+    if config.accumulate > 1 || ranks > 1 {
+        println!(
+            "steps: {} micro-batch(es) of {} images on each of {ranks} rank(s): {} images per \
+             optimizer step",
+            config.accumulate,
+            config.batch,
+            config.accumulate * config.batch * ranks
+        );
+    }
     // The pretrained backbone: a file, or the Hub's cache, or a download (a resumed run has
     // its weights in its checkpoint).
     let init = if args.resume.is_some() {
@@ -377,6 +438,8 @@ fn real_main(args: Args) -> finegrain::Result<()> {
     if let Some(p) = &init {
         println!("backbone: {}", p.display());
     }
+    // The other ranks take the backbone from the cache rank 0 filled.
+    comm.sum(&mut [0.0])?;
     let mut opts = RunOptions {
         out_dir: match &args.out {
             Some(p) => OutDir::At(p.clone()),
@@ -388,6 +451,7 @@ fn real_main(args: Args) -> finegrain::Result<()> {
         strict: args.strict,
         preprocessing: Some(recipe.preprocessing()?),
         init,
+        collective: Some(comm.clone()),
         ..RunOptions::default()
     };
     if let Some(t) = args.threads {
@@ -395,7 +459,8 @@ fn real_main(args: Args) -> finegrain::Result<()> {
     }
     opts.precision = args.precision;
     // Ctrl-C / SIGTERM: finish the step, write the checkpoint, say how to resume; a second
-    // signal exits at once (the last checkpoint is never half-written).
+    // signal exits at once (the last checkpoint is never half-written). In an MPI job every
+    // rank stops at the same step.
     let stop = finegrain::train::StopFlag::on_signals()?;
     opts.stop = Some(stop.clone());
     let run = match &args.resume {
@@ -456,6 +521,14 @@ fn real_main(args: Args) -> finegrain::Result<()> {
         t0.elapsed().as_secs_f64(),
         ck_path.display()
     );
+    if ranks > 1 {
+        println!(
+            "rank 0 spent {:.2} s of {:.2} s training in the gradient exchange ({:.1}%)",
+            summary.exchange_seconds,
+            summary.seconds,
+            100.0 * summary.exchange_seconds / summary.seconds.max(1e-9)
+        );
+    }
     if !summary.skipped.is_empty() {
         println!("{} unreadable images were skipped:", summary.skipped.len());
         for (f, why) in summary.skipped.iter().take(20) {
@@ -485,6 +558,50 @@ fn real_main(args: Args) -> finegrain::Result<()> {
         for (t, p, n) in e.most_confused(5) {
             println!("  {} -> {}: {n}", name(t), name(p));
         }
+    }
+    Ok(())
+}
+
+/// A rank other than 0 of an MPI job: the same data, model and steps as rank 0, silently;
+/// rank 0 prints, and writes the folder and its checkpoints.
+fn follow(args: Args, comm: &Rc<dyn Collective>, gpu: &Gpu) -> finegrain::Result<()> {
+    let (recipe, _) = recipe(&args)?;
+    let train = recipe.open(finegrain::data::Split::Train)?;
+    let test = recipe.open(finegrain::data::Split::Test)?;
+    // Rank 0 fetches the pretrained backbone first (the Hub's cache is shared by the ranks
+    // of a machine); this rank then finds it there.
+    comm.sum(&mut [0.0])?;
+    let init = match args.resume {
+        Some(_) => None,
+        None => recipe.fetch_init(&finegrain::hub::HubOptions::from_env())?,
+    };
+    let stop = finegrain::train::StopFlag::on_signals()?;
+    let opts = RunOptions {
+        out_dir: match &args.out {
+            Some(p) => OutDir::At(p.clone()),
+            None => OutDir::default(),
+        },
+        max_steps: args.max_steps,
+        checkpoint_every: args.checkpoint_every,
+        strict: args.strict,
+        threads: args.threads.unwrap_or(RunOptions::default().threads),
+        preprocessing: Some(recipe.preprocessing()?),
+        init,
+        precision: args.precision,
+        stop: Some(stop.clone()),
+        collective: Some(comm.clone()),
+        ..RunOptions::default()
+    };
+    let run = match &args.resume {
+        Some(ck) => Run::resume(gpu, ck, train.clone(), Some(test), opts)?,
+        None => {
+            let model = recipe.model_config(train.info().num_classes)?;
+            Run::new(gpu, &model, &recipe.train, train, Some(test), opts)?
+        }
+    };
+    let summary = run.run(&mut |_: &finegrain::train::Event<'_>| {})?;
+    if summary.interrupted {
+        std::process::exit(stop.exit_status());
     }
     Ok(())
 }

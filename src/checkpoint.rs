@@ -34,6 +34,11 @@ pub struct Progress {
     /// run continues with the same scale.
     #[serde(default)]
     pub amp: Option<[u32; 4]>,
+    /// Ranks of the data-parallel run that wrote it (0, as in checkpoints written before
+    /// this field existed, or 1: one process). A run resumed on another number of ranks
+    /// keeps the global batch by adjusting its accumulation.
+    #[serde(default)]
+    pub ranks: usize,
 }
 
 /// Metadata key holding the model configuration JSON.

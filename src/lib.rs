@@ -57,6 +57,7 @@
 pub mod checkpoint;
 pub mod classify;
 pub mod data;
+pub mod distributed;
 pub mod error;
 pub mod fsio;
 pub mod gpu;
@@ -78,6 +79,7 @@ pub mod viz;
 pub struct ReadmeDoctests;
 
 pub use classify::{Classifier, Prediction};
+pub use distributed::{Collective, Solo};
 pub use error::{Error, Result};
 pub use gpu::{Dispatch, Gpu, GpuOptions, KernelFamily, LimitsMode, Tensor};
 pub use recipe::{BackboneInit, Choices, Recipe};

@@ -517,3 +517,213 @@ pub fn imagenet_fixture(model: &str, seed: u64, tracked: bool) -> crate::Result<
     t.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(write_safetensors(None, &t))
 }
+
+/// The ranks of an in-process data-parallel job: one [`ThreadRank`] per thread, exchanging
+/// through shared memory with the same rank-order sum as MPI's
+/// (`((g_0 + g_1) + g_2) + ...`), so the rank-equivalence checks run in `cargo test`
+/// without MPI.
+pub fn thread_group(ranks: usize) -> Vec<ThreadRank> {
+    let shared = std::sync::Arc::new(ThreadShared {
+        barrier: std::sync::Barrier::new(ranks),
+        slots: std::sync::Mutex::new(vec![Vec::new(); ranks]),
+    });
+    (0..ranks)
+        .map(|rank| ThreadRank {
+            rank,
+            ranks,
+            shared: shared.clone(),
+        })
+        .collect()
+}
+
+struct ThreadShared {
+    barrier: std::sync::Barrier,
+    /// Each rank's contribution to the exchange in progress, as f64 bits.
+    slots: std::sync::Mutex<Vec<Vec<u64>>>,
+}
+
+/// One rank of [`thread_group`] (move it into its thread).
+pub struct ThreadRank {
+    rank: usize,
+    ranks: usize,
+    shared: std::sync::Arc<ThreadShared>,
+}
+
+impl std::fmt::Debug for ThreadRank {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "thread rank {} of {}", self.rank, self.ranks)
+    }
+}
+
+impl ThreadRank {
+    /// Every rank's `values` (as u64 bits), in rank order, once all have given theirs.
+    fn gather(&self, values: Vec<u64>) -> Vec<Vec<u64>> {
+        let s = &self.shared;
+        s.slots.lock().expect("slots")[self.rank] = values;
+        s.barrier.wait();
+        let all = s.slots.lock().expect("slots").clone();
+        s.barrier.wait();
+        all
+    }
+}
+
+impl crate::distributed::Collective for ThreadRank {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+    fn size(&self) -> usize {
+        self.ranks
+    }
+    fn sum(&self, buf: &mut [f32]) -> crate::Result<()> {
+        let all = self.gather(buf.iter().map(|v| v.to_bits() as u64).collect());
+        for (i, v) in buf.iter_mut().enumerate() {
+            let mut acc = f32::from_bits(all[0][i] as u32);
+            for r in &all[1..] {
+                acc += f32::from_bits(r[i] as u32);
+            }
+            *v = acc;
+        }
+        Ok(())
+    }
+    fn sum_f64(&self, buf: &mut [f64]) -> crate::Result<()> {
+        let all = self.gather(buf.iter().map(|v| v.to_bits()).collect());
+        for (i, v) in buf.iter_mut().enumerate() {
+            let mut acc = f64::from_bits(all[0][i]);
+            for r in &all[1..] {
+                acc += f64::from_bits(r[i]);
+            }
+            *v = acc;
+        }
+        Ok(())
+    }
+    fn broadcast(&self, buf: &mut [f32], root: usize) -> crate::Result<()> {
+        let all = self.gather(buf.iter().map(|v| v.to_bits() as u64).collect());
+        for (v, b) in buf.iter_mut().zip(&all[root]) {
+            *v = f32::from_bits(*b as u32);
+        }
+        Ok(())
+    }
+    fn abort(&self, message: &str) {
+        panic!("rank {} of {}: {message}", self.rank, self.ranks);
+    }
+}
+
+/// Every parameter, momentum and state tensor of `net`, as bits: (parameters and momentum,
+/// state), in table order.
+pub fn network_bits(gpu: &Gpu, net: &crate::train::Network) -> (Vec<u32>, Vec<u32>) {
+    let bits = |t: &crate::gpu::Tensor| -> Vec<u32> {
+        let v = gpu.download(t).expect("download");
+        v.iter().map(|x| x.to_bits()).collect()
+    };
+    let mut params = Vec::new();
+    for p in &net.params {
+        params.extend(bits(&p.value));
+        params.extend(bits(&p.velocity));
+    }
+    let state = net.state.iter().flat_map(|s| bits(&s.value)).collect();
+    (params, state)
+}
+
+/// The rank-equivalence check of data-parallel training, run by every rank of `comm` (in
+/// threads through [`thread_group`], or under `mpirun`): `steps` f32 steps of the tiny model
+/// on a toy set in `dir` (a folder every rank sees; rank 0 writes it) with batch `batch`
+/// per rank, the diversification block and GCE. After every step the ranks' parameters,
+/// momentum and batch-norm statistics must be bit-identical (rank 0's are broadcast and
+/// compared on every rank). Then rank 0 alone trains the same steps in one process with
+/// `accumulate` = the rank count over the same global order, and its parameters and
+/// momentum must equal the job's bit for bit. Panics on any difference, naming the rank
+/// and step.
+pub fn check_rank_equivalence(
+    gpu: &Gpu,
+    comm: &dyn crate::distributed::Collective,
+    dir: &std::path::Path,
+    steps: usize,
+) {
+    use crate::data::{Loader, LoaderOptions};
+    use crate::train::{LossChoice, TrainConfig, Trainer};
+    let (rank, ranks) = (comm.rank(), comm.size());
+    let size = 12;
+    if rank == 0 && !dir.join("c").is_dir() {
+        write_toy_folders(dir, &["a", "b", "c"], 24, size as u32, 5);
+    }
+    comm.sum(&mut [0.0]).expect("barrier");
+    let data = open_toy_folders(dir, size);
+    let model = crate::model::ModelConfig::preset("tiny", 1, size, 3).expect("tiny model");
+    let batch = 4;
+    let cfg = TrainConfig {
+        batch,
+        lr: 0.05,
+        loss: LossChoice::Gce,
+        k: 1,
+        ce_warmup_epochs: 0,
+        warmup_epochs: 0.0,
+        seed: 7,
+        ..TrainConfig::default()
+    };
+    let train = |cfg: &TrainConfig, comm: &dyn crate::distributed::Collective, check: bool| {
+        let global = cfg.batch * cfg.accumulate * comm.size();
+        let spe = (data.len() / global) as u64;
+        let (mut t, _) = Trainer::new(gpu, &model, cfg, spe).expect("trainer");
+        let mut loader = Loader::new(
+            data.clone(),
+            LoaderOptions {
+                batch: cfg.batch * cfg.accumulate,
+                seed: cfg.seed,
+                threads: 0,
+                shard: (comm.rank(), comm.size()),
+                ..LoaderOptions::default()
+            },
+        )
+        .expect("loader");
+        for step in 0..steps {
+            let b = loader.next().expect("enough batches").expect("batch");
+            t.step_with(gpu, &b.images, &b.labels, comm, false)
+                .expect("step");
+            t.drain(gpu).expect("drain");
+            if check {
+                let (params, state) = network_bits(gpu, &t.net);
+                for (what, mine) in [
+                    ("parameters and momentum", params),
+                    ("BN statistics", state),
+                ] {
+                    let mut root: Vec<f32> = mine.iter().map(|b| f32::from_bits(*b)).collect();
+                    comm.broadcast(&mut root, 0).expect("broadcast");
+                    let differ = root
+                        .iter()
+                        .zip(&mine)
+                        .filter(|(r, m)| r.to_bits() != **m)
+                        .count();
+                    // Every rank learns the total, so all fail together (none is left
+                    // waiting in the next exchange).
+                    let mut total = [differ as f32];
+                    comm.sum(&mut total).expect("sum");
+                    assert_eq!(
+                        total[0], 0.0,
+                        "step {step}: {} values of the ranks' {what} differ from rank 0's \
+                         ({differ} on rank {rank} of {ranks})",
+                        total[0]
+                    );
+                }
+            }
+        }
+        t
+    };
+    let job = train(&cfg, comm, true);
+    if rank == 0 {
+        let solo_cfg = TrainConfig {
+            accumulate: ranks,
+            ..cfg.clone()
+        };
+        let solo = train(&solo_cfg, &crate::distributed::Solo, false);
+        let (a, _) = network_bits(gpu, &job.net);
+        let (b, _) = network_bits(gpu, &solo.net);
+        let differ = a.iter().zip(&b).filter(|(x, y)| x != y).count();
+        assert_eq!(
+            differ,
+            0,
+            "{ranks} ranks vs one process accumulating {ranks} micro-batches: {differ} of {} \
+             parameter and momentum values differ",
+            a.len()
+        );
+    }
+}

@@ -393,6 +393,7 @@ fn inference_method() -> MethodConfig {
     MethodConfig {
         diversify: None,
         loss: LossKind::CrossEntropy,
+        accumulate: false,
     }
 }
 

@@ -2603,6 +2603,7 @@ fn context() -> Ctx {
         let method = finegrain::train::MethodConfig {
             diversify: None,
             loss: finegrain::method::loss::LossKind::CrossEntropy,
+            accumulate: false,
         };
         let n = finegrain::train::Network::new(g, &ck.model, 1, &method, 0).unwrap();
         (g, n)

@@ -20,13 +20,16 @@ fn memory_plan_equals_the_bytes_the_network_allocates() {
         return;
     }
     let methods = [
+        // With gradient accumulation: the accumulating lists add their loss scratch only.
         MethodConfig {
             diversify: Some(DiversifyConfig::default()),
             loss: LossKind::Gce { k: 2 },
+            accumulate: true,
         },
         MethodConfig {
             diversify: None,
             loss: LossKind::CrossEntropy,
+            accumulate: false,
         },
     ];
     let models = [
@@ -70,12 +73,7 @@ fn memory_plan_equals_the_bytes_the_network_allocates() {
                     .unwrap();
                     let bytes = g.bytes_created() - bytes0;
                     let buffers = g.created().0 - buffers0;
-                    let dispatches: Vec<_> = net
-                        .train_main
-                        .iter()
-                        .chain(&net.train_ce)
-                        .chain(&net.eval)
-                        .collect();
+                    let dispatches: Vec<_> = net.dispatches().collect();
                     let uniforms: u64 = dispatches.iter().map(|d| d.params.size()).sum();
                     let plan =
                         MemoryPlan::with_precision(&model, batch, mode, class, method, precision)

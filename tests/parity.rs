@@ -116,6 +116,7 @@ fn check_case(g: &Gpu, case: &str) {
         alpha: num("alpha") as f32,
         seed: num("seed") as u64,
         precision: finegrain::train::Precision::F32,
+        accumulate: 1,
     };
     let (mut t, note) = Trainer::new(g, &model, &cfg, 1).unwrap();
     assert!(note.is_none(), "{note:?}");

@@ -114,6 +114,7 @@ fn opts(out: &Path, max_steps: Option<u64>) -> RunOptions {
         init: None,
         stop: None,
         precision: None,
+        collective: None,
     }
 }
 
@@ -138,6 +139,26 @@ fn run(
             log(n)
         }
     })
+}
+
+/// The losses of a run interrupted (`first`) and resumed (`rest`) are the straight run's,
+/// step for step and bit for bit.
+fn assert_resumed_exactly(straight: &RunSummary, first: &RunSummary, rest: &RunSummary) {
+    let resumed: Vec<(u64, f32)> = first
+        .step_losses
+        .iter()
+        .chain(&rest.step_losses)
+        .cloned()
+        .collect();
+    assert_eq!(resumed.len(), straight.step_losses.len());
+    for ((sa, la), (sb, lb)) in straight.step_losses.iter().zip(&resumed) {
+        assert_eq!(sa, sb);
+        assert_eq!(
+            la.to_bits(),
+            lb.to_bits(),
+            "step {sa}: straight {la} vs resumed {lb}"
+        );
+    }
 }
 
 #[test]
@@ -191,7 +212,7 @@ fn resume_case(precision: Precision) {
     );
     assert!(root.join("a").join("metrics.csv").exists());
     assert!(root.join("a").join("metrics.png").exists());
-    let eval = a.final_eval.expect("evaluated");
+    let eval = a.final_eval.as_ref().expect("evaluated");
     assert_eq!(eval.images, 12);
 
     // N steps, then resume from the checkpoint for N more.
@@ -219,21 +240,7 @@ fn resume_case(precision: Precision) {
         &mut log,
     )
     .unwrap();
-    let resumed: Vec<(u64, f32)> = b1
-        .step_losses
-        .iter()
-        .chain(&b2.step_losses)
-        .cloned()
-        .collect();
-    assert_eq!(resumed.len(), a.step_losses.len());
-    for ((sa, la), (sb, lb)) in a.step_losses.iter().zip(&resumed) {
-        assert_eq!(sa, sb);
-        assert_eq!(
-            la.to_bits(),
-            lb.to_bits(),
-            "step {sa}: straight {la} vs resumed {lb}"
-        );
-    }
+    assert_resumed_exactly(&a, &b1, &b2);
 
     // The checkpoint is a valid safetensors file with the model inside, and records the
     // precision (and in mixed precision the loss-scaling state).
@@ -1117,4 +1124,102 @@ fn the_recipe_defaults_train_class_folders_of_12_to_30_images() {
         }
         std::fs::remove_dir_all(&root).unwrap();
     }
+}
+
+/// Data-parallel training is the same training: two ranks (threads sharing the adapter,
+/// exchanging as MPI ranks do) hold bit-identical weights, momentum and BN statistics after
+/// every step, and end with the parameters and momentum of one process accumulating two
+/// micro-batches over the same global order (`tests/mpi.rs` runs the same check under
+/// `mpirun -np 2`).
+#[test]
+fn two_ranks_train_as_one_process_accumulating_two() {
+    let Some(g) = gpu() else { return };
+    let dir = temp_dir("ranks");
+    std::thread::scope(|s| {
+        for rank in finegrain::testing::thread_group(2) {
+            let dir = &dir;
+            s.spawn(move || finegrain::testing::check_rank_equivalence(g, &rank, dir, 5));
+        }
+    });
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Gradient accumulation counts optimizer steps: steps per epoch, the schedule, the epoch
+/// rows and the checkpoints' progress are in steps of `batch * accumulate` images, and a run
+/// resumed from a checkpoint repeats the straight run's losses bit for bit.
+#[test]
+fn accumulation_counts_optimizer_steps_and_resumes_exactly() {
+    let Some(g) = gpu() else { return };
+    let root = temp_dir("accumulate");
+    write_dataset(&root.join("data"));
+    let (train, test) = datasets(&root.join("data"));
+    let model = ModelConfig::preset("tiny", 1, SIZE, 3).unwrap();
+    let cfg = TrainConfig {
+        accumulate: 2,
+        ..config()
+    };
+    // 37 samples, 8 images per step: 4 steps per epoch, 12 in 3 epochs.
+    let r = Run::new(
+        g,
+        &model,
+        &cfg,
+        train.clone(),
+        None,
+        opts(&root.join("probe"), None),
+    )
+    .unwrap();
+    assert_eq!(r.trainer().steps_per_epoch, 4);
+    assert_eq!(r.trainer().schedule.total_steps, 12);
+    assert_eq!(
+        r.trainer().schedule.warmup_steps,
+        2,
+        "0.5 epochs of 4 steps"
+    );
+    drop(r);
+    let mut log = |s: &str| eprintln!("{s}");
+    let n = 3;
+    let a = run(
+        g,
+        &model,
+        &cfg,
+        train.clone(),
+        Some(test.clone()),
+        None,
+        &opts(&root.join("a"), Some(2 * n)),
+        &mut log,
+    )
+    .unwrap();
+    assert_eq!(a.step_losses.len() as u64, 2 * n);
+    assert_eq!(
+        a.epochs[0].step, 4,
+        "the first epoch ends after 4 optimizer steps"
+    );
+    assert_eq!(a.epochs[1].step, 2 * n);
+    let b1 = run(
+        g,
+        &model,
+        &cfg,
+        train.clone(),
+        Some(test.clone()),
+        None,
+        &opts(&root.join("b"), Some(n)),
+        &mut log,
+    )
+    .unwrap();
+    let ck = root.join("b").join("last.safetensors");
+    let p = Checkpoint::open(&ck).unwrap().progress().unwrap();
+    assert_eq!((p.step, p.epoch, p.batch), (3, 0, 3));
+    let b2 = run(
+        g,
+        &model,
+        &cfg,
+        train,
+        Some(test),
+        Some(&ck),
+        &opts(&root.join("b"), Some(2 * n)),
+        &mut log,
+    )
+    .unwrap();
+    assert_resumed_exactly(&a, &b1, &b2);
+    std::fs::remove_dir_all(&root).unwrap();
 }

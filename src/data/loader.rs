@@ -62,6 +62,12 @@ pub struct LoaderOptions {
     pub start_batch: usize,
     /// Batches decoded ahead of the consumer (> 0; at least `threads` are used).
     pub prefetch: usize,
+    /// `(index, count)`: only every `count`-th batch of the epoch, from batch `index`
+    /// (`0 <= index < count`): the share of one rank of a data-parallel run. The loader's
+    /// batch `j` is the epoch's batch `j * count + index`, and `start_batch` counts the
+    /// loader's batches. With `drop_last` every index gets the same number of batches
+    /// (`num_batches / count`); without, the first ones get one more. `(0, 1)`: every batch.
+    pub shard: (usize, usize),
 }
 
 impl LoaderOptions {
@@ -76,6 +82,13 @@ impl LoaderOptions {
             return Err(Error::invalid(
                 "prefetch",
                 "0: must be at least 1 batch decoded ahead",
+            ));
+        }
+        let (index, count) = self.shard;
+        if index >= count {
+            return Err(Error::invalid(
+                "shard",
+                format!("batch {index} of every {count}: the index must be below the count"),
             ));
         }
         Ok(())
@@ -95,6 +108,7 @@ impl Default for LoaderOptions {
             strict: false,
             start_batch: 0,
             prefetch: 3,
+            shard: (0, 1),
         }
     }
 }
@@ -195,8 +209,10 @@ impl Shared {
         }
     }
 
-    fn build(&self, b: usize, buf: Option<Vec<f32>>) -> Result<Batch> {
+    /// The loader's batch `j`: the epoch's batch `j * count + index` ([`LoaderOptions::shard`]).
+    fn build(&self, j: usize, buf: Option<Vec<f32>>) -> Result<Batch> {
         let o = &self.opts;
+        let b = j * o.shard.1 + o.shard.0;
         let n = self.order.len();
         let s = self.dataset.info().sample_len();
         let mut images = buf.unwrap_or_default();
@@ -332,7 +348,12 @@ impl Loader {
             ));
         }
         let len = dataset.len();
-        let end = num_batches(len, opts.batch, opts.drop_last);
+        let all = num_batches(len, opts.batch, opts.drop_last);
+        let (index, count) = opts.shard;
+        let end = match opts.drop_last {
+            true => all / count,
+            false => (all + count - 1 - index) / count,
+        };
         if opts.start_batch > end {
             return Err(Error::invalid(
                 "start_batch",
@@ -376,7 +397,8 @@ impl Loader {
         })
     }
 
-    /// Batches in the whole epoch (including those before `start_batch`).
+    /// Batches in the whole epoch (including those before `start_batch`; of this shard
+    /// only, with [`LoaderOptions::shard`]).
     pub fn num_batches(&self) -> usize {
         self.shared.end
     }

@@ -9,7 +9,7 @@ mod tensor;
 
 pub use pipeline::{Dispatch, ShaderSource};
 pub use profiler::{ProfileRow, Profiler};
-pub(crate) use tensor::map_read_async;
+pub(crate) use tensor::{map_read, map_read_async};
 pub use tensor::{DType, Size, Tensor};
 
 use crate::error::{Error, Result};
@@ -97,6 +97,11 @@ pub struct GpuOptions {
     /// The device limits to request: the adapter's, or WebGPU's defaults (how a page in a
     /// browser runs, tested natively).
     pub limits: LimitsMode,
+    /// One GPU per process on a machine with several (the ranks of a data-parallel run):
+    /// among the adapters as good as the best one (same backend and device type, matching
+    /// `adapter_name`), the `n`-th, modulo their count (`n`: the process's rank on its
+    /// machine). `None`: the best one.
+    pub device_index: Option<usize>,
 }
 
 impl Default for GpuOptions {
@@ -107,6 +112,7 @@ impl Default for GpuOptions {
             kernels: KernelFamily::Auto,
             cooperative_matrices: true,
             limits: LimitsMode::Adapter,
+            device_index: None,
         }
     }
 }
@@ -144,6 +150,7 @@ impl GpuOptions {
                 .filter(|s| !s.is_empty()),
             kernels,
             cooperative_matrices,
+            device_index: None,
         })
     }
 
@@ -299,7 +306,8 @@ pub fn gl_requested(opts: &GpuOptions) -> bool {
 /// (`infos`, enumerated on `backends`) and the options: drop the no-op backend and those
 /// whose name does not contain `opts.adapter_name` (case-insensitive); then prefer Vulkan,
 /// Metal and DX12 over GL, and discrete over integrated over virtual over other over CPU
-/// devices (first found wins a tie). When the best left is a software OpenGL adapter
+/// devices (first found wins a tie; with `opts.device_index` = n, the n-th of the adapters
+/// that tie with the best, modulo their count). When the best left is a software OpenGL adapter
 /// ([`is_software_gl`]) it is refused with [`Error::SoftwareGl`] unless GL was asked for
 /// ([`gl_requested`]); when it was, it is taken with a warning.
 pub fn choose_adapter(
@@ -317,6 +325,21 @@ pub fn choose_adapter(
                 .is_none_or(|w| i.name.to_lowercase().contains(w.as_str()))
         })
         .min_by_key(|(k, i)| (backend_rank(i.backend), type_rank(i.device_type), *k));
+    let best = match (best, opts.device_index) {
+        (Some((_, b)), Some(n)) => {
+            let peers: Vec<(usize, &wgpu::AdapterInfo)> = infos
+                .iter()
+                .enumerate()
+                .filter(|(_, i)| i.backend == b.backend && i.device_type == b.device_type)
+                .filter(|(_, i)| {
+                    want.as_ref()
+                        .is_none_or(|w| i.name.to_lowercase().contains(w.as_str()))
+                })
+                .collect();
+            Some(peers[n % peers.len()])
+        }
+        (best, _) => best,
+    };
     let seen = || {
         infos
             .iter()
@@ -814,6 +837,40 @@ mod tests {
             choose_adapter(&named, &opts(None, None), Backends::SECONDARY),
             Err(Error::SoftwareGl { .. })
         ));
+    }
+
+    #[test]
+    fn device_index_spreads_ranks_over_the_best_adapters() {
+        let found = [
+            info("NVIDIA H200", Backend::Gl, DeviceType::DiscreteGpu),
+            info("NVIDIA H200", Backend::Vulkan, DeviceType::DiscreteGpu),
+            info("llvmpipe", Backend::Vulkan, DeviceType::Cpu),
+            info("NVIDIA H200", Backend::Vulkan, DeviceType::DiscreteGpu),
+        ];
+        let pick = |n: Option<usize>| {
+            let o = GpuOptions {
+                device_index: n,
+                ..opts(None, None)
+            };
+            choose_adapter(&found, &o, Backends::PRIMARY).unwrap().index
+        };
+        // The two Vulkan GPUs, in turn; never the GL duplicate or the CPU adapter.
+        assert_eq!(pick(None), 1);
+        assert_eq!(
+            [0, 1, 2, 3].map(|n| pick(Some(n))),
+            [1, 3, 1, 3],
+            "rank n takes the n-th best adapter, modulo their count"
+        );
+        // One adapter (lavapipe alone): every rank shares it.
+        let one = [info("llvmpipe", Backend::Vulkan, DeviceType::Cpu)];
+        let o = GpuOptions {
+            device_index: Some(5),
+            ..opts(None, None)
+        };
+        assert_eq!(
+            choose_adapter(&one, &o, Backends::PRIMARY).unwrap().index,
+            0
+        );
     }
 
     #[test]

@@ -64,6 +64,18 @@ pub struct TrainConfig {
     /// written before this field existed read as f32.
     #[serde(default)]
     pub precision: Precision,
+    /// Gradient accumulation: micro-batches of `batch` images whose gradients are summed
+    /// (on the GPU) before each optimizer step, so a step sees `accumulate * batch`
+    /// images (times the ranks of a data-parallel run). Batch norm normalises each
+    /// micro-batch on its own, as in PyTorch. The schedule, epochs, checkpoints and loss
+    /// scaling count optimizer steps. Checkpoints written before this field existed read
+    /// as 1.
+    #[serde(default = "one")]
+    pub accumulate: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// The recipe for small images with 10 classes (Fashion-MNIST): what
@@ -89,6 +101,7 @@ impl Default for TrainConfig {
             alpha: d.alpha,
             seed: 0,
             precision: Precision::F32,
+            accumulate: 1,
         }
     }
 }
@@ -132,7 +145,15 @@ impl TrainConfig {
         } else {
             None
         };
-        Ok((MethodConfig { diversify, loss }, note))
+        let accumulate = self.accumulate > 1;
+        Ok((
+            MethodConfig {
+                diversify,
+                loss,
+                accumulate,
+            },
+            note,
+        ))
     }
 
     /// Check ranges before anything is allocated.
@@ -142,6 +163,12 @@ impl TrainConfig {
         }
         if self.batch == 0 {
             return Err(Error::invalid("batch", "must be at least 1"));
+        }
+        if self.accumulate == 0 {
+            return Err(Error::invalid(
+                "accumulate",
+                "must be at least 1 micro-batch per step",
+            ));
         }
         if self.lr.is_nan() || self.lr <= 0.0 || self.lr.is_infinite() {
             return Err(Error::invalid(
@@ -275,6 +302,13 @@ mod tests {
             (TrainConfig { k: 0, ..d.clone() }, "k"),
             (
                 TrainConfig {
+                    accumulate: 0,
+                    ..d.clone()
+                },
+                "accumulate",
+            ),
+            (
+                TrainConfig {
                     warmup_epochs: -1.0,
                     ..d.clone()
                 },
@@ -392,6 +426,9 @@ pub struct MethodConfig {
     pub diversify: Option<DiversifyConfig>,
     /// The loss of the main phase.
     pub loss: LossKind,
+    /// Also record the micro-batch lists that add into the parameter gradients (gradient
+    /// accumulation: [`TrainConfig::accumulate`] above 1).
+    pub accumulate: bool,
 }
 
 /// What a [`Network`](super::Network) is built for.

@@ -107,14 +107,20 @@ impl AdapterClass {
     }
 }
 
-/// Training dispatch lists a network records: the main phase's, plus a plain
-/// cross-entropy one for the warm-up phase when the main loss is not cross-entropy; none
-/// in an inference network. Each list's launchers own their scratch buffers.
+/// Micro-batch dispatch lists a network records: the main phase's, plus a plain
+/// cross-entropy one for the warm-up phase when the main loss is not cross-entropy, and
+/// with gradient accumulation ([`MethodConfig::accumulate`]) an accumulating twin of each;
+/// none in an inference network. Each list's launchers own their scratch buffers (the
+/// loss's per-image statistics: all that accumulation adds to the memory plan).
 pub fn training_lists(mode: NetMode, method: &MethodConfig) -> usize {
-    match mode {
+    let phases = match mode {
         NetMode::Inference => 0,
         NetMode::Train if method.loss == LossKind::CrossEntropy => 1,
         NetMode::Train => 2,
+    };
+    match method.accumulate {
+        true => 2 * phases,
+        false => phases,
     }
 }
 
@@ -1205,10 +1211,12 @@ mod tests {
         let ce = MethodConfig {
             diversify: None,
             loss: LossKind::CrossEntropy,
+            accumulate: false,
         };
         let gce = MethodConfig {
             diversify: None,
             loss: LossKind::Gce { k: 3 },
+            accumulate: false,
         };
         assert_eq!(training_lists(NetMode::Train, &ce), 1);
         assert_eq!(training_lists(NetMode::Train, &gce), 2);

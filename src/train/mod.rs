@@ -149,10 +149,35 @@ pub struct Trainer {
     staging: Vec<wgpu::Buffer>,
     /// Host-readable copy of `net.scores`, reused by every evaluation batch.
     scores_staging: wgpu::Buffer,
-    pending: VecDeque<(u64, usize, wgpu::SubmissionIndex)>,
+    /// (step, staging slot, images in the step, submission) of the steps in flight.
+    pending: VecDeque<(u64, usize, usize, wgpu::SubmissionIndex)>,
     /// Mixed precision: the loss-scaling state after the last step read back (staged with
     /// its statistics), or as set before the first.
     amp_last: Option<[u32; 4]>,
+    /// A data-parallel run: the host side of the gradient exchange, made on its first step.
+    exchange: Option<Exchange>,
+    /// Seconds spent in the ranks' exchanges ([`Trainer::exchange_seconds`]).
+    exchange_seconds: (f64, f64),
+}
+
+/// What one optimizer step of [`Trainer::step_with`] returns.
+#[derive(Clone, Copy, Debug)]
+pub struct StepOutcome {
+    /// The statistics of the step [`READBACK_LAG`] steps earlier, once available.
+    pub stats: Option<StepStats>,
+    /// Some rank asked to stop (its `stop` argument was true): every rank gets the same
+    /// answer at the same step, so all stop together.
+    pub stop: bool,
+}
+
+/// The host side of a data-parallel step: every parameter gradient, the loss statistics
+/// and the batch-norm running statistics staged in one buffer, and their host copy.
+struct Exchange {
+    staging: wgpu::Buffer,
+    /// Gradient values, then the 4 loss statistics, then the stop vote.
+    summed: Vec<f32>,
+    /// The batch-norm running statistics (and any other state tensor), rank 0's kept.
+    state: Vec<f32>,
 }
 
 /// Bytes of each step's staged statistics: the loss statistics (f32 x 4), then the
@@ -212,6 +237,8 @@ impl Trainer {
                 scores_staging,
                 pending: VecDeque::new(),
                 amp_last,
+                exchange: None,
+                exchange_seconds: (0.0, 0.0),
             },
             note,
         ))
@@ -228,41 +255,202 @@ impl Trainer {
         self.schedule.lr(self.step)
     }
 
-    /// Record one iteration (upload, forward, DB, loss, backward, SGD) into one command
-    /// buffer and submit it. Nothing is read back here; statistics of the step
-    /// `READBACK_LAG` iterations earlier are returned once available.
+    /// One optimizer step: for each of the [`TrainConfig::accumulate`] micro-batches, the
+    /// upload, forward, DB, loss and backward recorded into one command buffer (the
+    /// gradients added up on the GPU), then SGD on the sum, recorded with the last one.
+    /// `images` and `labels` hold the micro-batches one after the other
+    /// (`accumulate * batch` images). Nothing is read back here; statistics of the step
+    /// `READBACK_LAG` steps earlier are returned once available.
     pub fn step(&mut self, gpu: &Gpu, images: &[f32], labels: &[u32]) -> Result<Option<StepStats>> {
+        Ok(self
+            .step_with(gpu, images, labels, &crate::distributed::Solo, false)?
+            .stats)
+    }
+
+    /// [`Trainer::step`] as one rank of a data-parallel run over `comm`: this rank's
+    /// micro-batches (its share of the global batch, [`crate::distributed::Shard`]), then
+    /// the parameter gradients and loss statistics summed over the ranks in rank order
+    /// (and averaged by the step), rank 0's batch-norm running statistics copied to every
+    /// rank, and the same SGD step on every rank. `stop`: this rank wants to stop after this
+    /// step (a signal); the outcome says whether any rank does. With one rank
+    /// ([`crate::distributed::Solo`]) nothing is exchanged.
+    pub fn step_with(
+        &mut self,
+        gpu: &Gpu,
+        images: &[f32],
+        labels: &[u32],
+        comm: &dyn crate::distributed::Collective,
+        stop: bool,
+    ) -> Result<StepOutcome> {
+        let (a, n) = (self.config.accumulate, self.net.batch);
+        let per_batch = self.net.images.numel();
+        if labels.len() != a * n || images.len() != a * per_batch {
+            return Err(Error::invalid(
+                "training step",
+                format!(
+                    "{} labels and {} image values given; a step of {a} micro-batch(es) of {n} \
+                     images takes {} and {}",
+                    labels.len(),
+                    images.len(),
+                    a * n,
+                    a * per_batch
+                ),
+            ));
+        }
+        let shard = crate::distributed::Shard {
+            rank: comm.rank(),
+            ranks: comm.size(),
+            accumulate: a,
+        };
+        let distributed = shard.ranks > 1;
         let net = &self.net;
-        gpu.upload(&net.images, images)?;
-        gpu.upload(&net.labels, labels)?;
-        gpu.upload(&net.step, &[self.step as u32, (self.step >> 32) as u32])?;
         let lr = self.schedule.lr(self.step);
+        // The summed gradient is averaged over the micro-batches of the whole step.
+        let grad_scale = 1.0 / shard.micro_batches() as f32;
         gpu.upload(
             &net.hyper,
-            &[lr, self.config.momentum, self.config.weight_decay, 1.0],
+            &[
+                lr,
+                self.config.momentum,
+                self.config.weight_decay,
+                grad_scale,
+            ],
         )?;
+        let ce = self.in_ce_phase(self.step);
         let slot = (self.step % self.staging.len() as u64) as usize;
-        let mut enc = gpu.encoder("train.step");
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("train.step"),
-                timestamp_writes: None,
-            });
-            for d in net.train_dispatches(self.in_ce_phase(self.step)) {
-                d.record(&mut pass);
+        let mut last = None;
+        for i in 0..a {
+            gpu.upload(&net.images, &images[i * per_batch..(i + 1) * per_batch])?;
+            gpu.upload(&net.labels, &labels[i * n..(i + 1) * n])?;
+            let seed = shard.mask_seed(self.step, i);
+            gpu.upload(&net.step, &[seed as u32, (seed >> 32) as u32])?;
+            let finish = i + 1 == a && !distributed;
+            let mut enc = gpu.encoder("train.step");
+            {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("train.step"),
+                    timestamp_writes: None,
+                });
+                for d in net.train_dispatches(ce, i > 0) {
+                    d.record(&mut pass);
+                }
+                if finish {
+                    for d in &net.optimizer {
+                        d.record(&mut pass);
+                    }
+                }
             }
+            if finish {
+                self.stage_stats(&mut enc, slot);
+            }
+            last = Some(gpu.queue.submit([enc.finish()]));
         }
+        let mut stop_all = stop;
+        if distributed {
+            stop_all = self.exchange(gpu, comm, stop)?;
+            let mut enc = gpu.encoder("train.optimizer");
+            {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("train.optimizer"),
+                    timestamp_writes: None,
+                });
+                for d in &self.net.optimizer {
+                    d.record(&mut pass);
+                }
+            }
+            self.stage_stats(&mut enc, slot);
+            last = Some(gpu.queue.submit([enc.finish()]));
+        }
+        let idx = last.expect("a step has at least one micro-batch");
+        let images_in_step = n * shard.micro_batches();
+        self.pending
+            .push_back((self.step, slot, images_in_step, idx));
+        self.step += 1;
+        let stats = match self.pending.len() > READBACK_LAG {
+            true => Some(self.read_oldest(gpu)?),
+            false => None,
+        };
+        Ok(StepOutcome {
+            stats,
+            stop: stop_all,
+        })
+    }
+
+    /// A data-parallel run: seconds so far (waiting for this rank's micro-batches and
+    /// reading the gradients back; in the ranks' sums and broadcasts). Zeros in one process.
+    pub fn exchange_seconds(&self) -> (f64, f64) {
+        self.exchange_seconds
+    }
+
+    /// Copy the step's loss statistics (and loss-scaling state) into staging slot `slot`.
+    fn stage_stats(&self, enc: &mut wgpu::CommandEncoder, slot: usize) {
+        let net = &self.net;
         enc.copy_buffer_to_buffer(&net.stats.buffer, 0, &self.staging[slot], 0, 16);
         if let Some(amp) = &net.amp {
             enc.copy_buffer_to_buffer(&amp.buffer, 0, &self.staging[slot], 16, 16);
         }
-        let idx = gpu.queue.submit([enc.finish()]);
-        self.pending.push_back((self.step, slot, idx));
-        self.step += 1;
-        if self.pending.len() > READBACK_LAG {
-            return self.read_oldest(gpu).map(Some);
+    }
+
+    /// A data-parallel step's exchange, after this rank's micro-batches: the gradients and
+    /// loss statistics down, summed over the ranks (with the stop votes), rank 0's state
+    /// tensors broadcast, and all of it back up. Returns whether any rank votes to stop.
+    fn exchange(
+        &mut self,
+        gpu: &Gpu,
+        comm: &dyn crate::distributed::Collective,
+        stop: bool,
+    ) -> Result<bool> {
+        let net = &self.net;
+        let grads: usize = net.params.iter().map(|p| p.grad.numel()).sum();
+        let state: usize = net.state.iter().map(|s| s.value.numel()).sum();
+        let ex = match &mut self.exchange {
+            Some(ex) => ex,
+            None => self.exchange.insert(Exchange {
+                staging: gpu.staging_buffer("exchange.staging", 4 * (grads + 4 + state) as u64),
+                summed: vec![0.0; grads + 5],
+                state: vec![0.0; state],
+            }),
+        };
+        let mut enc = gpu.encoder("exchange.download");
+        let mut at = 0u64;
+        let tensors = net
+            .params
+            .iter()
+            .map(|p| &p.grad)
+            .chain([&net.stats])
+            .chain(net.state.iter().map(|s| &s.value));
+        for t in tensors {
+            enc.copy_buffer_to_buffer(&t.buffer, 0, &ex.staging, at, t.bytes());
+            at += t.bytes();
         }
-        Ok(None)
+        gpu.queue.submit([enc.finish()]);
+        let t0 = std::time::Instant::now();
+        let bytes = crate::gpu::map_read(gpu, &ex.staging, at)?;
+        self.exchange_seconds.0 += t0.elapsed().as_secs_f64();
+        let values: &[f32] = bytemuck::cast_slice(&bytes);
+        ex.summed[..grads + 4].copy_from_slice(&values[..grads + 4]);
+        ex.summed[grads + 4] = stop as u32 as f32;
+        ex.state.copy_from_slice(&values[grads + 4..]);
+        let t0 = std::time::Instant::now();
+        comm.sum(&mut ex.summed)?;
+        comm.broadcast(&mut ex.state, 0)?;
+        self.exchange_seconds.1 += t0.elapsed().as_secs_f64();
+        let mut at = 0;
+        for p in &net.params {
+            let k = p.grad.numel();
+            gpu.upload(&p.grad, &ex.summed[at..at + k])?;
+            at += k;
+        }
+        gpu.upload(&net.stats, &ex.summed[grads..grads + 4])?;
+        if comm.rank() != 0 {
+            let mut at = 0;
+            for s in &net.state {
+                let k = s.value.numel();
+                gpu.upload(&s.value, &ex.state[at..at + k])?;
+                at += k;
+            }
+        }
+        Ok(ex.summed[grads + 4] > 0.0)
     }
 
     /// Read back every step still in flight (end of an epoch).
@@ -275,7 +463,7 @@ impl Trainer {
     }
 
     fn read_oldest(&mut self, gpu: &Gpu) -> Result<StepStats> {
-        let (step, slot, idx) = self.pending.pop_front().expect("pending is non-empty");
+        let (step, slot, n, idx) = self.pending.pop_front().expect("pending is non-empty");
         let buf = &self.staging[slot];
         let slice = buf.slice(..);
         let (tx, rx) = std::sync::mpsc::channel();
@@ -319,7 +507,6 @@ impl Trainer {
             ([f[0], f[1], f[2], f[3]], [a[0], a[1], a[2], a[3]])
         };
         buf.unmap();
-        let n = self.net.batch;
         let loss = v[0] / n as f32;
         if v[3] > 0.0 || !loss.is_finite() {
             return Err(Error::NonFinite(format!(
@@ -449,6 +636,7 @@ impl Predictor {
         let method = MethodConfig {
             diversify: None,
             loss: LossKind::CrossEntropy,
+            accumulate: false,
         };
         let at = (NetMode::Inference, precision);
         check_fits(gpu, model, batch, at, &method)?;

@@ -90,10 +90,20 @@ pub struct Network {
     /// scratch ([`crate::method::head::HeadHalf`]).
     mixed: Option<MixedIo>,
     pub map_size: (usize, usize),
-    /// Forward + DB + loss (main-phase loss) + backward + optimizer.
+    /// One micro-batch: forward + DB + loss (main-phase loss) + backward, overwriting the
+    /// parameter gradients and the loss statistics. A training step records it, then
+    /// [`Network::optimizer`].
     pub train_main: Vec<Dispatch>,
     /// The same with plain cross-entropy (warm-up phase).
     pub train_ce: Vec<Dispatch>,
+    /// As `train_main` and `train_ce`, adding into the parameter gradients and the loss
+    /// statistics: the second and later micro-batches of an optimizer step (gradient
+    /// accumulation). Empty unless [`MethodConfig::accumulate`].
+    pub accumulate_main: Vec<Dispatch>,
+    pub accumulate_ce: Vec<Dispatch>,
+    /// The optimizer step on the summed gradients: (mixed precision: overflow check) SGD
+    /// on every parameter (mixed precision: loss-scale update).
+    pub optimizer: Vec<Dispatch>,
     /// Evaluation forward (running BN statistics, no masks) to `scores`.
     pub eval: Vec<Dispatch>,
     /// The backbone's tensors.
@@ -160,6 +170,7 @@ impl Network {
         let method = MethodConfig {
             diversify: None,
             loss: LossKind::CrossEntropy,
+            accumulate: false,
         };
         Network::build(
             gpu,
@@ -228,14 +239,20 @@ impl Network {
             scratch: scratch.as_ref(),
             bn_partials: bn_partials.as_ref(),
         };
-        let lists = training_lists(mode, method);
-        let train_main = match lists {
-            0 => Vec::new(),
-            _ => rec.training_iteration(method, method.loss)?,
+        let train = mode == NetMode::Train;
+        let ce = train && method.loss != LossKind::CrossEntropy;
+        let list = |on: bool, loss: LossKind, accumulate: bool| match on {
+            true => rec.training_iteration(method, loss, accumulate),
+            false => Ok(Vec::new()),
         };
-        let train_ce = match lists {
-            2 => rec.training_iteration(method, LossKind::CrossEntropy)?,
-            _ => Vec::new(),
+        let cross_entropy = LossKind::CrossEntropy;
+        let train_main = list(train, method.loss, false)?;
+        let train_ce = list(ce, cross_entropy, false)?;
+        let accumulate_main = list(train && method.accumulate, method.loss, true)?;
+        let accumulate_ce = list(ce && method.accumulate, cross_entropy, true)?;
+        let optimizer = match train {
+            true => rec.optimizer()?,
+            false => Vec::new(),
         };
         let eval = rec.evaluation()?;
 
@@ -261,6 +278,9 @@ impl Network {
             map_size: topo.map,
             train_main,
             train_ce,
+            accumulate_main,
+            accumulate_ce,
+            optimizer,
             eval,
             layers,
             scratch,
@@ -316,13 +336,28 @@ impl Network {
         })
     }
 
-    /// Dispatches of one training iteration for the given phase.
-    pub fn train_dispatches(&self, cross_entropy_phase: bool) -> &[Dispatch] {
-        if cross_entropy_phase && !self.train_ce.is_empty() {
-            &self.train_ce
-        } else {
-            &self.train_main
+    /// Dispatches of one micro-batch for the given phase, overwriting the parameter
+    /// gradients, or adding into them with `accumulate` (a network built with
+    /// [`MethodConfig::accumulate`]). The optimizer is not in it ([`Network::optimizer`]).
+    pub fn train_dispatches(&self, cross_entropy_phase: bool, accumulate: bool) -> &[Dispatch] {
+        let ce = cross_entropy_phase && !self.train_ce.is_empty();
+        match (ce, accumulate) {
+            (true, false) => &self.train_ce,
+            (false, false) => &self.train_main,
+            (true, true) => &self.accumulate_ce,
+            (false, true) => &self.accumulate_main,
         }
+    }
+
+    /// Every dispatch the network recorded, in all its lists.
+    pub fn dispatches(&self) -> impl Iterator<Item = &Dispatch> {
+        self.train_main
+            .iter()
+            .chain(&self.train_ce)
+            .chain(&self.accumulate_main)
+            .chain(&self.accumulate_ce)
+            .chain(&self.optimizer)
+            .chain(&self.eval)
     }
 
     /// Total number of trainable values.

@@ -7,11 +7,13 @@ use super::rundir::{OutDir, RunDir};
 use super::{EvalReport, StepStats, StopFlag, TrainConfig, Trainer};
 use crate::checkpoint::{self, Checkpoint, CLASSES_KEY, PREPROCESS_KEY, PROGRESS_KEY, TRAIN_KEY};
 use crate::data::{Dataset, Loader, LoaderOptions};
+use crate::distributed::{Collective, Solo};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::model::ModelConfig;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -56,6 +58,11 @@ pub struct RunOptions {
     /// f32 either way; a note says so, and the run no longer repeats the original one bit
     /// for bit). Ignored by [`Run::new`], which takes the configuration's.
     pub precision: Option<super::Precision>,
+    /// A data-parallel run: this process's rank in the job ([`crate::distributed`]; with the
+    /// cargo feature `mpi`, `distributed::mpi::Mpi`). Each rank trains on its share of every
+    /// global batch; rank 0 alone writes the folder (checkpoints, metrics) and should be
+    /// the only one reporting to a console. `None`: one process.
+    pub collective: Option<Rc<dyn Collective>>,
 }
 
 impl Default for RunOptions {
@@ -75,6 +82,7 @@ impl Default for RunOptions {
             init: None,
             stop: None,
             precision: None,
+            collective: None,
         }
     }
 }
@@ -113,6 +121,10 @@ pub struct RunSummary {
     /// The run stopped early because its [`RunOptions::stop`] flag was set; its checkpoint
     /// holds where it stopped, so resuming continues exactly.
     pub interrupted: bool,
+    /// A data-parallel run: seconds this rank spent in the ranks' gradient sums and
+    /// broadcasts (the all-reduce), and in the whole run (0 and its time in one process).
+    pub exchange_seconds: f64,
+    pub seconds: f64,
 }
 
 /// One epoch's numbers: a row of `metrics.csv` (in this field order) and the epoch line.
@@ -162,6 +174,18 @@ pub fn evaluate_with(
     classes: usize,
     threads: usize,
     strict: bool,
+    scores: impl FnMut(&[f32], usize) -> Result<Vec<f32>>,
+) -> Result<(EvalReport, Vec<(String, String)>)> {
+    evaluate_shard(data, (batch, classes), (threads, strict), (0, 1), scores)
+}
+
+/// [`evaluate_with`] on one rank's share of the batches: every `count`-th batch from batch
+/// `index` (`shard`, as [`LoaderOptions::shard`]).
+fn evaluate_shard(
+    data: Arc<dyn Dataset>,
+    (batch, classes): (usize, usize),
+    (threads, strict): (usize, bool),
+    shard: (usize, usize),
     mut scores: impl FnMut(&[f32], usize) -> Result<Vec<f32>>,
 ) -> Result<(EvalReport, Vec<(String, String)>)> {
     let n = batch;
@@ -179,6 +203,7 @@ pub fn evaluate_with(
             threads,
             strict,
             prefetch: 3,
+            shard,
         },
     )?;
     while let Some(batch) = loader.next() {
@@ -213,6 +238,8 @@ pub struct Run<'g> {
     metadata: HashMap<String, String>,
     /// Notes from the set-up, sent to the observer when the run starts.
     notes: Vec<String>,
+    /// The ranks of a data-parallel run ([`Solo`] for one process).
+    comm: Rc<dyn Collective>,
 }
 
 impl<'g> Run<'g> {
@@ -264,6 +291,8 @@ impl<'g> Run<'g> {
         let ck = Checkpoint::open(checkpoint)?;
         let mut config = ck.train_config()?.clone();
         let mut start = ck.progress()?;
+        let ranks = opts.collective.as_ref().map_or(1, |c| c.size());
+        let regrouped = regroup(&mut config, start.ranks.max(1), ranks)?;
         let mut switched = None;
         if let Some(p) = opts.precision.filter(|&p| p != config.precision) {
             switched = Some(format!(
@@ -302,6 +331,7 @@ impl<'g> Run<'g> {
             start.batch
         ));
         run.notes.extend(switched);
+        run.notes.extend(regrouped);
         Ok(run)
     }
 
@@ -345,19 +375,34 @@ impl<'g> Run<'g> {
         if let Some(t) = &test {
             check_data(t.as_ref(), model, "test")?;
         }
-        if train.len() < config.batch {
+        let comm = opts.collective.clone().unwrap_or_else(|| Rc::new(Solo));
+        let ranks = comm.size();
+        let global = config.batch * config.accumulate * ranks;
+        if train.len() < global {
             return Err(Error::invalid(
                 "batch",
-                format!(
-                    "batch {} is larger than the training set ({} images)",
-                    config.batch,
-                    train.len()
-                ),
+                match global == config.batch {
+                    true => format!(
+                        "batch {} is larger than the training set ({} images)",
+                        config.batch,
+                        train.len()
+                    ),
+                    false => format!(
+                        "a step of batch {} x accumulate {} x {ranks} rank(s) = {global} images \
+                         is larger than the training set ({} images)",
+                        config.batch,
+                        config.accumulate,
+                        train.len()
+                    ),
+                },
             ));
         }
-        // The folder before the GPU: a refused folder costs nothing.
-        let mut dir = RunDir::open(&opts.out_dir, resume, opts.overwrite)?;
-        let steps_per_epoch = (train.len() / config.batch) as u64;
+        // The folder before the GPU: a refused folder costs nothing. Rank 0 owns it.
+        let mut dir = match comm.rank() {
+            0 => RunDir::open(&opts.out_dir, resume, opts.overwrite)?,
+            _ => RunDir::follower(&opts.out_dir, resume),
+        };
+        let steps_per_epoch = (train.len() / global) as u64;
         let (trainer, note) = Trainer::new(gpu, model, config, steps_per_epoch)?;
         let mut metadata = opts.metadata.clone();
         if let Some(p) = &opts.preprocessing {
@@ -391,6 +436,7 @@ impl<'g> Run<'g> {
             dir,
             progress: start,
             metadata,
+            comm,
         })
     }
 
@@ -417,18 +463,21 @@ impl<'g> Run<'g> {
     /// Train to the last epoch (or `max_steps`), reporting to `observer`.
     pub fn run(mut self, observer: &mut dyn Observer) -> Result<RunSummary> {
         let out_dir = self.dir.path().to_path_buf();
-        std::fs::create_dir_all(&out_dir).map_err(|e| Error::io(&out_dir, e))?;
         let metrics_path = out_dir.join("metrics.csv");
-        // A run killed in the middle of a write (kill -9, power cut) leaves its temporary
-        // file behind; the file it was replacing is intact.
-        for f in [
-            self.checkpoint_path(),
-            metrics_path.clone(),
-            out_dir.join("metrics.png"),
-        ] {
-            crate::fsio::remove_stale_temporaries(&f)?;
+        let writer = self.comm.rank() == 0;
+        if writer {
+            std::fs::create_dir_all(&out_dir).map_err(|e| Error::io(&out_dir, e))?;
+            // A run killed in the middle of a write (kill -9, power cut) leaves its
+            // temporary file behind; the file it was replacing is intact.
+            for f in [
+                self.checkpoint_path(),
+                metrics_path.clone(),
+                out_dir.join("metrics.png"),
+            ] {
+                crate::fsio::remove_stale_temporaries(&f)?;
+            }
         }
-        let mut metrics = if self.progress.step > 0 && self.dir.continues() {
+        let mut metrics = if writer && self.progress.step > 0 && self.dir.continues() {
             // Rows of epochs not finished before the resume point are written again (a run
             // resumed in another folder starts a metrics file of its own).
             let mut m = read_metrics(&metrics_path)?;
@@ -453,14 +502,18 @@ impl<'g> Run<'g> {
         }
         observer.event(&Event::Started(&start));
         let mut summary = RunSummary::default();
+        let t0 = Instant::now();
         for epoch in self.progress.epoch..config.epochs {
             let es = self.epoch(epoch, observer, &mut summary)?;
             let stopped = es.step < (epoch as u64 + 1) * self.trainer.steps_per_epoch;
             metrics.push(es.clone());
-            write_metrics(&metrics_path, &metrics)?;
+            if writer {
+                write_metrics(&metrics_path, &metrics)?;
+            }
             observer.event(&Event::EpochEnded(&es));
             summary.epochs.push(es);
-            if let Err(e) = plot_metrics(&metrics, &out_dir.join("metrics.png")) {
+            if !writer {
+            } else if let Err(e) = plot_metrics(&metrics, &out_dir.join("metrics.png")) {
                 observer.event(&Event::Note(&format!(
                     "warning: could not draw the metrics plot: {e}"
                 )));
@@ -473,6 +526,8 @@ impl<'g> Run<'g> {
             }
         }
         summary.progress = Some(self.progress);
+        summary.exchange_seconds = self.trainer.exchange_seconds().1;
+        summary.seconds = t0.elapsed().as_secs_f64();
         Ok(summary)
     }
 
@@ -492,10 +547,14 @@ impl<'g> Run<'g> {
             0
         };
         let max_steps = self.opts.max_steps.unwrap_or(u64::MAX);
+        // Each rank's loader batches are its micro-batches of each step, one after the
+        // other: its share of the global batch.
+        let micro = self.trainer.config.accumulate;
+        let (rank, ranks) = (self.comm.rank(), self.comm.size());
         let mut loader = Loader::new(
             self.train.clone(),
             LoaderOptions {
-                batch: self.trainer.config.batch,
+                batch: self.trainer.config.batch * micro,
                 shuffle: true,
                 train: true,
                 seed: self.trainer.config.seed,
@@ -505,6 +564,7 @@ impl<'g> Run<'g> {
                 threads: self.opts.threads,
                 strict: self.opts.strict,
                 prefetch: 3,
+                shard: (rank, ranks),
             },
         )?;
         observer.event(&Event::EpochStarted {
@@ -520,8 +580,12 @@ impl<'g> Run<'g> {
         while self.trainer.step < max_steps {
             let Some(batch) = loader.next() else { break };
             let b = batch?;
-            let lagged = self.trainer.step(gpu, &b.images, &b.labels)?;
-            images += b.len;
+            let stop = self.opts.stop.as_ref().is_some_and(|s| s.is_requested());
+            let outcome = self
+                .trainer
+                .step_with(gpu, &b.images, &b.labels, &*self.comm, stop)?;
+            let lagged = outcome.stats;
+            images += b.len * ranks;
             loader.recycle(b);
             batch_index += 1;
             observer.event(&Event::Progress {
@@ -532,7 +596,7 @@ impl<'g> Run<'g> {
             if let Some(s) = lagged {
                 totals.add(&s, summary, observer);
             }
-            if self.opts.stop.as_ref().is_some_and(|s| s.is_requested()) {
+            if outcome.stop {
                 summary.interrupted = true;
                 break;
             }
@@ -546,6 +610,7 @@ impl<'g> Run<'g> {
                         epoch,
                         batch: batch_index,
                         amp: self.trainer.amp_state(),
+                        ranks,
                     };
                     self.save(observer)?;
                 }
@@ -561,17 +626,14 @@ impl<'g> Run<'g> {
             epoch: if done { epoch + 1 } else { epoch },
             batch: if done { 0 } else { batch_index },
             amp: self.trainer.amp_state(),
+            ranks,
         };
         self.save(observer)?;
         let eval = match &self.test {
             // An interrupted run stops as soon as its checkpoint is written.
-            Some(t) if self.opts.evaluate && !summary.interrupted => Some(evaluate(
-                gpu,
-                &self.trainer,
-                t.clone(),
-                self.opts.threads,
-                self.opts.strict,
-            )?),
+            Some(t) if self.opts.evaluate && !summary.interrupted => {
+                Some(self.evaluate(t.clone())?)
+            }
             _ => None,
         };
         let epoch_skipped = loader.skipped();
@@ -605,9 +667,42 @@ impl<'g> Run<'g> {
         Ok(es)
     }
 
+    /// Evaluate on `test`: each rank its share of the batches, the counts summed over the
+    /// ranks.
+    fn evaluate(&self, test: Arc<dyn Dataset>) -> Result<EvalReport> {
+        let (gpu, trainer) = (self.gpu, &self.trainer);
+        let (n, classes) = (trainer.net.batch, trainer.net.config.num_classes);
+        let shard = (self.comm.rank(), self.comm.size());
+        let run = (self.opts.threads, self.opts.strict);
+        let (mut report, _) = evaluate_shard(test, (n, classes), run, shard, |images, valid| {
+            trainer.eval_scores(gpu, images, valid)
+        })?;
+        if shard.1 > 1 {
+            let mut v: Vec<f64> = [report.images, report.top1, report.top5]
+                .iter()
+                .map(|&k| k as f64)
+                .chain([report.loss_sum])
+                .chain(report.confusion.iter().flatten().map(|&k| k as f64))
+                .collect();
+            self.comm.sum_f64(&mut v)?;
+            report.images = v[0] as usize;
+            report.top1 = v[1] as usize;
+            report.top5 = v[2] as usize;
+            report.loss_sum = v[3];
+            for (cell, k) in report.confusion.iter_mut().flatten().zip(&v[4..]) {
+                *cell = *k as usize;
+            }
+        }
+        Ok(report)
+    }
+
     /// Write the checkpoint (weights, momentum, progress, configuration, metadata); the
-    /// first one also removes the other files of a run this one overwrites.
+    /// first one also removes the other files of a run this one overwrites. Rank 0 of a
+    /// data-parallel run writes; the others hold the same weights and write nothing.
     fn save(&mut self, observer: &mut dyn Observer) -> Result<()> {
+        if self.comm.rank() != 0 {
+            return Ok(());
+        }
         let mut meta = self.metadata.clone();
         meta.insert(
             TRAIN_KEY.to_string(),
@@ -667,6 +762,35 @@ impl EpochTotals {
         summary.step_losses.push((s.step, s.loss));
         observer.event(&Event::StepStats(s));
     }
+}
+
+/// A run resumed on `ranks` ranks from a checkpoint written by `saved` ranks: the global
+/// batch (`batch * accumulate * ranks`) stays, so the accumulation per rank changes
+/// (a note says so); an error when `ranks` does not divide the micro-batches of a step.
+fn regroup(config: &mut TrainConfig, saved: usize, ranks: usize) -> Result<Option<String>> {
+    if saved == ranks {
+        return Ok(None);
+    }
+    let micro = config.accumulate * saved;
+    if !micro.is_multiple_of(ranks) {
+        return Err(Error::invalid(
+            "ranks",
+            format!(
+                "the checkpoint's steps hold {micro} micro-batches of {} images ({saved} \
+                 rank(s) x accumulate {}); {ranks} ranks cannot share them evenly: resume on a \
+                 number of ranks that divides {micro}",
+                config.batch, config.accumulate
+            ),
+        ));
+    }
+    let before = config.accumulate;
+    config.accumulate = micro / ranks;
+    Ok(Some(format!(
+        "the checkpoint was written by {saved} rank(s) with accumulate {before}; on {ranks} \
+         rank(s) each accumulates {} micro-batches, so a step still sees {} images",
+        config.accumulate,
+        micro * config.batch
+    )))
 }
 
 /// A dataset's classes and sample shape must be the model's.

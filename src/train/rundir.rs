@@ -223,6 +223,24 @@ impl RunDir {
         Ok(run_dir)
     }
 
+    /// What a rank other than 0 of a data-parallel run holds: no lock, nothing made or
+    /// written. Its path is the resumed checkpoint's folder or the configured one (rank 0
+    /// chooses the run's `run-N`; the other ranks do not learn it).
+    pub fn follower(out: &OutDir, resume: Option<&Path>) -> RunDir {
+        let path = match (resume.and_then(|ck| ck.parent()), out) {
+            (Some(dir), OutDir::New(_)) => dir.to_path_buf(),
+            (_, OutDir::New(root)) | (_, OutDir::At(root)) => root.clone(),
+        };
+        RunDir {
+            path,
+            lock: None,
+            created: false,
+            continues: false,
+            replaced: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
     /// The folder.
     pub fn path(&self) -> &Path {
         &self.path

@@ -969,6 +969,7 @@ impl Target {
                     let method = finegrain::train::MethodConfig {
                         diversify: None,
                         loss: finegrain::method::loss::LossKind::CrossEntropy,
+                        accumulate: false,
                     };
                     let n = finegrain::train::Network::new(g, &ck.model, 1, &method, 0).unwrap();
                     net = Some((g, n));

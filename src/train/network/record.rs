@@ -5,7 +5,9 @@
 //! Which buffers each step overwrites and which it accumulates into: every activation,
 //! activation gradient and parameter gradient is overwritten, except a block input's
 //! gradient, which the main branch overwrites and the shortcut then accumulates into (the
-//! block input feeds both). Running statistics, parameters and momentum are updated in
+//! block input feeds both), and, in the accumulating lists (the second and later
+//! micro-batches of an optimizer step), the parameter gradients and the loss statistics,
+//! which they add into. Running statistics, parameters and momentum are updated in
 //! place.
 
 use super::layers::{ConvBn, Layers};
@@ -124,11 +126,15 @@ impl Recorder<'_> {
         Ok(())
     }
 
-    /// One training iteration with `loss` as the loss and `method`'s diversification block.
+    /// One micro-batch of a training iteration with `loss` as the loss and `method`'s
+    /// diversification block: forward, loss, backward. The parameter gradients and the
+    /// loss statistics are overwritten, or with `accumulate` added into (the later
+    /// micro-batches of an optimizer step). The optimizer is [`Recorder::optimizer`].
     pub fn training_iteration(
         &self,
         method: &MethodConfig,
         loss: LossKind,
+        accumulate: bool,
     ) -> Result<Vec<Dispatch>> {
         let db = method.diversify.as_ref();
         let mut d = Vec::new();
@@ -136,14 +142,13 @@ impl Recorder<'_> {
         self.backbone_forward(true, &mut d)?;
         self.head_forward(&mut d)?;
         self.scores_forward(db, &mut d)?;
-        self.loss(loss, &mut d)?;
+        self.loss(loss, accumulate, &mut d)?;
         if let Some(amp) = &self.io.amp {
             d.push(amp_scale(self.gpu, &self.io.dscores, amp)?);
         }
         self.scores_backward(db, &mut d)?;
-        self.head_backward(&mut d)?;
-        self.backbone_backward(&mut d)?;
-        self.optimizer(&mut d)?;
+        self.head_backward(accumulate, &mut d)?;
+        self.backbone_backward(accumulate, &mut d)?;
         Ok(d)
     }
 
@@ -177,8 +182,9 @@ impl Recorder<'_> {
         Ok(())
     }
 
-    /// Loss statistics of the batch and the scores' gradient.
-    fn loss(&self, loss: LossKind, out: &mut Vec<Dispatch>) -> Result<()> {
+    /// Loss statistics of the batch (added into the step's with `accumulate`) and the
+    /// scores' gradient.
+    fn loss(&self, loss: LossKind, accumulate: bool, out: &mut Vec<Dispatch>) -> Result<()> {
         let io = self.io;
         let t = LossForwardBackward {
             scores: &io.scores,
@@ -186,11 +192,11 @@ impl Recorder<'_> {
             dscores: &io.dscores,
             stats: &io.stats,
         };
-        out.extend(loss_forward_backward(
-            self.gpu,
-            &LossOptions::new(loss),
-            &t,
-        )?);
+        let o = LossOptions {
+            accumulate,
+            ..LossOptions::new(loss)
+        };
+        out.extend(loss_forward_backward(self.gpu, &o, &t)?);
         Ok(())
     }
 
@@ -256,8 +262,9 @@ impl Recorder<'_> {
         Ok(())
     }
 
-    /// Head gradients and the gradient of the backbone features.
-    fn head_backward(&self, out: &mut Vec<Dispatch>) -> Result<()> {
+    /// Head gradients (added into with `accumulate`) and the gradient of the backbone
+    /// features.
+    fn head_backward(&self, accumulate: bool, out: &mut Vec<Dispatch>) -> Result<()> {
         let (feat, dfeat) = self.layers.features();
         let (w, b) = (
             self.param(self.layers.head.weight),
@@ -276,13 +283,15 @@ impl Recorder<'_> {
                 .as_ref()
                 .and_then(|m| m.head.as_ref())
                 .map(|(dmaps, dfeat)| HeadHalf { dmaps, dfeat }),
+            accumulate,
         };
         out.extend(head_backward(self.gpu, &t)?);
         Ok(())
     }
 
     /// The blocks in reverse, the max pool, the stem (no data gradient for the images).
-    fn backbone_backward(&self, out: &mut Vec<Dispatch>) -> Result<()> {
+    /// The parameter gradients are added into with `accumulate`.
+    fn backbone_backward(&self, accumulate: bool, out: &mut Vec<Dispatch>) -> Result<()> {
         let l = self.layers;
         for (b, block) in l.blocks.iter().enumerate().rev() {
             let (x, dx) = l.block_input(b);
@@ -298,10 +307,14 @@ impl Recorder<'_> {
                         (&p.y, &p.dy, Some(p).filter(|p| p.recomputed))
                     }
                 };
-                self.unit_backward(u, ux, &u.dy, Some((udx, false)), rebuild, out)?;
+                let data = Some((udx, false));
+                self.unit_backward(u, (ux, &u.dy, data), rebuild, accumulate, out)?;
             }
             match &block.downsample {
-                Some(ds) => self.unit_backward(ds, x, &last.dy, Some((dx, true)), None, out)?,
+                Some(ds) => {
+                    let data = Some((dx, true));
+                    self.unit_backward(ds, (x, &last.dy, data), None, accumulate, out)?
+                }
                 None => out.push(add_inplace(self.gpu, dx, &last.dy)?),
             }
         }
@@ -313,7 +326,8 @@ impl Recorder<'_> {
             };
             out.push(maxpool_backward(self.gpu, &t, p.shape.window())?);
         }
-        self.unit_backward(&l.stem, self.input(), &l.stem.dy, None, None, out)
+        let stem = (self.input(), &l.stem.dy, None);
+        self.unit_backward(&l.stem, stem, None, accumulate, out)
     }
 
     /// `u.y` from its `z` and the saved batch statistics: forward's own normalize pass
@@ -334,7 +348,8 @@ impl Recorder<'_> {
     /// SGD with momentum and weight decay on every parameter, in table order. Mixed
     /// precision: every gradient is checked for overflow first, the steps divide by the
     /// loss scale (and are skipped after an overflow), then the scale is updated.
-    fn optimizer(&self, out: &mut Vec<Dispatch>) -> Result<()> {
+    pub fn optimizer(&self) -> Result<Vec<Dispatch>> {
+        let mut out = Vec::new();
         let amp = self.io.amp.as_ref();
         if let Some(amp) = amp {
             let grads: Vec<&Tensor> = self.params.iter().map(|p| &p.grad).collect();
@@ -356,7 +371,7 @@ impl Recorder<'_> {
         if let Some(amp) = amp {
             out.push(amp_update(self.gpu, amp, LOSS_SCALE_INTERVAL)?);
         }
-        Ok(())
+        Ok(out)
     }
 
     /// Convolution of `x`, then batch norm (batch statistics when `train`, updating the
@@ -411,17 +426,17 @@ impl Recorder<'_> {
     }
 
     /// Backward from `dy` (gradient of the unit's output, ReLU not yet applied when
-    /// `u.relu`): overwrites the parameter gradients and `dz`; writes (or accumulates into,
-    /// when its flag is set) `dx` if given.
+    /// `u.relu`) given the unit's input `x`: overwrites `dz` and the parameter gradients
+    /// (adds into them with `accumulate`); writes (or adds into, when its flag is set)
+    /// `dx` if given.
     /// `recompute_x`: the unit whose output `x` is, when that output is recomputed
     /// ([`ConvBn::recomputed`]).
     fn unit_backward(
         &self,
         u: &ConvBn,
-        x: &Tensor,
-        dy: &Tensor,
-        dx: Option<(&Tensor, bool)>,
+        (x, dy, dx): (&Tensor, &Tensor, Option<(&Tensor, bool)>),
         recompute_x: Option<&ConvBn>,
+        accumulate: bool,
         out: &mut Vec<Dispatch>,
     ) -> Result<()> {
         let g = self.gpu;
@@ -443,6 +458,7 @@ impl Recorder<'_> {
             dgamma: &gamma.grad,
             dbeta: &beta.grad,
             partials: self.bn_partials,
+            accumulate,
         };
         out.extend(batchnorm_backward(g, &t, &u.bn)?);
         // The input, where forward's copy was not kept: rebuilt now (its reader, the
@@ -460,6 +476,7 @@ impl Recorder<'_> {
             kernel: Some(self.class.conv),
             scratch: self.scratch,
             coop: self.coop(),
+            accumulate,
             ..Default::default()
         };
         out.extend(conv2d_backward_weight(g, &t, u.conv.geometry(), &o)?);
