@@ -512,8 +512,11 @@ impl<'g> Run<'g> {
             }
             observer.event(&Event::EpochEnded(&es));
             summary.epochs.push(es);
-            if !writer {
-            } else if let Err(e) = plot_metrics(&metrics, &out_dir.join("metrics.png")) {
+            let plotted = match writer {
+                true => plot_metrics(&metrics, &out_dir.join("metrics.png")),
+                false => Ok(()),
+            };
+            if let Err(e) = plotted {
                 observer.event(&Event::Note(&format!(
                     "warning: could not draw the metrics plot: {e}"
                 )));
