@@ -975,7 +975,7 @@ fn bench_step(
         ..TrainConfig::default()
     };
     let bytes0 = gpu.bytes_created();
-    let (mut trainer, _) = Trainer::new(gpu, &model, &cfg, 100)?;
+    let mut trainer = Trainer::new(gpu, &model, &cfg, 100)?;
     let net_mib = (gpu.bytes_created() - bytes0) as f64 / (1 << 20) as f64;
     let n = a.step_batch;
     let images = rand_vec(rng, n * a.step_size * a.step_size * 3);

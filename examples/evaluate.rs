@@ -106,7 +106,7 @@ fn real_main(args: Args) -> Result<()> {
     // prepared as the checkpoint's test images were and must have its classes.
     let ck = Checkpoint::open(&weights)?;
     let precision = args.precision.unwrap_or(ck.precision());
-    let clf = Classifier::from_checkpoint_with(&gpu, &ck, args.batch, precision)?;
+    let clf = Classifier::from_checkpoint_with_precision(&gpu, &ck, args.batch, precision)?;
     let data = clf.open_data_with(&path, split, args.strict)?;
     println!(
         "model: {} ({} classes) from {}, precision {precision}",

@@ -1,5 +1,5 @@
 //! Long fuzzing runs over every reader of user data (the harness is `tests/fuzz_targets/`,
-//! which `cargo test --test fuzz` runs for a few hundred cases per reader).
+//! which `cargo test --test suite fuzz::` runs for a few hundred cases per reader).
 //!
 //! ```text
 //! cargo run --release --example fuzz -- --reader all --cases 1000000 --seed 1

@@ -95,7 +95,7 @@ fn real_main(args: Args) -> Result<()> {
     let ck = finegrain::checkpoint::Checkpoint::open(&weights)?;
     let precision = args.precision.unwrap_or(ck.precision());
     let batch = args.batch.min(files.len()).max(1);
-    let clf = Classifier::from_checkpoint_with(&gpu, &ck, batch, precision)?;
+    let clf = Classifier::from_checkpoint_with_precision(&gpu, &ck, batch, precision)?;
     info(format!(
         "model: {} classes from {}, precision {precision}",
         clf.classes().len(),

@@ -500,7 +500,20 @@ fn real_main(args: Args, comm: &Rc<dyn Collective>, local_rank: usize) -> finegr
         Console::new()
     };
     let t0 = std::time::Instant::now();
-    let summary = run.run(&mut console)?;
+    let summary = run.run(&mut console).inspect_err(|e| {
+        if let finegrain::Error::DeviceLost { .. } = e {
+            eprintln!("error: {e}");
+            eprintln!(
+                "  Restart and resume from the last checkpoint:\n  cargo run --release --example \
+                 train -- --resume {} --out {}{}\n  If it happens again, the driver may be \
+                 resetting a hung GPU: try a smaller --batch.",
+                shell_word(&ck_path.to_string_lossy()),
+                shell_word(&out_dir.to_string_lossy()),
+                data_args(&args)
+            );
+            std::process::exit(1);
+        }
+    })?;
     if summary.interrupted {
         let p = summary.progress.unwrap_or_default();
         println!(
@@ -537,7 +550,7 @@ fn real_main(args: Args, comm: &Rc<dyn Collective>, local_rank: usize) -> finegr
     }
     if let Some(p) = &args.export_torchvision {
         let ck = finegrain::checkpoint::Checkpoint::open(&ck_path)?;
-        let net = finegrain::train::Predictor::from_checkpoint(&gpu, &ck, 1)?.net;
+        let net = finegrain::inference::Predictor::from_checkpoint(&gpu, &ck, 1)?.net;
         finegrain::checkpoint::export_torchvision(&gpu, &net, p)?;
         println!("exported a torchvision state dict to {}", p.display());
     }

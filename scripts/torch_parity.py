@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write the PyTorch parity fixtures that `tests/parity.rs` checks finegrain against.
+"""Write the PyTorch parity fixtures that `tests/suite/parity.rs` checks finegrain against.
 
 For each case below, this script builds the finegrain network (a ResNet backbone from a
 finegrain `ModelConfig`, the 1x1 class-map head, the diversification block and the

@@ -2,7 +2,7 @@
 """Train the train example's Fashion-MNIST recipe in PyTorch on the CPU, as a reference.
 
 Same network as finegrain's `tiny` preset (the PyTorch model of scripts/torch_parity.py,
-which tests/parity.rs checks against finegrain), same diversification masks (finegrain's
+which tests/suite/parity.rs checks against finegrain), same diversification masks (finegrain's
 counter-based hash of seed and step), GCE with k = 3 after one cross-entropy epoch, SGD
 momentum 0.9, weight decay 1e-4 on convolution and head weights, lr 0.1 with a 0.2-epoch
 linear warm-up and cosine decay, batch 32, no augmentation. Only the data order and the

@@ -188,23 +188,24 @@ pub fn save(
         let value = &values[pi];
         if let Some(i) = value.iter().position(|x| !x.is_finite()) {
             // Never replace a good checkpoint with a diverged model.
-            return Err(Error::NonFinite(format!(
-                "not saving {}: parameter `{}` holds a non-finite value at {i} (training diverged); \
-                 the previous checkpoint is kept",
-                path.display(),
-                p.name
-            )));
+            return Err(Error::NotSaved {
+                path: path.to_path_buf(),
+                tensor: p.name.clone(),
+                problem: format!("parameter `{}` holds a non-finite value at {i}", p.name),
+            });
         }
         let (shape, v) = to_torch(p.layout, value);
         tensors.insert(p.name.clone(), (shape, bytemuck::cast_slice(&v).to_vec()));
         if optimizer {
             if let Some(i) = velocities[pi].iter().position(|x| !x.is_finite()) {
-                return Err(Error::NonFinite(format!(
-                    "not saving {}: the momentum of `{}` holds a non-finite value at {i} \
-                     (training diverged); the previous checkpoint is kept",
-                    path.display(),
-                    p.name
-                )));
+                return Err(Error::NotSaved {
+                    path: path.to_path_buf(),
+                    tensor: format!("{MOMENTUM_PREFIX}{}", p.name),
+                    problem: format!(
+                        "the momentum of `{}` holds a non-finite value at {i}",
+                        p.name
+                    ),
+                });
             }
             let (shape, v) = to_torch(p.layout, &velocities[pi]);
             tensors.insert(
@@ -215,10 +216,11 @@ pub fn save(
     }
     for (s, v) in net.state.iter().zip(&stats) {
         if let Some(problem) = bad_statistic(&s.name, v) {
-            return Err(Error::NonFinite(format!(
-                "not saving {}: {problem} (training diverged); the previous checkpoint is kept",
-                path.display(),
-            )));
+            return Err(Error::NotSaved {
+                path: path.to_path_buf(),
+                tensor: s.name.clone(),
+                problem,
+            });
         }
         tensors.insert(
             s.name.clone(),

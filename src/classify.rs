@@ -24,7 +24,8 @@ use crate::checkpoint::Checkpoint;
 use crate::data::{decode_image, open_dataset, Augment, DataOptions, Dataset, ImageU8, Split};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::train::{EvalReport, Precision, Predictor};
+use crate::inference::Predictor;
+use crate::train::{EvalReport, Precision};
 use rand::SeedableRng;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -78,13 +79,13 @@ impl Classifier {
 
     /// [`Classifier::open`] for a checkpoint already read.
     pub fn from_checkpoint(gpu: &Gpu, ck: &Checkpoint, batch: usize) -> Result<Classifier> {
-        Classifier::from_checkpoint_with(gpu, ck, batch, Precision::F32)
+        Classifier::from_checkpoint_with_precision(gpu, ck, batch, Precision::F32)
     }
 
     /// [`Classifier::from_checkpoint`] computing in `precision` (mixed: f16 activations
     /// and weight copies; [`Precision`]). [`Checkpoint::precision`] is the one it was
     /// trained in.
-    pub fn from_checkpoint_with(
+    pub fn from_checkpoint_with_precision(
         gpu: &Gpu,
         ck: &Checkpoint,
         batch: usize,
@@ -103,7 +104,7 @@ impl Classifier {
                 ),
             ));
         }
-        let predictor = Predictor::from_checkpoint_with(gpu, ck, batch, precision)?;
+        let predictor = Predictor::from_checkpoint_with_precision(gpu, ck, batch, precision)?;
         Ok(Classifier {
             predictor,
             classes: ck.class_names(),

@@ -59,12 +59,12 @@ pub enum Error {
     #[error("invalid {what}: {message}")]
     Invalid { what: String, message: String },
 
-    /// The GPU device was lost (driver reset, GPU removed or hung, device destroyed).
+    /// The GPU device was lost (driver reset, GPU removed or hung, device destroyed). Nothing
+    /// more can run on it; a run's last checkpoint is intact, and a new process can resume
+    /// from it.
     #[error(
         "the GPU device was lost while {context}: {reason}. Nothing more can run on it; the \
-         last checkpoint written is intact: restart the program and resume from it \
-         (its last.safetensors). If it happens again, the driver may be \
-         resetting a hung GPU: try a smaller batch"
+         last checkpoint written is intact"
     )]
     DeviceLost { context: String, reason: String },
 
@@ -102,16 +102,39 @@ pub enum Error {
     )]
     Hub {
         /// The repository, file and revision asked for.
-        file: Box<crate::hub::HubFile>,
+        file: Box<crate::hub::id::HubFile>,
         /// The Hub's address.
         endpoint: String,
-        problem: crate::hub::HubProblem,
+        problem: crate::hub::id::HubProblem,
         detail: String,
     },
 
-    /// Training produced a non-finite loss.
-    #[error("{0}")]
-    NonFinite(String),
+    /// Training diverged: the loss of optimizer step `step` (at learning rate `lr`) was
+    /// not finite for `images` of its `of` images.
+    #[error(
+        "training diverged: non-finite loss at step {step} ({images} of {of} images; learning \
+         rate {lr:.3e}). Lower the learning rate or check the data; the last good checkpoint is \
+         kept."
+    )]
+    NonFinite {
+        step: u64,
+        lr: f32,
+        images: usize,
+        of: usize,
+    },
+
+    /// A checkpoint was not written because the network holds a non-finite value (training
+    /// diverged): `tensor` names it, `problem` says what is wrong with it. The previous
+    /// checkpoint at `path` is kept.
+    #[error(
+        "not saving {}: {problem} (training diverged); the previous checkpoint is kept",
+        path.display()
+    )]
+    NotSaved {
+        path: PathBuf,
+        tensor: String,
+        problem: String,
+    },
 
     /// A run's output folder holds another run's files (`files`, among
     /// [`RUN_FILES`](crate::train::rundir::RUN_FILES); `checkpoint` is its checkpoint, if it
@@ -134,11 +157,11 @@ pub enum Error {
         "{} is in use by another run: {holder} holds its lock ({}); wait for that run to end \
          or choose another folder",
         dir.display(),
-        dir.join(crate::train::rundir::LOCK_FILE).display()
+        dir.join(crate::train::lockholder::LOCK_FILE).display()
     )]
     RunLocked {
         dir: PathBuf,
-        holder: crate::train::rundir::LockHolder,
+        holder: crate::train::lockholder::LockHolder,
     },
 }
 

@@ -97,38 +97,44 @@ pub fn remove_stale_temporaries(path: &Path) -> Result<usize> {
 /// Injected write failures, for testing what a full disk does to a run (feature `testing`).
 #[cfg(feature = "testing")]
 pub mod fault {
+    use std::cell::RefCell;
     use std::path::Path;
-    use std::sync::Mutex;
 
-    /// (file name, writes of it to let through before failing).
-    static PLAN: Mutex<Option<(String, usize)>> = Mutex::new(None);
-
-    /// Let `ok` more writes of files named `name` succeed, then fail every later one with
-    /// "no space left on device" after its bytes reached the temporary file (the moment a
-    /// full disk fails a write). Global to the process: use it in a test binary of its own.
-    pub fn fail_writes_of(name: &str, ok: usize) {
-        *PLAN.lock().unwrap_or_else(|e| e.into_inner()) = Some((name.to_string(), ok));
+    thread_local! {
+        /// (file name, writes of it to let through before failing), for this thread's
+        /// writes only: other tests of the same binary, on their own threads, write as usual.
+        static PLAN: RefCell<Option<(String, usize)>> = const { RefCell::new(None) };
     }
 
-    /// Stop injecting failures.
+    /// Let `ok` more writes of files named `name` by this thread succeed, then fail every
+    /// later one with "no space left on device" after its bytes reached the temporary file
+    /// (the moment a full disk fails a write). A run writes its checkpoints and metrics on
+    /// the thread that runs it.
+    pub fn fail_writes_of(name: &str, ok: usize) {
+        PLAN.with(|p| *p.borrow_mut() = Some((name.to_string(), ok)));
+    }
+
+    /// Stop injecting failures on this thread.
     pub fn clear() {
-        *PLAN.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        PLAN.with(|p| *p.borrow_mut() = None);
     }
 
     pub(super) fn injected(path: &Path) -> Option<std::io::Error> {
-        let mut plan = PLAN.lock().unwrap_or_else(|e| e.into_inner());
-        let (name, ok) = plan.as_mut()?;
-        if path.file_name()? != std::ffi::OsStr::new(name.as_str()) {
-            return None;
-        }
-        if *ok > 0 {
-            *ok -= 1;
-            return None;
-        }
-        Some(std::io::Error::new(
-            std::io::ErrorKind::StorageFull,
-            "No space left on device (injected by fsio::fault)",
-        ))
+        PLAN.with(|p| {
+            let mut plan = p.borrow_mut();
+            let (name, ok) = plan.as_mut()?;
+            if path.file_name()? != std::ffi::OsStr::new(name.as_str()) {
+                return None;
+            }
+            if *ok > 0 {
+                *ok -= 1;
+                return None;
+            }
+            Some(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                "No space left on device (injected by fsio::fault)",
+            ))
+        })
     }
 }
 

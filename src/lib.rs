@@ -62,6 +62,7 @@ pub mod error;
 pub mod fsio;
 pub mod gpu;
 pub mod hub;
+pub mod inference;
 pub mod kernels;
 pub mod method;
 pub mod model;

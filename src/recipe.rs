@@ -47,7 +47,8 @@ use crate::data::{
 use crate::error::{Error, Result};
 use crate::hub::HubFile;
 use crate::model::ModelConfig;
-use crate::train::{LossChoice, Schedule, TrainConfig};
+use crate::train::config::{LossChoice, TrainConfig};
+use crate::train::schedule::Schedule;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;

@@ -663,7 +663,7 @@ pub fn check_rank_equivalence(
     let train = |cfg: &TrainConfig, comm: &dyn crate::distributed::Collective, check: bool| {
         let global = cfg.batch * cfg.accumulate * comm.size();
         let spe = (data.len() / global) as u64;
-        let (mut t, _) = Trainer::new(gpu, &model, cfg, spe).expect("trainer");
+        let mut t = Trainer::new(gpu, &model, cfg, spe).expect("trainer");
         let mut loader = Loader::new(
             data.clone(),
             LoaderOptions {

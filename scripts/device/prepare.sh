@@ -9,8 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cargo build --release --examples
-# The GPU-vs-twin kernel tests and the PyTorch parity test, as release binaries.
-tests=$(cargo test --release --no-run --test gpu --test parity --message-format=json 2>/dev/null |
+# The GPU-vs-twin kernel tests and the suite (whose parity:: tests run there), as release
+# binaries.
+tests=$(cargo test --release --no-run --test gpu --test suite --message-format=json 2>/dev/null |
   python3 -c '
 import json, sys
 for line in sys.stdin:

@@ -56,7 +56,7 @@ echo "== GPU tests (kernels against f64 twins, PyTorch parity)" >&2
 if [ -z "${DEVICE_NO_COOP:-}" ]; then export FINEGRAIN_REQUIRE_COOP=1; fi
 timeout 60 .bin/test-gpu --nocapture > "$OUT/test-gpu.log" 2>&1
 echo "test-gpu exit $?" >&2
-FINEGRAIN_FIXTURES=tests/fixtures timeout 30 .bin/test-parity --nocapture > "$OUT/test-parity.log" 2>&1
+FINEGRAIN_FIXTURES=tests/fixtures timeout 30 .bin/test-suite parity:: --nocapture > "$OUT/test-parity.log" 2>&1
 echo "test-parity exit $?" >&2
 
 echo "== default run, f32 and mixed precision (the shipped subset)" >&2

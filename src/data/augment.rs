@@ -90,8 +90,8 @@ impl Normalize {
     pub fn fashion_mnist(channels: usize) -> Self {
         Self::uniform(
             channels,
-            super::idx::FASHION_MNIST_MEAN,
-            super::idx::FASHION_MNIST_STD,
+            super::FASHION_MNIST_MEAN,
+            super::FASHION_MNIST_STD,
         )
     }
 

@@ -35,10 +35,6 @@ pub const FASHION_MNIST_CLASSES: [&str; 10] = [
     "Bag",
     "Ankle boot",
 ];
-/// Pixel mean of the Fashion-MNIST training set (0..1 scale).
-pub const FASHION_MNIST_MEAN: f32 = 0.2860;
-/// Pixel standard deviation of the Fashion-MNIST training set (0..1 scale).
-pub const FASHION_MNIST_STD: f32 = 0.3530;
 /// Pixel mean of the MNIST training set, used for IDX folders that are not Fashion-MNIST.
 pub const MNIST_MEAN: f32 = 0.1307;
 /// Pixel standard deviation of the MNIST training set.

@@ -29,9 +29,14 @@ pub use folder::{
 pub use idx::{
     fashion_mnist_default, is_idx_dir, read_idx_images, read_idx_labels, read_idx_pair,
     resolve_fashion_mnist, write_idx_images, write_idx_labels, FashionMnist, IdxDataset, IdxImages,
-    FASHION_MNIST_CLASSES, FASHION_MNIST_MEAN, FASHION_MNIST_STD, FASHION_MNIST_SUBSET_DIR,
-    FASHION_MNIST_SYSTEM_DIR,
+    FASHION_MNIST_CLASSES, FASHION_MNIST_SUBSET_DIR, FASHION_MNIST_SYSTEM_DIR,
 };
+
+/// Pixel mean of the Fashion-MNIST training set (0..1 scale): the IDX reader's and the
+/// preprocessing's (here, so that neither module depends on the other for it).
+pub const FASHION_MNIST_MEAN: f32 = 0.2860;
+/// Pixel standard deviation of the Fashion-MNIST training set (0..1 scale).
+pub const FASHION_MNIST_STD: f32 = 0.3530;
 pub use loader::{epoch_order, num_batches, sample_rng, Batch, Loader, LoaderOptions};
 
 use crate::{Error, Result};

@@ -1,4 +1,8 @@
-//! Accuracy bookkeeping over an evaluation set, from downloaded scores.
+//! Evaluation: the forward of one batch with its scores read back (what a training run and
+//! [`crate::inference::Predictor`] evaluate through), and the accuracy bookkeeping over an
+//! evaluation set.
+
+use crate::error::Result;
 
 /// Accuracy bookkeeping over an evaluation set (from downloaded scores).
 #[derive(Clone, Debug)]
@@ -92,4 +96,42 @@ impl EvalReport {
         v.truncate(n);
         v
     }
+}
+
+/// The evaluation forward of `net` on one batch, its scores read back through `staging`.
+pub(crate) fn eval_batch(
+    gpu: &crate::gpu::Gpu,
+    net: &super::Network,
+    staging: &wgpu::Buffer,
+    images: &[f32],
+    valid: usize,
+) -> Result<Vec<f32>> {
+    pollster::block_on(eval_batch_async(gpu, net, staging, images, valid))
+}
+
+pub(crate) async fn eval_batch_async(
+    gpu: &crate::gpu::Gpu,
+    net: &super::Network,
+    staging: &wgpu::Buffer,
+    images: &[f32],
+    valid: usize,
+) -> Result<Vec<f32>> {
+    gpu.upload(&net.images, images)?;
+    let mut enc = gpu.encoder("eval.batch");
+    {
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("eval.batch"),
+            timestamp_writes: None,
+        });
+        for d in &net.eval {
+            d.record(&mut pass);
+        }
+    }
+    enc.copy_buffer_to_buffer(&net.scores.buffer, 0, staging, 0, net.scores.bytes());
+    gpu.queue.submit([enc.finish()]);
+    let c = net.config.num_classes;
+    let bytes = crate::gpu::map_read_async(gpu, staging, net.scores.bytes()).await?;
+    let mut s: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes);
+    s.truncate(valid * c);
+    Ok(s)
 }

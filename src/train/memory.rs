@@ -9,7 +9,7 @@
 //! buffers its kernels' launchers create and keep alive in their bind groups (batch-norm
 //! reduction partials, the loss's per-image statistics, one set per training dispatch
 //! list). What it does not: each dispatch's uniform parameter block (16 to 80 bytes, one
-//! per dispatch: about 0.1 MiB for a ResNet-50 training network; `tests/memory.rs` adds
+//! per dispatch: about 0.1 MiB for a ResNet-50 training network; `tests/suite/memory.rs` adds
 //! them from the dispatch lists), host staging buffers made by the trainer, and whatever
 //! the driver adds (pipelines, alignment).
 //!
@@ -541,7 +541,7 @@ impl MemoryPlan {
     }
 
     /// As [`MemoryPlan::new`], for a network in `precision`
-    /// (`Network::with_precision`, `Network::inference_with`).
+    /// (`Network::with_precision`, `Network::inference_with_precision`).
     pub fn with_precision(
         config: &ModelConfig,
         batch: usize,

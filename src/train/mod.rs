@@ -1,10 +1,10 @@
-//! Training: [`Trainer`] records one iteration into one command buffer and reads its
-//! statistics a few steps late; [`Predictor`] runs the evaluation forward of an
-//! inference-only network. The configuration is in [`config`], a whole run in [`run`], the
-//! buffers in [`network`] and [`memory`].
+//! Training: [`Trainer`] records one optimizer step (its micro-batches, then SGD) and reads
+//! its statistics a few steps late (inference is [`crate::inference`]). The configuration
+//! is in [`config`], a whole run in [`run`], the buffers in [`network`] and [`memory`].
 
 pub mod config;
 pub mod eval;
+pub(crate) mod lockholder;
 pub mod memory;
 pub mod network;
 pub mod observe;
@@ -18,14 +18,13 @@ pub mod topology;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 pub use crate::gpu::Precision;
-use crate::method::loss::LossKind;
 use crate::model::ModelConfig;
 pub use config::{LossChoice, TrainConfig};
 pub use config::{MethodConfig, NetMode};
 pub use eval::EvalReport;
 pub use network::Network;
-pub use observe::{Console, Event, Observer};
-pub use run::{EpochSummary, Progress, Run, RunOptions, RunSummary};
+pub use observe::{Console, EpochSummary, Event, Observer};
+pub use run::{Progress, Run, RunOptions, RunSummary};
 pub use rundir::OutDir;
 pub use schedule::{LrSchedule, Schedule};
 use std::collections::VecDeque;
@@ -34,7 +33,7 @@ pub use stop::StopFlag;
 /// Before allocating: every buffer of the network's memory plan must fit this adapter's
 /// largest storage binding, else an error names the largest buffers and the largest batch
 /// that fits.
-fn check_fits(
+pub(crate) fn check_fits(
     gpu: &Gpu,
     model: &ModelConfig,
     batch: usize,
@@ -95,7 +94,7 @@ fn largest_buffers(plan: &memory::MemoryPlan) -> String {
 
 /// After allocating: a device that ran out of memory says so with the plan's total and its
 /// largest buffers, and suggests half the batch.
-fn allocated(
+pub(crate) fn allocated(
     gpu: &Gpu,
     model: &ModelConfig,
     batch: usize,
@@ -158,6 +157,8 @@ pub struct Trainer {
     exchange: Option<Exchange>,
     /// Seconds spent in the ranks' exchanges ([`Trainer::exchange_seconds`]).
     exchange_seconds: (f64, f64),
+    /// What the set-up adjusted, for the user ([`Trainer::notes`]).
+    notes: Vec<String>,
 }
 
 /// What one optimizer step of [`Trainer::step_with`] returns.
@@ -186,12 +187,13 @@ const STAGED: u64 = 32;
 
 impl Trainer {
     /// Build the network and its iteration for `model`; `steps_per_epoch` sizes the schedule.
+    /// What the set-up adjusted is in [`Trainer::notes`].
     pub fn new(
         gpu: &Gpu,
         model: &ModelConfig,
         config: &TrainConfig,
         steps_per_epoch: u64,
-    ) -> Result<(Trainer, Option<String>)> {
+    ) -> Result<Trainer> {
         config.validate()?;
         model.validate()?;
         let (method, note) = config.method(model.num_classes, model.feature_size())?;
@@ -226,22 +228,26 @@ impl Trainer {
             .map(|i| gpu.staging_buffer(&format!("loss.stats.staging{i}"), STAGED))
             .collect();
         let scores_staging = gpu.staging_buffer("scores.staging", net.scores.bytes());
-        Ok((
-            Trainer {
-                net,
-                config: config.clone(),
-                schedule,
-                step: 0,
-                steps_per_epoch: spe,
-                staging,
-                scores_staging,
-                pending: VecDeque::new(),
-                amp_last,
-                exchange: None,
-                exchange_seconds: (0.0, 0.0),
-            },
-            note,
-        ))
+        Ok(Trainer {
+            net,
+            config: config.clone(),
+            schedule,
+            step: 0,
+            steps_per_epoch: spe,
+            staging,
+            scores_staging,
+            pending: VecDeque::new(),
+            amp_last,
+            exchange: None,
+            exchange_seconds: (0.0, 0.0),
+            notes: note.into_iter().collect(),
+        })
+    }
+
+    /// What the set-up adjusted in the configuration, as sentences for the user (GCE's k
+    /// clamped to the class count); empty when nothing was.
+    pub fn notes(&self) -> &[String] {
+        &self.notes
     }
 
     /// Whether step `step` trains with cross-entropy (warm-up phase before GCE).
@@ -509,12 +515,12 @@ impl Trainer {
         buf.unmap();
         let loss = v[0] / n as f32;
         if v[3] > 0.0 || !loss.is_finite() {
-            return Err(Error::NonFinite(format!(
-                "training diverged: non-finite loss at step {step} ({} of {n} images; learning rate {:.3e}). \
-                 Lower the learning rate or check the data; the last good checkpoint is kept.",
-                v[3].max(1.0),
-                self.schedule.lr(step)
-            )));
+            return Err(Error::NonFinite {
+                step,
+                lr: self.schedule.lr(step),
+                images: v[3].max(1.0) as usize,
+                of: n,
+            });
         }
         let (skipped, loss_scale) = match self.amp_last {
             Some(before) => {
@@ -569,115 +575,6 @@ impl Trainer {
     /// Run the evaluation forward on one batch (padded to the network's batch size) and
     /// return its scores (N, C) for the first `valid` images.
     pub fn eval_scores(&self, gpu: &Gpu, images: &[f32], valid: usize) -> Result<Vec<f32>> {
-        eval_batch(gpu, &self.net, &self.scores_staging, images, valid)
-    }
-}
-
-/// The evaluation forward of `net` on one batch, its scores read back through `staging`.
-fn eval_batch(
-    gpu: &Gpu,
-    net: &Network,
-    staging: &wgpu::Buffer,
-    images: &[f32],
-    valid: usize,
-) -> Result<Vec<f32>> {
-    pollster::block_on(eval_batch_async(gpu, net, staging, images, valid))
-}
-
-async fn eval_batch_async(
-    gpu: &Gpu,
-    net: &Network,
-    staging: &wgpu::Buffer,
-    images: &[f32],
-    valid: usize,
-) -> Result<Vec<f32>> {
-    gpu.upload(&net.images, images)?;
-    let mut enc = gpu.encoder("eval.batch");
-    {
-        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some("eval.batch"),
-            timestamp_writes: None,
-        });
-        for d in &net.eval {
-            d.record(&mut pass);
-        }
-    }
-    enc.copy_buffer_to_buffer(&net.scores.buffer, 0, staging, 0, net.scores.bytes());
-    gpu.queue.submit([enc.finish()]);
-    let c = net.config.num_classes;
-    let bytes = crate::gpu::map_read_async(gpu, staging, net.scores.bytes()).await?;
-    let mut s: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes);
-    s.truncate(valid * c);
-    Ok(s)
-}
-
-/// Inference on an inference-only network ([`NetMode::Inference`]: about half the GPU
-/// memory of a training network): batched evaluation scores, class maps left in
-/// `net.maps` after each batch.
-pub struct Predictor {
-    pub net: Network,
-    scores_staging: wgpu::Buffer,
-}
-
-impl Predictor {
-    /// An inference network for `model` at batch size `batch` (weights from seed 0: load a
-    /// checkpoint with [`Predictor::from_checkpoint`] or `Checkpoint::load_into`).
-    pub fn new(gpu: &Gpu, model: &ModelConfig, batch: usize) -> Result<Predictor> {
-        Predictor::with_precision(gpu, model, batch, Precision::F32)
-    }
-
-    /// As [`Predictor::new`] in `precision` (mixed: f16 activations and weight copies).
-    pub fn with_precision(
-        gpu: &Gpu,
-        model: &ModelConfig,
-        batch: usize,
-        precision: Precision,
-    ) -> Result<Predictor> {
-        let method = MethodConfig {
-            diversify: None,
-            loss: LossKind::CrossEntropy,
-            accumulate: false,
-        };
-        let at = (NetMode::Inference, precision);
-        check_fits(gpu, model, batch, at, &method)?;
-        let net = Network::inference_with(gpu, model, batch, precision)?;
-        allocated(gpu, model, batch, at, &method)?;
-        let scores_staging = gpu.staging_buffer("scores.staging", net.scores.bytes());
-        Ok(Predictor {
-            net,
-            scores_staging,
-        })
-    }
-
-    /// The checkpoint's model at batch size `batch`, with its weights and statistics.
-    pub fn from_checkpoint(
-        gpu: &Gpu,
-        ck: &crate::checkpoint::Checkpoint,
-        batch: usize,
-    ) -> Result<Predictor> {
-        Predictor::from_checkpoint_with(gpu, ck, batch, Precision::F32)
-    }
-
-    /// As [`Predictor::from_checkpoint`] in `precision` (a checkpoint holds f32 weights
-    /// whatever precision it was trained in).
-    pub fn from_checkpoint_with(
-        gpu: &Gpu,
-        ck: &crate::checkpoint::Checkpoint,
-        batch: usize,
-        precision: Precision,
-    ) -> Result<Predictor> {
-        let p = Predictor::with_precision(gpu, &ck.model, batch, precision)?;
-        ck.load_into(gpu, &p.net, false)?;
-        Ok(p)
-    }
-
-    /// Scores (N, C) of one batch (padded to the batch size) for its first `valid` images.
-    pub fn scores(&self, gpu: &Gpu, images: &[f32], valid: usize) -> Result<Vec<f32>> {
-        pollster::block_on(self.scores_async(gpu, images, valid))
-    }
-
-    /// [`Predictor::scores`] as a future (what a web page awaits).
-    pub async fn scores_async(&self, gpu: &Gpu, images: &[f32], valid: usize) -> Result<Vec<f32>> {
-        eval_batch_async(gpu, &self.net, &self.scores_staging, images, valid).await
+        eval::eval_batch(gpu, &self.net, &self.scores_staging, images, valid)
     }
 }

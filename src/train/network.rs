@@ -157,11 +157,11 @@ impl Network {
     /// An inference-only network ([`NetMode::Inference`], f32): weights initialised as by
     /// [`Network::new`] with seed 0 (load a checkpoint into it), only the `eval` list.
     pub fn inference(gpu: &Gpu, config: &ModelConfig, batch: usize) -> Result<Network> {
-        Network::inference_with(gpu, config, batch, Precision::F32)
+        Network::inference_with_precision(gpu, config, batch, Precision::F32)
     }
 
     /// As [`Network::inference`] in `precision`.
-    pub fn inference_with(
+    pub fn inference_with_precision(
         gpu: &Gpu,
         config: &ModelConfig,
         batch: usize,

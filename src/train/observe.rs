@@ -16,8 +16,8 @@
 //! # let _ = &mut observer;
 //! ```
 
-use super::run::{EpochSummary, Progress};
 use super::StepStats;
+use crate::checkpoint::Progress;
 use crate::model::ModelConfig;
 use std::io::IsTerminal;
 use std::path::Path;
@@ -271,4 +271,27 @@ impl Observer for Console {
             }
         }
     }
+}
+
+/// One epoch's numbers: a row of `metrics.csv` (in this field order) and the epoch line.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EpochSummary {
+    pub epoch: usize,
+    pub step: u64,
+    pub lr: f32,
+    pub train_loss: f64,
+    pub train_top1: f64,
+    pub test_loss: Option<f64>,
+    pub test_top1: Option<f64>,
+    pub test_top5: Option<f64>,
+    pub seconds: f64,
+    pub images_per_s: f64,
+    pub skipped: usize,
+    /// Mixed precision: training steps the optimizer skipped in this epoch because a
+    /// gradient overflowed at the loss scale (0 in f32).
+    #[serde(default)]
+    pub skipped_steps: u64,
+    /// Mixed precision: the loss scale at the end of the epoch (empty in f32).
+    #[serde(default)]
+    pub loss_scale: Option<f32>,
 }

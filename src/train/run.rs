@@ -2,7 +2,7 @@
 //! statistics, evaluation, metrics, checkpoints and exact resume ([`Run`]). The `train`
 //! example is a command-line front end to it.
 
-use super::observe::{Event, Observer, RunStart};
+use super::observe::{EpochSummary, Event, Observer, RunStart};
 use super::rundir::{OutDir, RunDir};
 use super::{EvalReport, StepStats, StopFlag, TrainConfig, Trainer};
 use crate::checkpoint::{self, Checkpoint, CLASSES_KEY, PREPROCESS_KEY, PROGRESS_KEY, TRAIN_KEY};
@@ -125,29 +125,6 @@ pub struct RunSummary {
     /// broadcasts (the all-reduce), and in the whole run (0 and its time in one process).
     pub exchange_seconds: f64,
     pub seconds: f64,
-}
-
-/// One epoch's numbers: a row of `metrics.csv` (in this field order) and the epoch line.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct EpochSummary {
-    pub epoch: usize,
-    pub step: u64,
-    pub lr: f32,
-    pub train_loss: f64,
-    pub train_top1: f64,
-    pub test_loss: Option<f64>,
-    pub test_top1: Option<f64>,
-    pub test_top5: Option<f64>,
-    pub seconds: f64,
-    pub images_per_s: f64,
-    pub skipped: usize,
-    /// Mixed precision: training steps the optimizer skipped in this epoch because a
-    /// gradient overflowed at the loss scale (0 in f32).
-    #[serde(default)]
-    pub skipped_steps: u64,
-    /// Mixed precision: the loss scale at the end of the epoch (empty in f32).
-    #[serde(default)]
-    pub loss_scale: Option<f32>,
 }
 
 /// Evaluate `net` on a whole dataset (no masks, running BN statistics).
@@ -403,7 +380,9 @@ impl<'g> Run<'g> {
             _ => RunDir::follower(&opts.out_dir, resume),
         };
         let steps_per_epoch = (train.len() / global) as u64;
-        let (trainer, note) = Trainer::new(gpu, model, config, steps_per_epoch)?;
+        let trainer = Trainer::new(gpu, model, config, steps_per_epoch)?;
+        let set_up = trainer.notes().iter().map(|n| format!("note: {n}"));
+        let set_up: Vec<String> = set_up.collect();
         let mut metadata = opts.metadata.clone();
         if let Some(p) = &opts.preprocessing {
             metadata.insert(
@@ -426,7 +405,7 @@ impl<'g> Run<'g> {
             notes: dir
                 .take_notes()
                 .into_iter()
-                .chain(note.map(|n| format!("note: {n}")))
+                .chain(set_up)
                 .chain(no_test.then(|| {
                     "note: the test set has no images (no class has enough to hold one out): \
                      training without evaluation"

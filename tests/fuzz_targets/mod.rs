@@ -1,4 +1,4 @@
-//! Seeded, structure-aware fuzzing of every reader of user data, shared by `tests/fuzz.rs`
+//! Seeded, structure-aware fuzzing of every reader of user data, shared by `tests/suite/fuzz.rs`
 //! (a bounded number of cases per reader) and `examples/fuzz.rs` (long runs).
 //!
 //! Each reader starts from valid files (IDX images and labels raw and gzipped, the four CUB

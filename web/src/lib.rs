@@ -54,7 +54,7 @@ impl WebClassifier {
             _ => Precision::F32,
         };
         let classifier =
-            Classifier::from_checkpoint_with(&gpu, &ck, 1, precision).map_err(js_err)?;
+            Classifier::from_checkpoint_with_precision(&gpu, &ck, 1, precision).map_err(js_err)?;
         Ok(WebClassifier {
             inner: Rc::new(Inner {
                 gpu,

@@ -54,7 +54,7 @@ fn memory_plan_equals_the_bytes_the_network_allocates() {
             {
                 if precision == Precision::Mixed && !g.features.shader_f16 {
                     // Refused, saying why; nothing to measure.
-                    let e = Network::inference_with(g, &model, batch, precision).err();
+                    let e = Network::inference_with_precision(g, &model, batch, precision).err();
                     assert!(e.unwrap().to_string().contains("shader-f16"));
                     continue;
                 }
@@ -68,7 +68,9 @@ fn memory_plan_equals_the_bytes_the_network_allocates() {
                         NetMode::Train => {
                             Network::with_precision(g, &model, batch, method, 1, precision)
                         }
-                        NetMode::Inference => Network::inference_with(g, &model, batch, precision),
+                        NetMode::Inference => {
+                            Network::inference_with_precision(g, &model, batch, precision)
+                        }
                     }
                     .unwrap();
                     let bytes = g.bytes_created() - bytes0;

@@ -12,7 +12,7 @@
 //! behaviour as their expectation, but run in a separate `known defects` list that reports
 //! without failing (and says when a defect looks fixed).
 //!
-//! `cargo test --test hostile -- --nocapture` prints the catalogue as a markdown table.
+//! `cargo test --test suite hostile:: -- --nocapture` prints the catalogue as a markdown table.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -2782,7 +2782,7 @@ fn the_catalogue_names_each_case_once_for_a_known_reader() {
     }
 }
 
-/// One test per reader: `cargo test --test hostile readers::cub_files`.
+/// One test per reader: `cargo test --test suite hostile::readers::cub_files`.
 mod readers {
     use super::run_reader;
 

@@ -14,10 +14,11 @@
 
 use finegrain::checkpoint::{load_torchvision, to_torch};
 use finegrain::gpu::{Gpu, GpuOptions, KernelFamily};
+use finegrain::inference::Predictor;
 use finegrain::kernels::conv2d::Conv2dKernel;
 use finegrain::model::ModelConfig;
 use finegrain::testing::gpu;
-use finegrain::train::{LossChoice, Predictor, Schedule, TrainConfig, Trainer};
+use finegrain::train::{LossChoice, Schedule, TrainConfig, Trainer};
 use safetensors::tensor::Dtype;
 use safetensors::SafeTensors;
 use std::collections::HashMap;
@@ -118,8 +119,8 @@ fn check_case(g: &Gpu, case: &str) {
         precision: finegrain::train::Precision::F32,
         accumulate: 1,
     };
-    let (mut t, note) = Trainer::new(g, &model, &cfg, 1).unwrap();
-    assert!(note.is_none(), "{note:?}");
+    let mut t = Trainer::new(g, &model, &cfg, 1).unwrap();
+    assert!(t.notes().is_empty(), "{:?}", t.notes());
     let split_k = t
         .net
         .train_main

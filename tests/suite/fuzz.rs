@@ -4,6 +4,7 @@
 //! The seed comes from `FINEGRAIN_TEST_SEED` (else fresh) and is printed; each failure
 //! prints the command that replays it.
 
+#[path = "../fuzz_targets/mod.rs"]
 mod fuzz_targets;
 
 use fuzz_targets::{quiet_panics, run, Target};

@@ -314,7 +314,8 @@ fn learn_case(precision: Precision) {
     }
     let ck = Checkpoint::open(&root.join("out/last.safetensors")).unwrap();
     assert_eq!(ck.precision(), precision);
-    let p = finegrain::train::Predictor::from_checkpoint_with(g, &ck, 3, precision).unwrap();
+    let p = finegrain::inference::Predictor::from_checkpoint_with_precision(g, &ck, 3, precision)
+        .unwrap();
     let (_, test) = datasets(&root.join("data"));
     let (rep, skipped) = finegrain::train::run::evaluate_with(test, 3, 3, 2, false, |im, valid| {
         p.scores(g, im, valid)
@@ -387,7 +388,7 @@ fn divergence_case(precision: Precision) {
     // ...and the file on disk is a loadable checkpoint with finite weights.
     let after = std::fs::read(&ck).unwrap();
     let ck2 = Checkpoint::open(&ck).unwrap();
-    let (t, _) = Trainer::new(g, &ck2.model, &good, 10).unwrap();
+    let t = Trainer::new(g, &ck2.model, &good, 10).unwrap();
     ck2.load_into(g, &t.net, true)
         .expect("the kept checkpoint loads (all values finite)");
     assert!(!after.is_empty() && !before.is_empty());
@@ -542,11 +543,11 @@ fn checkpoint_mismatch_names_the_tensor() {
     let Some(g) = gpu() else { return };
     let root = temp_dir("mismatch");
     let m3 = ModelConfig::preset("tiny", 1, SIZE, 3).unwrap();
-    let (t3, _) = Trainer::new(g, &m3, &config(), 10).unwrap();
+    let t3 = Trainer::new(g, &m3, &config(), 10).unwrap();
     let path = root.join("m3.safetensors");
     finegrain::checkpoint::save(g, &t3.net, &path, &Default::default(), true).unwrap();
     let m4 = ModelConfig::preset("tiny", 1, SIZE, 4).unwrap();
-    let (t4, _) = Trainer::new(g, &m4, &config(), 10).unwrap();
+    let t4 = Trainer::new(g, &m4, &config(), 10).unwrap();
     let err = Checkpoint::open(&path)
         .unwrap()
         .load_into(g, &t4.net, true)
@@ -575,11 +576,11 @@ fn torchvision_export_and_backbone_load_round_trip() {
         seed: 5,
         ..config()
     };
-    let (a, _) = Trainer::new(g, &model, &cfg, 10).unwrap();
+    let a = Trainer::new(g, &model, &cfg, 10).unwrap();
     let path = root.join("resnet.safetensors");
     finegrain::checkpoint::export_torchvision(g, &a.net, &path).unwrap();
     // A differently initialised network takes the backbone and the head (from fc).
-    let (b, _) = Trainer::new(
+    let b = Trainer::new(
         g,
         &model,
         &TrainConfig {
@@ -601,7 +602,7 @@ fn torchvision_export_and_backbone_load_round_trip() {
     assert_eq!(sa, sb, "same weights, same scores");
     // With another class count, fc is not used and the head keeps its own init.
     let m5 = ModelConfig::preset("tiny", 1, SIZE, 5).unwrap();
-    let (c, _) = Trainer::new(g, &m5, &config(), 10).unwrap();
+    let c = Trainer::new(g, &m5, &config(), 10).unwrap();
     let rep = finegrain::checkpoint::load_torchvision(g, &c.net, &path).unwrap();
     assert!(!rep.head_from_fc);
     // ... and the report says why (the head starts afresh), rather than calling fc unused.
@@ -612,7 +613,7 @@ fn torchvision_export_and_backbone_load_round_trip() {
         widths: vec![16, 48, 64],
         ..model.clone()
     };
-    let (d, _) = Trainer::new(g, &wide, &config(), 10).unwrap();
+    let d = Trainer::new(g, &wide, &config(), 10).unwrap();
     let err = finegrain::checkpoint::load_torchvision(g, &d.net, &path)
         .unwrap_err()
         .to_string();
@@ -644,7 +645,7 @@ fn whole_network_gradients_match_finite_differences() {
             seed: 21,
             ..TrainConfig::default()
         };
-        let (mut t, _) = Trainer::new(g, &model, &cfg, 10).unwrap();
+        let mut t = Trainer::new(g, &model, &cfg, 10).unwrap();
         let mut rng = rand::rngs::StdRng::seed_from_u64(77);
         let images: Vec<f32> = (0..4 * SIZE * SIZE)
             .map(|_| rng.random_range(-1.0..1.0))
@@ -711,13 +712,13 @@ fn inference_network_matches_training_network_in_less_memory() {
         ..config()
     };
     let b0 = g.bytes_created();
-    let (t, _) = Trainer::new(g, &model, &cfg, 10).unwrap();
+    let t = Trainer::new(g, &model, &cfg, 10).unwrap();
     let train_bytes = g.bytes_created() - b0;
     let path = root.join("w.safetensors");
     finegrain::checkpoint::save(g, &t.net, &path, &Default::default(), false).unwrap();
     let ck = Checkpoint::open(&path).unwrap();
     let b1 = g.bytes_created();
-    let p = finegrain::train::Predictor::from_checkpoint(g, &ck, 8).unwrap();
+    let p = finegrain::inference::Predictor::from_checkpoint(g, &ck, 8).unwrap();
     let infer_bytes = g.bytes_created() - b1;
     assert!(
         (infer_bytes as f64) < 0.6 * train_bytes as f64,
@@ -817,7 +818,7 @@ fn mixed_precision_overflow_skips_the_step_and_halves_the_scale() {
         precision: Precision::Mixed,
         ..config()
     };
-    let (mut t, _) = Trainer::new(g, &model, &cfg, 10).unwrap();
+    let mut t = Trainer::new(g, &model, &cfg, 10).unwrap();
     t.set_amp_state(g, initial_state(MAX_SCALE)).unwrap();
     let mut r = rand::rngs::StdRng::seed_from_u64(5);
     let n = cfg.batch;
@@ -882,7 +883,7 @@ fn mixed_precision_overflow_skips_the_step_and_halves_the_scale() {
     assert!(after.iter().all(|v| v.is_finite()));
     assert_ne!(after, before.concat());
     // An f32 trainer has no loss-scaling state to set.
-    let (mut f, _) = Trainer::new(g, &model, &config(), 10).unwrap();
+    let mut f = Trainer::new(g, &model, &config(), 10).unwrap();
     assert!(f.set_amp_state(g, initial_state(1.0)).is_err());
     assert_eq!(f.amp_state(), None);
     // A scale that is not a power of two is refused.

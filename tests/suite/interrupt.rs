@@ -106,7 +106,7 @@ fn child_interrupted(
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args([
         "--exact",
-        "interrupt_child",
+        "interrupt::interrupt_child",
         "--ignored",
         "--nocapture",
         "--test-threads",
@@ -257,7 +257,12 @@ fn kill_9_at_random_moments_always_leaves_a_checkpoint_that_resumes() {
     for trial in 0..20 {
         let _ = std::fs::remove_dir_all(&out);
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "interrupt_child", "--ignored", "--nocapture"])
+            .args([
+                "--exact",
+                "interrupt::interrupt_child",
+                "--ignored",
+                "--nocapture",
+            ])
             .env(CHILD_ENV, dir.path())
             .env("CHECKPOINT_EVERY", "1")
             .stdout(Stdio::piped())

@@ -23,51 +23,14 @@
 //! centre `size x size` cropped. That is what the [`Recipe`](crate::recipe::Recipe) uses
 //! for photos, and what a checkpoint records for inference.
 
+pub(crate) mod id;
 use crate::error::{Error, Result};
-use std::fmt;
+pub use id::{HubFile, HubProblem, DEFAULT_FILE};
 use std::path::PathBuf;
 use std::str::FromStr;
 
 /// The Hub's address when `HF_ENDPOINT` is not set.
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
-/// The file a Hub id names when it names no file.
-pub const DEFAULT_FILE: &str = "model.safetensors";
-
-/// One file of one repository on the Hub: `owner/name` (the file `model.safetensors`),
-/// or `owner/name/file.safetensors`, optionally `@revision` at the end.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct HubFile {
-    /// `owner/name`, e.g. `timm/resnet50.tv_in1k`.
-    pub repo: String,
-    /// The file in the repository, e.g. `model.safetensors`.
-    pub file: String,
-    /// A branch, tag or commit (`main` by default).
-    pub revision: String,
-}
-
-impl HubFile {
-    /// `file` of `repo` at `main`.
-    pub fn new(repo: impl Into<String>, file: impl Into<String>) -> HubFile {
-        HubFile {
-            repo: repo.into(),
-            file: file.into(),
-            revision: "main".into(),
-        }
-    }
-}
-
-impl fmt::Display for HubFile {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.repo)?;
-        if self.file != DEFAULT_FILE {
-            write!(f, "/{}", self.file)?;
-        }
-        if self.revision != "main" {
-            write!(f, "@{}", self.revision)?;
-        }
-        Ok(())
-    }
-}
 
 /// A name part of a Hub id: letters, digits, `-`, `_` and `.`, not starting with `.`.
 fn hub_name(s: &str) -> bool {
@@ -187,36 +150,6 @@ impl HubOptions {
             progress: false,
             token: None,
         }
-    }
-}
-
-/// Why a file could not be had from the Hub ([`Error::Hub`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HubProblem {
-    /// Offline mode, and the file is not in the cache.
-    OfflineNotCached,
-    /// The Hub has no such repository (or it is private or gated and no token gave access).
-    RepoNotFound,
-    /// The repository exists but has no such file or revision.
-    FileNotFound,
-    /// The Hub could not be reached, or the transfer failed.
-    Unreachable,
-    /// The downloaded or cached file does not match the Hub's checksum.
-    Corrupt,
-    /// The cache folder could not be written.
-    Cache,
-}
-
-impl fmt::Display for HubProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            HubProblem::OfflineNotCached => "offline (HF_HUB_OFFLINE) and not in the cache",
-            HubProblem::RepoNotFound => "no such repository (or it is private or gated)",
-            HubProblem::FileNotFound => "the repository has no such file or revision",
-            HubProblem::Unreachable => "the Hub could not be reached",
-            HubProblem::Corrupt => "the file does not match the Hub's checksum",
-            HubProblem::Cache => "the cache could not be written",
-        })
     }
 }
 
