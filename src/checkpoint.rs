@@ -127,10 +127,9 @@ fn torch_shape(layout: ParamLayout) -> Vec<usize> {
     }
 }
 
-/// Write `bytes` to `path` atomically; see [`crate::fsio::write_atomic`].
-pub use crate::fsio::write_atomic;
+use crate::fsio::write_atomic;
 
-/// [`write_atomic`] after creating the file's folder: checkpoints and exports go into run
+/// `write_atomic` after creating the file's folder: checkpoints and exports go into run
 /// folders that may not exist yet.
 fn write_in_new_folder(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {

@@ -1,6 +1,6 @@
 //! Writing files so that a kill at any moment leaves either the previous file or the new one,
 //! never half of one: every file finegrain writes (checkpoints, exports, PNGs, CSV reports,
-//! IDX files) goes through [`write_atomic`].
+//! IDX files) goes through `write_atomic`.
 //!
 //! The bytes go to a temporary file in the target's own folder (`tempfile`), which is synced
 //! to disk and then renamed over the target; on unix the folder is synced too, so the rename
@@ -14,12 +14,12 @@ use std::path::Path;
 /// rename, folder sync on unix). The parent folder must exist (a mistyped folder is an
 /// error, not a new folder); an existing file is replaced whole. New files get the usual
 /// `0666 & !umask` permissions. Errors name the file (or the folder) that failed.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic_with(path, |w| w.write_all(bytes))
 }
 
-/// [`write_atomic`] with the contents produced by `write` into a buffered writer.
-pub fn write_atomic_with(
+/// `write_atomic` with the contents produced by `write` into a buffered writer.
+pub(crate) fn write_atomic_with(
     path: &Path,
     write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
 ) -> Result<()> {
@@ -63,10 +63,10 @@ pub fn write_atomic_with(
     sync_dir(dir)
 }
 
-/// Remove the temporary files that [`write_atomic`] left next to `path` when the process was
+/// Remove the temporary files that `write_atomic` left next to `path` when the process was
 /// killed in the middle of a write (`.NAME.XXXXXX.tmp`); returns how many were removed.
 /// Only call this when no other process writes `path`.
-pub fn remove_stale_temporaries(path: &Path) -> Result<usize> {
+pub(crate) fn remove_stale_temporaries(path: &Path) -> Result<usize> {
     let (Some(name), Some(dir)) = (path.file_name(), path.parent()) else {
         return Ok(0);
     };
@@ -158,7 +158,7 @@ fn sync_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Write `rows` as CSV to `path` atomically ([`write_atomic`]). Rows that are structs get a
+/// Write `rows` as CSV to `path` atomically (`write_atomic`). Rows that are structs get a
 /// header line from their field names; tuples and sequences (`Vec<String>`, ...) are written
 /// as plain records (give a header as the first row). Fields holding a comma, quote or
 /// newline are quoted. An error names the file and the row that failed.

@@ -17,7 +17,7 @@ pub struct ShaderSource {
 impl ShaderSource {
     /// True when the module uses subgroup operations (`subgroupBroadcast`, the
     /// `subgroup_size` built-in).
-    pub fn uses_subgroups(&self) -> bool {
+    pub(crate) fn uses_subgroups(&self) -> bool {
         self.source.contains("subgroupBroadcast") || self.source.contains("subgroup_size")
     }
 
@@ -70,7 +70,7 @@ impl ShaderSource {
 
     /// The WGSL to hand `backend`'s device: [`ShaderSource::browser_source`] for a
     /// browser's WebGPU, the source itself for wgpu's own (native) backends.
-    pub fn for_backend(&self, backend: wgpu::Backend) -> std::borrow::Cow<'static, str> {
+    pub(crate) fn for_backend(&self, backend: wgpu::Backend) -> std::borrow::Cow<'static, str> {
         if backend == wgpu::Backend::BrowserWebGpu {
             self.browser_source().into()
         } else {
@@ -124,12 +124,6 @@ impl Dispatch {
         pass.set_bind_group(0, &self.bind_group, &[]);
         pass.dispatch_workgroups(self.workgroups[0], self.workgroups[1], self.workgroups[2]);
     }
-
-    /// Overwrite the parameter block (queued; takes effect at the next submit).
-    pub fn set_params<P: bytemuck::Pod>(&self, gpu: &Gpu, params: &P) {
-        gpu.queue
-            .write_buffer(&self.params, 0, &pad16(bytemuck::bytes_of(params)));
-    }
 }
 
 fn pad16(b: &[u8]) -> Vec<u8> {
@@ -168,7 +162,7 @@ impl Gpu {
 
     /// As [`Gpu::pipeline`], with values for the shader's `override` constants (one
     /// pipeline per distinct set, cached).
-    pub fn pipeline_with(
+    pub(crate) fn pipeline_with(
         &self,
         shader: &ShaderSource,
         entry: &'static str,
@@ -290,7 +284,7 @@ impl Gpu {
 
     /// As [`Gpu::dispatch`], with each tensor's binding number given (for entry points
     /// that bind a subset of their shader's slots, with gaps).
-    pub fn dispatch_slots<P: bytemuck::Pod>(
+    pub(crate) fn dispatch_slots<P: bytemuck::Pod>(
         &self,
         shader: &ShaderSource,
         entry: &'static str,
@@ -305,7 +299,7 @@ impl Gpu {
     }
 
     /// As [`Gpu::dispatch`], with values for the shader's `override` constants.
-    pub fn dispatch_with<P: bytemuck::Pod>(
+    pub(crate) fn dispatch_with<P: bytemuck::Pod>(
         &self,
         shader: &ShaderSource,
         entry: &'static str,
@@ -320,7 +314,7 @@ impl Gpu {
     }
 
     /// As [`Gpu::dispatch`], with raw buffers.
-    pub fn dispatch_buffers<P: bytemuck::Pod>(
+    pub(crate) fn dispatch_buffers<P: bytemuck::Pod>(
         &self,
         shader: &ShaderSource,
         entry: &'static str,

@@ -12,11 +12,11 @@ use crate::gpu::{DType, Dispatch, Gpu, Size, Tensor};
 /// Parameter block of `shaders/amp.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct AmpParams {
-    pub n: u32,
-    pub interval: u32,
-    pub min_scale: f32,
-    pub max_scale: f32,
+pub(crate) struct AmpParams {
+    pub(crate) n: u32,
+    pub(crate) interval: u32,
+    pub(crate) min_scale: f32,
+    pub(crate) max_scale: f32,
 }
 
 /// Index of each word of the loss-scaling state (u32 x 4).
@@ -25,7 +25,7 @@ pub const AMP_CLEAN: usize = 1;
 pub const AMP_SKIPPED: usize = 2;
 pub const AMP_OVERFLOW: usize = 3;
 /// Length of the state tensor.
-pub const AMP_LEN: usize = 4;
+pub(crate) const AMP_LEN: usize = 4;
 
 /// The smallest and largest loss scale [`amp_update`] moves between.
 pub const MIN_SCALE: f32 = 1.0;
@@ -33,7 +33,7 @@ pub const MAX_SCALE: f32 = 16_777_216.0; // 2^24
 
 /// Whether `scale` is a loss scale [`amp_update`] can hold: a power of two in
 /// [[`MIN_SCALE`], [`MAX_SCALE`]] (a normal number with no mantissa bits).
-pub fn valid_scale(scale: f32) -> bool {
+pub(crate) fn valid_scale(scale: f32) -> bool {
     scale.is_normal()
         && scale.to_bits() & 0x007f_ffff == 0
         && (MIN_SCALE..=MAX_SCALE).contains(&scale)
@@ -75,15 +75,15 @@ pub fn amp_scale(gpu: &Gpu, data: &Tensor, amp: &Tensor) -> Result<Dispatch> {
 /// Parameter block of `shaders/amp_check.wgsl`: the element counts of its seven gradients.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct AmpCheckParams {
-    pub n0: u32,
-    pub n1: u32,
-    pub n2: u32,
-    pub n3: u32,
-    pub n4: u32,
-    pub n5: u32,
-    pub n6: u32,
-    pub _pad: u32,
+pub(crate) struct AmpCheckParams {
+    pub(crate) n0: u32,
+    pub(crate) n1: u32,
+    pub(crate) n2: u32,
+    pub(crate) n3: u32,
+    pub(crate) n4: u32,
+    pub(crate) n5: u32,
+    pub(crate) n6: u32,
+    pub(crate) _pad: u32,
 }
 
 /// Gradients per dispatch of [`amp_check_all`].

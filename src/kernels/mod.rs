@@ -58,11 +58,11 @@ macro_rules! act {
     };
 }
 
-pub const AMP: ShaderSource = shader!("amp");
-pub const AMP_CHECK: ShaderSource = shader!("amp_check");
-pub const BATCHNORM: ShaderSource = act!("batchnorm", "batchnorm", f32);
+pub(crate) const AMP: ShaderSource = shader!("amp");
+pub(crate) const AMP_CHECK: ShaderSource = shader!("amp_check");
+pub(crate) const BATCHNORM: ShaderSource = act!("batchnorm", "batchnorm", f32);
 /// Batch norm over f16 activations (f32 statistics, parameters and sums).
-pub const BATCHNORM_F16: ShaderSource = act!("batchnorm_f16", "batchnorm", f16);
+pub(crate) const BATCHNORM_F16: ShaderSource = act!("batchnorm_f16", "batchnorm", f16);
 /// A convolution shader: `$file`, then `conv2d_common.wgsl`, the operands' storage file
 /// `$io` and the result's element type `DST` appended (so the file's own line numbers hold
 /// in error messages), `$enable` on the first line.
@@ -85,15 +85,15 @@ macro_rules! conv {
     };
 }
 
-pub const CONV2D: ShaderSource = conv!("conv2d", "", "conv2d", "conv2d_io_f32", "f32");
-pub const CONV2D_COMMON: ShaderSource = ShaderSource {
+pub(crate) const CONV2D: ShaderSource = conv!("conv2d", "", "conv2d", "conv2d_io_f32", "f32");
+pub(crate) const CONV2D_COMMON: ShaderSource = ShaderSource {
     name: "conv2d_common",
     source: concat!(
         include_str!("../../shaders/conv2d_common.wgsl"),
         "\nalias DST = f32;\n"
     ),
 };
-pub const CONV2D_SUBGROUP: ShaderSource = conv!(
+pub(crate) const CONV2D_SUBGROUP: ShaderSource = conv!(
     "conv2d_subgroup",
     "",
     "conv2d_subgroup",
@@ -102,14 +102,14 @@ pub const CONV2D_SUBGROUP: ShaderSource = conv!(
 );
 /// The convolutions over f16 operands with an f32 result (the weight gradient), f32
 /// arithmetic.
-pub const CONV2D_F16: ShaderSource = conv!(
+pub(crate) const CONV2D_F16: ShaderSource = conv!(
     "conv2d_f16",
     "enable f16; ",
     "conv2d",
     "conv2d_io_f16",
     "f32"
 );
-pub const CONV2D_SUBGROUP_F16: ShaderSource = conv!(
+pub(crate) const CONV2D_SUBGROUP_F16: ShaderSource = conv!(
     "conv2d_subgroup_f16",
     "enable f16; ",
     "conv2d_subgroup",
@@ -118,22 +118,22 @@ pub const CONV2D_SUBGROUP_F16: ShaderSource = conv!(
 );
 /// The same with an f16 result, rounded once from the f32 sum (the forward pass and the
 /// data gradient of mixed precision).
-pub const CONV2D_F16_OUT: ShaderSource = conv!(
+pub(crate) const CONV2D_F16_OUT: ShaderSource = conv!(
     "conv2d_f16_out",
     "enable f16; ",
     "conv2d",
     "conv2d_io_f16",
     "f16"
 );
-pub const CONV2D_SUBGROUP_F16_OUT: ShaderSource = conv!(
+pub(crate) const CONV2D_SUBGROUP_F16_OUT: ShaderSource = conv!(
     "conv2d_subgroup_f16_out",
     "enable f16; ",
     "conv2d_subgroup",
     "conv2d_io_f16",
     "f16"
 );
-pub const CONV2D_IO_F32: ShaderSource = shader!("conv2d_io_f32");
-pub const CONV2D_IO_F16: ShaderSource = ShaderSource {
+pub(crate) const CONV2D_IO_F32: ShaderSource = shader!("conv2d_io_f32");
+pub(crate) const CONV2D_IO_F16: ShaderSource = ShaderSource {
     name: "conv2d_io_f16",
     source: concat!(
         "enable f16; ",
@@ -141,7 +141,7 @@ pub const CONV2D_IO_F16: ShaderSource = ShaderSource {
     ),
 };
 /// `shaders/cast.wgsl` f32 -> f16 (overflow to infinities).
-pub const CAST_F16: ShaderSource = ShaderSource {
+pub(crate) const CAST_F16: ShaderSource = ShaderSource {
     name: "cast_f16",
     source: concat!(
         "enable f16; ",
@@ -150,7 +150,7 @@ pub const CAST_F16: ShaderSource = ShaderSource {
     ),
 };
 /// `shaders/cast.wgsl` f16 -> f32.
-pub const CAST_F32: ShaderSource = ShaderSource {
+pub(crate) const CAST_F32: ShaderSource = ShaderSource {
     name: "cast_f32",
     source: concat!(
         "enable f16; ",
@@ -158,9 +158,9 @@ pub const CAST_F32: ShaderSource = ShaderSource {
         "\nalias SRC = f16;\nalias DST = f32;\nconst NARROW: bool = false;\n"
     ),
 };
-pub const DIVERSIFY: ShaderSource = shader!("diversify");
-pub const ELEMENTWISE: ShaderSource = act!("elementwise", "elementwise", f32);
-pub const ELEMENTWISE_F16: ShaderSource = act!("elementwise_f16", "elementwise", f16);
+pub(crate) const DIVERSIFY: ShaderSource = shader!("diversify");
+pub(crate) const ELEMENTWISE: ShaderSource = act!("elementwise", "elementwise", f32);
+pub(crate) const ELEMENTWISE_F16: ShaderSource = act!("elementwise_f16", "elementwise", f16);
 pub const GEMM: ShaderSource = ShaderSource {
     name: "gemm",
     source: concat!(
@@ -171,7 +171,7 @@ pub const GEMM: ShaderSource = ShaderSource {
 };
 /// `gemm` over f16 storage (f32 arithmetic). `enable f16;` goes on the first line, before
 /// the file's opening comment, so line numbers in errors stay the file's own.
-pub const GEMM_F16: ShaderSource = ShaderSource {
+pub(crate) const GEMM_F16: ShaderSource = ShaderSource {
     name: "gemm_f16",
     source: concat!(
         "enable f16; ",
@@ -180,8 +180,8 @@ pub const GEMM_F16: ShaderSource = ShaderSource {
         include_str!("../../shaders/gemm_io_f16.wgsl"),
     ),
 };
-pub const GEMM_IO_F32: ShaderSource = shader!("gemm_io_f32");
-pub const GEMM_IO_F16: ShaderSource = ShaderSource {
+pub(crate) const GEMM_IO_F32: ShaderSource = shader!("gemm_io_f32");
+pub(crate) const GEMM_IO_F16: ShaderSource = ShaderSource {
     name: "gemm_io_f16",
     source: concat!(
         "enable f16; ",
@@ -269,12 +269,12 @@ macro_rules! coop {
 }
 
 /// The cooperative-matrix GEMM (`coop_tiles.wgsl` + `gemm_coop.wgsl`), 8 x 8 tiles.
-pub const GEMM_COOP8: ShaderSource = coop!("gemm_coop", ["gemm_coop"], "8", "");
+pub(crate) const GEMM_COOP8: ShaderSource = coop!("gemm_coop", ["gemm_coop"], "8", "");
 /// The same with 16 x 16 tiles.
-pub const GEMM_COOP16: ShaderSource = coop!("gemm_coop16", ["gemm_coop"], "16", "");
+pub(crate) const GEMM_COOP16: ShaderSource = coop!("gemm_coop16", ["gemm_coop"], "16", "");
 /// The convolution passes on cooperative matrices (`coop_tiles.wgsl` +
 /// `conv2d_coop.wgsl`): forward, data gradient, weight gradient, 8 x 8 and 16 x 16 tiles.
-pub const CONV2D_COOP8: [ShaderSource; 3] = [
+pub(crate) const CONV2D_COOP8: [ShaderSource; 3] = [
     coop!(
         "conv2d_coop",
         ["conv2d_coop", "conv2d_common"],
@@ -294,7 +294,7 @@ pub const CONV2D_COOP8: [ShaderSource; 3] = [
         "const PASS: u32 = 2u;\nalias DST = f32;\n"
     ),
 ];
-pub const CONV2D_COOP16: [ShaderSource; 3] = [
+pub(crate) const CONV2D_COOP16: [ShaderSource; 3] = [
     coop!(
         "conv2d_coop16",
         ["conv2d_coop", "conv2d_common"],
@@ -316,7 +316,7 @@ pub const CONV2D_COOP16: [ShaderSource; 3] = [
 ];
 /// The forward and data-gradient passes on cooperative matrices with an f16 result
 /// (rounded once from the f32 accumulator): 8 x 8 and 16 x 16 tiles.
-pub const CONV2D_COOP8_F16_OUT: [ShaderSource; 2] = [
+pub(crate) const CONV2D_COOP8_F16_OUT: [ShaderSource; 2] = [
     coop!(
         "conv2d_coop_f16_out8",
         ["conv2d_coop", "conv2d_common"],
@@ -330,7 +330,7 @@ pub const CONV2D_COOP8_F16_OUT: [ShaderSource; 2] = [
         "const PASS: u32 = 1u;\nalias DST = f16;\n"
     ),
 ];
-pub const CONV2D_COOP16_F16_OUT: [ShaderSource; 2] = [
+pub(crate) const CONV2D_COOP16_F16_OUT: [ShaderSource; 2] = [
     coop!(
         "conv2d_coop_f16_out16",
         ["conv2d_coop", "conv2d_common"],
@@ -344,10 +344,10 @@ pub const CONV2D_COOP16_F16_OUT: [ShaderSource; 2] = [
         "const PASS: u32 = 1u;\nalias DST = f16;\n"
     ),
 ];
-pub const HEAD: ShaderSource = shader!("head");
-pub const LOSS: ShaderSource = shader!("loss");
-pub const POOL: ShaderSource = act!("pool", "pool", f32);
-pub const POOL_F16: ShaderSource = act!("pool_f16", "pool", f16);
+pub(crate) const HEAD: ShaderSource = shader!("head");
+pub(crate) const LOSS: ShaderSource = shader!("loss");
+pub(crate) const POOL: ShaderSource = act!("pool", "pool", f32);
+pub(crate) const POOL_F16: ShaderSource = act!("pool_f16", "pool", f16);
 pub const SGD: ShaderSource = shader!("sgd");
 
 /// Every shader the crate embeds (the portability test checks that this covers `shaders/`).

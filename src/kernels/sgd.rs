@@ -8,18 +8,18 @@ use crate::gpu::{DType, Dispatch, Gpu, Size, Tensor};
 /// Parameter block of `shaders/sgd.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct SgdParams {
-    pub n: u32,
-    pub apply_decay: u32,
+pub(crate) struct SgdParams {
+    pub(crate) n: u32,
+    pub(crate) apply_decay: u32,
 }
 
 /// Index of each hyper-parameter in the `hyper` tensor.
-pub const HYPER_LR: usize = 0;
-pub const HYPER_MOMENTUM: usize = 1;
-pub const HYPER_WEIGHT_DECAY: usize = 2;
-pub const HYPER_GRAD_SCALE: usize = 3;
+pub(crate) const HYPER_LR: usize = 0;
+pub(crate) const HYPER_MOMENTUM: usize = 1;
+pub(crate) const HYPER_WEIGHT_DECAY: usize = 2;
+pub(crate) const HYPER_GRAD_SCALE: usize = 3;
 /// Length of the `hyper` tensor.
-pub const HYPER_LEN: usize = 4;
+pub(crate) const HYPER_LEN: usize = 4;
 
 /// Tensors of [`sgd_step`]: `param`, `grad` and `velocity` of one parameter (equal element
 /// counts, any shape), `hyper` = `[lr, momentum, weight_decay, grad_scale]` (f32 x 4,

@@ -8,8 +8,8 @@
 //! patch suppresses its non-peak locations; peaks are suppressed only by `r_peak`.
 //! Suppressed locations are scaled by `alpha`; scores are the mean over H x W.
 //!
-//! Randomness: every draw is [`draw`]`(seed, step, b, c, patch, kind)`, a chain of the
-//! integer hash [`lowbias32`] with u32 wrapping arithmetic, identical in WGSL and Rust, so
+//! Randomness: every draw is `draw``(seed, step, b, c, patch, kind)`, a chain of the
+//! integer hash `lowbias32` with u32 wrapping arithmetic, identical in WGSL and Rust, so
 //! the GPU masks equal the twin's element for element on any adapter, and a resumed run
 //! (same seed, same step counter) draws the same masks as an uninterrupted one. The step
 //! lives in a 2-element u32 tensor `[step_lo, step_hi]` (see [`step_words`]) that the
@@ -81,13 +81,13 @@ impl DiversifyConfig {
     }
 }
 
-/// Which mask a draw belongs to (the last word hashed by [`draw`]).
-pub const MASK_PEAK: u32 = 0;
+/// Which mask a draw belongs to (the last word hashed by `draw`).
+pub(crate) const MASK_PEAK: u32 = 0;
 /// See [`MASK_PEAK`].
-pub const MASK_PATCH: u32 = 1;
+pub(crate) const MASK_PATCH: u32 = 1;
 
 /// The 32-bit integer hash used for every draw ("lowbias32": xorshift-multiply, two rounds).
-pub fn lowbias32(x: u32) -> u32 {
+pub(crate) fn lowbias32(x: u32) -> u32 {
     let mut x = x;
     x ^= x >> 16;
     x = x.wrapping_mul(0x7feb_352d);
@@ -97,10 +97,10 @@ pub fn lowbias32(x: u32) -> u32 {
     x
 }
 
-/// The hash behind one Bernoulli draw: chain [`lowbias32`] over
+/// The hash behind one Bernoulli draw: chain `lowbias32` over
 /// `(seed ^ 0x9e3779b9, step_lo, step_hi, b, c, patch, kind)`. `patch` is 0 for the peak
 /// draw; `kind` is [`MASK_PEAK`] or [`MASK_PATCH`]. Same as `draw` in the WGSL.
-pub fn draw(seed: u32, step: u64, b: u32, c: u32, patch: u32, kind: u32) -> u32 {
+pub(crate) fn draw(seed: u32, step: u64, b: u32, c: u32, patch: u32, kind: u32) -> u32 {
     let [lo, hi] = step_words(step);
     let mut h = lowbias32(seed ^ 0x9e37_79b9);
     for v in [lo, hi, b, c, patch, kind] {
@@ -110,7 +110,7 @@ pub fn draw(seed: u32, step: u64, b: u32, c: u32, patch: u32, kind: u32) -> u32 
 }
 
 /// Bernoulli(p) from a hash: the top 24 bits as a uniform in [0, 1), `u < p`.
-pub fn bernoulli(h: u32, p: f32) -> bool {
+pub(crate) fn bernoulli(h: u32, p: f32) -> bool {
     ((h >> 8) as f32) * (1.0 / 16_777_216.0) < p
 }
 
@@ -122,20 +122,20 @@ pub fn step_words(step: u64) -> [u32; 2] {
 /// Parameter block of `shaders/diversify.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct DiversifyParams {
-    pub n: u32,
-    pub h: u32,
-    pub w: u32,
-    pub c: u32,
-    pub grid: u32,
+pub(crate) struct DiversifyParams {
+    pub(crate) n: u32,
+    pub(crate) h: u32,
+    pub(crate) w: u32,
+    pub(crate) c: u32,
+    pub(crate) grid: u32,
     /// Patches per row, ceil(W / G).
-    pub patches_x: u32,
-    pub seed: u32,
-    pub _pad: u32,
-    pub p_peak: f32,
-    pub p_patch: f32,
-    pub alpha: f32,
-    pub _pad2: u32,
+    pub(crate) patches_x: u32,
+    pub(crate) seed: u32,
+    pub(crate) _pad: u32,
+    pub(crate) p_peak: f32,
+    pub(crate) p_patch: f32,
+    pub(crate) alpha: f32,
+    pub(crate) _pad2: u32,
 }
 
 fn params(shape: [usize; 4], cfg: Option<&DiversifyConfig>) -> Result<DiversifyParams> {

@@ -20,12 +20,12 @@ use crate::kernels::HEAD;
 /// Parameter block of `shaders/head.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct HeadParams {
-    pub rows: u32,
-    pub cols: u32,
+pub(crate) struct HeadParams {
+    pub(crate) rows: u32,
+    pub(crate) cols: u32,
     /// 1: `column_sum` adds into its output; 0: overwrites it.
-    pub accumulate: u32,
-    pub _pad: u32,
+    pub(crate) accumulate: u32,
+    pub(crate) _pad: u32,
 }
 
 /// Tensors of [`head_forward`]: `feat (rows, D)` and `maps (rows, C)` (any shapes ending in
@@ -133,7 +133,7 @@ pub fn head_forward(gpu: &Gpu, t: &HeadForward) -> Result<Vec<Dispatch>> {
 
 /// `maps (rows, C) += bias (C)` broadcast over rows (C from `bias`). Accumulates into
 /// `maps`.
-pub fn head_bias_add(gpu: &Gpu, bias: &Tensor, maps: &Tensor) -> Result<Dispatch> {
+pub(crate) fn head_bias_add(gpu: &Gpu, bias: &Tensor, maps: &Tensor) -> Result<Dispatch> {
     const L: &str = "head_bias_add";
     let [c] = dims_of(L, "bias", bias, DType::F32, ["C"])?;
     let rows = rows_of(L, "maps", maps, c)?;

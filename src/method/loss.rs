@@ -58,22 +58,22 @@ pub fn effective_k(k: u32, classes: usize) -> (u32, bool) {
 /// Parameter block of `shaders/loss.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct LossParams {
-    pub n: u32,
-    pub c: u32,
+pub(crate) struct LossParams {
+    pub(crate) n: u32,
+    pub(crate) c: u32,
     /// k' (GCE); C - 1 for cross-entropy.
-    pub kp: u32,
+    pub(crate) kp: u32,
     /// 1 when every class is in the softmax set (cross-entropy, or k' = C - 1).
-    pub all: u32,
+    pub(crate) all: u32,
     /// min(5, C).
-    pub top5: u32,
-    pub _pad0: u32,
-    pub _pad1: u32,
-    pub _pad2: u32,
+    pub(crate) top5: u32,
+    pub(crate) _pad0: u32,
+    pub(crate) _pad1: u32,
+    pub(crate) _pad2: u32,
 }
 
 /// The parameter block for `n` images, `c` classes and `kind`.
-pub fn loss_params(n: usize, c: usize, kind: LossKind) -> Result<LossParams> {
+pub(crate) fn loss_params(n: usize, c: usize, kind: LossKind) -> Result<LossParams> {
     dims("loss", &[("N", n), ("C", c)])?;
     let kp = match kind {
         LossKind::CrossEntropy => (c - 1) as u32,

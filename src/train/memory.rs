@@ -1,7 +1,7 @@
 //! The memory plan of a [`Network`](super::Network): every GPU buffer it allocates, named,
 //! sized and put in a category, computed from the model, the batch size, the mode, the
 //! precision (f16 activations in mixed precision) and the adapter class alone (no device).
-//! [`ActivationLayout`] is where the activations and their gradients share storage by
+//! `ActivationLayout` is where the activations and their gradients share storage by
 //! liveness; `Network::build` allocates by it, so the sharing rules live here and only
 //! here.
 //!
@@ -54,10 +54,10 @@ use crate::method::loss::{LossKind, STATS};
 use crate::model::ModelConfig;
 
 /// Labels of the mixed-precision buffers outside the backbone (the memory plan lists them).
-pub const IMAGES_F16: &str = "images.f16";
-pub const DMAPS_F16: &str = "class_maps.grad.f16";
-pub const DFEAT_F32: &str = "features.grad.f32";
-pub const AMP_STATE: &str = "amp.state";
+pub(crate) const IMAGES_F16: &str = "images.f16";
+pub(crate) const DMAPS_F16: &str = "class_maps.grad.f16";
+pub(crate) const DFEAT_F32: &str = "features.grad.f32";
+pub(crate) const AMP_STATE: &str = "amp.state";
 
 /// The adapter properties that buffer sizes depend on: the convolution kernel family
 /// (the split-K weight gradient's scratch) and the batch-norm sizing (its reduction
@@ -112,7 +112,7 @@ impl AdapterClass {
 /// with gradient accumulation ([`MethodConfig::accumulate`]) an accumulating twin of each;
 /// none in an inference network. Each list's launchers own their scratch buffers (the
 /// loss's per-image statistics: all that accumulation adds to the memory plan).
-pub fn training_lists(mode: NetMode, method: &MethodConfig) -> usize {
+pub(crate) fn training_lists(mode: NetMode, method: &MethodConfig) -> usize {
     let phases = match mode {
         NetMode::Inference => 0,
         NetMode::Train if method.loss == LossKind::CrossEntropy => 1,
@@ -126,7 +126,7 @@ pub fn training_lists(mode: NetMode, method: &MethodConfig) -> usize {
 
 /// Label of the batch-norm reduction partials that every launch of a training network
 /// shares.
-pub const BN_PARTIALS: &str = "bn.partials";
+pub(crate) const BN_PARTIALS: &str = "bn.partials";
 
 /// Label of the split-K scratch buffer (the partial weight gradients).
 pub const SPLIT_K_SCRATCH: &str = "conv.weight_grad.partials";
@@ -134,7 +134,7 @@ pub const SPLIT_K_SCRATCH: &str = "conv.weight_grad.partials";
 /// f32 of the one split-K scratch buffer a training network of `topo` allocates on an
 /// adapter of class `class` (0: no layer splits): the most any layer's weight gradient
 /// needs, since each layer's sum consumes it before the next layer writes it.
-pub fn split_k_scratch_len(topo: &Topology, class: AdapterClass) -> usize {
+pub(crate) fn split_k_scratch_len(topo: &Topology, class: AdapterClass) -> usize {
     topo.units()
         .map(|u| weight_grad_scratch_len(&u.conv, class.conv))
         .max()
@@ -144,7 +144,7 @@ pub fn split_k_scratch_len(topo: &Topology, class: AdapterClass) -> usize {
 /// One of the few buffers that activations (inference) or activation gradients (training)
 /// share by liveness.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SharedBuffer {
+pub(crate) enum SharedBuffer {
     /// Every unit's convolution output `z` (inference; batch norm reads it at once) or its
     /// gradient `dz` (training; written by BN backward, read at once by the convolution's
     /// two backward passes).
@@ -206,7 +206,7 @@ impl SharedBuffer {
 
 /// Where an activation and its gradient live.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Placement {
+pub(crate) enum Placement {
     /// Training: the value has a buffer of its own (the backward pass reads it); the
     /// gradient is a view of the shared buffer.
     OwnValue { grad: SharedBuffer },
@@ -239,26 +239,26 @@ impl Placement {
 /// Placements of one unit's convolution output `z` (with `dz`) and BN output `y` (with
 /// `dy`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct UnitPlacement {
-    pub z: Placement,
-    pub y: Placement,
+pub(crate) struct UnitPlacement {
+    pub(crate) z: Placement,
+    pub(crate) y: Placement,
 }
 
 /// Placements of one block's units and downsample.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BlockPlacement {
-    pub units: Vec<UnitPlacement>,
-    pub downsample: Option<UnitPlacement>,
+pub(crate) struct BlockPlacement {
+    pub(crate) units: Vec<UnitPlacement>,
+    pub(crate) downsample: Option<UnitPlacement>,
 }
 
 /// Elements of each shared buffer (one where a mode places nothing in it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SharedSizes {
-    pub conv_out: usize,
+pub(crate) struct SharedSizes {
+    pub(crate) conv_out: usize,
     /// Each of the two boundary buffers.
-    pub boundary: usize,
-    pub inner: usize,
-    pub recompute: usize,
+    pub(crate) boundary: usize,
+    pub(crate) inner: usize,
+    pub(crate) recompute: usize,
 }
 
 impl SharedSizes {
@@ -295,13 +295,13 @@ impl SharedSizes {
 /// The whole-network gradient test, the PyTorch parity test and the inference-vs-training
 /// test check that nothing live is overwritten.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ActivationLayout {
-    pub mode: NetMode,
-    pub sizes: SharedSizes,
-    pub stem: UnitPlacement,
+pub(crate) struct ActivationLayout {
+    pub(crate) mode: NetMode,
+    pub(crate) sizes: SharedSizes,
+    pub(crate) stem: UnitPlacement,
     /// The max pool's output (and its gradient).
-    pub pool: Option<Placement>,
-    pub blocks: Vec<BlockPlacement>,
+    pub(crate) pool: Option<Placement>,
+    pub(crate) blocks: Vec<BlockPlacement>,
 }
 
 impl ActivationLayout {
@@ -522,7 +522,7 @@ pub struct MemoryPlan {
     pub precision: Precision,
     pub batch: usize,
     pub class: AdapterClass,
-    /// Training dispatch lists ([`training_lists`]).
+    /// Training dispatch lists (`training_lists`).
     pub lists: usize,
     pub buffers: Vec<PlannedBuffer>,
 }
@@ -557,7 +557,7 @@ impl MemoryPlan {
 
     /// The plan of a network of `topo` with `lists` training dispatch lists (ignored in
     /// inference, which has none).
-    pub fn for_topology(
+    pub(crate) fn for_topology(
         topo: &Topology,
         (mode, precision): (NetMode, Precision),
         class: AdapterClass,

@@ -313,15 +313,14 @@ impl Trainer {
         let lr = self.schedule.lr(self.step);
         // The summed gradient is averaged over the micro-batches of the whole step.
         let grad_scale = 1.0 / shard.micro_batches() as f32;
-        gpu.upload(
-            &net.hyper,
-            &[
-                lr,
-                self.config.momentum,
-                self.config.weight_decay,
-                grad_scale,
-            ],
-        )?;
+        use crate::kernels::sgd::{HYPER_GRAD_SCALE, HYPER_LEN, HYPER_LR};
+        use crate::kernels::sgd::{HYPER_MOMENTUM, HYPER_WEIGHT_DECAY};
+        let mut hyper = [0.0f32; HYPER_LEN];
+        hyper[HYPER_LR] = lr;
+        hyper[HYPER_MOMENTUM] = self.config.momentum;
+        hyper[HYPER_WEIGHT_DECAY] = self.config.weight_decay;
+        hyper[HYPER_GRAD_SCALE] = grad_scale;
+        gpu.upload(&net.hyper, &hyper)?;
         let ce = self.in_ce_phase(self.step);
         let slot = (self.step % self.staging.len() as u64) as usize;
         let mut last = None;
@@ -551,7 +550,7 @@ impl Trainer {
     }
 
     /// Mixed precision: continue from a saved loss-scaling state (a resumed run); an error
-    /// in f32 or for a scale [`crate::kernels::amp::valid_scale`] refuses.
+    /// in f32 or for a scale `valid_scale` refuses.
     pub fn set_amp_state(&mut self, gpu: &Gpu, state: [u32; 4]) -> Result<()> {
         let Some(amp) = &self.net.amp else {
             return Err(Error::invalid(

@@ -8,7 +8,7 @@
 //!   shapes (pure);
 //! - `train::params`: the parameter table, declared once, and typed ids ([`ParamId`],
 //!   [`StateId`]);
-//! - [`crate::train::memory`]: the memory plan, and the [`ActivationLayout`] that places
+//! - [`crate::train::memory`]: the memory plan, and the `ActivationLayout` that places
 //!   activations and their gradients in shared buffers by liveness (pure);
 //! - this module's `layers`: the units' GPU tensors, allocated by that layout;
 //! - `record`: the dispatch lists, top to bottom.
@@ -18,7 +18,7 @@
 //! backward rebuilds exactly into one shared buffer), each convolution output's gradient is
 //! written over it, and the other gradients are views of a few buffers shared by liveness;
 //! in an inference network the activations themselves share those buffers (see
-//! [`ActivationLayout`]). A tensor consumed twice (a block input feeds
+//! `ActivationLayout`). A tensor consumed twice (a block input feeds
 //! the main branch and the shortcut) gets its gradient overwritten by the main branch and
 //! accumulated by the shortcut.
 //!
@@ -32,11 +32,9 @@ mod layers;
 mod record;
 
 pub use super::config::{MethodConfig, NetMode};
-pub use super::memory::{AMP_STATE, DFEAT_F32, DMAPS_F16, IMAGES_F16};
+use super::memory::{AMP_STATE, DFEAT_F32, DMAPS_F16, IMAGES_F16};
 use super::params::ParamTable;
-pub use super::params::{
-    Init, Param, ParamId, ParamLayout, ParamSpec, StateId, StateSpec, StateTensor,
-};
+pub use super::params::{Param, ParamId, ParamLayout, StateId, StateTensor};
 pub use super::topology::Topology;
 use crate::error::Error;
 use crate::error::Result;
@@ -117,9 +115,9 @@ pub struct Network {
 /// The mixed-precision tensors outside the backbone.
 pub(crate) struct MixedIo {
     /// f16 copy of the input batch.
-    pub images: Tensor,
+    pub(crate) images: Tensor,
     /// Training: `dmaps` in f16 and the features' gradient in f32, before rounding.
-    pub head: Option<(Tensor, Tensor)>,
+    pub(crate) head: Option<(Tensor, Tensor)>,
 }
 
 impl Network {

@@ -169,7 +169,7 @@ impl Default for Console {
 }
 
 /// The per-epoch line the train example prints.
-pub fn epoch_line(es: &EpochSummary, epochs: usize) -> String {
+pub(crate) fn epoch_line(es: &EpochSummary, epochs: usize) -> String {
     format!(
         "epoch {}/{}: train loss {:.4} top-1 {:.2}%{} | {:.0} s, {:.0} img/s{}{}",
         es.epoch,

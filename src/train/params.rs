@@ -93,7 +93,7 @@ impl StateId {
 
 /// How a parameter's initial values are made.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Init {
+pub(crate) enum Init {
     /// Kaiming-normal with fan-out and ReLU gain (torchvision's ResNet convolutions):
     /// N(0, 2 / fan_out), drawn from the table's RNG.
     KaimingNormal { fan_out: usize },
@@ -106,20 +106,20 @@ pub enum Init {
 
 /// One parameter as the table declares it (the memory plan lists these without a device).
 #[derive(Clone, Debug, PartialEq)]
-pub struct ParamSpec {
-    pub name: String,
-    pub layout: ParamLayout,
+pub(crate) struct ParamSpec {
+    pub(crate) name: String,
+    pub(crate) layout: ParamLayout,
     /// Weight decay applies.
-    pub decay: bool,
-    pub init: Init,
+    pub(crate) decay: bool,
+    pub(crate) init: Init,
 }
 
 /// One running statistic as the table declares it.
 #[derive(Clone, Debug, PartialEq)]
-pub struct StateSpec {
-    pub name: String,
-    pub len: usize,
-    pub init: f32,
+pub(crate) struct StateSpec {
+    pub(crate) name: String,
+    pub(crate) len: usize,
+    pub(crate) init: f32,
 }
 
 /// The parameters and running statistics of one conv + BN unit.
@@ -215,7 +215,7 @@ fn declare_unit(u: &Unit, sink: &mut impl ParamSink) -> Result<UnitParams> {
 
 /// Every parameter of `topo` in the order of [`super::Network::params`], and every running
 /// statistic in the order of [`super::Network::state`].
-pub fn param_specs(topo: &Topology) -> Result<(Vec<ParamSpec>, Vec<StateSpec>)> {
+pub(crate) fn param_specs(topo: &Topology) -> Result<(Vec<ParamSpec>, Vec<StateSpec>)> {
     #[derive(Default)]
     struct List(Vec<ParamSpec>, Vec<StateSpec>);
     impl ParamSink for List {
@@ -319,16 +319,16 @@ impl ParamSink for ParamTable<'_> {
 }
 
 /// Label of a parameter's gradient buffer.
-pub fn grad_label(name: &str) -> String {
+pub(crate) fn grad_label(name: &str) -> String {
     format!("{name}.grad")
 }
 
 /// Label of a parameter's f16 copy (mixed precision).
-pub fn half_label(name: &str) -> String {
+pub(crate) fn half_label(name: &str) -> String {
     format!("{name}.f16")
 }
 
 /// Label of a parameter's SGD momentum buffer.
-pub fn momentum_label(name: &str) -> String {
+pub(crate) fn momentum_label(name: &str) -> String {
     format!("{name}.momentum")
 }

@@ -1,4 +1,4 @@
-//! Where a run writes, and how runs keep out of each other's way ([`RunDir`]).
+//! Where a run writes, and how runs keep out of each other's way (`RunDir`).
 //!
 //! A run never replaces files it did not write itself unless asked to:
 //!
@@ -28,7 +28,7 @@ pub const CHECKPOINT_FILE: &str = "last.safetensors";
 pub const RUN_FILES: [&str; 3] = [CHECKPOINT_FILE, "metrics.csv", "metrics.png"];
 
 /// The name of [`OutDir::New`]'s folders: `run-` and a number.
-pub const NEW_FOLDER_PREFIX: &str = "run-";
+pub(crate) const NEW_FOLDER_PREFIX: &str = "run-";
 
 /// Where a run writes its checkpoint (`last.safetensors`), `metrics.csv` and `metrics.png`.
 ///
@@ -85,7 +85,7 @@ impl From<String> for OutDir {
 /// The folder of a run, held for the run's life: made or checked by [`RunDir::open`],
 /// locked against other runs until dropped.
 #[derive(Debug)]
-pub struct RunDir {
+pub(crate) struct RunDir {
     path: PathBuf,
     lock: Option<RunLock>,
     /// This run made the folder (removed on drop if the run wrote nothing).
@@ -168,7 +168,7 @@ impl RunDir {
     /// What a rank other than 0 of a data-parallel run holds: no lock, nothing made or
     /// written. Its path is the resumed checkpoint's folder or the configured one (rank 0
     /// chooses the run's `run-N`; the other ranks do not learn it).
-    pub fn follower(out: &OutDir, resume: Option<&Path>) -> RunDir {
+    pub(crate) fn follower(out: &OutDir, resume: Option<&Path>) -> RunDir {
         let path = match (resume.and_then(|ck| ck.parent()), out) {
             (Some(dir), OutDir::New(_)) => dir.to_path_buf(),
             (_, OutDir::New(root)) | (_, OutDir::At(root)) => root.clone(),
@@ -201,13 +201,13 @@ impl RunDir {
 
     /// Notes for the user from opening the folder (a stale lock taken over, a run being
     /// overwritten); each is returned once.
-    pub fn take_notes(&mut self) -> Vec<String> {
+    pub(crate) fn take_notes(&mut self) -> Vec<String> {
         std::mem::take(&mut self.notes)
     }
 
     /// The run has written its first checkpoint: the other files of the run it overwrites
     /// (`metrics.csv`, `metrics.png`) go now, so the folder never mixes two runs' files.
-    pub fn checkpoint_written(&mut self) -> Result<()> {
+    pub(crate) fn checkpoint_written(&mut self) -> Result<()> {
         for f in std::mem::take(&mut self.replaced) {
             match std::fs::remove_file(&f) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -253,7 +253,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 /// The number of a folder named `run-N` (digits only), else `None`.
-pub fn run_number(name: &str) -> Option<u64> {
+pub(crate) fn run_number(name: &str) -> Option<u64> {
     let digits = name.strip_prefix(NEW_FOLDER_PREFIX)?;
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -263,7 +263,7 @@ pub fn run_number(name: &str) -> Option<u64> {
 
 /// Make a new `run-N` folder in `root` (made if missing): one more than the highest number
 /// there, or the next free one when another run takes that at the same moment.
-pub fn new_folder(root: &Path) -> Result<PathBuf> {
+pub(crate) fn new_folder(root: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
     let mut highest = 0;
     for e in std::fs::read_dir(root).map_err(|e| Error::io(root, e))? {

@@ -29,17 +29,17 @@ pub struct Unit {
 
 impl Unit {
     /// Shape of the convolution output `z` and of the BN output `y`: (N, OH, OW, Cout).
-    pub fn out_shape(&self) -> [usize; 4] {
+    pub(crate) fn out_shape(&self) -> [usize; 4] {
         self.conv.y_shape()
     }
 
     /// Elements of `z` (and of `y`).
-    pub fn out_len(&self) -> usize {
+    pub(crate) fn out_len(&self) -> usize {
         self.out_shape().iter().product()
     }
 
     /// The batch norm's options with the given work sizing (the unit's ReLU fused).
-    pub fn bn_options(&self, sizing: BnSizing) -> BatchNormOptions {
+    pub(crate) fn bn_options(&self, sizing: BnSizing) -> BatchNormOptions {
         BatchNormOptions {
             eps: self.bn_eps,
             momentum: self.bn_momentum,
@@ -54,12 +54,12 @@ impl Unit {
     }
 
     /// Label of the convolution output `z`.
-    pub fn z_label(&self) -> String {
+    pub(crate) fn z_label(&self) -> String {
         format!("{}.out", self.conv_name)
     }
 
     /// Label of the BN output `y`.
-    pub fn y_label(&self) -> String {
+    pub(crate) fn y_label(&self) -> String {
         format!("{}.out", self.bn_name)
     }
 
@@ -254,7 +254,7 @@ impl Topology {
     }
 
     /// Shape of the stem's output after the optional max pool (the first block's input).
-    pub fn stem_out_shape(&self) -> [usize; 4] {
+    pub(crate) fn stem_out_shape(&self) -> [usize; 4] {
         match &self.pool {
             Some(p) => p.output_shape(),
             None => self.stem.out_shape(),
@@ -262,12 +262,12 @@ impl Topology {
     }
 
     /// Shape of the class maps (N, h, w, C).
-    pub fn maps_shape(&self) -> [usize; 4] {
+    pub(crate) fn maps_shape(&self) -> [usize; 4] {
         [self.batch, self.map.0, self.map.1, self.classes]
     }
 
     /// Shape of the backbone's output features (N, h, w, D).
-    pub fn features_shape(&self) -> [usize; 4] {
+    pub(crate) fn features_shape(&self) -> [usize; 4] {
         [self.batch, self.map.0, self.map.1, self.features]
     }
 
@@ -287,7 +287,7 @@ impl Topology {
     }
 
     /// Rows N * h * w of the head's GEMMs.
-    pub fn head_rows(&self) -> usize {
+    pub(crate) fn head_rows(&self) -> usize {
         self.batch * self.map.0 * self.map.1
     }
 }

@@ -15,7 +15,7 @@ use crate::{Error, Result};
 use std::path::Path;
 
 /// Encodes `img` as PNG and writes it to `path` without ever leaving a half-written file
-/// there ([`crate::fsio::write_atomic`]: a temporary file in the same folder, synced, then
+/// there (`write_atomic`: a temporary file in the same folder, synced, then
 /// renamed over `path`). Errors name `path`.
 pub fn save_png(path: &Path, img: &image::RgbImage) -> Result<()> {
     let mut bytes = Vec::new();

@@ -1,6 +1,6 @@
 //! The GPU side of the topology: each unit's shapes, parameter ids, saved batch statistics
 //! and activation tensors, the activations given storage by the memory plan's
-//! [`ActivationLayout`].
+//! `ActivationLayout`.
 //!
 //! Per unit: the convolution output `z` and the BN output `y` (the unit's ReLU, when it has
 //! one, fused into batch norm's last pass; for the last unit of a residual block `y` becomes
@@ -65,7 +65,7 @@ pub(super) struct Layers {
     pub shared: Vec<Tensor>,
 }
 
-/// Allocates by an [`ActivationLayout`].
+/// Allocates by an `ActivationLayout`.
 struct Alloc<'a> {
     gpu: &'a Gpu,
     sizing: BnSizing,
