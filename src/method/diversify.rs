@@ -8,8 +8,8 @@
 //! patch suppresses its non-peak locations; peaks are suppressed only by `r_peak`.
 //! Suppressed locations are scaled by `alpha`; scores are the mean over H x W.
 //!
-//! Randomness: every draw is `draw``(seed, step, b, c, patch, kind)`, a chain of the
-//! integer hash `lowbias32` with u32 wrapping arithmetic, identical in WGSL and Rust, so
+//! Randomness: every draw is `draw(seed, step, b, c, patch, kind)`, a chain of the
+//! integer hash `lowbias32` (their CPU side is `reference::diversify`) with u32 wrapping arithmetic, identical in WGSL and Rust, so
 //! the GPU masks equal the twin's element for element on any adapter, and a resumed run
 //! (same seed, same step counter) draws the same masks as an uninterrupted one. The step
 //! lives in a 2-element u32 tensor `[step_lo, step_hi]` (see [`step_words`]) that the
@@ -79,39 +79,6 @@ impl DiversifyConfig {
         let m = h.min(w) as u64;
         ((3 * m + 7) / 14).clamp(1, u32::MAX as u64) as u32
     }
-}
-
-/// Which mask a draw belongs to (the last word hashed by `draw`).
-pub(crate) const MASK_PEAK: u32 = 0;
-/// See [`MASK_PEAK`].
-pub(crate) const MASK_PATCH: u32 = 1;
-
-/// The 32-bit integer hash used for every draw ("lowbias32": xorshift-multiply, two rounds).
-pub(crate) fn lowbias32(x: u32) -> u32 {
-    let mut x = x;
-    x ^= x >> 16;
-    x = x.wrapping_mul(0x7feb_352d);
-    x ^= x >> 15;
-    x = x.wrapping_mul(0x846c_a68b);
-    x ^= x >> 16;
-    x
-}
-
-/// The hash behind one Bernoulli draw: chain `lowbias32` over
-/// `(seed ^ 0x9e3779b9, step_lo, step_hi, b, c, patch, kind)`. `patch` is 0 for the peak
-/// draw; `kind` is [`MASK_PEAK`] or [`MASK_PATCH`]. Same as `draw` in the WGSL.
-pub(crate) fn draw(seed: u32, step: u64, b: u32, c: u32, patch: u32, kind: u32) -> u32 {
-    let [lo, hi] = step_words(step);
-    let mut h = lowbias32(seed ^ 0x9e37_79b9);
-    for v in [lo, hi, b, c, patch, kind] {
-        h = lowbias32(h ^ v);
-    }
-    h
-}
-
-/// Bernoulli(p) from a hash: the top 24 bits as a uniform in [0, 1), `u < p`.
-pub(crate) fn bernoulli(h: u32, p: f32) -> bool {
-    ((h >> 8) as f32) * (1.0 / 16_777_216.0) < p
 }
 
 /// The step counter as the `[step_lo, step_hi]` words of the step tensor.

@@ -4,7 +4,42 @@
 //! element for element; maps given here as f64 must be widened f32 values for the peak
 //! comparisons to match the GPU's.
 
-use crate::method::diversify::{bernoulli, draw, DiversifyConfig, MASK_PATCH, MASK_PEAK};
+use crate::method::diversify::DiversifyConfig;
+
+// The mask hash: the CPU side of `draw` in shaders/diversify.wgsl, bit for bit.
+
+/// Which mask a draw belongs to (the last word hashed by `draw`).
+pub const MASK_PEAK: u32 = 0;
+/// See [`MASK_PEAK`].
+pub const MASK_PATCH: u32 = 1;
+
+/// The 32-bit integer hash used for every draw ("lowbias32": xorshift-multiply, two rounds).
+pub fn lowbias32(x: u32) -> u32 {
+    let mut x = x;
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x7feb_352d);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x846c_a68b);
+    x ^= x >> 16;
+    x
+}
+
+/// The hash behind one Bernoulli draw: chain `lowbias32` over
+/// `(seed ^ 0x9e3779b9, step_lo, step_hi, b, c, patch, kind)`. `patch` is 0 for the peak
+/// draw; `kind` is [`MASK_PEAK`] or [`MASK_PATCH`]. Same as `draw` in the WGSL.
+pub fn draw(seed: u32, step: u64, b: u32, c: u32, patch: u32, kind: u32) -> u32 {
+    let [lo, hi] = crate::method::diversify::step_words(step);
+    let mut h = lowbias32(seed ^ 0x9e37_79b9);
+    for v in [lo, hi, b, c, patch, kind] {
+        h = lowbias32(h ^ v);
+    }
+    h
+}
+
+/// Bernoulli(p) from a hash: the top 24 bits as a uniform in [0, 1), `u < p`.
+pub fn bernoulli(h: u32, p: f32) -> bool {
+    ((h >> 8) as f32) * (1.0 / 16_777_216.0) < p
+}
 
 /// The DB mask `(N, H, W, C)` (1 = suppressed) for `step`.
 #[allow(clippy::too_many_arguments)]
