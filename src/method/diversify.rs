@@ -10,8 +10,9 @@
 //!
 //! Randomness: every draw is `draw(seed, step, b, c, patch, kind)`, a chain of the
 //! integer hash `lowbias32` with u32 wrapping arithmetic, identical in WGSL and in the CPU
-//! twin (`reference::diversify`), so the GPU masks equal the twin's element for element on any adapter, and a resumed run
-//! (same seed, same step counter) draws the same masks as an uninterrupted one. The step
+//! twin (`reference::diversify`), so the GPU masks equal the twin's element for element on
+//! any adapter, and a resumed run (same seed, same step counter) draws the same masks as an
+//! uninterrupted one. The step
 //! lives in a 2-element u32 tensor `[step_lo, step_hi]` (see [`step_words`]) that the
 //! trainer rewrites each step, so the dispatch is built once.
 
