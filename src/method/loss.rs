@@ -120,6 +120,9 @@ pub struct LossForwardBackward<'a> {
     pub labels: &'a Tensor,
     pub dscores: &'a Tensor,
     pub stats: &'a Tensor,
+    /// The per-image statistics `(N, 4)` between the two passes: a buffer of the caller's
+    /// (a network's, from its memory plan), or `None` for one of the launch's own.
+    pub per_image: Option<&'a Tensor>,
 }
 
 /// Tensors of [`loss_eval`]: `scores (N, C)` and `labels (N)` u32 (read), `stats (4)`.
@@ -129,12 +132,15 @@ pub struct LossEval<'a> {
     pub stats: &'a Tensor,
 }
 
+/// Label of the per-image statistics buffer between the loss's two passes.
+pub(crate) const LOSS_PER_IMAGE: &str = "loss.per_image";
+
 fn build(
     gpu: &Gpu,
     entry: &'static str,
     o: &LossOptions,
     t: &LossEval,
-    dscores: Option<&Tensor>,
+    (dscores, scratch): (Option<&Tensor>, Option<&Tensor>),
 ) -> Result<Vec<Dispatch>> {
     let [n, c] = dims_of(entry, "scores", t.scores, DType::F32, ["N", "C"])?;
     let p = loss_params(n, c, o.kind)?;
@@ -145,13 +151,23 @@ fn build(
     if let Some(d) = dscores {
         d.check(entry, "dscores", DType::F32, Size::Shape(&[n, c]))?;
     }
-    let per_image = gpu.zeros("loss.per_image", &[n, STATS])?;
-    let mut bound = vec![t.scores, t.labels, &per_image];
+    let own;
+    let per_image = match scratch {
+        Some(s) => {
+            s.check(entry, "per_image", DType::F32, Size::Shape(&[n, STATS]))?;
+            s
+        }
+        None => {
+            own = gpu.zeros(LOSS_PER_IMAGE, &[n, STATS])?;
+            &own
+        }
+    };
+    let mut bound = vec![t.scores, t.labels, per_image];
     if let Some(d) = dscores {
         bound.push(d);
     }
     let image = gpu.dispatch(&LOSS, entry, &p, &bound, gpu.grid(n as u64))?;
-    let batch = column_sum(gpu, &per_image, t.stats, o.accumulate)?;
+    let batch = column_sum(gpu, per_image, t.stats, o.accumulate)?;
     Ok(vec![image, batch])
 }
 
@@ -169,11 +185,12 @@ pub fn loss_forward_backward(
         labels: t.labels,
         stats: t.stats,
     };
-    build(gpu, "loss_forward_backward", o, &eval, Some(t.dscores))
+    let bufs = (Some(t.dscores), t.per_image);
+    build(gpu, "loss_forward_backward", o, &eval, bufs)
 }
 
 /// Statistics only (evaluation): `stats (4)` overwritten, or added into when
 /// `o.accumulate`. Two dispatches, in order.
 pub fn loss_eval(gpu: &Gpu, o: &LossOptions, t: &LossEval) -> Result<Vec<Dispatch>> {
-    build(gpu, "loss_eval", o, t, None)
+    build(gpu, "loss_eval", o, t, (None, None))
 }

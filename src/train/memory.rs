@@ -2,13 +2,13 @@
 //! sized and put in a category, computed from the model, the batch size, the mode, the
 //! precision (f16 activations in mixed precision) and the adapter class alone (no device).
 //! `ActivationLayout` is where the activations and their gradients share storage by
-//! liveness; `Network::build` allocates by it, so the sharing rules live here and only
-//! here.
+//! liveness, so the sharing rules live here and only here. The plan is also what allocates:
+//! `Network::build` allocates its buffers (`MemoryPlan::allocate`) and takes each by label,
+//! so nothing is sized twice.
 //!
 //! What the plan counts: every storage buffer the network creates, including the scratch
-//! buffers its kernels' launchers create and keep alive in their bind groups (batch-norm
-//! reduction partials, the loss's per-image statistics, one set per training dispatch
-//! list). What it does not: each dispatch's uniform parameter block (16 to 80 bytes, one
+//! its kernels' launchers use (split-K partials, batch-norm reduction partials, the loss's
+//! per-image statistics, one per micro-batch list). What it does not: each dispatch's uniform parameter block (16 to 80 bytes, one
 //! per dispatch: about 0.1 MiB for a ResNet-50 training network; `tests/suite/memory.rs` adds
 //! them from the dispatch lists), host staging buffers made by the trainer, and whatever
 //! the driver adds (pipelines, alignment).
@@ -41,6 +41,7 @@
 //! println!("{}", train.markdown_table());
 //! ```
 
+use super::allocation::Allocation;
 use super::config::{MethodConfig, NetMode};
 use super::params::{grad_label, half_label, momentum_label, param_specs};
 use super::topology::{Topology, Unit};
@@ -50,10 +51,20 @@ use crate::gpu::{DType, Gpu};
 use crate::kernels::amp::AMP_LEN;
 use crate::kernels::batchnorm::BnSizing;
 use crate::kernels::conv2d::{weight_grad_scratch_len, Conv2dKernel};
-use crate::method::loss::{LossKind, STATS};
+use crate::kernels::sgd::HYPER_LEN;
+use crate::method::loss::{LossKind, LOSS_PER_IMAGE, STATS};
 use crate::model::ModelConfig;
 
-/// Labels of the mixed-precision buffers outside the backbone (the memory plan lists them).
+/// Labels of the buffers outside the backbone.
+pub(crate) const IMAGES: &str = "images";
+pub(crate) const LABELS: &str = "labels";
+pub(crate) const MAPS: &str = "class_maps";
+pub(crate) const SCORES: &str = "scores";
+pub(crate) const MASK: &str = "diversify.mask";
+pub(crate) const STEP: &str = "step";
+pub(crate) const HYPER: &str = "sgd.hyper";
+pub(crate) const STATS_LABEL: &str = "loss.stats";
+/// Labels of the mixed-precision buffers outside the backbone.
 pub(crate) const IMAGES_F16: &str = "images.f16";
 pub(crate) const DMAPS_F16: &str = "class_maps.grad.f16";
 pub(crate) const DFEAT_F32: &str = "features.grad.f32";
@@ -498,6 +509,8 @@ pub struct PlannedBuffer {
     pub dtype: DType,
     /// Elements (of `dtype`).
     pub elements: usize,
+    /// The shape the network allocates it with (its product is `elements`).
+    pub shape: Vec<usize>,
     /// Labels of the tensors that are views of this buffer (the buffer's own label first
     /// when a tensor of that name uses it; tensors that alias another tensor carry its
     /// label).
@@ -573,36 +586,32 @@ impl MemoryPlan {
         let mixed = precision == Precision::Mixed;
         let (params, state) = param_specs(topo)?;
         for spec in &params {
-            let n = spec.layout.numel();
-            p.own(&spec.name, Category::Parameters, n);
+            let shape = spec.layout.shape();
+            p.own(&spec.name, Category::Parameters, &shape);
             if mixed && spec.layout.has_half() {
-                p.push(
-                    &half_label(&spec.name),
-                    Category::HalfWeights,
-                    DType::F16,
-                    n,
-                );
+                let half = half_label(&spec.name);
+                p.push(&half, Category::HalfWeights, DType::F16, &shape);
             }
             if train {
-                p.own(&grad_label(&spec.name), Category::Gradients, n);
-                p.own(&momentum_label(&spec.name), Category::Momentum, n);
+                p.own(&grad_label(&spec.name), Category::Gradients, &shape);
+                p.own(&momentum_label(&spec.name), Category::Momentum, &shape);
             }
         }
         for s in &state {
-            p.own(&s.name, Category::BnRunningStats, s.len);
+            p.own(&s.name, Category::BnRunningStats, &[s.len]);
         }
         for u in topo.units() {
             for what in ["save_mean", "save_invstd"] {
                 let label = format!("{}.{what}", u.bn_name);
-                p.own(&label, Category::BnBatchStats, u.channels());
+                p.own(&label, Category::BnBatchStats, &[u.channels()]);
             }
         }
 
         let layout = ActivationLayout::new(topo, mode);
         p.unit(&topo.stem, &layout.stem);
         if let (Some(ps), Some(at)) = (&topo.pool, layout.pool) {
-            let len = ps.output_shape().iter().product();
-            p.activation("maxpool.out".into(), len, at, Category::BnOutputs);
+            let shape = ps.output_shape();
+            p.activation("maxpool.out".into(), &shape, at, Category::BnOutputs);
         }
         for (b, at) in topo.blocks.iter().zip(&layout.blocks) {
             for (u, a) in b.units.iter().zip(&at.units) {
@@ -624,47 +633,42 @@ impl MemoryPlan {
                 category: cat,
                 dtype: act,
                 elements: layout.sizes.of(*b),
+                shape: vec![layout.sizes.of(*b)],
                 tensors: std::mem::take(&mut p.views[i]),
             });
         }
         if let Some(ps) = &topo.pool {
-            let len = ps.output_shape().iter().product();
-            p.own_u32("maxpool.index", Category::PoolIndex, len);
+            p.own_u32("maxpool.index", Category::PoolIndex, &ps.output_shape());
         }
 
         let n = topo.batch;
-        let maps: usize = topo.maps_shape().iter().product();
-        let scores = n * topo.classes;
-        p.own("images", Category::Images, topo.input.iter().product());
+        let maps = topo.maps_shape();
+        let scores = [n, topo.classes];
+        p.own(IMAGES, Category::Images, &topo.input);
         if mixed {
-            p.push(
-                IMAGES_F16,
-                Category::Images,
-                DType::F16,
-                topo.input.iter().product(),
-            );
+            p.push(IMAGES_F16, Category::Images, DType::F16, &topo.input);
             if train {
-                p.push(DMAPS_F16, Category::ClassMaps, DType::F16, maps);
-                let feat = topo.features_shape().iter().product();
-                p.own(DFEAT_F32, Category::ActivationGradients, feat);
-                p.own_u32(AMP_STATE, Category::Control, AMP_LEN);
+                p.push(DMAPS_F16, Category::ClassMaps, DType::F16, &maps);
+                let feat = topo.features_shape();
+                p.own(DFEAT_F32, Category::ActivationGradients, &feat);
+                p.own_u32(AMP_STATE, Category::Control, &[AMP_LEN]);
             }
         }
-        p.own_u32("labels", Category::Labels, n);
-        p.own("class_maps", Category::ClassMaps, maps);
-        p.own("scores", Category::Scores, scores);
+        p.own_u32(LABELS, Category::Labels, &[n]);
+        p.own(MAPS, Category::ClassMaps, &maps);
+        p.own(SCORES, Category::Scores, &scores);
         if train {
-            p.own("class_maps.grad", Category::ClassMaps, maps);
-            p.own("scores.grad", Category::Scores, scores);
+            p.own(&grad_label(MAPS), Category::ClassMaps, &maps);
+            p.own(&grad_label(SCORES), Category::Scores, &scores);
         }
-        p.own_u32("diversify.mask", Category::Mask, maps);
-        p.own_u32("step", Category::Control, 2);
-        p.own("sgd.hyper", Category::Control, 4);
-        p.own("loss.stats", Category::Control, 4);
+        p.own_u32(MASK, Category::Mask, &maps);
+        p.own_u32(STEP, Category::Control, &[2]);
+        p.own(HYPER, Category::Control, &[HYPER_LEN]);
+        p.own(STATS_LABEL, Category::Control, &[STATS]);
 
         let scratch = split_k_scratch_len(topo, class);
         if train && scratch > 0 {
-            p.own(SPLIT_K_SCRATCH, Category::SplitKScratch, scratch);
+            p.own(SPLIT_K_SCRATCH, Category::SplitKScratch, &[scratch]);
         }
         if lists > 0 {
             // One buffer for every batch-norm launch of every list: each launch's
@@ -674,10 +678,10 @@ impl MemoryPlan {
                 .map(|u| u.bn.partials_len(class.bn))
                 .max()
                 .unwrap_or(1);
-            p.own(BN_PARTIALS, Category::BnPartials, len);
+            p.own(BN_PARTIALS, Category::BnPartials, &[len]);
         }
         for _ in 0..lists {
-            p.own("loss.per_image", Category::LossScratch, topo.batch * STATS);
+            p.own(LOSS_PER_IMAGE, Category::LossScratch, &[topo.batch, STATS]);
         }
         Ok(MemoryPlan {
             mode,
@@ -687,6 +691,18 @@ impl MemoryPlan {
             lists,
             buffers: p.buffers,
         })
+    }
+
+    /// Allocate every buffer of the plan on `gpu`, zero-filled: the network's buffers, each
+    /// handed to the part of the network that uses it ([`Allocation::take`]). Nothing else
+    /// is sized or allocated anywhere.
+    pub(crate) fn allocate(&self, gpu: &Gpu) -> Result<Allocation> {
+        let buffers = self
+            .buffers
+            .iter()
+            .map(|b| Ok((b.label.clone(), gpu.zeros_of(&b.label, &b.shape, b.dtype)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Allocation::new(buffers))
     }
 
     /// Bytes of every buffer.
@@ -760,17 +776,17 @@ struct Builder {
 }
 
 impl Builder {
-    /// An activation of `len` elements placed at `placement`.
-    fn activation(&mut self, label: String, len: usize, at: Placement, category: Category) {
+    /// An activation of `shape` placed at `placement`.
+    fn activation(&mut self, label: String, shape: &[usize], at: Placement, category: Category) {
         match at {
             Placement::OwnValue { grad } => {
-                self.push(&label, category, self.act, len);
+                self.push(&label, category, self.act, shape);
                 self.views[grad.index()].push(grad_label(&label));
             }
             Placement::SharedValue(b) => self.views[b.index()].push(label),
             Placement::InPlace => {
                 let grad = grad_label(&label);
-                self.push(&label, category, self.act, len);
+                self.push(&label, category, self.act, shape);
                 if let Some(b) = self.buffers.last_mut() {
                     b.tensors.push(grad);
                 }
@@ -784,26 +800,27 @@ impl Builder {
 
     /// A unit's `z` and `y`.
     fn unit(&mut self, u: &Unit, at: &UnitPlacement) {
-        self.activation(u.z_label(), u.out_len(), at.z, Category::ConvOutputs);
-        self.activation(u.y_label(), u.out_len(), at.y, Category::BnOutputs);
+        self.activation(u.z_label(), &u.out_shape(), at.z, Category::ConvOutputs);
+        self.activation(u.y_label(), &u.out_shape(), at.y, Category::BnOutputs);
     }
 
-    fn push(&mut self, label: &str, category: Category, dtype: DType, elements: usize) {
+    fn push(&mut self, label: &str, category: Category, dtype: DType, shape: &[usize]) {
         self.buffers.push(PlannedBuffer {
             label: label.to_string(),
             category,
             dtype,
-            elements,
+            elements: shape.iter().product(),
+            shape: shape.to_vec(),
             tensors: vec![label.to_string()],
         });
     }
 
-    fn own(&mut self, label: &str, category: Category, elements: usize) {
-        self.push(label, category, DType::F32, elements);
+    fn own(&mut self, label: &str, category: Category, shape: &[usize]) {
+        self.push(label, category, DType::F32, shape);
     }
 
-    fn own_u32(&mut self, label: &str, category: Category, elements: usize) {
-        self.push(label, category, DType::U32, elements);
+    fn own_u32(&mut self, label: &str, category: Category, shape: &[usize]) {
+        self.push(label, category, DType::U32, shape);
     }
 }
 

@@ -2,6 +2,7 @@
 //! its statistics a few steps late (inference is [`crate::inference`]). The configuration
 //! is in [`config`], a whole run in [`run`], the buffers in [`network`] and [`memory`].
 
+pub(crate) mod allocation;
 pub mod config;
 pub mod eval;
 pub(crate) mod lockholder;

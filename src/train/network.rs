@@ -31,24 +31,24 @@
 mod layers;
 mod record;
 
+use super::allocation::Allocation;
 pub use super::config::{MethodConfig, NetMode};
-use super::memory::{AMP_STATE, DFEAT_F32, DMAPS_F16, IMAGES_F16};
-use super::params::ParamTable;
+use super::memory::{
+    split_k_scratch_len, training_lists, ActivationLayout, AdapterClass, MemoryPlan, AMP_STATE,
+    BN_PARTIALS, DFEAT_F32, DMAPS_F16, HYPER, IMAGES, IMAGES_F16, LABELS, MAPS, MASK, SCORES,
+    SPLIT_K_SCRATCH, STATS_LABEL, STEP,
+};
+use super::params::{grad_label, ParamTable};
 pub use super::params::{Param, ParamId, ParamLayout, StateId, StateTensor};
 pub use super::topology::Topology;
 use crate::error::Error;
 use crate::error::Result;
 pub use crate::gpu::Precision;
 use crate::gpu::{Dispatch, Gpu, Tensor};
-use crate::kernels::amp::AMP_LEN;
-use crate::method::loss::LossKind;
+use crate::method::loss::{LossKind, LOSS_PER_IMAGE};
 use crate::model::ModelConfig;
-use crate::train::memory::{
-    split_k_scratch_len, training_lists, ActivationLayout, AdapterClass, BN_PARTIALS,
-    SPLIT_K_SCRATCH,
-};
 use layers::Layers;
-use record::{Io, Recorder};
+use record::Recorder;
 
 /// The initial loss scale of mixed-precision training (2^16, as PyTorch's GradScaler).
 pub const LOSS_SCALE_INIT: f32 = 65536.0;
@@ -110,6 +110,8 @@ pub struct Network {
     scratch: Option<Tensor>,
     /// Reduction partials of every batch-norm launch (training).
     bn_partials: Option<Tensor>,
+    /// The loss's per-image statistics, one buffer per micro-batch list.
+    loss_scratch: Vec<Tensor>,
 }
 
 /// The mixed-precision tensors outside the backbone.
@@ -180,9 +182,9 @@ impl Network {
         )
     }
 
-    /// Topology, parameters, activations (placed by the memory plan's layout), the other
-    /// tensors, then the dispatch lists. Every buffer allocated here is in
-    /// [`crate::train::memory::MemoryPlan`].
+    /// The memory plan allocates every buffer ([`MemoryPlan::allocate`]); the parameter
+    /// table, the layers and the tensors outside the backbone take theirs from it by label,
+    /// then the dispatch lists are recorded over the network. Nothing is sized here.
     fn build(
         gpu: &Gpu,
         config: &ModelConfig,
@@ -202,48 +204,108 @@ impl Network {
                 ),
             ));
         }
-        let mut table = ParamTable::new(gpu, mode, precision, seed);
+        let lists = training_lists(mode, method);
+        let plan = MemoryPlan::for_topology(&topo, (mode, precision), class, lists)?;
+        let mut bufs = plan.allocate(gpu)?;
+        let mut table = ParamTable::new(gpu, &mut bufs, (mode, precision), seed);
         let (unit_params, head) = super::params::declare(&topo, &mut table)?;
-        let layout = ActivationLayout::new(&topo, mode);
-        let act = precision.activations();
-        let layers = Layers::allocate(gpu, (class.bn, act), &topo, &layout, &unit_params, head)?;
-        let io = Network::io(gpu, &topo, mode, precision)?;
-        let scratch_len = split_k_scratch_len(&topo, class);
-        let scratch = if scratch_len > 0 && mode == NetMode::Train {
-            Some(gpu.zeros(SPLIT_K_SCRATCH, &[scratch_len])?)
-        } else {
-            None
-        };
         let (params, state) = (table.params, table.state);
-        let bn_partials = if training_lists(mode, method) > 0 {
-            let len = topo
-                .units()
-                .map(|u| u.bn.partials_len(class.bn))
-                .max()
-                .unwrap_or(1);
-            Some(gpu.zeros(BN_PARTIALS, &[len])?)
-        } else {
-            None
+        let layout = ActivationLayout::new(&topo, mode);
+        let layers = Layers::allocate((&mut bufs, class.bn), &topo, &layout, &unit_params, head)?;
+        let train = mode == NetMode::Train;
+        let grad = |bufs: &mut Allocation, value: &Tensor, label: &str| match train {
+            true => bufs.take(&grad_label(label)),
+            false => Ok(value.clone()),
         };
+        let maps = bufs.take(MAPS)?;
+        let scores = bufs.take(SCORES)?;
+        let dmaps = grad(&mut bufs, &maps, MAPS)?;
+        let dscores = grad(&mut bufs, &scores, SCORES)?;
+        let mixed = match precision {
+            Precision::F32 => None,
+            Precision::Mixed => Some(MixedIo {
+                images: bufs.take(IMAGES_F16)?,
+                head: match train {
+                    true => Some((bufs.take(DMAPS_F16)?, bufs.take(DFEAT_F32)?)),
+                    false => None,
+                },
+            }),
+        };
+        let amp = match (precision, train) {
+            (Precision::Mixed, true) => Some(bufs.take(AMP_STATE)?),
+            _ => None,
+        };
+        let scratch = match train && split_k_scratch_len(&topo, class) > 0 {
+            true => Some(bufs.take(SPLIT_K_SCRATCH)?),
+            false => None,
+        };
+        let bn_partials = match lists > 0 {
+            true => Some(bufs.take(BN_PARTIALS)?),
+            false => None,
+        };
+        let loss_scratch = (0..lists)
+            .map(|_| bufs.take(LOSS_PER_IMAGE))
+            .collect::<Result<Vec<_>>>()?;
+        let mut net = Network {
+            config: config.clone(),
+            mode,
+            precision,
+            batch,
+            params,
+            state,
+            images: bufs.take(IMAGES)?,
+            labels: bufs.take(LABELS)?,
+            maps,
+            dmaps,
+            scores,
+            dscores,
+            mask: bufs.take(MASK)?,
+            step: bufs.take(STEP)?,
+            hyper: bufs.take(HYPER)?,
+            stats: bufs.take(STATS_LABEL)?,
+            amp,
+            mixed,
+            map_size: topo.map,
+            train_main: Vec::new(),
+            train_ce: Vec::new(),
+            accumulate_main: Vec::new(),
+            accumulate_ce: Vec::new(),
+            optimizer: Vec::new(),
+            eval: Vec::new(),
+            layers,
+            scratch,
+            bn_partials,
+            loss_scratch,
+        };
+        bufs.finish()?;
+        net.record(gpu, class, method)?;
+        Ok(net)
+    }
 
+    /// Record the dispatch lists over the network's tensors: each micro-batch list (and its
+    /// accumulating twin) with its own loss scratch, the optimizer, the evaluation forward.
+    fn record(&mut self, gpu: &Gpu, class: AdapterClass, method: &MethodConfig) -> Result<()> {
         let rec = Recorder {
             gpu,
             class,
-            precision,
-            params: &params,
-            state: &state,
-            layers: &layers,
-            io: &io,
-            scratch: scratch.as_ref(),
-            bn_partials: bn_partials.as_ref(),
+            net: self,
         };
-        let train = mode == NetMode::Train;
+        let train = self.mode == NetMode::Train;
         let ce = train && method.loss != LossKind::CrossEntropy;
-        let list = |on: bool, loss: LossKind, accumulate: bool| match on {
-            true => rec.training_iteration(method, loss, accumulate),
+        let cross_entropy = LossKind::CrossEntropy;
+        let mut scratch = self.loss_scratch.iter();
+        let mut list = |on: bool, loss: LossKind, accumulate: bool| match on {
+            true => {
+                let per_image = scratch.next().ok_or_else(|| {
+                    Error::invalid(
+                        "memory plan",
+                        "fewer loss scratch buffers than lists (a bug)",
+                    )
+                })?;
+                rec.training_iteration(method, loss, accumulate, per_image)
+            }
             false => Ok(Vec::new()),
         };
-        let cross_entropy = LossKind::CrossEntropy;
         let train_main = list(train, method.loss, false)?;
         let train_ce = list(ce, cross_entropy, false)?;
         let accumulate_main = list(train && method.accumulate, method.loss, true)?;
@@ -253,85 +315,13 @@ impl Network {
             false => Vec::new(),
         };
         let eval = rec.evaluation()?;
-
-        Ok(Network {
-            config: config.clone(),
-            mode,
-            precision,
-            batch,
-            params,
-            state,
-            images: io.images,
-            labels: io.labels,
-            maps: io.maps,
-            dmaps: io.dmaps,
-            scores: io.scores,
-            dscores: io.dscores,
-            mask: io.mask,
-            step: io.step,
-            hyper: io.hyper,
-            stats: io.stats,
-            amp: io.amp,
-            mixed: io.mixed,
-            map_size: topo.map,
-            train_main,
-            train_ce,
-            accumulate_main,
-            accumulate_ce,
-            optimizer,
-            eval,
-            layers,
-            scratch,
-            bn_partials,
-        })
-    }
-
-    /// The tensors outside the backbone. An inference network's gradient fields alias the
-    /// values (nothing writes them).
-    fn io(gpu: &Gpu, topo: &Topology, mode: NetMode, precision: Precision) -> Result<Io> {
-        let n = topo.batch;
-        let maps_shape = topo.maps_shape();
-        let maps = gpu.zeros("class_maps", &maps_shape)?;
-        let scores = gpu.zeros("scores", &[n, topo.classes])?;
-        let (dmaps, dscores) = match mode {
-            NetMode::Train => (
-                gpu.zeros("class_maps.grad", &maps_shape)?,
-                gpu.zeros("scores.grad", &[n, topo.classes])?,
-            ),
-            NetMode::Inference => (maps.clone(), scores.clone()),
-        };
-        let train = mode == NetMode::Train;
-        let mixed = match precision {
-            Precision::F32 => None,
-            Precision::Mixed => Some(MixedIo {
-                images: gpu.zeros_f16(IMAGES_F16, &topo.input)?,
-                head: match train {
-                    true => Some((
-                        gpu.zeros_f16(DMAPS_F16, &maps_shape)?,
-                        gpu.zeros(DFEAT_F32, &topo.features_shape())?,
-                    )),
-                    false => None,
-                },
-            }),
-        };
-        let amp = match (precision, train) {
-            (Precision::Mixed, true) => Some(gpu.zeros_u32(AMP_STATE, &[AMP_LEN])?),
-            _ => None,
-        };
-        Ok(Io {
-            amp,
-            mixed,
-            images: gpu.zeros("images", &topo.input)?,
-            labels: gpu.zeros_u32("labels", &[n])?,
-            maps,
-            dmaps,
-            scores,
-            dscores,
-            mask: gpu.zeros_u32("diversify.mask", &maps_shape)?,
-            step: gpu.zeros_u32("step", &[2])?,
-            hyper: gpu.zeros("sgd.hyper", &[4])?,
-            stats: gpu.zeros("loss.stats", &[4])?,
-        })
+        self.train_main = train_main;
+        self.train_ce = train_ce;
+        self.accumulate_main = accumulate_main;
+        self.accumulate_ce = accumulate_ce;
+        self.optimizer = optimizer;
+        self.eval = eval;
+        Ok(())
     }
 
     /// Dispatches of one micro-batch for the given phase, overwriting the parameter
@@ -390,6 +380,7 @@ impl Network {
         ]);
         v.extend(&self.scratch);
         v.extend(&self.bn_partials);
+        v.extend(&self.loss_scratch);
         v.extend(&self.amp);
         v.extend(self.params.iter().filter_map(|p| p.half.as_ref()));
         if let Some(m) = &self.mixed {

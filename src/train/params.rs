@@ -3,6 +3,7 @@
 //! order and initialised from one seeded RNG as torchvision does, and the typed ids the
 //! dispatch lists refer to them by.
 
+use super::allocation::Allocation;
 use super::config::NetMode;
 use super::topology::{Topology, Unit};
 use crate::error::Result;
@@ -233,10 +234,12 @@ pub(crate) fn param_specs(topo: &Topology) -> Result<(Vec<ParamSpec>, Vec<StateS
     Ok((list.0, list.1))
 }
 
-/// The table on the GPU: allocates each declared tensor (with its gradient and momentum in
-/// a training network) and draws its initial values from the seeded RNG.
+/// The table on the GPU: takes each declared tensor (with its gradient and momentum in a
+/// training network, its f16 copy in mixed precision) from the memory plan's allocation and
+/// uploads its initial values, drawn from the seeded RNG.
 pub(super) struct ParamTable<'a> {
     gpu: &'a Gpu,
+    bufs: &'a mut Allocation,
     mode: NetMode,
     precision: Precision,
     pub params: Vec<Param>,
@@ -245,9 +248,15 @@ pub(super) struct ParamTable<'a> {
 }
 
 impl<'a> ParamTable<'a> {
-    pub fn new(gpu: &'a Gpu, mode: NetMode, precision: Precision, seed: u64) -> Self {
+    pub fn new(
+        gpu: &'a Gpu,
+        bufs: &'a mut Allocation,
+        (mode, precision): (NetMode, Precision),
+        seed: u64,
+    ) -> Self {
         ParamTable {
             gpu,
+            bufs,
             mode,
             precision,
             params: Vec::new(),
@@ -280,18 +289,18 @@ impl<'a> ParamTable<'a> {
 
 impl ParamSink for ParamTable<'_> {
     fn param(&mut self, spec: ParamSpec) -> Result<ParamId> {
-        let shape = spec.layout.shape();
         let init = self.values(spec.layout.numel(), spec.init);
-        let value = self.gpu.tensor(&spec.name, &shape, &init)?;
+        let value = self.bufs.take(&spec.name)?;
+        self.gpu.upload(&value, &init)?;
         let (grad, velocity) = match self.mode {
             NetMode::Train => (
-                self.gpu.zeros(&grad_label(&spec.name), &shape)?,
-                self.gpu.zeros(&momentum_label(&spec.name), &shape)?,
+                self.bufs.take(&grad_label(&spec.name))?,
+                self.bufs.take(&momentum_label(&spec.name))?,
             ),
             NetMode::Inference => (value.clone(), value.clone()),
         };
         let half = match (self.precision, spec.layout.has_half()) {
-            (Precision::Mixed, true) => Some(self.gpu.zeros_f16(&half_label(&spec.name), &shape)?),
+            (Precision::Mixed, true) => Some(self.bufs.take(&half_label(&spec.name))?),
             _ => None,
         };
         self.params.push(Param {
@@ -307,9 +316,8 @@ impl ParamSink for ParamTable<'_> {
     }
 
     fn state(&mut self, spec: StateSpec) -> Result<StateId> {
-        let value = self
-            .gpu
-            .tensor(&spec.name, &[spec.len], &vec![spec.init; spec.len])?;
+        let value = self.bufs.take(&spec.name)?;
+        self.gpu.upload(&value, &vec![spec.init; spec.len])?;
         self.state.push(StateTensor {
             name: spec.name,
             value,

@@ -572,6 +572,10 @@ fn loss_gpu(
     g.fill(&t_d, f32::NAN).unwrap();
     g.fill(&t_st, f32::NAN).unwrap();
     g.fill(&t_ev, f32::NAN).unwrap();
+    // The per-image scratch given by the caller, as a network does (loss_eval below makes
+    // its own).
+    let t_pi = g.zeros("per_image", &[n, STATS]).unwrap();
+    g.fill(&t_pi, f32::NAN).unwrap();
     let o = LossOptions::new(kind);
     let fb = loss_forward_backward(
         g,
@@ -581,6 +585,7 @@ fn loss_gpu(
             labels: &t_l,
             dscores: &t_d,
             stats: &t_st,
+            per_image: Some(&t_pi),
         },
     )
     .unwrap();

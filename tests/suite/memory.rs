@@ -1,9 +1,12 @@
-//! The memory plan against the buffers a network really allocates: for a few models, batch
-//! sizes, methods and both modes, on the test adapter with its own kernel choice and with
-//! the tiled kernels (which split more weight gradients), the plan's total equals the bytes
-//! the network created (less the dispatches' uniform parameter blocks, which the plan leaves
-//! out), the buffer count matches, and every tensor the network holds is in the plan with
-//! its buffer's size and type; in f32 and in mixed precision. Devices of its own, so the byte counters see only this test.
+//! The memory plan is the one allocation table: a network allocates its buffers from it
+//! (`MemoryPlan::allocate`) and nothing else allocates. For a few models, batch sizes,
+//! methods (with and without gradient accumulation) and both modes, on the test adapter
+//! with its own kernel choice and with the tiled kernels (which split more weight
+//! gradients), the bytes and buffers the device created while building the network are the
+//! plan's (less the dispatches' uniform parameter blocks, which the plan leaves out): no
+//! launcher allocates a buffer of its own. Every tensor the network holds is in the plan
+//! with its buffer's size and type; in f32 and in mixed precision. Devices of its own, so
+//! the counters see only this test.
 
 use finegrain::gpu::{Gpu, GpuOptions, KernelFamily};
 use finegrain::method::diversify::DiversifyConfig;

@@ -9,10 +9,11 @@
 //! statistics stay f32).
 
 use crate::error::Result;
-use crate::gpu::{DType, Gpu, Tensor};
+use crate::gpu::Tensor;
 use crate::kernels::batchnorm::{BatchNormOptions, BnSizing};
 use crate::kernels::conv2d::Conv2dShape;
 use crate::kernels::pool::MaxPoolShape;
+use crate::train::allocation::Allocation;
 use crate::train::memory::{ActivationLayout, Placement, SharedBuffer, UnitPlacement};
 use crate::train::params::{grad_label, HeadParams, UnitParams};
 use crate::train::topology::{Topology, Unit};
@@ -65,21 +66,20 @@ pub(super) struct Layers {
     pub shared: Vec<Tensor>,
 }
 
-/// Allocates by an `ActivationLayout`.
+/// Places the activations by an `ActivationLayout`, in buffers taken from the memory plan's
+/// allocation.
 struct Alloc<'a> {
-    gpu: &'a Gpu,
+    bufs: &'a mut Allocation,
     sizing: BnSizing,
     shared: Vec<Tensor>,
-    /// Element type of every activation and activation gradient.
-    act: DType,
 }
 
 impl Alloc<'_> {
     /// (value, gradient) of an activation of `shape` labelled `label`, at `at`.
-    fn pair(&self, label: String, shape: &[usize], at: Placement) -> Result<(Tensor, Tensor)> {
+    fn pair(&mut self, label: String, shape: &[usize], at: Placement) -> Result<(Tensor, Tensor)> {
         match at {
             Placement::OwnValue { grad } => {
-                let v = self.gpu.zeros_of(&label, shape, self.act)?;
+                let v = self.bufs.take(&label)?;
                 let d = self.shared[grad.index()].view(&grad_label(&label), shape)?;
                 Ok((v, d))
             }
@@ -88,7 +88,7 @@ impl Alloc<'_> {
                 Ok((v.clone(), v))
             }
             Placement::InPlace => {
-                let v = self.gpu.zeros_of(&label, shape, self.act)?;
+                let v = self.bufs.take(&label)?;
                 let d = v.view(&grad_label(&label), shape)?;
                 Ok((v, d))
             }
@@ -100,20 +100,17 @@ impl Alloc<'_> {
         }
     }
 
-    fn unit(&self, u: &Unit, params: UnitParams, at: &UnitPlacement) -> Result<ConvBn> {
+    fn unit(&mut self, u: &Unit, params: UnitParams, at: &UnitPlacement) -> Result<ConvBn> {
         let shape = u.out_shape();
         let (z, dz) = self.pair(u.z_label(), &shape, at.z)?;
         let (y, dy) = self.pair(u.y_label(), &shape, at.y)?;
         let recomputed = matches!(at.y, Placement::Recomputed { .. });
-        let c = u.channels();
         Ok(ConvBn {
             conv: u.conv,
             bn: u.bn_options(self.sizing),
             params,
-            save_mean: self.gpu.zeros(&format!("{}.save_mean", u.bn_name), &[c])?,
-            save_invstd: self
-                .gpu
-                .zeros(&format!("{}.save_invstd", u.bn_name), &[c])?,
+            save_mean: self.bufs.take(&format!("{}.save_mean", u.bn_name))?,
+            save_invstd: self.bufs.take(&format!("{}.save_invstd", u.bn_name))?,
             z,
             dz,
             y,
@@ -124,12 +121,10 @@ impl Alloc<'_> {
 }
 
 impl Layers {
-    /// Every unit's tensors; `units` are the units' parameters in [`Topology::units`] order;
-    /// `sizing` is the batch-norm sizing the dispatches will use; `act` the activations'
-    /// element type (f32 or f16).
+    /// Every unit's tensors, taken from `bufs`; `units` are the units' parameters in
+    /// [`Topology::units`] order; `sizing` is the batch-norm sizing the dispatches will use.
     pub fn allocate(
-        gpu: &Gpu,
-        (sizing, act): (BnSizing, DType),
+        (bufs, sizing): (&mut Allocation, BnSizing),
         topo: &Topology,
         layout: &ActivationLayout,
         units: &[UnitParams],
@@ -138,13 +133,12 @@ impl Layers {
         let mode: NetMode = layout.mode;
         let shared = SharedBuffer::ALL
             .iter()
-            .map(|b| gpu.zeros_of(&b.label(mode), &[layout.sizes.of(*b)], act))
+            .map(|b| bufs.take(&b.label(mode)))
             .collect::<Result<Vec<_>>>()?;
-        let a = Alloc {
-            gpu,
+        let mut a = Alloc {
+            bufs,
             sizing,
             shared,
-            act,
         };
         let mut ids = units.iter().copied();
         let mut next = || {
@@ -157,7 +151,7 @@ impl Layers {
             (Some(shape), Some(at)) => {
                 let out = shape.output_shape();
                 let (y, dy) = a.pair("maxpool.out".into(), &out, at)?;
-                let index = gpu.zeros_u32("maxpool.index", &out)?;
+                let index = a.bufs.take("maxpool.index")?;
                 Some(MaxPool {
                     shape: *shape,
                     y,

@@ -11,7 +11,7 @@
 //! place.
 
 use super::layers::{ConvBn, Layers};
-use super::{MethodConfig, MixedIo, Precision, LOSS_SCALE_INTERVAL};
+use super::{MethodConfig, Network, Precision, LOSS_SCALE_INTERVAL};
 use crate::error::Result;
 use crate::gpu::{Dispatch, Gpu, Tensor};
 use crate::kernels::amp::{amp_check_all, amp_scale, amp_update};
@@ -35,56 +35,37 @@ use crate::method::diversify::{
 use crate::method::head::{head_backward, head_forward, HeadBackward, HeadForward, HeadHalf};
 use crate::method::loss::{loss_forward_backward, LossForwardBackward, LossKind, LossOptions};
 use crate::train::memory::AdapterClass;
-use crate::train::params::{Param, ParamId, StateId, StateTensor};
+use crate::train::params::{Param, ParamId, StateId};
 
-/// The network's tensors outside the backbone.
-pub(super) struct Io {
-    /// Input batch (N, S, S, Cin).
-    pub images: Tensor,
-    /// Labels (N) u32.
-    pub labels: Tensor,
-    /// Class maps (N, h, w, C) and their gradient.
-    pub maps: Tensor,
-    pub dmaps: Tensor,
-    /// Image scores (N, C) and their gradient.
-    pub scores: Tensor,
-    pub dscores: Tensor,
-    /// Suppression mask (N, h, w, C) u32.
-    pub mask: Tensor,
-    /// [step_lo, step_hi] u32.
-    pub step: Tensor,
-    /// [lr, momentum, weight_decay, grad_scale] f32.
-    pub hyper: Tensor,
-    /// [loss sum, top1, top5, non-finite count] f32.
-    pub stats: Tensor,
-    /// Mixed-precision training: the loss-scaling state.
-    pub amp: Option<Tensor>,
-    /// Mixed precision: the f16 images and the head's backward scratch.
-    pub mixed: Option<MixedIo>,
-}
-
-/// Everything the dispatch lists bind.
+/// Records the dispatch lists of a network, binding its tensors (the lists are stored in
+/// the network after).
 pub(super) struct Recorder<'a> {
     pub gpu: &'a Gpu,
     pub class: AdapterClass,
-    pub precision: Precision,
-    pub params: &'a [Param],
-    pub state: &'a [StateTensor],
-    pub layers: &'a Layers,
-    pub io: &'a Io,
-    /// Split-K partials of the weight gradients, shared by every layer and list.
-    pub scratch: Option<&'a Tensor>,
-    /// Batch-norm reduction partials, shared by every launch and list (training).
-    pub bn_partials: Option<&'a Tensor>,
+    pub net: &'a Network,
 }
 
 impl Recorder<'_> {
     fn param(&self, id: ParamId) -> &Param {
-        &self.params[id.index()]
+        &self.net.params[id.index()]
     }
 
     fn state(&self, id: StateId) -> &Tensor {
-        &self.state[id.index()].value
+        &self.net.state[id.index()].value
+    }
+
+    fn layers(&self) -> &Layers {
+        &self.net.layers
+    }
+
+    /// Split-K partials of the weight gradients, shared by every layer and list.
+    fn scratch(&self) -> Option<&Tensor> {
+        self.net.scratch.as_ref()
+    }
+
+    /// Batch-norm reduction partials, shared by every launch and list (training).
+    fn bn_partials(&self) -> Option<&Tensor> {
+        self.net.bn_partials.as_ref()
     }
 
     /// The weight the convolutions and the head multiply by: the f16 copy in mixed
@@ -96,16 +77,16 @@ impl Recorder<'_> {
 
     /// The batch the stem reads: the f16 copy in mixed precision.
     fn input(&self) -> &Tensor {
-        match &self.io.mixed {
+        match &self.net.mixed {
             Some(m) => &m.images,
-            None => &self.io.images,
+            None => &self.net.images,
         }
     }
 
     /// Mixed precision: the cooperative-matrix tile the convolutions run on, where the
     /// adapter has one (else the f16-storage form of the adapter's kernel family).
     fn coop(&self) -> Option<CoopTile> {
-        match self.precision {
+        match self.net.precision {
             Precision::Mixed => CoopTile::best(self.gpu),
             Precision::F32 => None,
         }
@@ -114,15 +95,15 @@ impl Recorder<'_> {
     /// Mixed precision, at the start of each list: the f16 copies of the weights (from the
     /// f32 masters the previous step updated) and of the input batch.
     fn prologue(&self, out: &mut Vec<Dispatch>) -> Result<()> {
-        let Some(m) = &self.io.mixed else {
+        let Some(m) = &self.net.mixed else {
             return Ok(());
         };
-        for p in self.params {
+        for p in &self.net.params {
             if let Some(h) = &p.half {
                 out.push(cast(self.gpu, &p.value, h, 1.0)?);
             }
         }
-        out.push(cast(self.gpu, &self.io.images, &m.images, 1.0)?);
+        out.push(cast(self.gpu, &self.net.images, &m.images, 1.0)?);
         Ok(())
     }
 
@@ -130,11 +111,13 @@ impl Recorder<'_> {
     /// diversification block: forward, loss, backward. The parameter gradients and the
     /// loss statistics are overwritten, or with `accumulate` added into (the later
     /// micro-batches of an optimizer step). The optimizer is [`Recorder::optimizer`].
+    /// `per_image`: the loss's scratch for this list.
     pub fn training_iteration(
         &self,
         method: &MethodConfig,
         loss: LossKind,
         accumulate: bool,
+        per_image: &Tensor,
     ) -> Result<Vec<Dispatch>> {
         let db = method.diversify.as_ref();
         let mut d = Vec::new();
@@ -142,9 +125,9 @@ impl Recorder<'_> {
         self.backbone_forward(true, &mut d)?;
         self.head_forward(&mut d)?;
         self.scores_forward(db, &mut d)?;
-        self.loss(loss, accumulate, &mut d)?;
-        if let Some(amp) = &self.io.amp {
-            d.push(amp_scale(self.gpu, &self.io.dscores, amp)?);
+        self.loss(loss, (accumulate, per_image), &mut d)?;
+        if let Some(amp) = &self.net.amp {
+            d.push(amp_scale(self.gpu, &self.net.dscores, amp)?);
         }
         self.scores_backward(db, &mut d)?;
         self.head_backward(accumulate, &mut d)?;
@@ -166,31 +149,37 @@ impl Recorder<'_> {
     /// Image scores from the class maps: the diversification block (suppression mask of
     /// this step, then the average) when given, else the plain average.
     fn scores_forward(&self, db: Option<&DiversifyConfig>, out: &mut Vec<Dispatch>) -> Result<()> {
-        let (g, io) = (self.gpu, self.io);
+        let (g, net) = (self.gpu, self.net);
         match db {
             Some(cfg) => {
                 let t = DiversifyForward {
-                    maps: &io.maps,
-                    step: &io.step,
-                    mask: &io.mask,
-                    scores: &io.scores,
+                    maps: &net.maps,
+                    step: &net.step,
+                    mask: &net.mask,
+                    scores: &net.scores,
                 };
                 out.extend(diversify_forward(g, cfg, &t)?)
             }
-            None => out.push(average_scores(g, &io.maps, &io.scores)?),
+            None => out.push(average_scores(g, &net.maps, &net.scores)?),
         }
         Ok(())
     }
 
     /// Loss statistics of the batch (added into the step's with `accumulate`) and the
     /// scores' gradient.
-    fn loss(&self, loss: LossKind, accumulate: bool, out: &mut Vec<Dispatch>) -> Result<()> {
-        let io = self.io;
+    fn loss(
+        &self,
+        loss: LossKind,
+        (accumulate, per_image): (bool, &Tensor),
+        out: &mut Vec<Dispatch>,
+    ) -> Result<()> {
+        let net = self.net;
         let t = LossForwardBackward {
-            scores: &io.scores,
-            labels: &io.labels,
-            dscores: &io.dscores,
-            stats: &io.stats,
+            scores: &net.scores,
+            labels: &net.labels,
+            dscores: &net.dscores,
+            stats: &net.stats,
+            per_image: Some(per_image),
         };
         let o = LossOptions {
             accumulate,
@@ -202,24 +191,24 @@ impl Recorder<'_> {
 
     /// The class maps' gradient from the scores' (through the same mask).
     fn scores_backward(&self, db: Option<&DiversifyConfig>, out: &mut Vec<Dispatch>) -> Result<()> {
-        let (g, io) = (self.gpu, self.io);
+        let (g, net) = (self.gpu, self.net);
         out.push(match db {
             Some(cfg) => {
                 let t = DiversifyBackward {
-                    dscores: &io.dscores,
-                    mask: &io.mask,
-                    dmaps: &io.dmaps,
+                    dscores: &net.dscores,
+                    mask: &net.mask,
+                    dmaps: &net.dmaps,
                 };
                 diversify_backward(g, cfg, &t)?
             }
-            None => average_scores_backward(g, &io.dscores, &io.dmaps)?,
+            None => average_scores_backward(g, &net.dscores, &net.dmaps)?,
         });
         Ok(())
     }
 
     /// Stem, max pool, then each block: its units, its shortcut, the residual join.
     fn backbone_forward(&self, train: bool, out: &mut Vec<Dispatch>) -> Result<()> {
-        let l = self.layers;
+        let l = self.layers();
         self.unit_forward(&l.stem, self.input(), train, out)?;
         if let Some(p) = &l.pool {
             let t = MaxPoolForward {
@@ -250,13 +239,13 @@ impl Recorder<'_> {
 
     /// Class maps from the backbone features: 1x1 convolution with bias.
     fn head_forward(&self, out: &mut Vec<Dispatch>) -> Result<()> {
-        let (feat, _) = self.layers.features();
-        let h = self.layers.head;
+        let (feat, _) = self.layers().features();
+        let h = self.layers().head;
         let t = HeadForward {
             feat,
             weight: self.weight(h.weight),
             bias: &self.param(h.bias).value,
-            maps: &self.io.maps,
+            maps: &self.net.maps,
         };
         out.extend(head_forward(self.gpu, &t)?);
         Ok(())
@@ -265,20 +254,20 @@ impl Recorder<'_> {
     /// Head gradients (added into with `accumulate`) and the gradient of the backbone
     /// features.
     fn head_backward(&self, accumulate: bool, out: &mut Vec<Dispatch>) -> Result<()> {
-        let (feat, dfeat) = self.layers.features();
+        let (feat, dfeat) = self.layers().features();
         let (w, b) = (
-            self.param(self.layers.head.weight),
-            self.param(self.layers.head.bias),
+            self.param(self.layers().head.weight),
+            self.param(self.layers().head.bias),
         );
         let t = HeadBackward {
             feat,
-            weight: self.weight(self.layers.head.weight),
-            dmaps: &self.io.dmaps,
+            weight: self.weight(self.layers().head.weight),
+            dmaps: &self.net.dmaps,
             dfeat,
             dweight: &w.grad,
             dbias: &b.grad,
             half: self
-                .io
+                .net
                 .mixed
                 .as_ref()
                 .and_then(|m| m.head.as_ref())
@@ -292,7 +281,7 @@ impl Recorder<'_> {
     /// The blocks in reverse, the max pool, the stem (no data gradient for the images).
     /// The parameter gradients are added into with `accumulate`.
     fn backbone_backward(&self, accumulate: bool, out: &mut Vec<Dispatch>) -> Result<()> {
-        let l = self.layers;
+        let l = self.layers();
         for (b, block) in l.blocks.iter().enumerate().rev() {
             let (x, dx) = l.block_input(b);
             let last = block.last();
@@ -350,17 +339,17 @@ impl Recorder<'_> {
     /// loss scale (and are skipped after an overflow), then the scale is updated.
     pub fn optimizer(&self) -> Result<Vec<Dispatch>> {
         let mut out = Vec::new();
-        let amp = self.io.amp.as_ref();
+        let amp = self.net.amp.as_ref();
         if let Some(amp) = amp {
-            let grads: Vec<&Tensor> = self.params.iter().map(|p| &p.grad).collect();
+            let grads: Vec<&Tensor> = self.net.params.iter().map(|p| &p.grad).collect();
             out.extend(amp_check_all(self.gpu, &grads, amp)?);
         }
-        for p in self.params {
+        for p in &self.net.params {
             let t = SgdStep {
                 param: &p.value,
                 grad: &p.grad,
                 velocity: &p.velocity,
-                hyper: &self.io.hyper,
+                hyper: &self.net.hyper,
                 amp,
             };
             let o = SgdOptions {
@@ -408,7 +397,7 @@ impl Recorder<'_> {
                 save_mean: &u.save_mean,
                 save_invstd: &u.save_invstd,
                 y: &u.y,
-                partials: self.bn_partials,
+                partials: self.bn_partials(),
             };
             out.extend(batchnorm_forward_train(g, &t, &u.bn)?);
         } else {
@@ -457,7 +446,7 @@ impl Recorder<'_> {
             dx: &u.dz,
             dgamma: &gamma.grad,
             dbeta: &beta.grad,
-            partials: self.bn_partials,
+            partials: self.bn_partials(),
             accumulate,
         };
         out.extend(batchnorm_backward(g, &t, &u.bn)?);
@@ -474,7 +463,7 @@ impl Recorder<'_> {
         };
         let o = Conv2dOptions {
             kernel: Some(self.class.conv),
-            scratch: self.scratch,
+            scratch: self.scratch(),
             coop: self.coop(),
             accumulate,
             ..Default::default()
