@@ -37,7 +37,7 @@ fn bad(v: f32, e: u32, n: u32) -> bool {
 }
 
 @compute @workgroup_size(256, 1, 1)
-fn amp_check_many(
+fn amp_check(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,

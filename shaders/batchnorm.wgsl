@@ -13,7 +13,7 @@
 // Entry point                           1      2        3      4        5       6        7      8
 // batchnorm_forward_train_stats         x                      part
 // batchnorm_forward_train_finalize                             part     mean    invstd   r_mean r_var
-// batchnorm_forward_train_normalize     x      y               gamma    beta    mean     invstd
+// batchnorm_normalize     x      y               gamma    beta    mean     invstd
 // batchnorm_forward_eval                x      y               gamma    beta    r_mean   r_var
 // batchnorm_backward_reduce             x               dy     part     mean    invstd
 // batchnorm_backward_finalize                                  part     dbeta   dgamma
@@ -202,7 +202,7 @@ fn batchnorm_forward_train_finalize(
 // y = gamma * (x - mean) * invstd + beta with the batch statistics (then the fused ReLU).
 // x at 1, y at 2, gamma b4, beta b5, mean b6, invstd b7.
 @compute @workgroup_size(256, 1, 1)
-fn batchnorm_forward_train_normalize(
+fn batchnorm_normalize(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,

@@ -148,8 +148,9 @@ pub fn save(
     optimizer: bool,
 ) -> Result<()> {
     if optimizer && net.mode == NetMode::Inference {
-        return Err(Error::invalid(
-            format!("checkpoint {}", path.display()),
+        return Err(Error::invalid_in(
+            "checkpoint",
+            path.display().to_string(),
             "an inference network has no optimizer state to save",
         ));
     }
@@ -231,7 +232,7 @@ pub fn save(
         .map(|(k, (shape, data))| {
             TensorView::new(Dtype::F32, shape.clone(), data)
                 .map(|v| (k.clone(), v))
-                .map_err(|e| Error::invalid(format!("tensor `{k}`"), e.to_string()))
+                .map_err(|e| Error::invalid_in("tensor", format!("`{k}`"), e.to_string()))
         })
         .collect::<Result<_>>()?;
     let bytes = safetensors::serialize(views, Some(meta))
@@ -639,8 +640,9 @@ impl Checkpoint {
     /// are listed in the error.
     pub fn load_into(&self, gpu: &Gpu, net: &Network, optimizer: bool) -> Result<()> {
         if optimizer && net.mode == NetMode::Inference {
-            return Err(Error::invalid(
-                format!("checkpoint {}", self.path.display()),
+            return Err(Error::invalid_in(
+                "checkpoint",
+                self.path.display().to_string(),
                 "cannot load optimizer state into an inference network",
             ));
         }
@@ -920,7 +922,7 @@ pub fn export_torchvision(gpu: &Gpu, net: &Network, path: &Path) -> Result<()> {
         .map(|(k, (dt, shape, data))| {
             TensorView::new(*dt, shape.clone(), data)
                 .map(|v| (k.clone(), v))
-                .map_err(|e| Error::invalid(format!("tensor `{k}`"), e.to_string()))
+                .map_err(|e| Error::invalid_in("tensor", format!("`{k}`"), e.to_string()))
         })
         .collect::<Result<_>>()?;
     let bytes =

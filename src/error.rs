@@ -55,9 +55,19 @@ pub enum Error {
         dtype: String,
     },
 
-    /// A configuration value or argument is out of range.
-    #[error("invalid {what}: {message}")]
-    Invalid { what: String, message: String },
+    /// A configuration value, argument or input is out of range: `setting` names what (a
+    /// field, flag or role: `batch`, `lr`, `tensor`, `dispatch`, ...), `subject` which one
+    /// when there are many (a tensor's name, a file), `message` what is wrong and what was
+    /// expected.
+    #[error(
+        "invalid {setting}{}: {message}",
+        subject.as_ref().map(|s| format!(" {s}")).unwrap_or_default()
+    )]
+    Invalid {
+        setting: &'static str,
+        subject: Option<String>,
+        message: String,
+    },
 
     /// The GPU device was lost (driver reset, GPU removed or hung, device destroyed). Nothing
     /// more can run on it; a run's last checkpoint is intact, and a new process can resume
@@ -169,10 +179,24 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
-    /// Shorthand for [`Error::Invalid`].
-    pub fn invalid(what: impl Into<String>, message: impl Into<String>) -> Self {
+    /// Shorthand for [`Error::Invalid`] of a setting.
+    pub fn invalid(setting: &'static str, message: impl Into<String>) -> Self {
         Error::Invalid {
-            what: what.into(),
+            setting,
+            subject: None,
+            message: message.into(),
+        }
+    }
+
+    /// Shorthand for [`Error::Invalid`] of one `subject` of a kind (a tensor, a file).
+    pub fn invalid_in(
+        setting: &'static str,
+        subject: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Error::Invalid {
+            setting,
+            subject: Some(subject.into()),
             message: message.into(),
         }
     }

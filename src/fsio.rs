@@ -166,12 +166,12 @@ pub fn write_csv<T: serde::Serialize>(path: &Path, rows: &[T]) -> Result<()> {
     let mut out = csv::Writer::from_writer(Vec::new());
     for (i, row) in rows.iter().enumerate() {
         out.serialize(row).map_err(|e| {
-            Error::invalid(format!("CSV {}", path.display()), format!("row {i}: {e}"))
+            Error::invalid_in("CSV", path.display().to_string(), format!("row {i}: {e}"))
         })?;
     }
     let bytes = out
         .into_inner()
-        .map_err(|e| Error::invalid(format!("CSV {}", path.display()), e.to_string()))?;
+        .map_err(|e| Error::invalid_in("CSV", path.display().to_string(), e.to_string()))?;
     write_atomic(path, &bytes)
 }
 

@@ -36,7 +36,7 @@ pub enum KernelFamily {
 
 impl KernelFamily {
     /// Parse `auto`, `tiled` or `cpu`; `what` names the flag or variable in errors.
-    pub fn parse(what: &str, v: &str) -> Result<Self> {
+    pub fn parse(what: &'static str, v: &str) -> Result<Self> {
         match v.trim().to_ascii_lowercase().as_str() {
             "auto" | "" => Ok(KernelFamily::Auto),
             "tiled" => Ok(KernelFamily::Tiled),
@@ -66,7 +66,7 @@ pub enum LimitsMode {
 
 impl LimitsMode {
     /// Parse `adapter` or `webgpu`; `what` names the flag or variable in errors.
-    pub fn parse(what: &str, v: &str) -> Result<Self> {
+    pub fn parse(what: &'static str, v: &str) -> Result<Self> {
         match v.trim().to_ascii_lowercase().as_str() {
             "adapter" | "" => Ok(LimitsMode::Adapter),
             "webgpu" | "default" => Ok(LimitsMode::WebGpuDefault),
@@ -977,7 +977,7 @@ impl Precision {
     }
 
     /// From [`Precision::name`]'s spelling; `what` names the source in the error.
-    pub fn parse(s: &str, what: &str) -> Result<Precision> {
+    pub fn parse(s: &str, what: &'static str) -> Result<Precision> {
         match s {
             "f32" => Ok(Precision::F32),
             "mixed" => Ok(Precision::Mixed),

@@ -355,8 +355,9 @@ impl Gpu {
         let name = format!("{}.{}", shader.name, entry);
         let maxd = self.limits.max_compute_workgroups_per_dimension;
         if workgroups.iter().any(|&w| w > maxd) {
-            return Err(Error::invalid(
-                format!("dispatch `{name}`"),
+            return Err(Error::invalid_in(
+                "dispatch",
+                format!("`{name}`"),
                 format!("workgroups {workgroups:?} exceed the adapter limit {maxd} per dimension"),
             ));
         }

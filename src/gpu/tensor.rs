@@ -64,8 +64,9 @@ impl Tensor {
         let numel: usize = shape.iter().product();
         let capacity = (self.buffer.size() / self.dtype.size()) as usize;
         if numel > capacity {
-            return Err(Error::invalid(
-                format!("view `{label}` of `{}`", self.label),
+            return Err(Error::invalid_in(
+                "view",
+                format!("`{label}` of `{}`", self.label),
                 format!("shape {shape:?} needs {numel} elements, the buffer holds {capacity}"),
             ));
         }
@@ -121,8 +122,9 @@ impl Gpu {
     fn alloc(&self, label: &str, shape: &[usize], dtype: DType) -> Result<Tensor> {
         let numel: usize = shape.iter().product();
         if dtype == DType::F16 && !self.features.shader_f16 {
-            return Err(Error::invalid(
-                format!("f16 tensor `{label}`"),
+            return Err(Error::invalid_in(
+                "f16 tensor",
+                format!("`{label}`"),
                 format!("adapter {} has no shader-f16 feature", self.info.name),
             ));
         }
@@ -236,14 +238,16 @@ impl Gpu {
     /// [`Gpu::upload_f16`].
     pub fn upload<T: bytemuck::Pod>(&self, t: &Tensor, data: &[T]) -> Result<()> {
         if t.dtype == DType::F16 {
-            return Err(Error::invalid(
-                format!("upload to `{}`", t.label),
+            return Err(Error::invalid_in(
+                "upload to",
+                format!("`{}`", t.label),
                 "an f16 tensor takes upload_f16 (f32 values, rounded on the way)",
             ));
         }
         if std::mem::size_of_val(data) as u64 != t.bytes() {
-            return Err(Error::invalid(
-                format!("upload to `{}`", t.label),
+            return Err(Error::invalid_in(
+                "upload to",
+                format!("`{}`", t.label),
                 format!(
                     "{} bytes given, tensor of shape {:?} holds {}",
                     std::mem::size_of_val(data),

@@ -55,8 +55,9 @@ fn elementwise(gpu: &Gpu, entry: &'static str, data: &Tensor, amp: &Tensor) -> R
     data.check(entry, "data", DType::F32, Size::Len(n))?;
     check_state(entry, amp)?;
     if n > u32::MAX as usize {
-        return Err(Error::invalid(
-            format!("{entry} tensor `{}`", data.label),
+        return Err(Error::invalid_in(
+            "tensor",
+            format!("`{}` of {entry}", data.label),
             format!("{n} elements exceed u32 indexing"),
         ));
     }
@@ -112,8 +113,9 @@ pub fn amp_check_all(gpu: &Gpu, grads: &[&Tensor], amp: &Tensor) -> Result<Vec<D
             let len = g.numel();
             g.check(L, "gradient", DType::F32, Size::Len(len))?;
             if len == 0 || len > u32::MAX as usize {
-                return Err(Error::invalid(
-                    format!("{L} gradient `{}`", g.label),
+                return Err(Error::invalid_in(
+                    "gradient",
+                    format!("`{}` of {L}", g.label),
                     format!("{len} elements: at least 1 and within u32 indexing"),
                 ));
             }
@@ -135,13 +137,7 @@ pub fn amp_check_all(gpu: &Gpu, grads: &[&Tensor], amp: &Tensor) -> Result<Vec<D
             .collect();
         slots.push((8, amp));
         let longest = n.iter().copied().max().unwrap_or(1) as usize;
-        out.push(gpu.dispatch_slots(
-            &AMP_CHECK,
-            "amp_check_many",
-            &p,
-            &slots,
-            gpu.grid_for(longest),
-        )?);
+        out.push(gpu.dispatch_slots(&AMP_CHECK, "amp_check", &p, &slots, gpu.grid_for(longest))?);
     }
     Ok(out)
 }

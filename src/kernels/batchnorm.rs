@@ -111,8 +111,9 @@ impl BatchNormOptions {
 
     fn validate(&self, launcher: &str) -> Result<()> {
         if self.eps.is_nan() || self.eps <= 0.0 || !(0.0..=1.0).contains(&self.momentum) {
-            return Err(Error::invalid(
-                format!("{launcher} options"),
+            return Err(Error::invalid_in(
+                "options of",
+                launcher,
                 format!(
                     "eps {} must be > 0 and momentum {} in [0, 1]",
                     self.eps, self.momentum
@@ -186,9 +187,10 @@ impl BatchNormShape {
             rows: x.numel().checked_div(channels).unwrap_or(0),
             channels,
         };
-        let what = || format!("{launcher} input x (`{}`, shape {:?})", x.label, x.shape);
+        let what = || format!("x of {launcher} (`{}`, shape {:?})", x.label, x.shape);
         if s.rows == 0 || s.channels == 0 {
-            return Err(Error::invalid(
+            return Err(Error::invalid_in(
+                "input",
                 what(),
                 format!(
                     "rows {} and channels {} must be positive",
@@ -197,14 +199,16 @@ impl BatchNormShape {
             ));
         }
         if train && s.rows < 2 {
-            return Err(Error::invalid(
+            return Err(Error::invalid_in(
+                "input",
                 what(),
                 "training mode needs more than 1 value per channel (rows = N * H * W >= 2)",
             ));
         }
         // The element-wise kernels' index runs one stripe past the last element.
         if 2 * (s.rows as u64) * (s.channels as u64) > u32::MAX as u64 {
-            return Err(Error::invalid(
+            return Err(Error::invalid_in(
+                "input",
                 what(),
                 format!(
                     "rows * channels = {} must be at most 2^31 - 1 (u32 indexing)",
@@ -408,7 +412,7 @@ fn normalize_dispatch(
 ) -> Result<Dispatch> {
     gpu.dispatch_slots(
         module,
-        "batchnorm_forward_train_normalize",
+        "batchnorm_normalize",
         p_norm,
         &[
             (1, t.x),

@@ -17,23 +17,25 @@ pub struct CastParams {
 /// `dst = src * scale` converted to `dst`'s type: f32 -> f16 (round to nearest; a magnitude
 /// that rounds past 65504 becomes an infinity of its sign) or f16 -> f32 (exact, then
 /// scaled). Same element count; error for any other pair of types. Overwrites `dst`.
-pub fn cast(gpu: &Gpu, src: &Tensor, dst: &Tensor, scale: f32) -> Result<Dispatch> {
-    const L: &str = "cast";
+pub fn cast_values(gpu: &Gpu, src: &Tensor, dst: &Tensor, scale: f32) -> Result<Dispatch> {
+    const L: &str = "cast_values";
     let n = src.numel();
     let shader = match (src.dtype, dst.dtype) {
         (DType::F32, DType::F16) => &CAST_F16,
         (DType::F16, DType::F32) => &CAST_F32,
         (a, b) => {
-            return Err(Error::invalid(
-                format!("{L} `{}` -> `{}`", src.label, dst.label),
+            return Err(Error::invalid_in(
+                L,
+                format!("`{}` -> `{}`", src.label, dst.label),
                 format!("converts f32 -> f16 or f16 -> f32, not {a:?} -> {b:?}"),
             ))
         }
     };
     dst.check(L, "destination", dst.dtype, Size::Len(n))?;
     if n > u32::MAX as usize / 2 || !scale.is_finite() {
-        return Err(Error::invalid(
-            format!("{L} `{}`", src.label),
+        return Err(Error::invalid_in(
+            L,
+            format!("`{}`", src.label),
             format!("{n} elements (at most 2^31) and scale {scale} (finite)"),
         ));
     }

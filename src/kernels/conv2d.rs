@@ -72,7 +72,7 @@ impl Conv2dShape {
     /// Error unless every size is positive, the kernel fits the padded input, and every
     /// index the shaders compute fits in 32 bits.
     pub fn validate(&self) -> Result<()> {
-        let what = || format!("conv2d shape {self:?}");
+        let what = || format!("of conv2d {self:?}");
         let dims = [
             ("n", self.n),
             ("h", self.h),
@@ -85,11 +85,16 @@ impl Conv2dShape {
         ];
         for (name, v) in dims {
             if v == 0 {
-                return Err(Error::invalid(what(), format!("{name} must be positive")));
+                return Err(Error::invalid_in(
+                    "shape",
+                    what(),
+                    format!("{name} must be positive"),
+                ));
             }
         }
         if self.kh > self.h + 2 * self.pad || self.kw > self.w + 2 * self.pad {
-            return Err(Error::invalid(
+            return Err(Error::invalid_in(
+                "shape",
                 what(),
                 format!(
                     "kernel {}x{} is larger than the padded input {}x{}",
@@ -111,7 +116,8 @@ impl Conv2dShape {
             (self.w + self.pad) as u128 * self.stride as u128 + self.kw as u128,
         ];
         if big.iter().any(|&b| b > limit) {
-            return Err(Error::invalid(
+            return Err(Error::invalid_in(
+                "shape",
                 what(),
                 "too large for 32-bit indexing; split the batch",
             ));
@@ -453,8 +459,9 @@ impl Conv2dOptions<'_> {
             ("scratch", self.scratch.is_some() && !weight),
         ];
         if let Some((name, _)) = refused.iter().find(|(_, set)| *set) {
-            return Err(Error::invalid(
-                format!("{launcher} options"),
+            return Err(Error::invalid_in(
+                "options of",
+                launcher,
                 format!("this pass does not take `{name}`"),
             ));
         }

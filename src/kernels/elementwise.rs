@@ -24,8 +24,9 @@ fn launch(gpu: &Gpu, entry: &'static str, tensors: &[&Tensor]) -> Result<Dispatc
         t.check(entry, &role, dtype, Size::Len(n))?;
     }
     if n > u32::MAX as usize {
-        return Err(Error::invalid(
-            format!("{entry} operand `{}`", tensors[0].label),
+        return Err(Error::invalid_in(
+            "operand",
+            format!("`{}` of {entry}", tensors[0].label),
             format!("{n} elements exceed u32 indexing"),
         ));
     }

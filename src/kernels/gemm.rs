@@ -276,8 +276,9 @@ pub fn gemm(gpu: &Gpu, t: &Gemm, o: &GemmOptions) -> Result<Dispatch> {
     let p = GemmSpec::of(t, o)?.params();
     let kernel = o.kernel.resolve(gpu, t.a.dtype);
     if !kernel.available(gpu) {
-        return Err(Error::invalid(
-            format!("gemm kernel {kernel:?}"),
+        return Err(Error::invalid_in(
+            "gemm kernel",
+            format!("{kernel:?}"),
             format!(
                 "adapter {} cannot run it (shader-f16: {}, cooperative matrices f16->f32: {:?}, {})",
                 gpu.info.name,

@@ -51,7 +51,7 @@ impl MaxPoolShape {
     }
 
     fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(Error::invalid(format!("max-pool shape {self:?}"), m));
+        let bad = |m: String| Err(Error::invalid_in("max-pool shape", format!("{self:?}"), m));
         if self.n == 0 || self.h == 0 || self.w == 0 || self.c == 0 {
             return bad("n, h, w, c must be positive".into());
         }

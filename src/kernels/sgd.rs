@@ -62,8 +62,9 @@ pub fn sgd_step(gpu: &Gpu, t: &SgdStep, o: &SgdOptions) -> Result<Dispatch> {
     t.hyper
         .check(L, "hyper", DType::F32, Size::Shape(&[HYPER_LEN]))?;
     if n > u32::MAX as usize {
-        return Err(Error::invalid(
-            format!("sgd_step parameter `{}`", t.param.label),
+        return Err(Error::invalid_in(
+            "sgd_step parameter",
+            format!("`{}`", t.param.label),
             format!("{n} elements exceed u32 indexing"),
         ));
     }

@@ -57,8 +57,9 @@ impl DiversifyConfig {
             ("alpha", self.alpha),
         ] {
             if !(0.0..=1.0).contains(&v) {
-                return Err(Error::invalid(
-                    format!("diversification block {name}"),
+                return Err(Error::invalid_in(
+                    "diversification block",
+                    name,
                     format!("{v} is not in [0, 1]"),
                 ));
             }

@@ -13,7 +13,7 @@
 use super::{dims, dims_of};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Dispatch, Gpu, Size, Tensor};
-use crate::kernels::cast::cast;
+use crate::kernels::cast::cast_values;
 use crate::kernels::gemm::{gemm, Gemm, GemmOptions};
 use crate::kernels::HEAD;
 
@@ -188,7 +188,7 @@ pub fn head_backward(gpu: &Gpu, t: &HeadBackward) -> Result<Vec<Dispatch>> {
     let (dmaps, dfeat) = half.map_or((t.dmaps, t.dfeat), |h| (h.dmaps, h.dfeat));
     let mut out = Vec::new();
     if let Some(h) = half {
-        out.push(cast(gpu, t.dmaps, h.dmaps, 1.0)?);
+        out.push(cast_values(gpu, t.dmaps, h.dmaps, 1.0)?);
     }
     // dfeat (rows, D) = dmaps (rows, C) x weight^T: weight (D, C) is B stored (n, k),
     // used transposed.
@@ -203,7 +203,7 @@ pub fn head_backward(gpu: &Gpu, t: &HeadBackward) -> Result<Vec<Dispatch>> {
     };
     out.push(gemm(gpu, &data, &data_o)?);
     if let Some(h) = half {
-        out.push(cast(gpu, h.dfeat, t.dfeat, 1.0)?);
+        out.push(cast_values(gpu, h.dfeat, t.dfeat, 1.0)?);
     }
     // dweight (D, C) = feat^T x dmaps (rows, C): feat (rows, D) is A stored (k, m), used
     // transposed.

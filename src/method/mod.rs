@@ -58,13 +58,18 @@ pub(crate) fn dims(what: &str, sizes: &[(&str, usize)]) -> Result<()> {
     let mut prod: u128 = 1;
     for (name, v) in sizes {
         if *v == 0 {
-            return Err(Error::invalid(what, format!("{name} must be at least 1")));
+            return Err(Error::invalid_in(
+                "sizes",
+                what,
+                format!("{name} must be at least 1"),
+            ));
         }
         prod *= *v as u128;
     }
     if prod > u32::MAX as u128 {
         let list: Vec<String> = sizes.iter().map(|(n, v)| format!("{n} = {v}")).collect();
-        return Err(Error::invalid(
+        return Err(Error::invalid_in(
+            "sizes",
             what,
             format!(
                 "{} elements exceed the u32 index range of the shaders",

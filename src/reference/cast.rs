@@ -2,7 +2,7 @@
 
 /// `x * scale` rounded to the nearest f16 (ties to even), magnitudes that round past 65504
 /// as infinities of their sign, NaN as NaN; returned as the f32 values the f16s hold.
-pub fn cast_f16(x: &[f32], scale: f32) -> Vec<f32> {
+pub fn cast_values(x: &[f32], scale: f32) -> Vec<f32> {
     x.iter()
         .map(|&v| half::f16::from_f32(v * scale).to_f32())
         .collect()

@@ -93,7 +93,13 @@ impl LossResult {
 /// Loss, gradient and accuracy for a batch (`scores (N, C)`, labels `(N)`). An image with
 /// an out-of-range label, a non-finite score or a non-finite loss is skipped: loss 0, no
 /// correct counts, a zero gradient row, and it counts as non-finite.
-pub fn loss(n: usize, c: usize, kind: LossKind, scores: &[f64], labels: &[u32]) -> LossResult {
+pub fn loss_forward_backward(
+    n: usize,
+    c: usize,
+    kind: LossKind,
+    scores: &[f64],
+    labels: &[u32],
+) -> LossResult {
     let mut r = LossResult {
         loss: vec![0.0; n],
         top1: vec![false; n],

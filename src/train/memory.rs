@@ -61,7 +61,7 @@ pub(crate) const LABELS: &str = "labels";
 pub(crate) const MAPS: &str = "class_maps";
 pub(crate) const SCORES: &str = "scores";
 pub(crate) const MASK: &str = "diversify.mask";
-pub(crate) const STEP: &str = "step";
+pub(crate) const MASK_SEED: &str = "mask_seed";
 pub(crate) const HYPER: &str = "sgd.hyper";
 pub(crate) const STATS_LABEL: &str = "loss.stats";
 /// Labels of the mixed-precision buffers outside the backbone.
@@ -662,7 +662,7 @@ impl MemoryPlan {
             p.own(&grad_label(SCORES), Category::Scores, &scores);
         }
         p.own_u32(MASK, Category::Mask, &maps);
-        p.own_u32(STEP, Category::Control, &[2]);
+        p.own_u32(MASK_SEED, Category::Control, &[2]);
         p.own(HYPER, Category::Control, &[HYPER_LEN]);
         p.own(STATS_LABEL, Category::Control, &[STATS]);
 

@@ -143,8 +143,9 @@ pub struct Trainer {
     pub net: Network,
     pub config: TrainConfig,
     pub schedule: LrSchedule,
-    /// Global step of the next iteration.
-    pub step: u64,
+    /// The optimizer step the next call of [`Trainer::step`] runs (0-based): the number of
+    /// steps taken so far, including those before a resume.
+    pub next_step: u64,
     pub steps_per_epoch: u64,
     staging: Vec<wgpu::Buffer>,
     /// Host-readable copy of `net.scores`, reused by every evaluation batch.
@@ -233,7 +234,7 @@ impl Trainer {
             net,
             config: config.clone(),
             schedule,
-            step: 0,
+            next_step: 0,
             steps_per_epoch: spe,
             staging,
             scores_staging,
@@ -259,7 +260,7 @@ impl Trainer {
 
     /// Learning rate of the next step.
     pub fn lr(&self) -> f32 {
-        self.schedule.lr(self.step)
+        self.schedule.lr(self.next_step)
     }
 
     /// One optimizer step: for each of the [`TrainConfig::accumulate`] micro-batches, the
@@ -311,7 +312,7 @@ impl Trainer {
         };
         let distributed = shard.ranks > 1;
         let net = &self.net;
-        let lr = self.schedule.lr(self.step);
+        let lr = self.schedule.lr(self.next_step);
         // The summed gradient is averaged over the micro-batches of the whole step.
         let grad_scale = 1.0 / shard.micro_batches() as f32;
         use crate::kernels::sgd::{HYPER_GRAD_SCALE, HYPER_LEN, HYPER_LR};
@@ -322,14 +323,14 @@ impl Trainer {
         hyper[HYPER_WEIGHT_DECAY] = self.config.weight_decay;
         hyper[HYPER_GRAD_SCALE] = grad_scale;
         gpu.upload(&net.hyper, &hyper)?;
-        let ce = self.in_ce_phase(self.step);
-        let slot = (self.step % self.staging.len() as u64) as usize;
+        let ce = self.in_ce_phase(self.next_step);
+        let slot = (self.next_step % self.staging.len() as u64) as usize;
         let mut last = None;
         for i in 0..a {
             gpu.upload(&net.images, &images[i * per_batch..(i + 1) * per_batch])?;
             gpu.upload(&net.labels, &labels[i * n..(i + 1) * n])?;
-            let seed = shard.mask_seed(self.step, i);
-            gpu.upload(&net.step, &[seed as u32, (seed >> 32) as u32])?;
+            let seed = shard.mask_seed(self.next_step, i);
+            gpu.upload(&net.mask_seed, &[seed as u32, (seed >> 32) as u32])?;
             let finish = i + 1 == a && !distributed;
             let mut enc = gpu.encoder("train.step");
             {
@@ -370,8 +371,8 @@ impl Trainer {
         let idx = last.expect("a step has at least one micro-batch");
         let images_in_step = n * shard.micro_batches();
         self.pending
-            .push_back((self.step, slot, images_in_step, idx));
-        self.step += 1;
+            .push_back((self.next_step, slot, images_in_step, idx));
+        self.next_step += 1;
         let stats = match self.pending.len() > READBACK_LAG {
             true => Some(self.read_oldest(gpu)?),
             false => None,

@@ -35,8 +35,8 @@ use super::allocation::Allocation;
 pub use super::config::{MethodConfig, NetMode};
 use super::memory::{
     split_k_scratch_len, training_lists, ActivationLayout, AdapterClass, MemoryPlan, AMP_STATE,
-    BN_PARTIALS, DFEAT_F32, DMAPS_F16, HYPER, IMAGES, IMAGES_F16, LABELS, MAPS, MASK, SCORES,
-    SPLIT_K_SCRATCH, STATS_LABEL, STEP,
+    BN_PARTIALS, DFEAT_F32, DMAPS_F16, HYPER, IMAGES, IMAGES_F16, LABELS, MAPS, MASK, MASK_SEED,
+    SCORES, SPLIT_K_SCRATCH, STATS_LABEL,
 };
 use super::params::{grad_label, ParamTable};
 pub use super::params::{Param, ParamId, ParamLayout, StateId, StateTensor};
@@ -75,8 +75,10 @@ pub struct Network {
     pub dscores: Tensor,
     /// Suppression mask of the diversification block (N, h, w, C) u32.
     pub mask: Tensor,
-    /// [step_lo, step_hi] u32 for the mask hash, written each step.
-    pub step: Tensor,
+    /// The diversification masks' seed of the micro-batch as `[lo, hi]` u32 words, written
+    /// before each micro-batch (the step with one micro-batch per step,
+    /// [`crate::distributed::Shard::mask_seed`]).
+    pub mask_seed: Tensor,
     /// [lr, momentum, weight_decay, grad_scale] f32, written each step.
     pub hyper: Tensor,
     /// [loss sum, top1, top5, non-finite count] f32 of the last training batch.
@@ -260,7 +262,7 @@ impl Network {
             scores,
             dscores,
             mask: bufs.take(MASK)?,
-            step: bufs.take(STEP)?,
+            mask_seed: bufs.take(MASK_SEED)?,
             hyper: bufs.take(HYPER)?,
             stats: bufs.take(STATS_LABEL)?,
             amp,
@@ -374,7 +376,7 @@ impl Network {
             &self.scores,
             &self.dscores,
             &self.mask,
-            &self.step,
+            &self.mask_seed,
             &self.hyper,
             &self.stats,
         ]);

@@ -297,7 +297,7 @@ impl<'g> Run<'g> {
             (start, Some(checkpoint)),
         )?;
         ck.load_into(gpu, &run.trainer.net, true)?;
-        run.trainer.step = start.step;
+        run.trainer.next_step = start.step;
         if let Some(state) = start.amp {
             run.trainer.set_amp_state(gpu, state)?;
         }
@@ -502,7 +502,7 @@ impl<'g> Run<'g> {
             }
             if stopped
                 || summary.interrupted
-                || self.trainer.step >= self.opts.max_steps.unwrap_or(u64::MAX)
+                || self.trainer.next_step >= self.opts.max_steps.unwrap_or(u64::MAX)
             {
                 break;
             }
@@ -559,7 +559,7 @@ impl<'g> Run<'g> {
         let mut totals = EpochTotals::default();
         let mut batch_index = first_batch;
         let mut images = 0usize;
-        while self.trainer.step < max_steps {
+        while self.trainer.next_step < max_steps {
             let Some(batch) = loader.next() else { break };
             let b = batch?;
             let stop = self.opts.stop.as_ref().is_some_and(|s| s.is_requested());
@@ -583,12 +583,12 @@ impl<'g> Run<'g> {
                 break;
             }
             if let Some(every) = self.opts.checkpoint_every {
-                if self.trainer.step.is_multiple_of(every) {
+                if self.trainer.next_step.is_multiple_of(every) {
                     for s in self.trainer.drain(gpu)? {
                         totals.add(&s, summary, observer);
                     }
                     self.progress = Progress {
-                        step: self.trainer.step,
+                        step: self.trainer.next_step,
                         epoch,
                         batch: batch_index,
                         amp: self.trainer.amp_state(),
@@ -604,7 +604,7 @@ impl<'g> Run<'g> {
         let seconds = t0.elapsed().as_secs_f64();
         let done = batch_index as u64 >= steps_per_epoch;
         self.progress = Progress {
-            step: self.trainer.step,
+            step: self.trainer.next_step,
             epoch: if done { epoch + 1 } else { epoch },
             batch: if done { 0 } else { batch_index },
             amp: self.trainer.amp_state(),
@@ -627,11 +627,11 @@ impl<'g> Run<'g> {
         }
         let es = EpochSummary {
             epoch: epoch + 1,
-            step: self.trainer.step,
+            step: self.trainer.next_step,
             lr: self
                 .trainer
                 .schedule
-                .lr(self.trainer.step.saturating_sub(1)),
+                .lr(self.trainer.next_step.saturating_sub(1)),
             train_loss: totals.loss / totals.steps.max(1) as f64,
             train_top1: totals.top1 / totals.images.max(1) as f64,
             test_loss: eval.as_ref().map(|e| e.mean_loss()),
@@ -776,11 +776,12 @@ fn regroup(config: &mut TrainConfig, saved: usize, ranks: usize) -> Result<Optio
 }
 
 /// A dataset's classes and sample shape must be the model's.
-fn check_data(data: &dyn Dataset, model: &ModelConfig, split: &str) -> Result<()> {
+fn check_data(data: &dyn Dataset, model: &ModelConfig, split: &'static str) -> Result<()> {
     let info = data.info();
     if info.num_classes != model.num_classes {
-        return Err(Error::invalid(
-            format!("{split} data"),
+        return Err(Error::invalid_in(
+            split,
+            "data",
             format!(
                 "it has {} classes, the model {}",
                 info.num_classes, model.num_classes
@@ -791,8 +792,9 @@ fn check_data(data: &dyn Dataset, model: &ModelConfig, split: &str) -> Result<()
         || info.height != model.input_size
         || info.width != model.input_size
     {
-        return Err(Error::invalid(
-            format!("{split} data"),
+        return Err(Error::invalid_in(
+            split,
+            "data",
             format!(
                 "samples are {}x{}x{}, the model expects {}x{}x{}",
                 info.height,

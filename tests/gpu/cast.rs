@@ -2,8 +2,8 @@
 //! between two, f16 subnormals, overflow, NaN), odd lengths, a power-of-two scale (exact in
 //! f32), the destination poisoned.
 
-use finegrain::kernels::cast::cast;
-use finegrain::reference::cast::{cast_f16, f16_neighbours};
+use finegrain::kernels::cast::cast_values;
+use finegrain::reference::cast::{self as twin, f16_neighbours};
 use finegrain::testing::{gpu, rng};
 use rand::Rng;
 
@@ -51,11 +51,11 @@ fn cast_f32_to_f16_and_back() {
             g.fill(&h, f32::NAN).unwrap();
             let back = g.zeros("back", &[n]).unwrap();
             g.fill(&back, f32::NAN).unwrap();
-            let d1 = cast(g, &src, &h, scale).unwrap();
-            let d2 = cast(g, &h, &back, 1.0 / scale).unwrap();
+            let d1 = cast_values(g, &src, &h, scale).unwrap();
+            let d2 = cast_values(g, &h, &back, 1.0 / scale).unwrap();
             g.run(&[&d1, &d2]).unwrap();
             let got = g.download(&h).unwrap();
-            let want = cast_f16(&x, scale);
+            let want = twin::cast_values(&x, scale);
             let (mut exact, mut flushed) = (0, 0);
             for i in 0..n {
                 let (v, gv, w) = (x[i] * scale, got[i], want[i]);
@@ -97,10 +97,10 @@ fn cast_refuses_other_types() {
     let Some(g) = gpu() else { return };
     let a = g.zeros("a32", &[4]).unwrap();
     let b = g.zeros("b32", &[4]).unwrap();
-    let e = cast(g, &a, &b, 1.0).err().unwrap().to_string();
+    let e = cast_values(g, &a, &b, 1.0).err().unwrap().to_string();
     assert!(e.contains("a32") && e.contains("F32 -> F32"), "{e}");
     if let Ok(h) = g.zeros_f16("h5", &[5]) {
-        let e = cast(g, &a, &h, 1.0).err().unwrap().to_string();
+        let e = cast_values(g, &a, &h, 1.0).err().unwrap().to_string();
         assert!(e.contains("h5"), "{e}");
     }
 }

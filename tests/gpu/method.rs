@@ -622,7 +622,7 @@ fn loss_check(
     loss_rtol: f64,
 ) -> LossRun {
     let run = loss_gpu(g, n, c, kind, scores, labels);
-    let want = rloss::loss(n, c, kind, &f64s(scores), labels);
+    let want = rloss::loss_forward_backward(n, c, kind, &f64s(scores), labels);
     assert_close(
         &format!("{name} dscores"),
         &run.dscores,
@@ -701,8 +701,9 @@ fn gce_with_all_classes_equals_cross_entropy() {
         let labels = labels_for(&mut r, n, c);
         let s = f64s(&scores);
         // Twins: the subset form with J' = all other classes equals the full softmax.
-        let ce = rloss::loss(n, c, LossKind::CrossEntropy, &s, &labels);
-        let gce = rloss::loss(n, c, LossKind::Gce { k: c as u32 - 1 }, &s, &labels);
+        let ce = rloss::loss_forward_backward(n, c, LossKind::CrossEntropy, &s, &labels);
+        let gce =
+            rloss::loss_forward_backward(n, c, LossKind::Gce { k: c as u32 - 1 }, &s, &labels);
         for (a, b) in ce.loss.iter().zip(&gce.loss) {
             assert!((a - b).abs() < 1e-12, "twin CE {a} vs GCE {b}");
         }
@@ -726,7 +727,7 @@ fn gce_with_all_classes_equals_cross_entropy() {
             1e-5,
         );
         // And a genuinely smaller set boosts the confusable negatives: p'_j >= p_j.
-        let k3 = rloss::loss(n, c, LossKind::Gce { k: 1 }, &s, &labels);
+        let k3 = rloss::loss_forward_backward(n, c, LossKind::Gce { k: 1 }, &s, &labels);
         for i in 0..n * c {
             if k3.dscores[i] > 0.0 {
                 assert!(k3.dscores[i] >= ce.dscores[i] - 1e-15);
@@ -793,7 +794,7 @@ fn loss_ties_large_scores_and_bad_inputs() {
     let run = loss_gpu(g, n, c, LossKind::Gce { k: 2 }, &scores, &labels);
     assert_eq!(run.stats[3], 2.0, "non-finite count {:?}", run.stats);
     assert!(run.dscores[2 * c..3 * c].iter().all(|&v| v == 0.0));
-    let want = rloss::loss(n, c, LossKind::Gce { k: 2 }, &f64s(&scores), &labels);
+    let want = rloss::loss_forward_backward(n, c, LossKind::Gce { k: 2 }, &f64s(&scores), &labels);
     assert_eq!(want.stats()[3], 2.0);
 }
 
@@ -824,7 +825,7 @@ fn loss_stats_accumulate_over_batches() {
         };
         let d = loss_eval(g, &o, &t).unwrap();
         g.run(&d.iter().collect::<Vec<_>>()).unwrap();
-        let st = rloss::loss(n, c, kind, &f64s(&scores), &labels).stats();
+        let st = rloss::loss_forward_backward(n, c, kind, &f64s(&scores), &labels).stats();
         for i in 0..4 {
             want[i] += st[i];
         }
@@ -865,7 +866,7 @@ fn twin_loss_gradients_finite_differences() {
         LossKind::Gce { k: 1 },
         LossKind::Gce { k: 4 },
     ] {
-        let analytic = rloss::loss(n, c, kind, &scores, &labels).dscores;
+        let analytic = rloss::loss_forward_backward(n, c, kind, &scores, &labels).dscores;
         let sets: Vec<Vec<usize>> = (0..n)
             .map(|b| {
                 let k = match kind {

@@ -171,7 +171,7 @@ fn check_case(g: &Gpu, case: &str) {
     );
 
     // One training iteration at the fixture's step counter (it drives the masks).
-    t.step = num("step") as u64;
+    t.next_step = num("step") as u64;
     t.step(g, &images, &labels).unwrap();
     let stats = t.drain(g).unwrap();
     let (_, want_loss) = f32s(&st, "expected.loss");

@@ -27,14 +27,15 @@ pub struct CoopConvOptions {
 /// the result's dtype (f16 only for passes 0 and 1, else f32).
 fn pass(
     gpu: &Gpu,
-    launcher: &str,
+    launcher: &'static str,
     o: &CoopConvOptions,
     backward: bool,
     (index, out): (usize, DType),
 ) -> Result<(CoopTile, &'static crate::gpu::ShaderSource)> {
     if o.accumulate && !backward {
-        return Err(Error::invalid(
-            format!("{launcher} options"),
+        return Err(Error::invalid_in(
+            "options of",
+            launcher,
             "this pass does not take `accumulate`",
         ));
     }

@@ -19,7 +19,7 @@ use crate::kernels::batchnorm::{
     batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train, batchnorm_normalize,
     BatchNormBackward, BatchNormEval, BatchNormNormalize, BatchNormTrain,
 };
-use crate::kernels::cast::cast;
+use crate::kernels::cast::cast_values;
 use crate::kernels::conv2d::coop::CoopTile;
 use crate::kernels::conv2d::{
     conv2d_backward_data, conv2d_backward_weight, conv2d_forward, Conv2dBackwardData,
@@ -100,10 +100,10 @@ impl Recorder<'_> {
         };
         for p in &self.net.params {
             if let Some(h) = &p.half {
-                out.push(cast(self.gpu, &p.value, h, 1.0)?);
+                out.push(cast_values(self.gpu, &p.value, h, 1.0)?);
             }
         }
-        out.push(cast(self.gpu, &self.net.images, &m.images, 1.0)?);
+        out.push(cast_values(self.gpu, &self.net.images, &m.images, 1.0)?);
         Ok(())
     }
 
@@ -154,7 +154,7 @@ impl Recorder<'_> {
             Some(cfg) => {
                 let t = DiversifyForward {
                     maps: &net.maps,
-                    step: &net.step,
+                    step: &net.mask_seed,
                     mask: &net.mask,
                     scores: &net.scores,
                 };
