@@ -527,6 +527,13 @@ fn real_main(args: Args, comm: &Rc<dyn Collective>, local_rank: usize) -> finegr
             shell_word(&out_dir.to_string_lossy()),
             data_args(&args)
         );
+        if ranks > 1 {
+            println!(
+                "  (one process continues the {ranks}-rank job exactly, accumulating {ranks}x; \
+                 under mpirun, any rank count that divides the micro-batches of a step: \
+                 mpirun -np {ranks} cargo run --release --features mpi --example train -- ...)"
+            );
+        }
         std::process::exit(stop.exit_status());
     }
     println!(
