@@ -529,7 +529,7 @@ fn real_main(args: Args, comm: &Rc<dyn Collective>, local_rank: usize) -> finegr
         );
         if ranks > 1 {
             println!(
-                "  (one process continues the {ranks}-rank job exactly, accumulating {ranks}x; \
+                "  (one process continues the {ranks}-rank job exactly, accumulating all its micro-batches; \
                  under mpirun, any rank count that divides the micro-batches of a step: \
                  mpirun -np {ranks} cargo run --release --features mpi --example train -- ...)"
             );
