@@ -529,9 +529,9 @@ fn real_main(args: Args, comm: &Rc<dyn Collective>, local_rank: usize) -> finegr
         );
         if ranks > 1 {
             println!(
-                "  (one process continues the {ranks}-rank job exactly, accumulating all its micro-batches; \
-                 under mpirun, any rank count that divides the micro-batches of a step: \
-                 mpirun -np {ranks} cargo run --release --features mpi --example train -- ...)"
+                "  (one process continues the {ranks}-rank job exactly, accumulating all its \
+                 micro-batches; under mpirun, any rank count that divides the micro-batches of a \
+                 step: mpirun -np {ranks} cargo run --release --features mpi --example train -- ...)"
             );
         }
         std::process::exit(stop.exit_status());

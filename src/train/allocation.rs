@@ -5,8 +5,8 @@
 use crate::error::{Error, Result};
 use crate::gpu::Tensor;
 
-/// A plan's buffers on a device ([`super::memory::MemoryPlan::allocate`]), each taken once by its label
-/// by the part of the network that uses it.
+/// A plan's buffers on a device ([`super::memory::MemoryPlan::allocate`]), each taken once
+/// by its label by the part of the network that uses it.
 pub(crate) struct Allocation {
     /// (label, buffer) in plan order; labels planned more than once (a launcher's scratch
     /// in each list) are taken in that order.

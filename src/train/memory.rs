@@ -8,10 +8,11 @@
 //!
 //! What the plan counts: every storage buffer the network creates, including the scratch
 //! its kernels' launchers use (split-K partials, batch-norm reduction partials, the loss's
-//! per-image statistics, one per micro-batch list). What it does not: each dispatch's uniform parameter block (16 to 80 bytes, one
-//! per dispatch: about 0.1 MiB for a ResNet-50 training network; `tests/suite/memory.rs` adds
-//! them from the dispatch lists), host staging buffers made by the trainer, and whatever
-//! the driver adds (pipelines, alignment).
+//! per-image statistics, one per micro-batch list). What it does not: each dispatch's
+//! uniform parameter block (16 to 80 bytes, one per dispatch: about 0.1 MiB for a ResNet-50
+//! training network; `tests/suite/memory.rs` adds them from the dispatch lists), host
+//! staging buffers made by the trainer (and the gradient exchange of a data-parallel run),
+//! and whatever the driver adds (pipelines, alignment).
 //!
 //! ```
 //! use finegrain::model::ModelConfig;

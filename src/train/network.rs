@@ -358,9 +358,8 @@ impl Network {
     /// Every tensor the network holds: parameters with their gradients and momentum, the
     /// running and batch statistics, every activation and activation gradient (views of
     /// the shared buffers included, and the shared buffers themselves), the inputs and
-    /// outputs, the split-K scratch and the batch-norm partials. Tensors that alias another (an inference
-    /// network's gradients) are listed too. The launchers' own scratch buffers are not
-    /// reachable from here; [`crate::train::memory::MemoryPlan`] lists them.
+    /// outputs, the split-K scratch, the batch-norm partials and the loss's scratch. Tensors
+    /// that alias another (an inference network's gradients) are listed too.
     pub fn tensors(&self) -> Vec<&Tensor> {
         let mut v: Vec<&Tensor> = Vec::new();
         for p in &self.params {
