@@ -984,7 +984,7 @@ fn bench_step(
         .collect();
     trainer.step(gpu, &images, &labels)?;
     trainer.drain(gpu)?;
-    let steps = trainer.net.train_main.len() + trainer.net.optimizer.len();
+    let steps = trainer.net().train_main.len() + trainer.net().optimizer.len();
     let mut prof = Profiler::new(gpu, steps as u32);
     println!(
         "\n| training step: {} {}px batch {n}, {} classes, DB+GCE, {} | ms |\n|---|---|",
@@ -1004,7 +1004,7 @@ fn bench_step(
         trainer.drain(gpu)?;
         whole.push(t.elapsed().as_secs_f64() * 1e3);
         if let Some(p) = prof.as_mut() {
-            let net = &trainer.net;
+            let net = trainer.net();
             let ds: Vec<&Dispatch> = net.train_main.iter().chain(&net.optimizer).collect();
             let mut enc = gpu.encoder("bench.step");
             p.record(&mut enc, &ds)?;

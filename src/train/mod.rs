@@ -140,13 +140,13 @@ pub const READBACK_LAG: usize = 3;
 
 /// Records and submits training iterations of a [`Network`]; reads statistics late.
 pub struct Trainer {
-    pub net: Network,
-    pub config: TrainConfig,
-    pub schedule: LrSchedule,
+    pub(crate) net: Network,
+    pub(crate) config: TrainConfig,
+    pub(crate) schedule: LrSchedule,
     /// The optimizer step the next call of [`Trainer::step`] runs (0-based): the number of
     /// steps taken so far, including those before a resume.
-    pub next_step: u64,
-    pub steps_per_epoch: u64,
+    pub(crate) next_step: u64,
+    pub(crate) steps_per_epoch: u64,
     staging: Vec<wgpu::Buffer>,
     /// Host-readable copy of `net.scores`, reused by every evaluation batch.
     scores_staging: wgpu::Buffer,
@@ -244,6 +244,37 @@ impl Trainer {
             exchange_seconds: (0.0, 0.0),
             notes: note.into_iter().collect(),
         })
+    }
+
+    /// The network: its weights, buffers and recorded dispatch lists.
+    pub fn net(&self) -> &Network {
+        &self.net
+    }
+
+    /// The training configuration it was built with.
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    /// The learning-rate schedule, in optimizer steps.
+    pub fn schedule(&self) -> &LrSchedule {
+        &self.schedule
+    }
+
+    /// Optimizer steps in an epoch.
+    pub fn steps_per_epoch(&self) -> u64 {
+        self.steps_per_epoch
+    }
+
+    /// The optimizer step the next [`Trainer::step`] runs: the steps taken so far.
+    pub fn next_step(&self) -> u64 {
+        self.next_step
+    }
+
+    /// Continue at optimizer step `step` (the schedule, the masks and the warm-up phase
+    /// follow it), as a resumed run does after loading its checkpoint.
+    pub fn set_next_step(&mut self, step: u64) {
+        self.next_step = step;
     }
 
     /// What the set-up adjusted in the configuration, as sentences for the user (GCE's k

@@ -122,7 +122,7 @@ fn check_case(g: &Gpu, case: &str) {
     let mut t = Trainer::new(g, &model, &cfg, 1).unwrap();
     assert!(t.notes().is_empty(), "{:?}", t.notes());
     let split_k = t
-        .net
+        .net()
         .train_main
         .iter()
         .filter(|d| d.name.ends_with("conv2d_sum_partials"))
@@ -133,7 +133,7 @@ fn check_case(g: &Gpu, case: &str) {
 
     // The torchvision state dict (head as `fc`) through the user-facing loader; the
     // fixture's other tensors are reported as unused.
-    let rep = load_torchvision(g, &t.net, &path).unwrap();
+    let rep = load_torchvision(g, t.net(), &path).unwrap();
     assert!(rep.head_from_fc, "head not loaded from fc");
     for n in &rep.ignored {
         assert!(
@@ -171,14 +171,14 @@ fn check_case(g: &Gpu, case: &str) {
     );
 
     // One training iteration at the fixture's step counter (it drives the masks).
-    t.next_step = num("step") as u64;
+    t.set_next_step(num("step") as u64);
     t.step(g, &images, &labels).unwrap();
     let stats = t.drain(g).unwrap();
     let (_, want_loss) = f32s(&st, "expected.loss");
     let loss = stats.last().unwrap().loss;
     report.push(("loss".into(), close("loss", &[loss], &want_loss)));
 
-    let net = &t.net;
+    let net = t.net();
     let (mshape, want_maps) = f32s(&st, "expected.maps");
     assert_eq!(
         (mshape[2], mshape[3]),

@@ -389,7 +389,7 @@ fn divergence_case(precision: Precision) {
     let after = std::fs::read(&ck).unwrap();
     let ck2 = Checkpoint::open(&ck).unwrap();
     let t = Trainer::new(g, &ck2.model, &good, 10).unwrap();
-    ck2.load_into(g, &t.net, true)
+    ck2.load_into(g, t.net(), true)
         .expect("the kept checkpoint loads (all values finite)");
     assert!(!after.is_empty() && !before.is_empty());
     std::fs::remove_dir_all(&root).unwrap();
@@ -545,12 +545,12 @@ fn checkpoint_mismatch_names_the_tensor() {
     let m3 = ModelConfig::preset("tiny", 1, SIZE, 3).unwrap();
     let t3 = Trainer::new(g, &m3, &config(), 10).unwrap();
     let path = root.join("m3.safetensors");
-    finegrain::checkpoint::save(g, &t3.net, &path, &Default::default(), true).unwrap();
+    finegrain::checkpoint::save(g, t3.net(), &path, &Default::default(), true).unwrap();
     let m4 = ModelConfig::preset("tiny", 1, SIZE, 4).unwrap();
     let t4 = Trainer::new(g, &m4, &config(), 10).unwrap();
     let err = Checkpoint::open(&path)
         .unwrap()
-        .load_into(g, &t4.net, true)
+        .load_into(g, t4.net(), true)
         .unwrap_err()
         .to_string();
     assert!(
@@ -578,7 +578,7 @@ fn torchvision_export_and_backbone_load_round_trip() {
     };
     let a = Trainer::new(g, &model, &cfg, 10).unwrap();
     let path = root.join("resnet.safetensors");
-    finegrain::checkpoint::export_torchvision(g, &a.net, &path).unwrap();
+    finegrain::checkpoint::export_torchvision(g, a.net(), &path).unwrap();
     // A differently initialised network takes the backbone and the head (from fc).
     let b = Trainer::new(
         g,
@@ -590,7 +590,7 @@ fn torchvision_export_and_backbone_load_round_trip() {
         10,
     )
     .unwrap();
-    let rep = finegrain::checkpoint::load_torchvision(g, &b.net, &path).unwrap();
+    let rep = finegrain::checkpoint::load_torchvision(g, b.net(), &path).unwrap();
     assert!(rep.head_from_fc);
     assert!(rep.ignored.is_empty(), "{:?}", rep.ignored);
     let mut rng = rand::rngs::StdRng::seed_from_u64(9);
@@ -603,7 +603,7 @@ fn torchvision_export_and_backbone_load_round_trip() {
     // With another class count, fc is not used and the head keeps its own init.
     let m5 = ModelConfig::preset("tiny", 1, SIZE, 5).unwrap();
     let c = Trainer::new(g, &m5, &config(), 10).unwrap();
-    let rep = finegrain::checkpoint::load_torchvision(g, &c.net, &path).unwrap();
+    let rep = finegrain::checkpoint::load_torchvision(g, c.net(), &path).unwrap();
     assert!(!rep.head_from_fc);
     // ... and the report says why (the head starts afresh), rather than calling fc unused.
     assert_eq!(rep.fc_classes, Some(model.num_classes));
@@ -614,7 +614,7 @@ fn torchvision_export_and_backbone_load_round_trip() {
         ..model.clone()
     };
     let d = Trainer::new(g, &wide, &config(), 10).unwrap();
-    let err = finegrain::checkpoint::load_torchvision(g, &d.net, &path)
+    let err = finegrain::checkpoint::load_torchvision(g, d.net(), &path)
         .unwrap_err()
         .to_string();
     assert!(
@@ -657,7 +657,7 @@ fn whole_network_gradients_match_finite_differences() {
         };
         let _ = loss_at(&mut t);
         let grads: Vec<Vec<f32>> = t
-            .net
+            .net()
             .params
             .iter()
             .map(|p| g.download(&p.grad).unwrap())
@@ -665,7 +665,7 @@ fn whole_network_gradients_match_finite_differences() {
         let h = 5e-4f32;
         let mut checked = 0;
         for (pi, grad) in grads.iter().enumerate() {
-            let values = g.download(&t.net.params[pi].value).unwrap();
+            let values = g.download(&t.net().params[pi].value).unwrap();
             // The coordinate with the largest gradient, and one random coordinate.
             let big = (0..grad.len())
                 .max_by(|&a, &b| grad[a].abs().total_cmp(&grad[b].abs()))
@@ -673,24 +673,24 @@ fn whole_network_gradients_match_finite_differences() {
             for i in [big, rng.random_range(0..grad.len())] {
                 let mut v = values.clone();
                 v[i] = values[i] + h;
-                g.upload(&t.net.params[pi].value, &v).unwrap();
+                g.upload(&t.net().params[pi].value, &v).unwrap();
                 let lp = loss_at(&mut t);
                 v[i] = values[i] - h;
-                g.upload(&t.net.params[pi].value, &v).unwrap();
+                g.upload(&t.net().params[pi].value, &v).unwrap();
                 let lm = loss_at(&mut t);
-                g.upload(&t.net.params[pi].value, &values).unwrap();
+                g.upload(&t.net().params[pi].value, &values).unwrap();
                 let fd = (lp - lm) / (2.0 * h as f64);
                 let an = grad[i] as f64;
                 let tol = 3e-4 + 0.05 * fd.abs().max(an.abs());
                 assert!(
                     (fd - an).abs() <= tol,
                     "{loss:?} `{}`[{i}]: analytic {an:e} vs finite difference {fd:e}",
-                    t.net.params[pi].name
+                    t.net().params[pi].name
                 );
                 checked += 1;
             }
         }
-        assert!(checked >= 2 * t.net.params.len());
+        assert!(checked >= 2 * t.net().params.len());
     }
 }
 
@@ -715,7 +715,7 @@ fn inference_network_matches_training_network_in_less_memory() {
     let t = Trainer::new(g, &model, &cfg, 10).unwrap();
     let train_bytes = g.bytes_created() - b0;
     let path = root.join("w.safetensors");
-    finegrain::checkpoint::save(g, &t.net, &path, &Default::default(), false).unwrap();
+    finegrain::checkpoint::save(g, t.net(), &path, &Default::default(), false).unwrap();
     let ck = Checkpoint::open(&path).unwrap();
     let b1 = g.bytes_created();
     let p = finegrain::inference::Predictor::from_checkpoint(g, &ck, 8).unwrap();
@@ -731,7 +731,7 @@ fn inference_network_matches_training_network_in_less_memory() {
         .collect();
     // 7 valid images: the padded slot is computed but not returned.
     let st = t.eval_scores(g, &images, 7).unwrap();
-    let maps_t = g.download(&t.net.maps).unwrap();
+    let maps_t = g.download(&t.net().maps).unwrap();
     let sp = p.scores(g, &images, 7).unwrap();
     assert_eq!(st.len(), 7 * 3);
     assert_eq!(st, sp, "scores differ");
@@ -827,7 +827,7 @@ fn mixed_precision_overflow_skips_the_step_and_halves_the_scale() {
         .collect();
     let labels: Vec<u32> = (0..n as u32).map(|i| i % 3).collect();
     let before: Vec<Vec<f32>> = t
-        .net
+        .net()
         .params
         .iter()
         .map(|p| g.download(&p.value).unwrap())
@@ -836,7 +836,7 @@ fn mixed_precision_overflow_skips_the_step_and_halves_the_scale() {
     let first = t.drain(g).unwrap();
     assert!(first[0].skipped, "2^24 overflows: {:?}", first[0]);
     assert_eq!(first[0].loss_scale, Some(MAX_SCALE / 2.0));
-    for (p, b) in t.net.params.iter().zip(&before) {
+    for (p, b) in t.net().params.iter().zip(&before) {
         assert_eq!(
             &g.download(&p.value).unwrap(),
             b,
@@ -875,7 +875,7 @@ fn mixed_precision_overflow_skips_the_step_and_halves_the_scale() {
     );
     // The weights moved once steps went through, and stayed finite.
     let after: Vec<f32> = t
-        .net
+        .net()
         .params
         .iter()
         .flat_map(|p| g.download(&p.value).unwrap())
@@ -1169,10 +1169,10 @@ fn accumulation_counts_optimizer_steps_and_resumes_exactly() {
         opts(&root.join("probe"), None),
     )
     .unwrap();
-    assert_eq!(r.trainer().steps_per_epoch, 4);
-    assert_eq!(r.trainer().schedule.total_steps, 12);
+    assert_eq!(r.trainer().steps_per_epoch(), 4);
+    assert_eq!(r.trainer().schedule().total_steps, 12);
     assert_eq!(
-        r.trainer().schedule.warmup_steps,
+        r.trainer().schedule().warmup_steps,
         2,
         "0.5 epochs of 4 steps"
     );
