@@ -9,6 +9,7 @@
 //! cargo run --release --example bench -- --memory resnet50,448,16,200   # no device needed
 
 use clap::Parser;
+use finegrain::gpu::{AdapterClass, KernelFamily};
 use finegrain::gpu::{Dispatch, Gpu, GpuOptions, Profiler};
 use finegrain::kernels::conv2d::coop::{
     conv2d_backward_data_coop, conv2d_backward_weight_coop, conv2d_forward_coop, CoopConvOptions,
@@ -16,12 +17,11 @@ use finegrain::kernels::conv2d::coop::{
 };
 use finegrain::kernels::conv2d::{
     conv2d_backward_data, conv2d_backward_weight, conv2d_forward, weight_grad_splits,
-    Conv2dBackwardData, Conv2dBackwardWeight, Conv2dForward, Conv2dKernel, Conv2dOptions,
-    Conv2dShape,
+    Conv2dBackwardData, Conv2dBackwardWeight, Conv2dForward, Conv2dOptions, Conv2dShape,
 };
 use finegrain::kernels::gemm::{gemm, Gemm, GemmKernel, GemmOptions, GemmSpec};
 use finegrain::model::ModelConfig;
-use finegrain::train::memory::{mib, AdapterClass, Category, MemoryPlan};
+use finegrain::train::memory::{mib, Category, MemoryPlan};
 use finegrain::train::network::Topology;
 use finegrain::train::{NetMode, Precision, TrainConfig, Trainer};
 use rand::{Rng, SeedableRng};
@@ -145,7 +145,7 @@ fn print_memory(spec: &str, class_name: &str, precisions: &[Precision]) -> fineg
     } else {
         3
     };
-    let class = AdapterClass::parse(class_name)?;
+    let class = class_name.parse::<AdapterClass>()?;
     let model = ModelConfig::preset(parts[0], channels, size, classes)?;
     let (method, _) = TrainConfig {
         batch,
@@ -160,7 +160,7 @@ fn print_memory(spec: &str, class_name: &str, precisions: &[Precision]) -> fineg
             "memory plan ({precision}): {} {size} px x {channels} channels, batch {batch}, \
              {classes} classes; adapter class {class_name} ({:?} convolutions, {:?} batch-norm \
              sizing); training with {} dispatch lists (DB + GCE, cross-entropy warm-up)\n",
-            parts[0], class.conv, class.bn, train.lists
+            parts[0], class.kernels, class.bn, train.lists
         );
         print_plans(&train, &infer);
     }
@@ -400,7 +400,7 @@ fn bench_conv(gpu: &Gpu, a: &Args, rng: &mut impl Rng) -> finegrain::Result<()> 
     if b == 0 {
         return Ok(()); // --conv-batch 0 skips the ResNet-50 shapes
     }
-    let family = Conv2dKernel::for_gpu(gpu);
+    let family = gpu.kernels();
     println!(
         "\n| conv2d (ResNet-50 @448, batch {b}, {family:?} kernels) | pass | ms | GFLOP/s |\n|---|---|---|---|"
     );
@@ -608,7 +608,7 @@ fn bench_conv(gpu: &Gpu, a: &Args, rng: &mut impl Rng) -> finegrain::Result<()> 
         let bw_name = if bw.len() > 1 {
             format!(
                 "backward_weight (split-K {})",
-                weight_grad_splits(&s, Conv2dKernel::for_gpu(gpu))
+                weight_grad_splits(&s, gpu.kernels())
             )
         } else {
             "backward_weight".to_string()
@@ -786,10 +786,10 @@ fn bench_tiny_conv(gpu: &Gpu, a: &Args, rng: &mut impl Rng) -> finegrain::Result
         (sh(4, 64, 64, 3, 1), true),
         (sh(7, 32, 64, 1, 2), true),
     ];
-    let variants: Vec<Conv2dKernel> = [
-        Conv2dKernel::Subgroup,
-        Conv2dKernel::Broadcast,
-        Conv2dKernel::Tiled,
+    let variants: Vec<KernelFamily> = [
+        KernelFamily::Subgroup,
+        KernelFamily::Broadcast,
+        KernelFamily::Tiled,
     ]
     .into_iter()
     .filter(|k| k.check(gpu).is_ok())
@@ -946,10 +946,7 @@ fn bench_steps(gpu: &Gpu, a: &Args, rng: &mut impl Rng) -> finegrain::Result<()>
 
 /// What the convolutions of a training network in `p` run on this adapter.
 fn step_kernels(gpu: &Gpu, p: Precision) -> String {
-    let family = format!(
-        "{:?}",
-        finegrain::kernels::conv2d::Conv2dKernel::for_gpu(gpu)
-    );
+    let family = format!("{:?}", gpu.kernels());
     match (p, CoopTile::best(gpu)) {
         (Precision::F32, _) => format!("f32, {family} convolutions"),
         (Precision::Mixed, Some(t)) => format!(

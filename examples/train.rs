@@ -19,9 +19,10 @@
 
 use clap::{Parser, ValueEnum};
 use finegrain::gpu::{Gpu, GpuOptions};
+use finegrain::method::loss::LossKind;
 use finegrain::recipe::{Choices, Recipe};
 use finegrain::train::observe::{Console, ProgressStyle};
-use finegrain::train::{LossChoice, OutDir, Run, RunOptions, Schedule};
+use finegrain::train::{OutDir, Run, RunOptions, Schedule};
 use finegrain::Collective;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -95,8 +96,8 @@ struct Args {
     #[arg(long)]
     warmup_epochs: Option<f32>,
     /// Loss: ce (plain cross-entropy) or gce (gradient-boosting cross-entropy).
-    #[arg(long)]
-    loss: Option<LossChoice>,
+    #[arg(long, value_parser = ["ce", "gce"])]
+    loss: Option<String>,
     /// GCE's number of negatives k (clamped to classes - 1; recipe: classes / 4 within
     /// 3..=15, the paper's 15 for 200 classes).
     #[arg(long)]
@@ -260,7 +261,6 @@ fn recipe(args: &Args) -> finegrain::Result<(Recipe, &'static str)> {
         momentum,
         weight_decay,
         warmup_epochs,
-        k,
         ce_warmup_epochs
     );
     set!(alpha, p_peak, p_patch, grid);
@@ -275,9 +275,21 @@ fn recipe(args: &Args) -> finegrain::Result<(Recipe, &'static str)> {
             ScheduleArg::Constant => Schedule::Constant,
         };
     }
-    if let Some(l) = args.loss {
-        t.loss = l;
+    // --loss picks the loss, --k GCE's k; the recipe's k (it always picks GCE) stays
+    // unless --k is given.
+    let name = args.loss.as_deref().unwrap_or(t.loss.name());
+    if args.k.is_some() && name == "ce" {
+        return Err(finegrain::Error::invalid(
+            "--k",
+            "applies to --loss gce only",
+        ));
     }
+    let recipe_k = match t.loss {
+        LossKind::Gce { k } => k,
+        LossKind::CrossEntropy => 1,
+    };
+    let k = args.k.unwrap_or(recipe_k);
+    t.loss = LossKind::named("--loss", name, k)?;
     if args.no_db {
         t.diversify = false;
     }
@@ -382,10 +394,10 @@ fn real_main(args: Args, comm: &Rc<dyn Collective>, local_rank: usize) -> finegr
     println!(
         "method: {} loss{}, diversification block {}; precision {}",
         match config.loss {
-            LossChoice::Ce => "cross-entropy".to_string(),
-            LossChoice::Gce => format!("GCE (k = {})", config.k),
+            LossKind::CrossEntropy => "cross-entropy".to_string(),
+            LossKind::Gce { k } => format!("GCE (k = {k})"),
         },
-        if config.ce_warmup_epochs > 0 && config.loss == LossChoice::Gce {
+        if config.ce_warmup_epochs > 0 && config.loss != LossKind::CrossEntropy {
             let e = config.ce_warmup_epochs;
             format!(
                 " after {e} cross-entropy epoch{}",

@@ -46,8 +46,9 @@ use crate::data::{
 };
 use crate::error::{Error, Result};
 use crate::hub::HubFile;
+use crate::method::loss::LossKind;
 use crate::model::ModelConfig;
-use crate::train::config::{LossChoice, TrainConfig};
+use crate::train::config::TrainConfig;
 use crate::train::schedule::Schedule;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -484,7 +485,7 @@ impl Recipe {
             s.num_classes
         ));
         let mut train = TrainConfig {
-            k,
+            loss: LossKind::Gce { k },
             seed: choices.seed,
             ..TrainConfig::default()
         };
@@ -547,7 +548,7 @@ impl Recipe {
                 train.ce_warmup_epochs
             ));
         }
-        debug_assert_eq!(train.loss, LossChoice::Gce);
+        debug_assert!(matches!(train.loss, LossKind::Gce { .. }));
         Ok(Recipe {
             data: s.path.clone(),
             survey: s,
@@ -658,13 +659,13 @@ mod tests {
             ("tiny", 28, 1)
         );
         assert!(!r.augment);
-        assert_eq!(r.train.k, 3);
+        assert_eq!(r.train.loss, LossKind::Gce { k: 3 });
         assert_eq!(r.data_options.size, Some(28));
         assert_eq!(r.data_options.channels, Some(1));
         assert_eq!(
             r.train,
             TrainConfig {
-                k: 3,
+                loss: LossKind::Gce { k: 3 },
                 ..TrainConfig::default()
             }
         );
@@ -682,7 +683,7 @@ mod tests {
             ("resnet50", 224, 3)
         );
         assert!(r.augment);
-        assert_eq!(r.train.k, 15);
+        assert_eq!(r.train.loss, LossKind::Gce { k: 15 });
         assert_eq!(r.train.batch, 16);
         let p = Recipe::from_survey(
             survey_of(DatasetKind::Cub, 500, false, 200),
@@ -776,7 +777,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!((r.model.as_str(), r.input_size), ("resnet18", 96));
-        assert_eq!(r.train.k, 10);
+        assert_eq!(r.train.loss, LossKind::Gce { k: 10 });
         // A shorter side of 70 rounds down to 64 and stays medium.
         let r = Recipe::from_survey(
             survey_of(DatasetKind::ImageFolder, 70, false, 40),
@@ -889,7 +890,7 @@ mod tests {
         assert_eq!(
             r.train,
             TrainConfig {
-                k: 3,
+                loss: LossKind::Gce { k: 3 },
                 ..TrainConfig::default()
             }
         );

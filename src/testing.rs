@@ -640,7 +640,8 @@ pub fn check_rank_equivalence(
     steps: usize,
 ) {
     use crate::data::{Loader, LoaderOptions};
-    use crate::train::{LossChoice, TrainConfig, Trainer};
+    use crate::method::loss::LossKind;
+    use crate::train::{TrainConfig, Trainer};
     let (rank, ranks) = (comm.rank(), comm.size());
     let size = 12;
     if rank == 0 && !dir.join("c").is_dir() {
@@ -653,8 +654,7 @@ pub fn check_rank_equivalence(
     let cfg = TrainConfig {
         batch,
         lr: 0.05,
-        loss: LossChoice::Gce,
-        k: 1,
+        loss: LossKind::Gce { k: 1 },
         ce_warmup_epochs: 0,
         warmup_epochs: 0.0,
         seed: 7,

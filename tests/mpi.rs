@@ -15,8 +15,9 @@
 
 use finegrain::checkpoint::Checkpoint;
 use finegrain::distributed::mpi::Mpi;
+use finegrain::method::loss::LossKind;
 use finegrain::testing::{check_rank_equivalence, gpu, open_toy_folders, write_toy_folders};
-use finegrain::train::{LossChoice, OutDir, Run, RunOptions, TrainConfig};
+use finegrain::train::{OutDir, Run, RunOptions, TrainConfig};
 use finegrain::{Collective, Solo};
 use std::path::Path;
 use std::rc::Rc;
@@ -64,8 +65,7 @@ fn whole_run(g: &finegrain::Gpu, mpi: &Rc<Mpi>, root: &Path) {
     let cfg = TrainConfig {
         batch: 4,
         epochs: 2,
-        loss: LossChoice::Gce,
-        k: 1,
+        loss: LossKind::Gce { k: 1 },
         ce_warmup_epochs: 1,
         seed: 3,
         ..TrainConfig::default()

@@ -20,30 +20,140 @@ use std::sync::{Arc, Mutex};
 /// Invocations per workgroup used by the element-wise kernels (a portable size).
 pub const WG: u32 = 256;
 
-/// Which family of convolution kernels the launchers use (see
-/// `kernels::conv2d::Conv2dKernel`). Both compute the same results; only speed differs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// The family of the convolution kernels (`kernels::conv2d`'s f32 and f16-storage passes).
+/// Every family computes the same results (within f32 rounding) for every shape; only speed
+/// differs. [`Gpu::new`] picks one for its adapter ([`Gpu::kernels`]) unless
+/// [`GpuOptions::kernels`] names one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KernelFamily {
-    /// Tiled (workgroup-memory) kernels on GPUs, the CPU kernels on CPU adapters.
-    #[default]
-    Auto,
-    /// The tiled kernels everywhere (how tests on a CPU adapter cover the GPU path).
+    /// 64 x 64 output tiles, 16 x 16 threads, 4 x 4 per thread, reduction tiles of 16 through
+    /// workgroup memory, and a split-K weight gradient: the GPU kernels.
     Tiled,
-    /// The CPU adapters' kernels everywhere: the subgroup convolutions where subgroups are
-    /// 8 wide, else the broadcast ones (see `kernels::conv2d::Conv2dKernel`).
-    Cpu,
+    /// No workgroup memory: 64 lanes along the large GEMM dimension, blocks of 8 channels of
+    /// the small one read at workgroup-uniform addresses. For CPU (SIMD) adapters such as
+    /// lavapipe, where it is several times faster than `Tiled`; what they get when their
+    /// subgroups are not 8 wide.
+    Broadcast,
+    /// `Broadcast`'s layout with blocks of 16 channels, each lane of an 8-wide subgroup
+    /// loading two of them and `subgroupBroadcast` sharing them (`shaders/conv2d_subgroup.wgsl`):
+    /// 3 loads per multiply-add step instead of 17. For CPU adapters with 8-wide subgroups
+    /// (lavapipe on x86-64), where it is several times faster than `Broadcast`. An error
+    /// elsewhere.
+    Subgroup,
 }
 
 impl KernelFamily {
-    /// Parse `auto`, `tiled` or `cpu`; `what` names the flag or variable in errors.
-    pub fn parse(what: &'static str, v: &str) -> Result<Self> {
+    /// What an adapter gets unless asked: `Tiled` on GPUs; on CPU adapters `Subgroup` where
+    /// the subgroups are 8 wide (`subgroups_of_8`), else `Broadcast`.
+    pub fn auto(cpu: bool, subgroups_of_8: bool) -> Self {
+        match (cpu, subgroups_of_8) {
+            (false, _) => KernelFamily::Tiled,
+            (true, true) => KernelFamily::Subgroup,
+            (true, false) => KernelFamily::Broadcast,
+        }
+    }
+
+    /// Parse `auto` (`None`: [`KernelFamily::auto`]), `tiled`, `broadcast` or `subgroup`;
+    /// `what` names the flag or variable in errors.
+    pub fn parse(what: &'static str, v: &str) -> Result<Option<Self>> {
         match v.trim().to_ascii_lowercase().as_str() {
-            "auto" | "" => Ok(KernelFamily::Auto),
+            "auto" | "" => Ok(None),
+            other => other.parse().map(Some).map_err(|e: Error| match e {
+                Error::Invalid { message, .. } => Error::invalid(what, message),
+                e => e,
+            }),
+        }
+    }
+
+    /// Error unless `gpu` can run this family (`Subgroup` needs 8-wide subgroups).
+    pub fn check(self, gpu: &Gpu) -> Result<()> {
+        if self == KernelFamily::Subgroup && !gpu.subgroups_of_8() {
+            return Err(Error::invalid(
+                "kernel family",
+                format!(
+                    "the subgroup kernels need subgroups of exactly 8 invocations; {} has {}",
+                    gpu.info.name,
+                    gpu.subgroup_sizes()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for KernelFamily {
+    type Err = Error;
+
+    /// `tiled`, `broadcast` or `subgroup` (any case).
+    fn from_str(v: &str) -> Result<Self> {
+        match v.trim().to_ascii_lowercase().as_str() {
             "tiled" => Ok(KernelFamily::Tiled),
-            "cpu" => Ok(KernelFamily::Cpu),
+            "broadcast" => Ok(KernelFamily::Broadcast),
+            "subgroup" => Ok(KernelFamily::Subgroup),
             other => Err(Error::invalid(
-                what,
-                format!("`{other}` is not one of auto, tiled, cpu"),
+                "kernel family",
+                format!("`{other}` is not one of auto, tiled, broadcast, subgroup"),
+            )),
+        }
+    }
+}
+
+/// How the batch-norm kernels cut their work: many small pieces on GPUs, a few large ones on
+/// CPU adapters (`kernels::batchnorm` has the numbers). [`Gpu::new`] picks it from the
+/// adapter's type; the results differ only in the order of the reductions' sums.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BnSizing {
+    /// About 2048 reduction workgroups of at least 32 rows, so that large GPUs fill up, and
+    /// one thread per element in the element-wise kernels.
+    Gpu,
+    /// About 32 reduction workgroups of at least 1024 rows, and 64 rows per thread in the
+    /// element-wise kernels. On lavapipe every workgroup's barriers are coroutine switches
+    /// of all its invocations and every load of a per-channel value is a gather, so small
+    /// pieces spend more time on those than on the data: this sizing makes the reductions
+    /// about 4.5x and the element-wise kernels about 2.5x faster there.
+    Cpu,
+}
+
+/// What the launchers choose on an adapter, and so what the sizes of their scratch buffers
+/// depend on: the convolution kernel family (the split-K weight gradient's scratch) and the
+/// batch-norm sizing (its reduction partials). [`Gpu::class`] is the device's; the memory plan
+/// takes one, so that a network can be sized for an adapter without one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdapterClass {
+    pub kernels: KernelFamily,
+    pub bn: BnSizing,
+}
+
+impl AdapterClass {
+    /// A GPU: tiled convolutions, GPU batch-norm sizing.
+    pub const GPU: AdapterClass = AdapterClass {
+        kernels: KernelFamily::Tiled,
+        bn: BnSizing::Gpu,
+    };
+    /// A CPU adapter with 8-wide subgroups (lavapipe on x86-64).
+    pub const CPU_SUBGROUP: AdapterClass = AdapterClass {
+        kernels: KernelFamily::Subgroup,
+        bn: BnSizing::Cpu,
+    };
+    /// A CPU adapter without 8-wide subgroups.
+    pub const CPU: AdapterClass = AdapterClass {
+        kernels: KernelFamily::Broadcast,
+        bn: BnSizing::Cpu,
+    };
+}
+
+impl std::str::FromStr for AdapterClass {
+    type Err = Error;
+
+    /// `gpu`, `cpu-subgroup` or `cpu`.
+    fn from_str(name: &str) -> Result<AdapterClass> {
+        match name {
+            "gpu" => Ok(AdapterClass::GPU),
+            "cpu-subgroup" => Ok(AdapterClass::CPU_SUBGROUP),
+            "cpu" => Ok(AdapterClass::CPU),
+            other => Err(Error::invalid(
+                "adapter class",
+                format!("`{other}` is not one of gpu, cpu-subgroup, cpu"),
             )),
         }
     }
@@ -88,8 +198,8 @@ pub struct GpuOptions {
     pub backends: Option<wgpu::Backends>,
     /// Case-insensitive part of the adapter name to pick (e.g. "llvmpipe", "H200", "M2").
     pub adapter_name: Option<String>,
-    /// Convolution kernel family.
-    pub kernels: KernelFamily,
+    /// Convolution kernel family; `None`: the adapter's own ([`KernelFamily::auto`]).
+    pub kernels: Option<KernelFamily>,
     /// Use the adapter's cooperative matrices (wgpu's experimental feature) where it lists a
     /// tile the kernels have; `false` leaves the feature off, and mixed precision then runs
     /// its f16-storage kernels.
@@ -109,7 +219,7 @@ impl Default for GpuOptions {
         GpuOptions {
             backends: None,
             adapter_name: None,
-            kernels: KernelFamily::Auto,
+            kernels: None,
             cooperative_matrices: true,
             limits: LimitsMode::Adapter,
             device_index: None,
@@ -120,13 +230,13 @@ impl Default for GpuOptions {
 impl GpuOptions {
     /// Options from the environment: `WGPU_BACKEND` (vulkan, metal, dx12, gl),
     /// `FINEGRAIN_ADAPTER` (part of an adapter name), `FINEGRAIN_KERNELS` (auto, tiled,
-    /// cpu), `FINEGRAIN_COOP` (on, the default, or off: no cooperative matrices) and
+    /// broadcast, subgroup), `FINEGRAIN_COOP` (on, the default, or off: no cooperative matrices) and
     /// `FINEGRAIN_LIMITS` (adapter, the default, or webgpu: WebGPU's default limits). An
     /// unrecognised `FINEGRAIN_KERNELS`, `FINEGRAIN_COOP` or `FINEGRAIN_LIMITS` is an error.
     pub fn from_env() -> Result<Self> {
         let kernels = match std::env::var("FINEGRAIN_KERNELS") {
             Ok(v) => KernelFamily::parse("FINEGRAIN_KERNELS", &v)?,
-            Err(_) => KernelFamily::Auto,
+            Err(_) => None,
         };
         let cooperative_matrices = match std::env::var("FINEGRAIN_COOP").as_deref() {
             Err(_) | Ok("") | Ok("on") => true,
@@ -243,8 +353,8 @@ pub struct Gpu {
     /// Whether `limits` are the adapter's or WebGPU's defaults.
     pub limits_mode: LimitsMode,
     pub features: GpuFeatures,
-    /// Convolution kernel family asked for in [`GpuOptions::kernels`].
-    pub kernels: KernelFamily,
+    /// The launchers' choices on this adapter ([`Gpu::class`]).
+    class: AdapterClass,
     modules: Mutex<HashMap<&'static str, Arc<wgpu::ShaderModule>>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
     errors: Arc<Mutex<Vec<String>>>,
@@ -415,7 +525,7 @@ impl Gpu {
         }
         let adapter = adapters.swap_remove(choice.index);
         let mut gpu = Gpu::with_adapter(adapter, opts.cooperative_matrices, opts.limits).await?;
-        gpu.kernels = opts.kernels;
+        gpu.choose_kernels(opts.kernels)?;
         Ok(gpu)
     }
 
@@ -436,7 +546,7 @@ impl Gpu {
                 detail: format!("the browser's WebGPU has no adapter ({e})"),
             })?;
         let mut gpu = Gpu::with_adapter(adapter, false, opts.limits).await?;
-        gpu.kernels = opts.kernels;
+        gpu.choose_kernels(opts.kernels)?;
         Ok(gpu)
     }
 
@@ -536,7 +646,7 @@ impl Gpu {
             limits,
             limits_mode: mode,
             features,
-            kernels: KernelFamily::Auto,
+            class: AdapterClass::GPU,
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
             errors,
@@ -545,6 +655,36 @@ impl Gpu {
             bytes_created: AtomicU64::new(0),
             bind_groups_created: AtomicUsize::new(0),
         })
+    }
+
+    /// Resolve [`GpuOptions::kernels`] for this adapter, once: the family asked for (an error
+    /// where the adapter cannot run it) or its own, and the batch-norm sizing of its type.
+    fn choose_kernels(&mut self, asked: Option<KernelFamily>) -> Result<()> {
+        let kernels = match asked {
+            Some(k) => {
+                k.check(self)?;
+                k
+            }
+            None => KernelFamily::auto(self.is_cpu(), self.subgroups_of_8()),
+        };
+        let bn = if self.is_cpu() {
+            BnSizing::Cpu
+        } else {
+            BnSizing::Gpu
+        };
+        self.class = AdapterClass { kernels, bn };
+        Ok(())
+    }
+
+    /// What the launchers choose on this adapter: the convolution kernel family and the
+    /// batch-norm sizing.
+    pub fn class(&self) -> AdapterClass {
+        self.class
+    }
+
+    /// The convolution kernel family the launchers use on this adapter.
+    pub fn kernels(&self) -> KernelFamily {
+        self.class.kernels
     }
 
     /// One line naming the adapter, backend, type and driver.
@@ -766,6 +906,35 @@ impl Gpu {
 mod tests {
     use super::*;
     use wgpu::{Backend, Backends, DeviceType};
+
+    #[test]
+    fn kernel_families_parse_and_resolve() {
+        let k = |v| KernelFamily::parse("FINEGRAIN_KERNELS", v);
+        assert_eq!(k("auto").unwrap(), None);
+        assert_eq!(k("").unwrap(), None);
+        assert_eq!(k(" Tiled").unwrap(), Some(KernelFamily::Tiled));
+        assert_eq!(k("broadcast").unwrap(), Some(KernelFamily::Broadcast));
+        assert_eq!(k("SUBGROUP").unwrap(), Some(KernelFamily::Subgroup));
+        let e = k("cpu").unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                Error::Invalid {
+                    setting: "FINEGRAIN_KERNELS",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string().contains("auto, tiled, broadcast, subgroup"),
+            "{e}"
+        );
+        assert_eq!(KernelFamily::auto(false, true), KernelFamily::Tiled);
+        assert_eq!(KernelFamily::auto(true, true), KernelFamily::Subgroup);
+        assert_eq!(KernelFamily::auto(true, false), KernelFamily::Broadcast);
+        assert_eq!("cpu".parse::<AdapterClass>().unwrap(), AdapterClass::CPU);
+    }
 
     fn info(name: &str, backend: Backend, device_type: DeviceType) -> wgpu::AdapterInfo {
         wgpu::AdapterInfo {

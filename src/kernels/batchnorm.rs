@@ -10,37 +10,13 @@
 use super::{BATCHNORM, BATCHNORM_F16};
 use crate::error::{Error, Result};
 use crate::gpu::ShaderSource;
-use crate::gpu::{DType, Dispatch, Gpu, Size, Tensor};
+use crate::gpu::{BnSizing, DType, Dispatch, Gpu, Size, Tensor};
 
 /// Channels per workgroup of the reduction kernels (`CB` in the shader).
 const CB: usize = 32;
 
-/// How the batch-norm kernels cut their work: many small pieces on GPUs, a few large ones on
-/// CPU adapters. [`BnSizing::for_gpu`] picks it from the adapter; the results differ only in
-/// the order of the reductions' sums.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BnSizing {
-    /// About 2048 reduction workgroups of at least 32 rows, so that large GPUs fill up, and
-    /// one thread per element in the element-wise kernels.
-    Gpu,
-    /// About 32 reduction workgroups of at least 1024 rows, and 64 rows per thread in the
-    /// element-wise kernels. On lavapipe every workgroup's barriers are coroutine switches
-    /// of all its invocations and every load of a per-channel value is a gather, so small
-    /// pieces spend more time on those than on the data: this sizing makes the reductions
-    /// about 4.5x and the element-wise kernels about 2.5x faster there.
-    Cpu,
-}
-
+/// The numbers behind each [`BnSizing`].
 impl BnSizing {
-    /// [`BnSizing::Cpu`] on CPU adapters, [`BnSizing::Gpu`] elsewhere.
-    pub fn for_gpu(gpu: &Gpu) -> Self {
-        if gpu.is_cpu() {
-            BnSizing::Cpu
-        } else {
-            BnSizing::Gpu
-        }
-    }
-
     /// Workgroups the row reductions aim for.
     fn target_workgroups(self) -> usize {
         match self {
@@ -101,10 +77,10 @@ impl Default for BatchNormOptions {
 }
 
 impl BatchNormOptions {
-    /// The defaults, sized for `gpu` ([`BnSizing::for_gpu`]).
+    /// The defaults, sized for `gpu` ([`Gpu::class`]).
     pub fn for_gpu(gpu: &Gpu) -> Self {
         BatchNormOptions {
-            sizing: BnSizing::for_gpu(gpu),
+            sizing: gpu.class().bn,
             ..Default::default()
         }
     }

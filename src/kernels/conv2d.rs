@@ -227,65 +227,12 @@ fn tiled_grid(gpu: &Gpu, rows: usize, cols: usize) -> [u32; 3] {
     [cols.div_ceil(64) as u32, g[0], g[1]]
 }
 
-/// Which kernel family the tiled launchers use. Every variant computes the same result
-/// (within f32 rounding) for every shape; the choice only affects speed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Conv2dKernel {
-    /// 64 x 64 output tiles, 16 x 16 threads, 4 x 4 per thread, reduction tiles of 16 through
-    /// workgroup memory: the GPU kernel.
-    Tiled,
-    /// No workgroup memory: 64 lanes along the large GEMM dimension, blocks of 8 channels of
-    /// the small one read at workgroup-uniform addresses. For CPU (SIMD) adapters such as
-    /// lavapipe, where it is several times faster than `Tiled`; what they get when their
-    /// subgroups are not 8 wide.
-    Broadcast,
-    /// `Broadcast`'s layout with blocks of 16 channels, each lane of an 8-wide subgroup
-    /// loading two of them and `subgroupBroadcast` sharing them (`shaders/conv2d_subgroup.wgsl`):
-    /// 3 loads per multiply-add step instead of 17. For CPU adapters with 8-wide subgroups
-    /// (lavapipe on x86-64), where it is several times faster than `Broadcast`. An error
-    /// elsewhere.
-    Subgroup,
-}
-
-impl Conv2dKernel {
-    /// `Tiled` on GPUs; on CPU adapters `Subgroup` where the adapter's subgroups are 8
-    /// wide, else `Broadcast`; unless [`Gpu::kernels`] asks for a family.
-    pub fn for_gpu(gpu: &Gpu) -> Self {
-        let cpu_kernels = if gpu.subgroups_of_8() {
-            Conv2dKernel::Subgroup
-        } else {
-            Conv2dKernel::Broadcast
-        };
-        match gpu.kernels {
-            KernelFamily::Tiled => Conv2dKernel::Tiled,
-            KernelFamily::Cpu => cpu_kernels,
-            KernelFamily::Auto if gpu.is_cpu() => cpu_kernels,
-            KernelFamily::Auto => Conv2dKernel::Tiled,
-        }
-    }
-
-    /// Error unless `gpu` can run this variant (`Subgroup` needs 8-wide subgroups).
-    pub fn check(self, gpu: &Gpu) -> Result<()> {
-        if self == Conv2dKernel::Subgroup && !gpu.subgroups_of_8() {
-            return Err(Error::invalid(
-                "conv2d kernel",
-                format!(
-                    "the subgroup kernels need subgroups of exactly 8 invocations; {} has {}",
-                    gpu.info.name,
-                    gpu.subgroup_sizes()
-                ),
-            ));
-        }
-        Ok(())
-    }
-
-    /// Channels per workgroup of the broadcast and subgroup kernels.
-    fn block(self) -> usize {
-        if self == Conv2dKernel::Subgroup {
-            SG_BLOCK
-        } else {
-            RB
-        }
+/// Channels per workgroup of the broadcast and subgroup kernels.
+fn block(kernel: KernelFamily) -> usize {
+    if kernel == KernelFamily::Subgroup {
+        SG_BLOCK
+    } else {
+        RB
     }
 }
 
@@ -297,11 +244,11 @@ const SG_BLOCK: usize = 16;
 /// (`PPL` in `conv2d_subgroup.wgsl`).
 const SG_PIXELS: usize = 2;
 
-/// Workgroups for the broadcast and subgroup kernels: x over blocks of `kernel.block()`
+/// Workgroups for the broadcast and subgroup kernels: x over blocks of `block(kernel)`
 /// channels, 64-lane row tiles split over y and z.
-fn bcast_grid(gpu: &Gpu, rows: usize, chans: usize, kernel: Conv2dKernel) -> [u32; 3] {
+fn bcast_grid(gpu: &Gpu, rows: usize, chans: usize, kernel: KernelFamily) -> [u32; 3] {
     let g = gpu.grid(rows.div_ceil(64) as u64);
-    [chans.div_ceil(kernel.block()) as u32, g[0], g[1]]
+    [chans.div_ceil(block(kernel)) as u32, g[0], g[1]]
 }
 
 /// The operands' and the result's dtypes of a pass whose first operand is `operand` and
@@ -410,12 +357,12 @@ pub struct Conv2dBackwardWeight<'a> {
 }
 
 /// How a convolution pass runs. [`Default`]: the adapter's kernel family
-/// ([`Conv2dKernel::for_gpu`]), overwrite the output, the weight gradient's split from
+/// ([`Gpu::kernels`]), overwrite the output, the weight gradient's split from
 /// [`weight_grad_splits`] with partials in a buffer of the dispatches' own.
 #[derive(Clone, Copy, Default)]
 pub struct Conv2dOptions<'a> {
-    /// Kernel family; `None`: [`Conv2dKernel::for_gpu`].
-    pub kernel: Option<Conv2dKernel>,
+    /// Kernel family; `None`: [`Gpu::kernels`].
+    pub kernel: Option<KernelFamily>,
     /// Backward passes: add into `dx` / `dw` instead of overwriting them. The forward
     /// passes refuse it.
     pub accumulate: bool,
@@ -452,7 +399,7 @@ impl Conv2dOptions<'_> {
         launcher: &str,
         backward: bool,
         weight: bool,
-    ) -> Result<Conv2dKernel> {
+    ) -> Result<KernelFamily> {
         let refused = [
             ("accumulate", self.accumulate && !backward),
             ("splits", self.splits.is_some() && !weight),
@@ -465,7 +412,7 @@ impl Conv2dOptions<'_> {
                 format!("this pass does not take `{name}`"),
             ));
         }
-        let kernel = self.kernel.unwrap_or_else(|| Conv2dKernel::for_gpu(gpu));
+        let kernel = self.kernel.unwrap_or_else(|| gpu.kernels());
         kernel.check(gpu)?;
         Ok(kernel)
     }
@@ -491,21 +438,21 @@ pub fn conv2d_forward(
     let rows = s.n * s.oh() * s.ow();
     let p = s.params(rows, s.cout, s.kh * s.kw * s.cin, false);
     match kernel {
-        Conv2dKernel::Tiled => gpu.dispatch(
+        KernelFamily::Tiled => gpu.dispatch(
             module,
             "conv2d_forward",
             &p,
             &[x, w, y],
             tiled_grid(gpu, rows, s.cout),
         ),
-        Conv2dKernel::Broadcast => gpu.dispatch(
+        KernelFamily::Broadcast => gpu.dispatch(
             module,
             "conv2d_forward_bcast",
             &p,
             &[x, w, y],
             bcast_grid(gpu, rows, s.cout, kernel),
         ),
-        Conv2dKernel::Subgroup => gpu.dispatch(
+        KernelFamily::Subgroup => gpu.dispatch(
             sg_module,
             "conv2d_forward_sg",
             &p,
@@ -542,7 +489,7 @@ pub fn conv2d_backward_data(
     // of its input pixels (SG_PIXELS times that with the subgroup kernel).
     let phases = s.stride * s.stride;
     let phase_rows = s.n * s.h.div_ceil(s.stride) * s.w.div_ceil(s.stride);
-    let wg_rows = if kernel == Conv2dKernel::Subgroup {
+    let wg_rows = if kernel == KernelFamily::Subgroup {
         64 * SG_PIXELS
     } else {
         64
@@ -552,15 +499,15 @@ pub fn conv2d_backward_data(
     p.zsplit = g[1];
     let gz = u32::try_from(phases as u64 * g[1] as u64).unwrap_or(u32::MAX);
     match kernel {
-        Conv2dKernel::Tiled => {
+        KernelFamily::Tiled => {
             let wg = [s.cin.div_ceil(64) as u32, g[0], gz];
             gpu.dispatch(module, "conv2d_backward_data", &p, &[dy, w, dx], wg)
         }
-        Conv2dKernel::Broadcast => {
+        KernelFamily::Broadcast => {
             let wg = [s.cin.div_ceil(RB) as u32, g[0], gz];
             gpu.dispatch(module, "conv2d_backward_data_bcast", &p, &[dy, w, dx], wg)
         }
-        Conv2dKernel::Subgroup => {
+        KernelFamily::Subgroup => {
             let wg = [s.cin.div_ceil(SG_BLOCK) as u32, g[0], gz];
             let entry = "conv2d_backward_data_sg";
             gpu.dispatch(sg_module, entry, &p, &[dy, w, dx], wg)
@@ -596,20 +543,20 @@ const SG_SPLIT_MIN_ROWS: usize = 8;
 ///
 /// Both keep the partials within 4 Mi floats (16 MiB) and at most 1024 chunks. The count
 /// depends only on the shape and the kernel, so results do not depend on the machine.
-pub fn weight_grad_splits(s: &Conv2dShape, kernel: Conv2dKernel) -> usize {
+pub fn weight_grad_splits(s: &Conv2dShape, kernel: KernelFamily) -> usize {
     let rows = s.kh * s.kw * s.cin;
     let (target, workgroups, most) = match kernel {
-        Conv2dKernel::Tiled => (
+        KernelFamily::Tiled => (
             SPLIT_TARGET_WORKGROUPS,
             rows.div_ceil(64) * s.cout.div_ceil(64),
             s.n * s.oh() * s.ow() / SPLIT_MIN_CHUNK,
         ),
-        Conv2dKernel::Subgroup => (
+        KernelFamily::Subgroup => (
             SG_SPLIT_TARGET_WORKGROUPS,
             rows.div_ceil(64) * s.cout.div_ceil(SG_BLOCK),
             s.n * s.oh() / SG_SPLIT_MIN_ROWS,
         ),
-        Conv2dKernel::Broadcast => return 1,
+        KernelFamily::Broadcast => return 1,
     };
     target
         .div_ceil(workgroups.max(1))
@@ -621,9 +568,9 @@ pub fn weight_grad_splits(s: &Conv2dShape, kernel: Conv2dKernel) -> usize {
 /// (chunk length, chunk count) of a weight-gradient reduction asked to split `splits` ways:
 /// for `Tiled` the length is in output pixels, a whole number of 16-pixel reduction tiles;
 /// for `Subgroup` in output rows (n, oy).
-fn split_chunks(s: &Conv2dShape, kernel: Conv2dKernel, splits: usize) -> (usize, usize) {
+fn split_chunks(s: &Conv2dShape, kernel: KernelFamily, splits: usize) -> (usize, usize) {
     let splits = splits.max(1);
-    if kernel == Conv2dKernel::Subgroup {
+    if kernel == KernelFamily::Subgroup {
         let red = s.n * s.oh();
         let kchunk = red.div_ceil(splits).max(1);
         return (kchunk, red.div_ceil(kchunk));
@@ -636,7 +583,7 @@ fn split_chunks(s: &Conv2dShape, kernel: Conv2dKernel, splits: usize) -> (usize,
 /// f32 of scratch that [`conv2d_backward_weight`] needs for `s` with `kernel` and the
 /// default split (0: no split): a function of the shape and the kernel family only, so a
 /// memory plan can be made without a device.
-pub fn weight_grad_scratch_len(s: &Conv2dShape, kernel: Conv2dKernel) -> usize {
+pub fn weight_grad_scratch_len(s: &Conv2dShape, kernel: KernelFamily) -> usize {
     let (_, chunks) = split_chunks(s, kernel, weight_grad_splits(s, kernel));
     if chunks <= 1 {
         0
@@ -677,19 +624,19 @@ pub fn conv2d_backward_weight(
     let rows = s.kh * s.kw * s.cin;
     let mut p = s.params(rows, s.cout, s.n * s.oh() * s.ow(), o.accumulate);
     let (shader, entry, block, one_grid) = match kernel {
-        Conv2dKernel::Tiled => (
+        KernelFamily::Tiled => (
             module,
             "conv2d_backward_weight",
             64,
             tiled_grid(gpu, rows, s.cout),
         ),
-        Conv2dKernel::Subgroup => (
+        KernelFamily::Subgroup => (
             sg_module,
             "conv2d_backward_weight_sg",
             SG_BLOCK,
             bcast_grid(gpu, rows, s.cout, kernel),
         ),
-        Conv2dKernel::Broadcast => {
+        KernelFamily::Broadcast => {
             let wg = bcast_grid(gpu, rows, s.cout, kernel);
             let entry = "conv2d_backward_weight_bcast";
             return Ok(vec![gpu.dispatch(module, entry, &p, &[x, dy, dw], wg)?]);

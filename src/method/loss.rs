@@ -39,7 +39,9 @@ pub const STAT_NON_FINITE: usize = 3;
 /// Number of f32 in the stats tensor.
 pub const STATS: usize = 4;
 
-/// Which loss the head is trained with.
+/// Which loss the head is trained with: the one loss setting, from the `--loss` and `--k`
+/// flags through [`TrainConfig::loss`](crate::train::TrainConfig::loss) and checkpoints to
+/// the launchers. Checkpoints spell it as two keys, `"loss": "ce"` or `"gce"` and `"k"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LossKind {
     /// Plain softmax cross-entropy.
@@ -47,6 +49,61 @@ pub enum LossKind {
     /// Gradient-boosting cross-entropy over the label and the k highest other classes
     /// (clamped to C - 1, see [`effective_k`]); the paper uses k = 15 for 200 classes.
     Gce { k: u32 },
+}
+
+impl LossKind {
+    /// `ce` or `gce`, as checkpoints and the `--loss` flag spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            LossKind::CrossEntropy => "ce",
+            LossKind::Gce { .. } => "gce",
+        }
+    }
+
+    /// The loss called `name` (`ce` or `gce`), with `k` for GCE; `what` names the setting in
+    /// errors.
+    pub fn named(what: &'static str, name: &str, k: u32) -> Result<LossKind> {
+        match name {
+            "ce" => Ok(LossKind::CrossEntropy),
+            "gce" => Ok(LossKind::Gce { k }),
+            other => Err(Error::invalid(
+                what,
+                format!("`{other}`: expected `ce` (cross-entropy) or `gce`"),
+            )),
+        }
+    }
+}
+
+/// Serde for [`LossKind`] as the two keys checkpoints have always had, `loss` (`ce`/`gce`)
+/// and `k` (GCE's k; written as 0 for cross-entropy and ignored there), for a field marked
+/// `#[serde(flatten, with = "loss_keys")]`.
+pub(crate) mod loss_keys {
+    use super::LossKind;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct Keys {
+        loss: String,
+        #[serde(default)]
+        k: u32,
+    }
+
+    pub(crate) fn serialize<S: Serializer>(l: &LossKind, s: S) -> Result<S::Ok, S::Error> {
+        let k = match *l {
+            LossKind::Gce { k } => k,
+            LossKind::CrossEntropy => 0,
+        };
+        Keys {
+            loss: l.name().to_string(),
+            k,
+        }
+        .serialize(s)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<LossKind, D::Error> {
+        let keys = Keys::deserialize(d)?;
+        LossKind::named("loss", &keys.loss, keys.k).map_err(serde::de::Error::custom)
+    }
 }
 
 /// `k' = min(k, C - 1)` and whether `k` had to be clamped (the trainer logs it).

@@ -9,32 +9,6 @@ use crate::method::diversify::DiversifyConfig;
 use crate::method::loss::{effective_k, LossKind};
 use serde::{Deserialize, Serialize};
 
-/// Which loss the main phase trains with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LossChoice {
-    /// Plain softmax cross-entropy (baseline).
-    Ce,
-    /// Gradient-boosting cross-entropy over the true class and the top-k negatives.
-    Gce,
-}
-
-impl std::str::FromStr for LossChoice {
-    type Err = Error;
-
-    /// `ce` or `gce`, as checkpoints and the `--loss` flag spell them.
-    fn from_str(s: &str) -> Result<LossChoice> {
-        match s {
-            "ce" => Ok(LossChoice::Ce),
-            "gce" => Ok(LossChoice::Gce),
-            other => Err(Error::invalid(
-                "loss",
-                format!("`{other}`: expected `ce` (cross-entropy) or `gce`"),
-            )),
-        }
-    }
-}
-
 /// Everything that defines a training run; serialised into checkpoints so `--resume`
 /// continues with the same settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -47,9 +21,10 @@ pub struct TrainConfig {
     pub schedule: Schedule,
     /// Linear learning-rate warm-up, in epochs (fractional allowed).
     pub warmup_epochs: f32,
-    pub loss: LossChoice,
-    /// GCE's k (clamped to C - 1).
-    pub k: u32,
+    /// The main phase's loss; GCE's k is clamped to C - 1 ([`TrainConfig::method`]).
+    /// Checkpoints spell it as the keys `loss` and `k`.
+    #[serde(flatten, with = "crate::method::loss::loss_keys")]
+    pub loss: LossKind,
     /// Train the first epochs with cross-entropy before switching to GCE.
     pub ce_warmup_epochs: usize,
     /// Diversification block on/off, and its parameters.
@@ -91,8 +66,7 @@ impl Default for TrainConfig {
             weight_decay: 1e-4,
             schedule: Schedule::Cosine { min_factor: 0.0 },
             warmup_epochs: 0.2,
-            loss: LossChoice::Gce,
-            k: 3,
+            loss: LossKind::Gce { k: 3 },
             ce_warmup_epochs: 1,
             diversify: true,
             p_peak: d.p_peak,
@@ -116,13 +90,12 @@ impl TrainConfig {
     ) -> Result<(MethodConfig, Option<String>)> {
         let mut note = None;
         let loss = match self.loss {
-            LossChoice::Ce => LossKind::CrossEntropy,
-            LossChoice::Gce => {
-                let (k, clamped) = effective_k(self.k, classes);
+            LossKind::CrossEntropy => LossKind::CrossEntropy,
+            LossKind::Gce { k: asked } => {
+                let (k, clamped) = effective_k(asked, classes);
                 if clamped {
                     note = Some(format!(
-                        "GCE k = {} clamped to C - 1 = {k} ({classes} classes): GCE equals cross-entropy",
-                        self.k
+                        "GCE k = {asked} clamped to C - 1 = {k} ({classes} classes): GCE equals cross-entropy"
                     ));
                 }
                 LossKind::Gce { k }
@@ -185,7 +158,7 @@ impl TrainConfig {
         if self.weight_decay.is_nan() || self.weight_decay < 0.0 {
             return Err(Error::invalid("weight_decay", "must be >= 0"));
         }
-        if self.loss == LossChoice::Gce && self.k == 0 {
+        if self.loss == (LossKind::Gce { k: 0 }) {
             return Err(Error::invalid("k", "GCE needs k >= 1"));
         }
         if !self.warmup_epochs.is_finite() || self.warmup_epochs < 0.0 {
@@ -228,12 +201,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn loss_choices_parse_as_checkpoints_spell_them() {
-        for l in [LossChoice::Ce, LossChoice::Gce] {
-            let spelled = serde_json::to_string(&l).unwrap();
-            assert_eq!(spelled.trim_matches('"').parse::<LossChoice>().unwrap(), l);
+    fn the_loss_keeps_the_checkpoint_keys_loss_and_k() {
+        for loss in [LossKind::CrossEntropy, LossKind::Gce { k: 7 }] {
+            let c = TrainConfig {
+                loss,
+                ..TrainConfig::default()
+            };
+            let json: serde_json::Value = serde_json::to_value(&c).unwrap();
+            assert_eq!(json["loss"], loss.name());
+            let back: TrainConfig = serde_json::from_value(json.clone()).unwrap();
+            assert_eq!(back, c);
+            assert_eq!(LossKind::named("--loss", loss.name(), 7).unwrap(), loss);
         }
-        assert!("GCE".parse::<LossChoice>().is_err());
+        // As checkpoints written before the loss was one setting have it.
+        let mut old = serde_json::to_value(TrainConfig::default()).unwrap();
+        old["loss"] = "gce".into();
+        old["k"] = 15.into();
+        let c: TrainConfig = serde_json::from_value(old.clone()).unwrap();
+        assert_eq!(c.loss, LossKind::Gce { k: 15 });
+        old["loss"] = "GCE".into();
+        let e = serde_json::from_value::<TrainConfig>(old).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("expected `ce` (cross-entropy) or `gce`"),
+            "{e}"
+        );
+        assert!(LossKind::named("--loss", "focal", 3).is_err());
     }
 
     /// Every numeric setting at zero or out of range is an error naming the setting.
@@ -299,7 +292,13 @@ mod tests {
                 },
                 "weight_decay",
             ),
-            (TrainConfig { k: 0, ..d.clone() }, "k"),
+            (
+                TrainConfig {
+                    loss: LossKind::Gce { k: 0 },
+                    ..d.clone()
+                },
+                "k",
+            ),
             (
                 TrainConfig {
                     accumulate: 0,

@@ -16,7 +16,8 @@
 //!
 //! ```
 //! use finegrain::model::ModelConfig;
-//! use finegrain::train::memory::{AdapterClass, Category, MemoryPlan};
+//! use finegrain::gpu::AdapterClass;
+//! use finegrain::train::memory::{Category, MemoryPlan};
 //! use finegrain::train::NetMode;
 //! use finegrain::train::TrainConfig;
 //!
@@ -48,10 +49,9 @@ use super::params::{grad_label, half_label, momentum_label, param_specs};
 use super::topology::{Topology, Unit};
 use crate::error::Result;
 use crate::gpu::Precision;
-use crate::gpu::{DType, Gpu};
+use crate::gpu::{AdapterClass, DType, Gpu};
 use crate::kernels::amp::AMP_LEN;
-use crate::kernels::batchnorm::BnSizing;
-use crate::kernels::conv2d::{weight_grad_scratch_len, Conv2dKernel};
+use crate::kernels::conv2d::weight_grad_scratch_len;
 use crate::kernels::sgd::HYPER_LEN;
 use crate::method::loss::{LossKind, LOSS_PER_IMAGE, STATS};
 use crate::model::ModelConfig;
@@ -70,54 +70,6 @@ pub(crate) const IMAGES_F16: &str = "images.f16";
 pub(crate) const DMAPS_F16: &str = "class_maps.grad.f16";
 pub(crate) const DFEAT_F32: &str = "features.grad.f32";
 pub(crate) const AMP_STATE: &str = "amp.state";
-
-/// The adapter properties that buffer sizes depend on: the convolution kernel family
-/// (the split-K weight gradient's scratch) and the batch-norm sizing (its reduction
-/// partials). [`AdapterClass::of`] reads them from a device.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AdapterClass {
-    pub conv: Conv2dKernel,
-    pub bn: BnSizing,
-}
-
-impl AdapterClass {
-    /// A GPU: tiled convolutions, GPU batch-norm sizing.
-    pub const GPU: AdapterClass = AdapterClass {
-        conv: Conv2dKernel::Tiled,
-        bn: BnSizing::Gpu,
-    };
-    /// A CPU adapter with 8-wide subgroups (lavapipe on x86-64).
-    pub const CPU_SUBGROUP: AdapterClass = AdapterClass {
-        conv: Conv2dKernel::Subgroup,
-        bn: BnSizing::Cpu,
-    };
-    /// A CPU adapter without 8-wide subgroups.
-    pub const CPU: AdapterClass = AdapterClass {
-        conv: Conv2dKernel::Broadcast,
-        bn: BnSizing::Cpu,
-    };
-
-    /// What `gpu`'s launchers pick.
-    pub fn of(gpu: &Gpu) -> AdapterClass {
-        AdapterClass {
-            conv: Conv2dKernel::for_gpu(gpu),
-            bn: BnSizing::for_gpu(gpu),
-        }
-    }
-
-    /// `gpu`, `cpu-subgroup` or `cpu`.
-    pub fn parse(name: &str) -> Result<AdapterClass> {
-        match name {
-            "gpu" => Ok(AdapterClass::GPU),
-            "cpu-subgroup" => Ok(AdapterClass::CPU_SUBGROUP),
-            "cpu" => Ok(AdapterClass::CPU),
-            other => Err(crate::Error::invalid(
-                "adapter class",
-                format!("`{other}` is not one of gpu, cpu-subgroup, cpu"),
-            )),
-        }
-    }
-}
 
 /// Micro-batch dispatch lists a network records: the main phase's, plus a plain
 /// cross-entropy one for the warm-up phase when the main loss is not cross-entropy, and
@@ -148,7 +100,7 @@ pub const SPLIT_K_SCRATCH: &str = "conv.weight_grad.partials";
 /// needs, since each layer's sum consumes it before the next layer writes it.
 pub(crate) fn split_k_scratch_len(topo: &Topology, class: AdapterClass) -> usize {
     topo.units()
-        .map(|u| weight_grad_scratch_len(&u.conv, class.conv))
+        .map(|u| weight_grad_scratch_len(&u.conv, class.kernels))
         .max()
         .unwrap_or(0)
 }
@@ -828,6 +780,7 @@ impl Builder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gpu::KernelFamily;
     use std::collections::HashMap;
 
     fn tiny() -> Topology {
@@ -1209,7 +1162,7 @@ mod tests {
         assert_eq!(scratch(&plan(AdapterClass::CPU)), 0);
         let expect = topo
             .units()
-            .map(|u| weight_grad_scratch_len(&u.conv, Conv2dKernel::Tiled))
+            .map(|u| weight_grad_scratch_len(&u.conv, KernelFamily::Tiled))
             .max()
             .unwrap() as u64
             * 4;
@@ -1251,11 +1204,11 @@ mod tests {
 
     #[test]
     fn adapter_classes_parse() {
-        assert_eq!(AdapterClass::parse("gpu").unwrap(), AdapterClass::GPU);
+        assert_eq!("gpu".parse::<AdapterClass>().unwrap(), AdapterClass::GPU);
         assert_eq!(
-            AdapterClass::parse("cpu-subgroup").unwrap(),
+            "cpu-subgroup".parse::<AdapterClass>().unwrap(),
             AdapterClass::CPU_SUBGROUP
         );
-        assert!(AdapterClass::parse("tpu").is_err());
+        assert!("tpu".parse::<AdapterClass>().is_err());
     }
 }

@@ -19,8 +19,9 @@ pub mod topology;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 pub use crate::gpu::Precision;
+use crate::method::loss::LossKind;
 use crate::model::ModelConfig;
-pub use config::{LossChoice, TrainConfig};
+pub use config::TrainConfig;
 pub use config::{MethodConfig, NetMode};
 pub use eval::EvalReport;
 pub use network::Network;
@@ -41,7 +42,7 @@ pub(crate) fn check_fits(
     (mode, precision): (NetMode, Precision),
     method: &MethodConfig,
 ) -> Result<()> {
-    let class = memory::AdapterClass::of(gpu);
+    let class = gpu.class();
     let limit = gpu
         .limits
         .max_storage_buffer_binding_size
@@ -105,7 +106,7 @@ pub(crate) fn allocated(
     let Err(e) = gpu.check("allocating the network") else {
         return Ok(());
     };
-    let class = memory::AdapterClass::of(gpu);
+    let class = gpu.class();
     let plan = memory::MemoryPlan::with_precision(model, batch, mode, class, method, precision)?;
     Err(Error::DoesNotFit {
         what: format!("the network of {} at batch {batch}", model.name),
@@ -285,7 +286,7 @@ impl Trainer {
 
     /// Whether step `step` trains with cross-entropy (warm-up phase before GCE).
     pub fn in_ce_phase(&self, step: u64) -> bool {
-        self.config.loss == LossChoice::Gce
+        matches!(self.config.loss, LossKind::Gce { .. })
             && step < self.config.ce_warmup_epochs as u64 * self.steps_per_epoch
     }
 

@@ -34,9 +34,9 @@ mod record;
 use super::allocation::Allocation;
 pub use super::config::{MethodConfig, NetMode};
 use super::memory::{
-    split_k_scratch_len, training_lists, ActivationLayout, AdapterClass, MemoryPlan, AMP_STATE,
-    BN_PARTIALS, DFEAT_F32, DMAPS_F16, HYPER, IMAGES, IMAGES_F16, LABELS, MAPS, MASK, MASK_SEED,
-    SCORES, SPLIT_K_SCRATCH, STATS_LABEL,
+    split_k_scratch_len, training_lists, ActivationLayout, MemoryPlan, AMP_STATE, BN_PARTIALS,
+    DFEAT_F32, DMAPS_F16, HYPER, IMAGES, IMAGES_F16, LABELS, MAPS, MASK, MASK_SEED, SCORES,
+    SPLIT_K_SCRATCH, STATS_LABEL,
 };
 use super::params::{grad_label, ParamTable};
 pub use super::params::{Param, ParamId, ParamLayout, StateId, StateTensor};
@@ -44,7 +44,7 @@ pub use super::topology::Topology;
 use crate::error::Error;
 use crate::error::Result;
 pub use crate::gpu::Precision;
-use crate::gpu::{Dispatch, Gpu, Tensor};
+use crate::gpu::{AdapterClass, Dispatch, Gpu, Tensor};
 use crate::method::loss::{LossKind, LOSS_PER_IMAGE};
 use crate::model::ModelConfig;
 use layers::Layers;
@@ -196,7 +196,7 @@ impl Network {
         (mode, precision): (NetMode, Precision),
     ) -> Result<Network> {
         let topo = Topology::new(config, batch)?;
-        let class = AdapterClass::of(gpu);
+        let class = gpu.class();
         if precision == Precision::Mixed && !gpu.features.shader_f16 {
             return Err(Error::invalid(
                 "precision mixed",

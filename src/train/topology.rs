@@ -4,7 +4,8 @@
 //! both start from it.
 
 use crate::error::{Error, Result};
-use crate::kernels::batchnorm::{BatchNormOptions, BatchNormShape, BnSizing};
+use crate::gpu::BnSizing;
+use crate::kernels::batchnorm::{BatchNormOptions, BatchNormShape};
 use crate::kernels::conv2d::Conv2dShape;
 use crate::kernels::pool::MaxPoolShape;
 use crate::model::{BlockKind, ModelConfig};

@@ -1,8 +1,8 @@
 use crate::{f16_rounded, F16_U};
-use finegrain::gpu::DType;
+use finegrain::gpu::{BnSizing, DType};
 use finegrain::kernels::batchnorm::{
     batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train, BatchNormBackward,
-    BatchNormEval, BatchNormOptions, BatchNormShape, BatchNormTrain, BnSizing,
+    BatchNormEval, BatchNormOptions, BatchNormShape, BatchNormTrain,
 };
 use finegrain::reference::batchnorm as twin;
 use finegrain::reference::gemm::round_f16;

@@ -2,9 +2,10 @@
 //! twins' gradients against central finite differences of the forward twin, and shape checks.
 
 use finegrain::error::Error;
+use finegrain::gpu::{GpuOptions, KernelFamily};
 use finegrain::kernels::conv2d::{
-    self as conv, Conv2dBackwardData, Conv2dBackwardWeight, Conv2dForward, Conv2dKernel,
-    Conv2dOptions, Conv2dShape,
+    self as conv, Conv2dBackwardData, Conv2dBackwardWeight, Conv2dForward, Conv2dOptions,
+    Conv2dShape,
 };
 use finegrain::reference::conv2d as twin;
 use finegrain::testing::{assert_close, check_grad, f64s, gpu, rng, uniform};
@@ -36,7 +37,7 @@ pub(crate) const fn shape(
 }
 
 /// Options running kernel family `k`.
-fn with(k: Conv2dKernel) -> Conv2dOptions<'static> {
+fn with(k: KernelFamily) -> Conv2dOptions<'static> {
     Conv2dOptions {
         kernel: Some(k),
         ..Default::default()
@@ -78,10 +79,10 @@ fn atol(red: usize) -> f64 {
 /// Every kernel variant the adapter can run is checked on every shape, whichever it would
 /// pick. `Subgroup` needs 8-wide subgroups (lavapipe on x86-64 has them);
 /// `subgroup_kernels_where_subgroups_are_8_wide` checks that it is refused elsewhere.
-fn kernels(g: &finegrain::Gpu) -> Vec<Conv2dKernel> {
-    let mut k = vec![Conv2dKernel::Tiled, Conv2dKernel::Broadcast];
+fn kernels(g: &finegrain::Gpu) -> Vec<KernelFamily> {
+    let mut k = vec![KernelFamily::Tiled, KernelFamily::Broadcast];
     if g.subgroups_of_8() {
-        k.push(Conv2dKernel::Subgroup);
+        k.push(KernelFamily::Subgroup);
     }
     k
 }
@@ -146,20 +147,35 @@ fn subgroup_kernels_where_subgroups_are_8_wide() {
             y: &y,
         },
         s.geometry(),
-        &with(Conv2dKernel::Subgroup),
+        &with(KernelFamily::Subgroup),
     );
     println!("adapter {}: {}", g.info.name, g.subgroup_sizes());
     if g.subgroups_of_8() {
         assert!(r.is_ok(), "{:?}", r.err());
-        if g.is_cpu() && g.kernels == finegrain::KernelFamily::Auto {
-            assert_eq!(Conv2dKernel::for_gpu(g), Conv2dKernel::Subgroup);
+        if g.is_cpu() && GpuOptions::from_env().unwrap().kernels.is_none() {
+            assert_eq!(g.kernels(), KernelFamily::Subgroup);
         }
     } else {
         let e = r
             .err()
             .expect("Subgroup kernels accepted without 8-wide subgroups");
         assert!(e.to_string().contains("subgroups of exactly 8"), "{e}");
-        assert_ne!(Conv2dKernel::for_gpu(g), Conv2dKernel::Subgroup);
+        assert_ne!(g.kernels(), KernelFamily::Subgroup);
+    }
+    // Asking a device for the subgroup family is checked once, when it is created.
+    let asked = finegrain::Gpu::new(&GpuOptions {
+        kernels: Some(KernelFamily::Subgroup),
+        ..GpuOptions::from_env().unwrap()
+    });
+    match asked {
+        Ok(d) => {
+            assert!(d.subgroups_of_8(), "{}", d.subgroup_sizes());
+            assert_eq!(d.kernels(), KernelFamily::Subgroup);
+        }
+        Err(e) => {
+            assert!(!g.subgroups_of_8());
+            assert!(e.to_string().contains("subgroups of exactly 8"), "{e}");
+        }
     }
 }
 
@@ -336,9 +352,9 @@ fn conv2d_backward_weight_matches_twin() {
 #[test]
 fn conv2d_backward_weight_split_k_matches_twin() {
     let Some(g) = gpu() else { return };
-    let split_kernels: Vec<Conv2dKernel> = kernels(g)
+    let split_kernels: Vec<KernelFamily> = kernels(g)
         .into_iter()
-        .filter(|&k| k != Conv2dKernel::Broadcast)
+        .filter(|&k| k != KernelFamily::Broadcast)
         .collect();
     let sk = &split_kernels;
     for (s, splits, k) in SHAPES.iter().flat_map(|s| {
@@ -385,7 +401,7 @@ fn conv2d_backward_weight_split_k_matches_twin() {
         // A split happens whenever the chunks (multiples of 16 pixels for the tiled kernel,
         // of output rows for the subgroup kernel) come to more than one.
         let splits_here = match k {
-            Conv2dKernel::Tiled => red > 16,
+            KernelFamily::Tiled => red > 16,
             _ => s.n * s.oh() > 1,
         };
         assert_eq!(d.len(), if splits_here { 2 } else { 1 }, "{}", name(s));
@@ -426,7 +442,7 @@ fn conv2d_backward_weight_split_k_rejects_small_scratch() {
     let o = Conv2dOptions {
         splits: Some(4),
         scratch: Some(&small),
-        ..with(Conv2dKernel::Tiled)
+        ..with(KernelFamily::Tiled)
     };
     let t = Conv2dBackwardWeight {
         x: &x,
@@ -450,7 +466,7 @@ fn conv2d_backward_weight_split_k_rejects_small_scratch() {
 /// layer (36 workgroups) is not cut. The broadcast kernel never splits.
 #[test]
 fn weight_grad_splits_heuristic() {
-    use Conv2dKernel::{Broadcast, Subgroup, Tiled};
+    use KernelFamily::{Broadcast, Subgroup, Tiled};
     // 3x3 64->64 at 112x112, batch 16: 9 tiles, 200,704 pixels.
     let early = shape(16, 112, 112, 64, 64, 3, 3, 1, 1);
     assert_eq!(conv::weight_grad_splits(&early, Tiled), 57);

@@ -3,6 +3,7 @@
 //! classification of image files and class maps from the checkpoint.
 
 use finegrain::classify::Classifier;
+use finegrain::method::loss::LossKind;
 use finegrain::recipe::{Choices, Recipe};
 use finegrain::train::observe::Event;
 use finegrain::train::{Run, RunOptions};
@@ -55,7 +56,11 @@ fn recipe_train_and_classify_through_the_public_api() {
     assert_eq!(recipe.model, "tiny");
     assert_eq!((recipe.input_size, recipe.channels), (SIZE as usize, 1));
     assert!(!recipe.augment, "no photo augmentation for small images");
-    assert_eq!(recipe.train.k, 2, "k clamped to C - 1 for 3 classes");
+    assert_eq!(
+        recipe.train.loss,
+        LossKind::Gce { k: 2 },
+        "k clamped to C - 1 for 3 classes"
+    );
     recipe.train.batch = 8;
     recipe.train.epochs = 2;
 

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use finegrain::data::*;
+use finegrain::method::loss::LossKind;
 use image::{ImageBuffer, Luma, Rgb, Rgba};
 
 fn tmp() -> tempfile::TempDir {
@@ -1294,11 +1295,10 @@ fn recipe_and_data_fit_every_dataset_shape() {
         let default_batch = if photos { 16 } else { 32 };
         assert_eq!(t.batch, default_batch.min(want_train), "{name}");
         assert!(t.batch <= want_train && t.batch >= 1, "{name}");
-        assert!(
-            t.k >= 1 && (t.k as usize) < shape.classes,
-            "{name}: k {}",
-            t.k
-        );
+        let LossKind::Gce { k } = t.loss else {
+            panic!("{name}: the recipe's loss is {:?}", t.loss)
+        };
+        assert!(k >= 1 && (k as usize) < shape.classes, "{name}: k {k}");
         if photos {
             assert_eq!(t.epochs, 90, "{name}: fine-tuning keeps the paper's epochs");
         } else {
@@ -1396,7 +1396,7 @@ fn the_fashion_mnist_recipe_is_unchanged() {
     assert_eq!(
         r.train,
         TrainConfig {
-            k: 3,
+            loss: LossKind::Gce { k: 3 },
             ..TrainConfig::default()
         }
     );

@@ -5,6 +5,7 @@
 
 use finegrain::checkpoint::Checkpoint;
 use finegrain::data::Dataset;
+use finegrain::method::loss::LossKind;
 use finegrain::model::ModelConfig;
 use finegrain::train::observe::Event;
 use finegrain::train::{Run, RunOptions, TrainConfig};
@@ -31,7 +32,7 @@ fn a_lost_device_stops_the_run_with_a_clear_error_and_keeps_the_checkpoint() {
     let cfg = TrainConfig {
         epochs: 4,
         batch: 4,
-        k: 1,
+        loss: LossKind::Gce { k: 1 },
         ..TrainConfig::default()
     };
     let opts = RunOptions {

@@ -5,6 +5,7 @@
 use finegrain::checkpoint::Checkpoint;
 use finegrain::data::Dataset;
 use finegrain::fsio::fault;
+use finegrain::method::loss::LossKind;
 use finegrain::model::ModelConfig;
 use finegrain::train::observe::Event;
 use finegrain::train::{Run, RunOptions, TrainConfig};
@@ -23,7 +24,7 @@ fn run(g: &finegrain::Gpu, train: Arc<dyn Dataset>, out: &Path) -> finegrain::Re
     let cfg = TrainConfig {
         epochs: 3,
         batch: 4,
-        k: 1,
+        loss: LossKind::Gce { k: 1 },
         ..TrainConfig::default()
     };
     let opts = RunOptions {

@@ -6,9 +6,10 @@
 
 use finegrain::checkpoint::Checkpoint;
 use finegrain::data::Dataset;
+use finegrain::method::loss::LossKind;
 use finegrain::model::ModelConfig;
 use finegrain::train::observe::Event;
-use finegrain::train::{LossChoice, Run, RunOptions, StopFlag, TrainConfig};
+use finegrain::train::{Run, RunOptions, StopFlag, TrainConfig};
 use rand::Rng;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -36,8 +37,7 @@ fn config() -> TrainConfig {
         batch: 4,
         lr: 0.02,
         warmup_epochs: 0.5,
-        loss: LossChoice::Gce,
-        k: 1,
+        loss: LossKind::Gce { k: 1 },
         ce_warmup_epochs: 1,
         seed: 5,
         ..TrainConfig::default()

@@ -13,7 +13,7 @@ use finegrain::method::diversify::DiversifyConfig;
 use finegrain::method::loss::LossKind;
 use finegrain::model::ModelConfig;
 use finegrain::testing::gpu;
-use finegrain::train::memory::{AdapterClass, MemoryPlan, SPLIT_K_SCRATCH};
+use finegrain::train::memory::{MemoryPlan, SPLIT_K_SCRATCH};
 use finegrain::train::network::MethodConfig;
 use finegrain::train::{NetMode, Network, Precision};
 
@@ -41,13 +41,13 @@ fn memory_plan_equals_the_bytes_the_network_allocates() {
         ("resnet18", 3, 32, 4, 2),
         ("resnet50", 3, 32, 5, 2),
     ];
-    for kernels in [KernelFamily::Auto, KernelFamily::Tiled] {
+    for kernels in [None, Some(KernelFamily::Tiled)] {
         let opts = GpuOptions {
             kernels,
             ..GpuOptions::from_env().unwrap()
         };
         let g = &Gpu::new(&opts).unwrap();
-        let class = AdapterClass::of(g);
+        let class = g.class();
         let mut split = false;
         for (name, ch, size, classes, batch) in models {
             let model = ModelConfig::preset(name, ch, size, classes).unwrap();

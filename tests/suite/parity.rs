@@ -15,10 +15,10 @@
 use finegrain::checkpoint::{load_torchvision, to_torch};
 use finegrain::gpu::{Gpu, GpuOptions, KernelFamily};
 use finegrain::inference::Predictor;
-use finegrain::kernels::conv2d::Conv2dKernel;
+use finegrain::method::loss::LossKind;
 use finegrain::model::ModelConfig;
 use finegrain::testing::gpu;
-use finegrain::train::{LossChoice, Schedule, TrainConfig, Trainer};
+use finegrain::train::{Schedule, TrainConfig, Trainer};
 use safetensors::tensor::Dtype;
 use safetensors::SafeTensors;
 use std::collections::HashMap;
@@ -107,8 +107,7 @@ fn check_case(g: &Gpu, case: &str) {
         weight_decay: 0.0,
         schedule: Schedule::Constant,
         warmup_epochs: 0.0,
-        loss: LossChoice::Gce,
-        k: num("k") as u32,
+        loss: LossKind::Gce { k: num("k") as u32 },
         ce_warmup_epochs: 0,
         diversify: true,
         p_peak: num("p_peak") as f32,
@@ -127,7 +126,7 @@ fn check_case(g: &Gpu, case: &str) {
         .iter()
         .filter(|d| d.name.ends_with("conv2d_sum_partials"))
         .count();
-    if Conv2dKernel::for_gpu(g) == Conv2dKernel::Tiled {
+    if g.kernels() == KernelFamily::Tiled {
         assert!(split_k > 0, "no layer took the split-K weight gradient");
     }
 
@@ -234,7 +233,7 @@ fn check_case(g: &Gpu, case: &str) {
         .clone();
     eprintln!(
         "parity-{case} ({:?} kernels, {split_k} split-K layers): {} tensors match PyTorch {}; worst error / tensor max {:.1e} in {}",
-        Conv2dKernel::for_gpu(g),
+        g.kernels(),
         report.len(),
         meta["parity.torch"],
         worst.1,
@@ -249,11 +248,11 @@ fn check_both(case: &str) {
     let Some(g) = gpu() else { return };
     check_case(g, case);
     let tiled = Gpu::new(&GpuOptions {
-        kernels: KernelFamily::Tiled,
+        kernels: Some(KernelFamily::Tiled),
         ..GpuOptions::from_env().unwrap()
     })
     .unwrap();
-    assert_eq!(Conv2dKernel::for_gpu(&tiled), Conv2dKernel::Tiled);
+    assert_eq!(tiled.kernels(), KernelFamily::Tiled);
     check_case(&tiled, case);
 }
 

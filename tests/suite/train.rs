@@ -4,10 +4,11 @@
 
 use finegrain::checkpoint::Checkpoint;
 use finegrain::data::{open_dataset, DataOptions, Dataset, Split};
+use finegrain::method::loss::LossKind;
 use finegrain::model::ModelConfig;
 use finegrain::testing::gpu;
 use finegrain::train::observe::Event;
-use finegrain::train::{LossChoice, NetMode, Precision, Schedule, TrainConfig, Trainer};
+use finegrain::train::{NetMode, Precision, Schedule, TrainConfig, Trainer};
 use finegrain::train::{OutDir, Run, RunOptions, RunSummary};
 use finegrain::Error;
 use rand::{Rng, SeedableRng};
@@ -92,8 +93,7 @@ fn config() -> TrainConfig {
         lr: 0.05,
         schedule: Schedule::Cosine { min_factor: 0.0 },
         warmup_epochs: 0.5,
-        loss: LossChoice::Gce,
-        k: 1,
+        loss: LossKind::Gce { k: 1 },
         ce_warmup_epochs: 1,
         seed: 11,
         ..TrainConfig::default()
@@ -631,7 +631,7 @@ fn torchvision_export_and_backbone_load_round_trip() {
 fn whole_network_gradients_match_finite_differences() {
     let Some(g) = gpu() else { return };
     let model = ModelConfig::preset("tiny", 1, SIZE, 3).unwrap();
-    for loss in [LossChoice::Ce, LossChoice::Gce] {
+    for loss in [LossKind::CrossEntropy, LossKind::Gce { k: 1 }] {
         let cfg = TrainConfig {
             batch: 4,
             lr: 1e-30, // steps leave the parameters unchanged
@@ -639,7 +639,6 @@ fn whole_network_gradients_match_finite_differences() {
             weight_decay: 0.0,
             warmup_epochs: 0.0,
             loss,
-            k: 1,
             ce_warmup_epochs: 0,
             diversify: false,
             seed: 21,
@@ -752,7 +751,7 @@ fn inference_network_matches_training_network_in_less_memory() {
 /// allocated, naming its largest buffers and the largest batch that fits.
 #[test]
 fn a_network_too_large_for_the_adapter_names_its_buffers_and_a_batch_that_fits() {
-    use finegrain::train::memory::{AdapterClass, MemoryPlan};
+    use finegrain::train::memory::MemoryPlan;
     let Some(g) = gpu() else { return };
     let model = ModelConfig::preset("resnet18", 3, 448, 3).unwrap();
     let limit = g
@@ -761,7 +760,7 @@ fn a_network_too_large_for_the_adapter_names_its_buffers_and_a_batch_that_fits()
         .min(g.limits.max_buffer_size);
     let (method, _) = config().method(3, model.feature_size()).unwrap();
     let largest = |b: usize| {
-        MemoryPlan::new(&model, b, NetMode::Train, AdapterClass::of(g), &method)
+        MemoryPlan::new(&model, b, NetMode::Train, g.class(), &method)
             .unwrap()
             .buffers
             .iter()

@@ -9,8 +9,9 @@
 //! statistics stay f32).
 
 use crate::error::Result;
+use crate::gpu::BnSizing;
 use crate::gpu::Tensor;
-use crate::kernels::batchnorm::{BatchNormOptions, BnSizing};
+use crate::kernels::batchnorm::BatchNormOptions;
 use crate::kernels::conv2d::Conv2dShape;
 use crate::kernels::pool::MaxPoolShape;
 use crate::train::allocation::Allocation;

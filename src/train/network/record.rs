@@ -13,6 +13,7 @@
 use super::layers::{ConvBn, Layers};
 use super::{MethodConfig, Network, Precision, LOSS_SCALE_INTERVAL};
 use crate::error::Result;
+use crate::gpu::AdapterClass;
 use crate::gpu::{Dispatch, Gpu, Tensor};
 use crate::kernels::amp::{amp_check_all, amp_scale, amp_update};
 use crate::kernels::batchnorm::{
@@ -34,7 +35,6 @@ use crate::method::diversify::{
 };
 use crate::method::head::{head_backward, head_forward, HeadBackward, HeadForward, HeadHalf};
 use crate::method::loss::{loss_forward_backward, LossForwardBackward, LossKind, LossOptions};
-use crate::train::memory::AdapterClass;
 use crate::train::params::{Param, ParamId, StateId};
 
 /// Records the dispatch lists of a network, binding its tensors (the lists are stored in
@@ -380,7 +380,7 @@ impl Recorder<'_> {
             y: &u.z,
         };
         let o = Conv2dOptions {
-            kernel: Some(self.class.conv),
+            kernel: Some(self.class.kernels),
             coop: self.coop(),
             ..Default::default()
         };
@@ -462,7 +462,7 @@ impl Recorder<'_> {
             dw: &w.grad,
         };
         let o = Conv2dOptions {
-            kernel: Some(self.class.conv),
+            kernel: Some(self.class.kernels),
             scratch: self.scratch(),
             coop: self.coop(),
             accumulate,
@@ -476,7 +476,7 @@ impl Recorder<'_> {
                 dx,
             };
             let o = Conv2dOptions {
-                kernel: Some(self.class.conv),
+                kernel: Some(self.class.kernels),
                 accumulate,
                 coop: self.coop(),
                 ..Default::default()
