@@ -22,8 +22,9 @@ use finegrain::kernels::conv2d::{
 use finegrain::kernels::gemm::{gemm, Gemm, GemmKernel, GemmOptions, GemmSpec};
 use finegrain::model::ModelConfig;
 use finegrain::train::memory::{mib, Category, MemoryPlan};
-use finegrain::train::network::Topology;
-use finegrain::train::{NetMode, Precision, TrainConfig, Trainer};
+use finegrain::train::topology::Topology;
+use finegrain::train::{NetMode, TrainConfig, Trainer};
+use finegrain::Precision;
 use rand::{Rng, SeedableRng};
 use std::time::Instant;
 

@@ -72,7 +72,7 @@ struct Args {
     /// Numeric precision of the inference network: f32 or mixed (f16 activations).
     /// Default: the precision the checkpoint was trained in.
     #[arg(long)]
-    precision: Option<finegrain::train::Precision>,
+    precision: Option<finegrain::Precision>,
 }
 
 fn main() {

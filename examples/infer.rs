@@ -54,7 +54,7 @@ struct Args {
     /// Numeric precision of the inference network: f32 or mixed (f16 activations).
     /// Default: the precision the checkpoint was trained in.
     #[arg(long)]
-    precision: Option<finegrain::train::Precision>,
+    precision: Option<finegrain::Precision>,
     /// Print one JSON object per image on standard output ({"file", "top": [{"class",
     /// "name", "probability", "score"}]}), and everything else on standard error.
     #[arg(long)]

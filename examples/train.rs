@@ -21,7 +21,7 @@ use clap::{Parser, ValueEnum};
 use finegrain::gpu::{Gpu, GpuOptions};
 use finegrain::method::loss::LossKind;
 use finegrain::recipe::{Choices, Recipe};
-use finegrain::train::observe::{Console, ProgressStyle};
+use finegrain::train::{Console, ProgressStyle};
 use finegrain::train::{OutDir, Run, RunOptions, Schedule};
 use finegrain::Collective;
 use std::path::PathBuf;
@@ -126,7 +126,7 @@ struct Args {
     /// shader-f16). Default f32 (mixed is not yet measured faster on a GPU). With --resume:
     /// continue the run in this precision instead of the checkpoint's.
     #[arg(long)]
-    precision: Option<finegrain::train::Precision>,
+    precision: Option<finegrain::Precision>,
     /// Training augmentation (random crop / shift and horizontal flip): auto = the recipe's
     /// (off for images up to 64 px, where short runs learn faster without it; on for photos).
     #[arg(long, value_enum, default_value_t = AugmentArg::Auto)]

@@ -12,10 +12,12 @@
 use crate::data::{Augment, Normalize, TrainCrop};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
+use crate::gpu::Precision;
 use crate::kernels::amp::{valid_scale, AMP_SCALE, AMP_SKIPPED, MAX_SCALE, MIN_SCALE};
 use crate::model::ModelConfig;
 use crate::train::config::TrainConfig;
-use crate::train::network::{NetMode, Network, ParamLayout, Precision};
+use crate::train::network::{Network, ParamLayout};
+use crate::train::NetMode;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

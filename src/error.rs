@@ -147,7 +147,7 @@ pub enum Error {
     },
 
     /// A run's output folder holds another run's files (`files`, among
-    /// [`RUN_FILES`](crate::train::rundir::RUN_FILES); `checkpoint` is its checkpoint, if it
+    /// [`RUN_FILES`](crate::train::RUN_FILES); `checkpoint` is its checkpoint, if it
     /// has one), which this run would replace: a fresh run, or one resumed from another
     /// checkpoint, without [`RunOptions::overwrite`](crate::train::RunOptions::overwrite).
     #[error(

@@ -82,6 +82,6 @@ pub struct ReadmeDoctests;
 pub use classify::{Classifier, Prediction};
 pub use distributed::{Collective, Solo};
 pub use error::{Error, Result};
-pub use gpu::{Dispatch, Gpu, GpuOptions, KernelFamily, LimitsMode, Tensor};
+pub use gpu::{Dispatch, Gpu, GpuOptions, KernelFamily, LimitsMode, Precision, Tensor};
 pub use recipe::{BackboneInit, Choices, Recipe};
-pub use train::{Console, Precision, Run, RunOptions};
+pub use train::{Console, Run, RunOptions};

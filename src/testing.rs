@@ -461,7 +461,7 @@ fn answer(mut conn: std::net::TcpStream, files: &[(HubFixture, String)]) -> std:
 pub fn imagenet_fixture(model: &str, seed: u64, tracked: bool) -> crate::Result<Vec<u8>> {
     use crate::train::network::ParamLayout;
     let config = crate::model::ModelConfig::preset(model, 3, 224, 1000)?;
-    let topo = crate::train::network::Topology::new(&config, 1)?;
+    let topo = crate::train::topology::Topology::new(&config, 1)?;
     let (params, state) = crate::train::params::param_specs(&topo)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut t: StTensors = Vec::new();

@@ -11,11 +11,11 @@
 //! [`Augment`] resolved from [`DataOptions`]. [`Loader`] decodes batches in worker threads;
 //! the order and every random draw are a pure function of (seed, epoch, sample index).
 
-pub mod augment;
-pub mod cub;
-pub mod folder;
-pub mod idx;
-pub mod loader;
+pub(crate) mod augment;
+pub(crate) mod cub;
+pub(crate) mod folder;
+pub(crate) mod idx;
+pub(crate) mod loader;
 
 use std::path::{Path, PathBuf};
 

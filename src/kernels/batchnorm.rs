@@ -103,21 +103,21 @@ impl BatchNormOptions {
 /// Parameter block of `shaders/batchnorm.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct BatchNormParams {
-    pub rows: u32,
-    pub channels: u32,
-    pub chunk_rows: u32,
-    pub chunks: u32,
-    pub eps: f32,
-    pub momentum: f32,
-    pub inv_rows: f32,
-    pub stripes: u32,
+pub(crate) struct BatchNormParams {
+    pub(crate) rows: u32,
+    pub(crate) channels: u32,
+    pub(crate) chunk_rows: u32,
+    pub(crate) chunks: u32,
+    pub(crate) eps: f32,
+    pub(crate) momentum: f32,
+    pub(crate) inv_rows: f32,
+    pub(crate) stripes: u32,
     /// Forward kernels: nonzero applies the fused ReLU to y.
-    pub relu: u32,
+    pub(crate) relu: u32,
     /// Backward finalize: nonzero adds the batch's parameter gradients into dgamma and
     /// dbeta instead of overwriting them (gradient accumulation).
-    pub accumulate: u32,
-    pub _pad: [u32; 2],
+    pub(crate) accumulate: u32,
+    pub(crate) _pad: [u32; 2],
 }
 
 impl BatchNormShape {
@@ -137,7 +137,7 @@ impl BatchNormShape {
     }
 
     /// The shader's parameter block (without the ReLU flag).
-    pub fn params(&self, o: &BatchNormOptions) -> BatchNormParams {
+    pub(crate) fn params(&self, o: &BatchNormOptions) -> BatchNormParams {
         let (chunk_rows, chunks) = self.chunking(o.sizing);
         BatchNormParams {
             rows: self.rows as u32,

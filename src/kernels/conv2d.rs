@@ -194,30 +194,30 @@ fn out_len(len: usize, k: usize, stride: usize, pad: usize) -> usize {
 /// the entry point computes (C[rows, cols] = A[rows, red] x B[red, cols]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct Conv2dParams {
-    pub n: u32,
-    pub h: u32,
-    pub w: u32,
-    pub cin: u32,
-    pub cout: u32,
-    pub kh: u32,
-    pub kw: u32,
-    pub stride: u32,
-    pub pad: u32,
-    pub oh: u32,
-    pub ow: u32,
-    pub rows: u32,
-    pub cols: u32,
-    pub red: u32,
-    pub accumulate: u32,
+pub(crate) struct Conv2dParams {
+    pub(crate) n: u32,
+    pub(crate) h: u32,
+    pub(crate) w: u32,
+    pub(crate) cin: u32,
+    pub(crate) cout: u32,
+    pub(crate) kh: u32,
+    pub(crate) kw: u32,
+    pub(crate) stride: u32,
+    pub(crate) pad: u32,
+    pub(crate) oh: u32,
+    pub(crate) ow: u32,
+    pub(crate) rows: u32,
+    pub(crate) cols: u32,
+    pub(crate) red: u32,
+    pub(crate) accumulate: u32,
     /// conv2d_backward_data: workgroups along z per stride phase. conv2d_backward_weight
     /// (tiled or subgroup) and conv2d_sum_partials: number of reduction chunks (more than
     /// one: split-K).
-    pub zsplit: u32,
+    pub(crate) zsplit: u32,
     /// conv2d_backward_weight with split-K: output pixels (tiled) or output rows (n, oy)
     /// (subgroup) per reduction chunk.
-    pub kchunk: u32,
-    pub _pad: [u32; 3],
+    pub(crate) kchunk: u32,
+    pub(crate) _pad: [u32; 3],
 }
 
 /// Workgroups for a 64 x 64-tiled GEMM of `rows` x `cols`: x over column tiles, row tiles

@@ -8,23 +8,23 @@ use crate::method::dims;
 /// Parameter block of `shaders/gemm.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct GemmParams {
-    pub m: u32,
-    pub n: u32,
-    pub k: u32,
-    pub a_rs: u32,
-    pub a_cs: u32,
-    pub b_rs: u32,
-    pub b_cs: u32,
-    pub c_rs: u32,
-    pub alpha: f32,
-    pub beta: f32,
-    pub a_off: u32,
-    pub b_off: u32,
-    pub c_off: u32,
-    pub a_bs: u32,
-    pub b_bs: u32,
-    pub c_bs: u32,
+pub(crate) struct GemmParams {
+    pub(crate) m: u32,
+    pub(crate) n: u32,
+    pub(crate) k: u32,
+    pub(crate) a_rs: u32,
+    pub(crate) a_cs: u32,
+    pub(crate) b_rs: u32,
+    pub(crate) b_cs: u32,
+    pub(crate) c_rs: u32,
+    pub(crate) alpha: f32,
+    pub(crate) beta: f32,
+    pub(crate) a_off: u32,
+    pub(crate) b_off: u32,
+    pub(crate) c_off: u32,
+    pub(crate) a_bs: u32,
+    pub(crate) b_bs: u32,
+    pub(crate) c_bs: u32,
 }
 
 /// Tensors of [`gemm`], each viewed as a row-major matrix `(rows, cols)` with `cols` its
@@ -242,7 +242,7 @@ impl GemmSpec {
         })
     }
 
-    pub fn params(&self) -> GemmParams {
+    pub(crate) fn params(&self) -> GemmParams {
         let (m, n, k) = (self.m as u32, self.n as u32, self.k as u32);
         let (a_rs, a_cs) = if self.trans_a { (1, m) } else { (k, 1) };
         let (b_rs, b_cs) = if self.trans_b { (1, k) } else { (n, 1) };

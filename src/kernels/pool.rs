@@ -93,17 +93,17 @@ impl MaxPoolShape {
 /// Parameter block of `shaders/pool.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct PoolParams {
-    pub n: u32,
-    pub h: u32,
-    pub w: u32,
-    pub c: u32,
-    pub k: u32,
-    pub stride: u32,
-    pub pad: u32,
-    pub oh: u32,
-    pub ow: u32,
-    pub total: u32,
+pub(crate) struct PoolParams {
+    pub(crate) n: u32,
+    pub(crate) h: u32,
+    pub(crate) w: u32,
+    pub(crate) c: u32,
+    pub(crate) k: u32,
+    pub(crate) stride: u32,
+    pub(crate) pad: u32,
+    pub(crate) oh: u32,
+    pub(crate) ow: u32,
+    pub(crate) total: u32,
 }
 
 /// What a max pool's tensors do not say: the square window `k`, the stride and the

@@ -1,6 +1,6 @@
 //! Twin of the diversification block and global average pooling (`src/method/diversify.rs`,
 //! `shaders/diversify.wgsl`). Maps are `(N, H, W, C)` NHWC, scores `(N, C)`. The random
-//! draws use the same hash as the GPU ([`crate::method::diversify::draw`]), so masks match
+//! draws use the same hash as the GPU ([`draw`], the CPU side of the shader's), so masks match
 //! element for element; maps given here as f64 must be widened f32 values for the peak
 //! comparisons to match the GPU's.
 

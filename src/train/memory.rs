@@ -35,7 +35,7 @@
 //!     NetMode::Train,
 //!     AdapterClass::GPU,
 //!     &method,
-//!     finegrain::train::Precision::Mixed,
+//!     finegrain::Precision::Mixed,
 //! )
 //! .unwrap();
 //! let z = |p: &MemoryPlan| p.category_bytes(Category::ConvOutputs);

@@ -1,33 +1,39 @@
 //! Training: [`Trainer`] records one optimizer step (its micro-batches, then SGD) and reads
-//! its statistics a few steps late (inference is [`crate::inference`]). The configuration
-//! is in [`config`], a whole run in [`run`], the buffers in [`network`] and [`memory`].
+//! its statistics a few steps late (inference is [`crate::inference`]). A whole run is a
+//! [`Run`], configured by a [`TrainConfig`] and [`RunOptions`] and reporting to an
+//! [`Observer`].
+//!
+//! Every name a user needs is here, at `finegrain::train::Name`, one path each. The public
+//! modules [`network`], [`memory`] and [`topology`] are the engine's insides, public on
+//! purpose for those who build on them (the benchmark sizes networks and times their
+//! dispatch lists with them); they may change between minor versions.
 
 pub(crate) mod allocation;
-pub mod config;
-pub mod eval;
+pub(crate) mod config;
+pub(crate) mod eval;
 pub(crate) mod lockholder;
 pub mod memory;
 pub mod network;
-pub mod observe;
+pub(crate) mod observe;
 pub(crate) mod params;
-pub mod run;
-pub mod rundir;
-pub mod schedule;
-pub mod stop;
+pub(crate) mod run;
+pub(crate) mod rundir;
+pub(crate) mod schedule;
+pub(crate) mod stop;
 pub mod topology;
 
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
-pub use crate::gpu::Precision;
+use crate::gpu::{Gpu, Precision};
 use crate::method::loss::LossKind;
 use crate::model::ModelConfig;
-pub use config::TrainConfig;
-pub use config::{MethodConfig, NetMode};
+pub use config::{MethodConfig, NetMode, TrainConfig};
 pub use eval::EvalReport;
 pub use network::Network;
-pub use observe::{Console, EpochSummary, Event, Observer};
-pub use run::{Progress, Run, RunOptions, RunSummary};
-pub use rundir::OutDir;
+pub use observe::{Console, EpochSummary, Event, Observer, ProgressStyle, RunStart, Silent};
+pub use run::{
+    evaluate, evaluate_with, plot_metrics, read_metrics, write_metrics, Run, RunOptions, RunSummary,
+};
+pub use rundir::{LockHolder, OutDir, CHECKPOINT_FILE, LOCK_FILE, RUN_FILES};
 pub use schedule::{LrSchedule, Schedule};
 use std::collections::VecDeque;
 pub use stop::StopFlag;

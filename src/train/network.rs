@@ -32,7 +32,7 @@ mod layers;
 mod record;
 
 use super::allocation::Allocation;
-pub use super::config::{MethodConfig, NetMode};
+use super::config::{MethodConfig, NetMode};
 use super::memory::{
     split_k_scratch_len, training_lists, ActivationLayout, MemoryPlan, AMP_STATE, BN_PARTIALS,
     DFEAT_F32, DMAPS_F16, HYPER, IMAGES, IMAGES_F16, LABELS, MAPS, MASK, MASK_SEED, SCORES,
@@ -40,10 +40,10 @@ use super::memory::{
 };
 use super::params::{grad_label, ParamTable};
 pub use super::params::{Param, ParamId, ParamLayout, StateId, StateTensor};
-pub use super::topology::Topology;
+use super::topology::Topology;
 use crate::error::Error;
 use crate::error::Result;
-pub use crate::gpu::Precision;
+use crate::gpu::Precision;
 use crate::gpu::{AdapterClass, Dispatch, Gpu, Tensor};
 use crate::method::loss::{LossKind, LOSS_PER_IMAGE};
 use crate::model::ModelConfig;
@@ -56,6 +56,11 @@ pub const LOSS_SCALE_INIT: f32 = 65536.0;
 pub const LOSS_SCALE_INTERVAL: u32 = 2000;
 
 /// The whole network, its buffers and its recorded dispatch lists.
+///
+/// An engine internal, public on purpose: its fields are the tensors and dispatch lists
+/// themselves, for those who time, inspect or extend one iteration (the benchmark and the
+/// tests do). Training and inference go through [`crate::train::Trainer`],
+/// [`crate::train::Run`] and [`crate::inference::Predictor`].
 pub struct Network {
     pub config: ModelConfig,
     pub mode: NetMode,

@@ -6,7 +6,7 @@
 //! standard output is a file or a pipe (a log), then one line per epoch in both cases.
 //!
 //! ```
-//! use finegrain::train::observe::Event;
+//! use finegrain::train::Event;
 //! let mut losses = Vec::new();
 //! let mut observer = |e: &Event| {
 //!     if let Event::StepStats(s) = e {

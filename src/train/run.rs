@@ -17,7 +17,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub use crate::checkpoint::Progress;
+use crate::checkpoint::Progress;
+use crate::gpu::Precision;
 
 /// Options of a run besides the model and the training configuration.
 #[derive(Clone, Debug)]
@@ -57,7 +58,7 @@ pub struct RunOptions {
     /// Resume: continue in this precision instead of the checkpoint's (its weights are
     /// f32 either way; a note says so, and the run no longer repeats the original one bit
     /// for bit). Ignored by [`Run::new`], which takes the configuration's.
-    pub precision: Option<super::Precision>,
+    pub precision: Option<Precision>,
     /// A data-parallel run: this process's rank in the job ([`crate::distributed`]; with the
     /// cargo feature `mpi`, `distributed::mpi::Mpi`). Each rank trains on its share of every
     /// global batch; rank 0 alone writes the folder (checkpoints, metrics) and should be
@@ -277,8 +278,8 @@ impl<'g> Run<'g> {
                  {})",
                 config.precision,
                 match p {
-                    super::Precision::Mixed => "the loss scale starts afresh",
-                    super::Precision::F32 => "its loss-scaling state is dropped",
+                    Precision::Mixed => "the loss scale starts afresh",
+                    Precision::F32 => "its loss-scaling state is dropped",
                 }
             ));
             config.precision = p;

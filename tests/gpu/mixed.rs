@@ -389,7 +389,8 @@ fn cooperative_matrices_can_be_turned_off() {
     use finegrain::kernels::conv2d::coop::CoopTile;
     use finegrain::method::loss::LossKind;
     use finegrain::model::ModelConfig;
-    use finegrain::train::{MethodConfig, Network, Precision};
+    use finegrain::train::{MethodConfig, Network};
+    use finegrain::Precision;
     let Some(_) = f16_gpu("cooperative matrices off") else {
         return;
     };

@@ -5,7 +5,7 @@
 use finegrain::classify::Classifier;
 use finegrain::method::loss::LossKind;
 use finegrain::recipe::{Choices, Recipe};
-use finegrain::train::observe::Event;
+use finegrain::train::Event;
 use finegrain::train::{Run, RunOptions};
 use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
@@ -87,7 +87,7 @@ fn recipe_train_and_classify_through_the_public_api() {
     );
     assert_eq!((epochs, checkpoints), (2, 2));
     assert_eq!(summary.epochs.len(), 2);
-    let rows = finegrain::train::run::read_metrics(&out.join("metrics.csv")).unwrap();
+    let rows = finegrain::train::read_metrics(&out.join("metrics.csv")).unwrap();
     assert_eq!(
         rows, summary.epochs,
         "metrics.csv holds the epoch summaries"

@@ -7,7 +7,7 @@ use finegrain::checkpoint::Checkpoint;
 use finegrain::data::Dataset;
 use finegrain::method::loss::LossKind;
 use finegrain::model::ModelConfig;
-use finegrain::train::observe::Event;
+use finegrain::train::Event;
 use finegrain::train::{Run, RunOptions, TrainConfig};
 use std::path::Path;
 use std::sync::Arc;

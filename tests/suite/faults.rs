@@ -7,7 +7,7 @@ use finegrain::data::Dataset;
 use finegrain::fsio::fault;
 use finegrain::method::loss::LossKind;
 use finegrain::model::ModelConfig;
-use finegrain::train::observe::Event;
+use finegrain::train::Event;
 use finegrain::train::{Run, RunOptions, TrainConfig};
 use std::path::Path;
 use std::sync::Arc;
@@ -92,6 +92,6 @@ fn a_full_disk_stops_the_run_with_the_file_named_and_keeps_the_last_checkpoint()
         8,
         "the second epoch's checkpoint"
     );
-    let rows = finegrain::train::run::read_metrics(&out.join("metrics.csv")).unwrap();
+    let rows = finegrain::train::read_metrics(&out.join("metrics.csv")).unwrap();
     assert_eq!(rows.len(), 1, "the first epoch's metrics, whole");
 }

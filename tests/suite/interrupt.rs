@@ -8,7 +8,7 @@ use finegrain::checkpoint::Checkpoint;
 use finegrain::data::Dataset;
 use finegrain::method::loss::LossKind;
 use finegrain::model::ModelConfig;
-use finegrain::train::observe::Event;
+use finegrain::train::Event;
 use finegrain::train::{Run, RunOptions, StopFlag, TrainConfig};
 use rand::Rng;
 use std::io::{BufRead, BufReader};
@@ -216,7 +216,7 @@ fn sigterm_checkpoints_and_the_resumed_run_matches_an_uninterrupted_one() {
     for (a, b) in joined.iter().zip(&want) {
         assert_eq!(a, b, "step {}: interrupted + resumed vs straight", b.0);
     }
-    let rows = finegrain::train::run::read_metrics(&dir.path().join("out/metrics.csv")).unwrap();
+    let rows = finegrain::train::read_metrics(&dir.path().join("out/metrics.csv")).unwrap();
     let epochs: Vec<usize> = rows.iter().map(|r| r.epoch).collect();
     assert_eq!(
         epochs,

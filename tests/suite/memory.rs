@@ -14,8 +14,9 @@ use finegrain::method::loss::LossKind;
 use finegrain::model::ModelConfig;
 use finegrain::testing::gpu;
 use finegrain::train::memory::{MemoryPlan, SPLIT_K_SCRATCH};
-use finegrain::train::network::MethodConfig;
-use finegrain::train::{NetMode, Network, Precision};
+use finegrain::train::MethodConfig;
+use finegrain::train::{NetMode, Network};
+use finegrain::Precision;
 
 #[test]
 fn memory_plan_equals_the_bytes_the_network_allocates() {

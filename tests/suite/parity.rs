@@ -115,7 +115,7 @@ fn check_case(g: &Gpu, case: &str) {
         grid: num("grid") as u32,
         alpha: num("alpha") as f32,
         seed: num("seed") as u64,
-        precision: finegrain::train::Precision::F32,
+        precision: finegrain::Precision::F32,
         accumulate: 1,
     };
     let mut t = Trainer::new(g, &model, &cfg, 1).unwrap();

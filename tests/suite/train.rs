@@ -7,10 +7,11 @@ use finegrain::data::{open_dataset, DataOptions, Dataset, Split};
 use finegrain::method::loss::LossKind;
 use finegrain::model::ModelConfig;
 use finegrain::testing::gpu;
-use finegrain::train::observe::Event;
-use finegrain::train::{NetMode, Precision, Schedule, TrainConfig, Trainer};
+use finegrain::train::Event;
+use finegrain::train::{NetMode, Schedule, TrainConfig, Trainer};
 use finegrain::train::{OutDir, Run, RunOptions, RunSummary};
 use finegrain::Error;
+use finegrain::Precision;
 use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -317,10 +318,9 @@ fn learn_case(precision: Precision) {
     let p = finegrain::inference::Predictor::from_checkpoint_with_precision(g, &ck, 3, precision)
         .unwrap();
     let (_, test) = datasets(&root.join("data"));
-    let (rep, skipped) = finegrain::train::run::evaluate_with(test, 3, 3, 2, false, |im, valid| {
-        p.scores(g, im, valid)
-    })
-    .unwrap();
+    let (rep, skipped) =
+        finegrain::train::evaluate_with(test, 3, 3, 2, false, |im, valid| p.scores(g, im, valid))
+            .unwrap();
     assert!(skipped.is_empty());
     assert_eq!(rep.images, fin.images);
     assert_eq!(rep.confusion, fin.confusion);
@@ -500,7 +500,7 @@ fn a_second_run_never_replaces_another_runs_files() {
     assert_eq!(resumed.out_dir(), a);
     train_to_end(resumed);
     assert_eq!(Checkpoint::open(&ck).unwrap().progress().unwrap().step, 3);
-    let rows = finegrain::train::run::read_metrics(&csv).unwrap();
+    let rows = finegrain::train::read_metrics(&csv).unwrap();
     assert_eq!(rows.len(), 1, "the epoch's row, rewritten");
 
     // A lock left by a killed run (a record nobody holds) is taken over; with overwrite the

@@ -7,7 +7,7 @@
 use finegrain::checkpoint::Checkpoint;
 use finegrain::classify::Classifier;
 use finegrain::gpu::{Gpu, GpuOptions};
-use finegrain::train::Precision;
+use finegrain::Precision;
 use js_sys::{Array, Object, Reflect, Uint8Array};
 use std::path::Path;
 use std::rc::Rc;
