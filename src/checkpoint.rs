@@ -9,7 +9,7 @@
 //! evaluation preprocessing, training configuration and progress that disagree are an error
 //! naming the file and the metadata key, never a failure later in inference.
 
-use crate::data::{Augment, Normalize, TrainCrop};
+use crate::data::{Normalize, Preprocessing, TrainCrop};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::gpu::Precision;
@@ -55,7 +55,7 @@ pub const MOMENTUM_PREFIX: &str = "optimizer.momentum.";
 pub const TRAIN_KEY: &str = "finegrain.train";
 /// Metadata key: progress JSON (`{"step":..,"epoch":..,"batch":..}`, a [`Progress`]).
 pub const PROGRESS_KEY: &str = "finegrain.progress";
-/// Metadata key: the evaluation preprocessing (an [`Augment`] as JSON), so inference
+/// Metadata key: the evaluation preprocessing (a [`Preprocessing`] as JSON), so inference
 /// prepares images exactly as the test set was.
 pub const PREPROCESS_KEY: &str = "finegrain.preprocess";
 /// Metadata key: class names JSON (a list of strings, by label).
@@ -262,7 +262,7 @@ fn bad_statistic(name: &str, v: &[f32]) -> Option<String> {
 /// The metadata of a checkpoint, parsed and checked against its model and against itself.
 #[derive(Clone, Debug)]
 struct Metadata {
-    preprocessing: Augment,
+    preprocessing: Preprocessing,
     class_names: Option<Vec<String>>,
     train: Option<TrainConfig>,
     progress: Option<Progress>,
@@ -271,7 +271,7 @@ struct Metadata {
 /// The evaluation preprocessing of a checkpoint without [`PREPROCESS_KEY`]: Fashion-MNIST
 /// normalisation at native size for one channel, ImageNet normalisation and a 256/224
 /// resize otherwise.
-fn default_preprocessing(m: &ModelConfig) -> Augment {
+fn default_preprocessing(m: &ModelConfig) -> Preprocessing {
     let normalize = if m.in_channels == 1 {
         Normalize::fashion_mnist(1)
     } else {
@@ -282,7 +282,7 @@ fn default_preprocessing(m: &ModelConfig) -> Augment {
     } else {
         (m.input_size as f64 * 256.0 / 224.0).round() as usize
     };
-    Augment {
+    Preprocessing {
         height: m.input_size,
         width: m.input_size,
         channels: m.in_channels,
@@ -351,11 +351,11 @@ impl Metadata {
         }
         check_model(model)?;
         let pre_key = PREPROCESS_KEY;
-        let preprocessing = match parse_json::<Augment>(meta, pre_key, "evaluation preprocessing")?
-        {
-            Some(a) => a,
-            None => default_preprocessing(model),
-        };
+        let preprocessing =
+            match parse_json::<Preprocessing>(meta, pre_key, "evaluation preprocessing")? {
+                Some(a) => a,
+                None => default_preprocessing(model),
+            };
         preprocessing
             .validate()
             .map_err(|e| format!("`{pre_key}` (evaluation preprocessing): {e}"))?;
@@ -508,7 +508,7 @@ impl Checkpoint {
     /// - not a safetensors file, or a corrupt one (header, offsets);
     /// - a format tag other than [`FORMAT`]; no or a bad model configuration ([`MODEL_KEY`]:
     ///   [`ModelConfig::validate`], 1 or 3 input channels, batch-norm constants);
-    /// - the evaluation preprocessing ([`PREPROCESS_KEY`]): [`Augment::validate`] (a mean and a
+    /// - the evaluation preprocessing ([`PREPROCESS_KEY`]): [`Preprocessing::validate`] (a mean and a
     ///   std > 0 per channel, `eval_resize` at least the size...), its channels and size
     ///   against the model's;
     /// - the class names ([`CLASSES_KEY`]): one per class of the model, none empty, no two
@@ -578,7 +578,7 @@ impl Checkpoint {
     /// without it, the default for its model: Fashion-MNIST normalisation at native size for
     /// one channel, ImageNet normalisation and a 256/224 resize otherwise. Its channels and
     /// size are the model's.
-    pub fn preprocessing(&self) -> &Augment {
+    pub fn preprocessing(&self) -> &Preprocessing {
         &self.meta.preprocessing
     }
 

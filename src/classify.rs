@@ -21,7 +21,9 @@
 //! ```
 
 use crate::checkpoint::Checkpoint;
-use crate::data::{decode_image, open_dataset, Augment, DataOptions, Dataset, ImageU8, Split};
+use crate::data::{
+    decode_image, open_dataset, DataOptions, Dataset, ImageU8, Preprocessing, Split,
+};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::gpu::Precision;
@@ -65,7 +67,7 @@ pub struct Classifier {
     classes: Vec<String>,
     /// Whether the checkpoint recorded its class names (else `classes` are placeholders).
     named: bool,
-    preprocessing: Augment,
+    preprocessing: Preprocessing,
     /// The training run's seed: class folders without train/ and test/ are split with it.
     split_seed: u64,
     path: PathBuf,
@@ -214,7 +216,7 @@ impl Classifier {
     }
 
     /// The evaluation preprocessing every input goes through.
-    pub fn preprocessing(&self) -> &Augment {
+    pub fn preprocessing(&self) -> &Preprocessing {
         &self.preprocessing
     }
 

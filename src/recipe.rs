@@ -41,8 +41,8 @@
 //! ```
 
 use crate::data::{
-    dataset_kind, open_dataset, resolve_fashion_mnist, Augment, Cub, DataOptions, Dataset,
-    DatasetKind, ImageFolder, Split, TrainCrop,
+    dataset_kind, open_dataset, resolve_fashion_mnist, Cub, DataOptions, Dataset, DatasetKind,
+    ImageFolder, Preprocessing, Split, TrainCrop,
 };
 use crate::error::{Error, Result};
 use crate::hub::HubFile;
@@ -589,7 +589,7 @@ impl Recipe {
 
     /// The evaluation preprocessing, recorded in checkpoints so that inference prepares
     /// images exactly as the test set was.
-    pub fn preprocessing(&self) -> Result<Augment> {
+    pub fn preprocessing(&self) -> Result<Preprocessing> {
         let idx = matches!(
             self.survey.kind,
             DatasetKind::Idx | DatasetKind::FashionMnist
@@ -599,7 +599,7 @@ impl Recipe {
         } else {
             (0, 0)
         };
-        self.data_options.augment(self.survey.kind, h, w)
+        self.data_options.preprocessing(self.survey.kind, h, w)
     }
 }
 

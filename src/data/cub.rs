@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 
 use rand::rngs::StdRng;
 
-use super::augment::Augment;
 use super::folder::load_image_file;
+use super::preprocess::Preprocessing;
 use super::{DataOptions, Dataset, DatasetInfo, DatasetKind, Split};
 use crate::{Error, Result};
 
@@ -120,7 +120,7 @@ pub struct Cub {
     info: DatasetInfo,
     files: Vec<PathBuf>,
     labels: Vec<u32>,
-    augment: Augment,
+    augment: Preprocessing,
 }
 
 impl Cub {
@@ -228,7 +228,7 @@ impl Cub {
                 ),
             ));
         }
-        let augment = opts.augment(DatasetKind::Cub, 0, 0)?;
+        let augment = opts.preprocessing(DatasetKind::Cub, 0, 0)?;
         Ok(Cub {
             info: DatasetInfo {
                 num_classes: class_names.len(),

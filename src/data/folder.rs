@@ -18,7 +18,7 @@ use std::sync::Mutex;
 
 use rand::rngs::StdRng;
 
-use super::augment::{Augment, ImageU8};
+use super::preprocess::{ImageU8, Preprocessing};
 use super::{DataOptions, Dataset, DatasetInfo, DatasetKind, Split};
 use crate::{Error, Result};
 
@@ -124,7 +124,7 @@ pub fn decode_image(path: &Path, bytes: &[u8], channels: usize) -> Result<(Vec<u
 /// Decodes `path` and runs `augment` on it into `out`.
 pub(crate) fn load_image_file(
     path: &Path,
-    augment: &Augment,
+    augment: &Preprocessing,
     train: bool,
     rng: &mut StdRng,
     out: &mut [f32],
@@ -353,7 +353,7 @@ pub struct ImageFolder {
     info: DatasetInfo,
     files: Vec<PathBuf>,
     labels: Vec<u32>,
-    augment: Augment,
+    augment: Preprocessing,
     root: PathBuf,
     skipped: Vec<Unusable>,
 }
@@ -479,7 +479,7 @@ impl ImageFolder {
             ));
         }
         warn_unusable(&skipped);
-        let augment = opts.augment(DatasetKind::ImageFolder, 0, 0)?;
+        let augment = opts.preprocessing(DatasetKind::ImageFolder, 0, 0)?;
         Ok(ImageFolder {
             info: DatasetInfo {
                 num_classes: class_names.len(),

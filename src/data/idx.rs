@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use rand::rngs::StdRng;
 
-use super::augment::{Augment, ImageU8};
+use super::preprocess::{ImageU8, Preprocessing};
 use super::{DataOptions, Dataset, DatasetInfo, DatasetKind, Split};
 use crate::{Error, Result};
 
@@ -306,7 +306,7 @@ pub struct IdxDataset {
     info: DatasetInfo,
     images: IdxImages,
     labels: Vec<u8>,
-    augment: Augment,
+    augment: Preprocessing,
     images_path: PathBuf,
 }
 
@@ -408,7 +408,7 @@ impl IdxDataset {
                 ),
             ));
         }
-        let augment = opts.augment(kind, images.rows, images.cols)?;
+        let augment = opts.preprocessing(kind, images.rows, images.cols)?;
         let info = DatasetInfo {
             num_classes: class_names.len(),
             class_names,
@@ -436,7 +436,7 @@ impl IdxDataset {
     }
 
     /// The preprocessing applied by [`Dataset::load`].
-    pub fn augment(&self) -> &Augment {
+    pub fn preprocessing(&self) -> &Preprocessing {
         &self.augment
     }
 }

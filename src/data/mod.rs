@@ -8,20 +8,19 @@
 //! - [`Cub`]: the CUB-200-2011 layout.
 //!
 //! Samples come out as f32 HWC (`(N, H, W, C)` in a [`Batch`]), preprocessed by an
-//! [`Augment`] resolved from [`DataOptions`]. [`Loader`] decodes batches in worker threads;
+//! [`Preprocessing`] resolved from [`DataOptions`]. [`Loader`] decodes batches in worker threads;
 //! the order and every random draw are a pure function of (seed, epoch, sample index).
 
-pub(crate) mod augment;
 pub(crate) mod cub;
 pub(crate) mod folder;
 pub(crate) mod idx;
 pub(crate) mod loader;
+pub(crate) mod preprocess;
 
 use std::path::{Path, PathBuf};
 
 use rand::rngs::StdRng;
 
-pub use augment::{Augment, ImageU8, Normalize, TrainCrop};
 pub use cub::{is_cub_dir, Cub};
 pub use folder::{
     decode_image, image_files, read_image, ImageFolder, Unusable, MAX_DECODE_BYTES, MAX_DECODE_SIDE,
@@ -31,6 +30,7 @@ pub use idx::{
     resolve_fashion_mnist, write_idx_images, write_idx_labels, FashionMnist, IdxDataset, IdxImages,
     FASHION_MNIST_CLASSES, FASHION_MNIST_SUBSET_DIR, FASHION_MNIST_SYSTEM_DIR,
 };
+pub use preprocess::{ImageU8, Normalize, Preprocessing, TrainCrop};
 
 /// Pixel mean of the Fashion-MNIST training set (0..1 scale): the IDX reader's and the
 /// preprocessing's (here, so that neither module depends on the other for it).
@@ -110,7 +110,7 @@ pub enum DatasetKind {
 ///
 /// Every image, whatever its shape, has its shorter side resized to `eval_resize` and the
 /// centre `size x size` cropped (never stretched); training crops come from the same image
-/// ([`Augment`]). [`crate::recipe::Recipe`] sets `eval_resize` to `size` except for photos.
+/// ([`Preprocessing`]). [`crate::recipe::Recipe`] sets `eval_resize` to `size` except for photos.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DataOptions {
     pub channels: Option<usize>,
@@ -159,7 +159,7 @@ impl DataOptions {
     /// `channels` 1 or 3, `size` in 1..=[`MAX_IMAGE_SIZE`], `eval_resize` from `size` to
     /// [`MAX_EVAL_RESIZE_FACTOR`] times it, `test_fraction` a number in [0, 1) (0: every image
     /// trains), `normalize` one finite mean and std > 0 per channel, `train_crop` a valid
-    /// crop for `size`. [`DataOptions::augment`] checks the resolved preprocessing again.
+    /// crop for `size`. [`DataOptions::preprocessing`] checks the resolved preprocessing again.
     pub fn validate(&self) -> Result<()> {
         if let Some(c) = self.channels {
             if c != 1 && c != 3 {
@@ -211,7 +211,12 @@ impl DataOptions {
 
     /// Resolves the preprocessing for a dataset of `kind` whose images are natively
     /// `native_h x native_w` (IDX; pass 0, 0 for variable-size images), and validates it.
-    pub fn augment(&self, kind: DatasetKind, native_h: usize, native_w: usize) -> Result<Augment> {
+    pub fn preprocessing(
+        &self,
+        kind: DatasetKind,
+        native_h: usize,
+        native_w: usize,
+    ) -> Result<Preprocessing> {
         self.validate()?;
         let idx = matches!(kind, DatasetKind::Idx | DatasetKind::FashionMnist);
         let channels = self.channels.unwrap_or(if idx { 1 } else { 3 });
@@ -240,7 +245,7 @@ impl DataOptions {
             DatasetKind::Idx => Normalize::uniform(channels, idx::MNIST_MEAN, idx::MNIST_STD),
             _ => Normalize::imagenet(channels),
         });
-        let a = Augment {
+        let a = Preprocessing {
             height,
             width,
             channels,

@@ -46,7 +46,7 @@ pub struct RunOptions {
     pub evaluate: bool,
     /// The evaluation preprocessing, recorded in every checkpoint so that inference
     /// prepares images as the test set was ([`Run::from_recipe`] sets it).
-    pub preprocessing: Option<crate::data::Augment>,
+    pub preprocessing: Option<crate::data::Preprocessing>,
     /// Extra metadata written into every checkpoint.
     pub metadata: HashMap<String, String>,
     /// Initialise the backbone from a torchvision ResNet state dict (ignored on resume).

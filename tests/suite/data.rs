@@ -132,8 +132,8 @@ fn idx_folder_generic_and_fashion_by_kind() {
     assert_eq!(ds.info().num_classes, 5);
     assert_eq!(ds.info().class_names[4], "4");
     let idx = IdxDataset::open(d.path(), Split::Test, &DataOptions::default()).unwrap();
-    assert!(!idx.augment().hflip);
-    assert_eq!(idx.augment().normalize.mean, [0.1307]);
+    assert!(!idx.preprocessing().hflip);
+    assert_eq!(idx.preprocessing().normalize.mean, [0.1307]);
     // Opened as Fashion-MNIST: its names and stats whatever the folder's name; 3 channels, 32x32.
     let opts = DataOptions {
         channels: Some(3),
@@ -176,7 +176,10 @@ fn shipped_subset_opens() {
         (0..ds.len()).for_each(|i| seen[ds.label(i) as usize] = true);
         assert!(seen.iter().all(|&s| s));
     }
-    assert_eq!(fm.train.augment().normalize, Normalize::fashion_mnist(1));
+    assert_eq!(
+        fm.train.preprocessing().normalize,
+        Normalize::fashion_mnist(1)
+    );
 
     // Normalised test images have mean ~0 and std ~1.
     let mut out = vec![0f32; 784];
@@ -577,7 +580,7 @@ fn augmentation_is_deterministic() {
     );
 
     // Random resized crop on an RGB image.
-    let aug = Augment {
+    let aug = Preprocessing {
         height: 24,
         width: 24,
         channels: 3,
@@ -1040,7 +1043,7 @@ fn data_options_out_of_range_name_the_field() {
             err_text(opts.validate()),
             // Checked before any file is read.
             err_text(open_dataset(d.path(), Split::Train, &opts)),
-            err_text(opts.augment(DatasetKind::ImageFolder, 0, 0)),
+            err_text(opts.preprocessing(DatasetKind::ImageFolder, 0, 0)),
         ] {
             for w in want {
                 assert!(e.contains(w), "{opts:?}: `{w}` missing from: {e}");
@@ -1056,7 +1059,7 @@ fn data_options_out_of_range_name_the_field() {
         size: Some(1),
         ..base.clone()
     }
-    .augment(DatasetKind::Idx, 1, 1)
+    .preprocessing(DatasetKind::Idx, 1, 1)
     .unwrap();
     assert_eq!(a.train_crop, TrainCrop::Pad { pad: 0 });
     let e = err_text(
@@ -1065,7 +1068,7 @@ fn data_options_out_of_range_name_the_field() {
             size: Some(8),
             ..base
         }
-        .augment(DatasetKind::ImageFolder, 0, 0),
+        .preprocessing(DatasetKind::ImageFolder, 0, 0),
     );
     assert!(e.contains("train_crop.pad") && e.contains('9'), "{e}");
 }

@@ -133,7 +133,7 @@ impl Normalize {
 
 /// The complete preprocessing of one sample into `height x width x channels` f32.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Augment {
+pub struct Preprocessing {
     pub height: usize,
     pub width: usize,
     /// 1 or 3. A 1-channel source is replicated to 3; images are decoded to this count.
@@ -147,7 +147,7 @@ pub struct Augment {
     pub normalize: Normalize,
 }
 
-impl Augment {
+impl Preprocessing {
     /// Checks every field; called by the dataset openers and when a checkpoint is opened.
     /// Errors name the field (`height`, `eval_resize`, `normalize.std`, ...):
     /// - `height`, `width`: 1 ..= [`MAX_IMAGE_SIZE`](super::MAX_IMAGE_SIZE);
@@ -464,8 +464,8 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
 
-    fn aug(h: usize, w: usize, c: usize, eval_resize: usize) -> Augment {
-        Augment {
+    fn aug(h: usize, w: usize, c: usize, eval_resize: usize) -> Preprocessing {
+        Preprocessing {
             height: h,
             width: w,
             channels: c,
