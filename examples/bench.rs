@@ -28,6 +28,8 @@ use finegrain::Precision;
 use rand::{Rng, SeedableRng};
 use std::time::Instant;
 
+mod common;
+
 /// Kernel benchmark (GEMM, convolutions, a whole training step) and memory plans. Sizes
 /// not given follow the adapter: small on a CPU adapter, ResNet-50 at 448 px on a GPU.
 #[derive(Parser, Debug)]
@@ -1084,7 +1086,7 @@ fn main() {
     let gpu = match Gpu::from_env() {
         Ok(g) => g,
         Err(e) => {
-            eprintln!("error: {e}");
+            common::report(&e);
             std::process::exit(1);
         }
     };

@@ -14,6 +14,8 @@ use finegrain::{Error, Result};
 use std::path::PathBuf;
 use std::time::Instant;
 
+mod common;
+
 const DEFAULT_WEIGHTS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/weights/fashion-mnist-tiny.safetensors"
@@ -64,7 +66,7 @@ struct Args {
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     if let Err(e) = real_main(Args::parse()) {
-        eprintln!("error: {e}");
+        common::report(&e);
         std::process::exit(1);
     }
 }

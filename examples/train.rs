@@ -27,6 +27,8 @@ use finegrain::Collective;
 use std::path::PathBuf;
 use std::rc::Rc;
 
+mod common;
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum ScheduleArg {
     Cosine,
@@ -202,7 +204,7 @@ fn main() {
     let (comm, local) = match ranks() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: {e}");
+            common::report(&e);
             std::process::exit(1);
         }
     };
@@ -211,7 +213,7 @@ fn main() {
             // One failed rank ends the job with its message; the others do not wait.
             comm.abort(&format!("error: {e}"));
         }
-        eprintln!("error: {e}");
+        common::report(&e);
         std::process::exit(1);
     }
 }

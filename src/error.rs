@@ -12,10 +12,9 @@ pub enum Error {
 
     /// No usable GPU adapter (not even a software one).
     #[error(
-        "no GPU adapter found ({detail}).\n  On Linux without a GPU install Mesa's software Vulkan \
-         driver (lavapipe): `apt-get install mesa-vulkan-drivers` (on Debian bookworm take it from \
-         bookworm-backports for Mesa 25, see .ci/install-lavapipe.sh).\n  Set WGPU_BACKEND \
-         (vulkan, metal, dx12, gl) or FINEGRAIN_ADAPTER (part of an adapter name) to choose one."
+        "no GPU adapter found ({detail}).\n  Without a GPU, finegrain runs on Mesa's software \
+         Vulkan driver, lavapipe. WGPU_BACKEND (vulkan, metal, dx12, gl) or FINEGRAIN_ADAPTER \
+         (part of an adapter name) choose among the adapters there are."
     )]
     NoAdapter { detail: String },
 
@@ -23,10 +22,8 @@ pub enum Error {
     #[error(
         "the only GPU adapter found is {adapter}, a software OpenGL rasteriser, which \
          finegrain does not use unless asked to: without a GPU, finegrain runs on (and is \
-         tested on) Mesa's software Vulkan driver, lavapipe.\n  Install it: `apt-get install \
-         mesa-vulkan-drivers` (on Debian bookworm run .ci/install-lavapipe.sh for Mesa 25 from \
-         bookworm-backports).\n  To use OpenGL anyway, ask for it: WGPU_BACKEND=gl (or GL in \
-         GpuOptions::backends)."
+         tested on) Mesa's software Vulkan driver, lavapipe.\n  To use OpenGL anyway, ask \
+         for it: WGPU_BACKEND=gl (or GL in GpuOptions::backends)."
     )]
     SoftwareGl { adapter: String },
 

@@ -550,7 +550,7 @@ pub fn resolve_fashion_mnist(data: Option<&Path>, subset: bool) -> Result<(PathB
                 if subset {
                     "shipped subset, as asked"
                 } else {
-                    "shipped subset; the full set is not installed (apt-get install dataset-fashion-mnist)"
+                    "shipped subset; the full set (Debian's package dataset-fashion-mnist) is not installed"
                 },
             )
         } else {

@@ -279,3 +279,25 @@ fn readme_table_lists_every_finegrain_variable() {
          variables in the table that no source names: {stale:?}"
     );
 }
+
+/// The library's error says what is missing; the examples add the command that fixes it
+/// (`examples/common`), here for an adapter that is not there.
+#[test]
+fn examples_add_the_install_command_to_a_missing_adapter() {
+    let bin = example_binary("infer");
+    let out = Command::new(&bin)
+        .arg(root().join("data/fashion-mnist-samples"))
+        .env("FINEGRAIN_ADAPTER", "no-such-adapter-anywhere")
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for want in [
+        "error: no GPU adapter found",
+        "no-such-adapter-anywhere",
+        "apt-get install mesa-vulkan-drivers",
+        ".ci/install-lavapipe.sh",
+    ] {
+        assert!(err.contains(want), "`{want}` missing from:\n{err}");
+    }
+}
