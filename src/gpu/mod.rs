@@ -9,7 +9,7 @@ mod tensor;
 
 pub use pipeline::{Dispatch, ShaderSource};
 pub use profiler::{ProfileRow, Profiler};
-pub(crate) use tensor::{map_read, map_read_async};
+pub(crate) use tensor::{map_read_async, map_read_with};
 pub use tensor::{DType, Size, Tensor};
 
 use crate::error::{Error, Result};

@@ -354,7 +354,19 @@ impl Gpu {
 /// Map a MAP_READ buffer whose copy has been submitted, wait, and copy its bytes out. The
 /// blocking form of [`map_read_async`] (native only).
 pub(crate) fn map_read(gpu: &Gpu, staging: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
-    pollster::block_on(map_read_async(gpu, staging, bytes))
+    map_read_with(gpu, staging, bytes, |b| b.to_vec())
+}
+
+/// [`map_read`] handing the mapped bytes to `read` instead of copying them into a new
+/// vector: for a caller that keeps its own host buffer (the gradient exchange reads its
+/// whole staging buffer every step).
+pub(crate) fn map_read_with<R>(
+    gpu: &Gpu,
+    staging: &wgpu::Buffer,
+    bytes: u64,
+    read: impl FnOnce(&[u8]) -> R,
+) -> Result<R> {
+    pollster::block_on(map_read_with_async(gpu, staging, bytes, read))
 }
 
 /// [`map_read`] as a future. Natively the device is polled until the copy is done, so the
@@ -365,6 +377,15 @@ pub(crate) async fn map_read_async(
     staging: &wgpu::Buffer,
     bytes: u64,
 ) -> Result<Vec<u8>> {
+    map_read_with_async(gpu, staging, bytes, |b| b.to_vec()).await
+}
+
+async fn map_read_with_async<R>(
+    gpu: &Gpu,
+    staging: &wgpu::Buffer,
+    bytes: u64,
+    read: impl FnOnce(&[u8]) -> R,
+) -> Result<R> {
     let slice = staging.slice(0..bytes);
     let (tx, rx) = futures_channel::oneshot::channel();
     slice.map_async(wgpu::MapMode::Read, move |r| {
@@ -385,7 +406,7 @@ pub(crate) async fn map_read_async(
         context: "get_mapped_range".into(),
         message: e.to_string(),
     })?;
-    let out = view.to_vec();
+    let out = read(&view);
     drop(view);
     staging.unmap();
     Ok(out)

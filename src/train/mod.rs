@@ -470,12 +470,15 @@ impl Trainer {
         }
         gpu.queue.submit([enc.finish()]);
         let t0 = std::time::Instant::now();
-        let bytes = crate::gpu::map_read(gpu, &ex.staging, at)?;
+        // Straight from the mapped range into the exchange's own buffers: nothing is
+        // allocated per step.
+        crate::gpu::map_read_with(gpu, &ex.staging, at, |bytes| {
+            let values: &[f32] = bytemuck::cast_slice(bytes);
+            ex.summed[..grads + 4].copy_from_slice(&values[..grads + 4]);
+            ex.state.copy_from_slice(&values[grads + 4..]);
+        })?;
         self.exchange_seconds.0 += t0.elapsed().as_secs_f64();
-        let values: &[f32] = bytemuck::cast_slice(&bytes);
-        ex.summed[..grads + 4].copy_from_slice(&values[..grads + 4]);
         ex.summed[grads + 4] = stop as u32 as f32;
-        ex.state.copy_from_slice(&values[grads + 4..]);
         let t0 = std::time::Instant::now();
         comm.sum(&mut ex.summed)?;
         comm.broadcast(&mut ex.state, 0)?;
