@@ -53,15 +53,18 @@ impl KernelFamily {
         }
     }
 
-    /// Parse `auto` (`None`: [`KernelFamily::auto`]), `tiled`, `broadcast` or `subgroup`;
-    /// `what` names the flag or variable in errors.
+    /// Parse `auto` (`None`: [`KernelFamily::auto`]), `tiled`, `broadcast` or `subgroup`,
+    /// in any case; `what` names the flag or variable in errors.
     pub fn parse(what: &'static str, v: &str) -> Result<Option<Self>> {
         match v.trim().to_ascii_lowercase().as_str() {
             "auto" | "" => Ok(None),
-            other => other.parse().map(Some).map_err(|e: Error| match e {
-                Error::Invalid { message, .. } => Error::invalid(what, message),
-                e => e,
-            }),
+            "tiled" => Ok(Some(KernelFamily::Tiled)),
+            "broadcast" => Ok(Some(KernelFamily::Broadcast)),
+            "subgroup" => Ok(Some(KernelFamily::Subgroup)),
+            other => Err(Error::invalid(
+                what,
+                format!("`{other}` is not one of auto, tiled, broadcast, subgroup"),
+            )),
         }
     }
 
@@ -78,23 +81,6 @@ impl KernelFamily {
             ));
         }
         Ok(())
-    }
-}
-
-impl std::str::FromStr for KernelFamily {
-    type Err = Error;
-
-    /// `tiled`, `broadcast` or `subgroup` (any case).
-    fn from_str(v: &str) -> Result<Self> {
-        match v.trim().to_ascii_lowercase().as_str() {
-            "tiled" => Ok(KernelFamily::Tiled),
-            "broadcast" => Ok(KernelFamily::Broadcast),
-            "subgroup" => Ok(KernelFamily::Subgroup),
-            other => Err(Error::invalid(
-                "kernel family",
-                format!("`{other}` is not one of auto, tiled, broadcast, subgroup"),
-            )),
-        }
     }
 }
 
